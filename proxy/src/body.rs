@@ -1,0 +1,132 @@
+//! Body types shared by the listener, the pipeline and the error answers.
+//! Bodies stream frame by frame; nothing here buffers a whole body.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
+}
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+/// Counts the data bytes that pass through a body, for the audit line.
+pub struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+        Counted { inner, count }
+    }
+}
+
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Runs a callback once, when the body ends, fails, or is dropped unfinished
+/// (the client went away). The audit line is written from here so it can
+/// carry the byte counts.
+pub struct OnFinish<B, F: FnOnce(Finish)> {
+    inner: B,
+    on_finish: Option<F>,
+}
+
+/// How a body stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Complete,
+    Failed,
+    Abandoned,
+}
+
+impl<B, F: FnOnce(Finish)> OnFinish<B, F> {
+    pub fn new(inner: B, on_finish: F) -> Self {
+        OnFinish {
+            inner,
+            on_finish: Some(on_finish),
+        }
+    }
+
+    fn finish(&mut self, how: Finish) {
+        if let Some(f) = self.on_finish.take() {
+            f(how);
+        }
+    }
+}
+
+impl<B, F: FnOnce(Finish)> Drop for OnFinish<B, F> {
+    fn drop(&mut self) {
+        self.finish(Finish::Abandoned);
+    }
+}
+
+impl<B, F> Body for OnFinish<B, F>
+where
+    B: Body<Data = Bytes> + Unpin,
+    F: FnOnce(Finish) + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(Finish::Complete),
+            Poll::Ready(Some(Err(_))) => self.finish(Finish::Failed),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,81 @@
+//! Command line: one file per verb. `main.rs` only calls [`main`].
+
+mod ca;
+mod check;
+mod run;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::snapshot::Snapshot;
+
+/// Exit code for a configuration, catalog or policy that does not validate.
+pub const EXIT_INVALID_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Egress proxy with runtime authorization for AI agent workloads"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the data plane: the explicit proxy and the admin listener.
+    Run(run::RunArgs),
+    /// Classify and decide one request offline; print the decision as JSON.
+    Check(check::CheckArgs),
+    /// Validate the configuration, catalog and policies; exit non-zero with
+    /// file:line:column on the first error.
+    Validate(validate::ValidateArgs),
+    /// Manage the interception CA.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        env = "TOLLGATE_CONFIG",
+        default_value = "config/tollgate.yaml"
+    )]
+    config: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Check(args) => check::check(args),
+        Command::Validate(args) => validate::validate(args),
+        Command::Ca(command) => ca::ca(command),
+    }
+}
+
+/// Load the configuration and the snapshot it names, or say why not.
+fn load(path: &Path) -> Result<(Config, Snapshot), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let snapshot =
+        Snapshot::load(&config.catalog_dir, &config.policy_dir, 1).map_err(|e| e.to_string())?;
+    Ok((config, snapshot))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

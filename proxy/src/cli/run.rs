@@ -1,0 +1,133 @@
+//! `tollgate run`: the composition root of the data plane.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::{init_logging, load, ConfigArg, EXIT_INVALID_CONFIG};
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::pipeline::audit::AuditSink;
+use crate::pipeline::forward::Forwarder;
+use crate::pipeline::{accept, Pipeline};
+use crate::reload::Reloader;
+use crate::snapshot::{EmbeddedDecider, SnapshotHandle};
+use crate::tls::{self, CertificateAuthority, LeafCache};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "TOLLGATE_WORKERS")]
+    workers: Option<usize>,
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    init_logging();
+    let (config, snapshot) = match load(&args.config.config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, snapshot)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_ca(config: &Config) -> anyhow::Result<Option<Arc<LeafCache>>> {
+    let dir = &config.tls.ca_dir;
+    if !CertificateAuthority::exists(dir) {
+        if !config.tls.create_ca_if_missing {
+            tracing::warn!(
+                ca_dir = %dir.display(),
+                "no interception CA: CONNECT to catalog hosts is decided as a blind `connect`; \
+                 run `tollgate ca init --out {}` to inspect HTTPS",
+                dir.display()
+            );
+            return Ok(None);
+        }
+        let cert = CertificateAuthority::create(dir, false)?;
+        tracing::info!(cert = %cert.display(), "created interception CA; give agents this file to trust");
+    }
+    let ca = CertificateAuthority::load(dir)?;
+    Ok(Some(Arc::new(LeafCache::new(ca, config.tls.leaf_cache_size))))
+}
+
+async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::Result<()> {
+    let metrics = admin::install_metrics()?;
+    let leaves = load_ca(&config)?;
+    let upstream_tls =
+        tls::upstream::client_config(config.tls.system_roots, &config.tls.upstream_ca_files)?;
+    tracing::info!(
+        routes = snapshot.catalog.route_count(),
+        policies = snapshot.engine.policy_count(),
+        "catalog and policies loaded"
+    );
+    let snapshot = SnapshotHandle::new(snapshot);
+    let pipeline = Arc::new(Pipeline {
+        snapshot: snapshot.clone(),
+        decider: Arc::new(EmbeddedDecider::new(snapshot.clone())),
+        forwarder: Forwarder::new(&config.forward, upstream_tls),
+        leaves,
+        audit: AuditSink::start(&config.audit)?,
+        via: config.forward.via,
+    });
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_listener = TcpListener::bind(config.admin_address).await?;
+    tracing::info!(listener = "admin", address = %admin_listener.local_addr()?, "listening");
+    tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            metrics,
+            ready: ready.clone(),
+        },
+    ));
+    for listener_config in &config.listeners {
+        let listener = TcpListener::bind(listener_config.address).await?;
+        tracing::info!(
+            listener = %listener_config.name,
+            identity = listener_config.static_identity.as_deref().unwrap_or("none"),
+            address = %listener.local_addr()?,
+            "listening"
+        );
+        tokio::spawn(accept::serve(listener, listener_config.clone(), pipeline.clone()));
+    }
+    let reloader = Reloader {
+        snapshot,
+        catalog_dir: config.catalog_dir.clone(),
+        policy_dir: config.policy_dir.clone(),
+    };
+    tokio::spawn(reloader.run(config.reload.clone()));
+    ready.store(true, Ordering::Release);
+
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}

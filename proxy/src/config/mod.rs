@@ -1,0 +1,296 @@
+//! Configuration: raw serde types → validated, immutable [`Config`].
+//! Relative paths are resolved against the configuration file's folder so a
+//! config works from any working directory.
+
+mod raw;
+pub mod yaml;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use raw::RawConfig;
+pub use yaml::YamlError;
+
+pub const DEFAULT_PROXY_ADDRESS: &str = "127.0.0.1:3128";
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin_address: SocketAddr,
+    pub catalog_dir: PathBuf,
+    pub policy_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub forward: ForwardConfig,
+    pub audit: AuditOutput,
+    pub reload: ReloadConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    /// `None`: every request on this listener is refused with 407 until an
+    /// identity source is configured.
+    pub static_identity: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub ca_dir: PathBuf,
+    pub create_ca_if_missing: bool,
+    pub upstream_ca_files: Vec<PathBuf>,
+    pub system_roots: bool,
+    pub leaf_cache_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_host: usize,
+    /// `(host, port)` → address to connect to instead of resolving.
+    pub resolve: HashMap<(String, u16), SocketAddr>,
+    pub allow_networks: Vec<IpNet>,
+    pub via: bool,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_host: 64,
+            resolve: HashMap::new(),
+            allow_networks: Vec::new(),
+            via: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadConfig {
+    pub watch: bool,
+    pub interval: Duration,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let raw: RawConfig = yaml::parse(&path.display().to_string(), &text)?;
+        Config::from_raw(path, raw)
+    }
+
+    pub fn from_raw(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let resolve_path = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            file: file.clone(),
+            field: field.to_string(),
+            message,
+        };
+        let socket = |field: &str, value: &str| -> Result<SocketAddr, ConfigError> {
+            value
+                .parse()
+                .map_err(|_| invalid(field, format!("`{value}` is not an ip:port address")))
+        };
+        let duration = |field: &str, value: Option<&str>, default: Duration| match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v)
+                .map_err(|e| invalid(field, format!("`{v}` is not a duration: {e}"))),
+        };
+
+        let mut listeners = Vec::new();
+        let raw_listeners = if raw.listeners.is_empty() {
+            vec![raw::RawListener {
+                name: None,
+                address: None,
+                identity: None,
+            }]
+        } else {
+            raw.listeners
+        };
+        for (i, l) in raw_listeners.into_iter().enumerate() {
+            let field = format!("listeners[{i}]");
+            let name: Arc<str> = l.name.unwrap_or_else(|| "proxy".into()).into();
+            if listeners.iter().any(|x: &ListenerConfig| x.name == name) {
+                return Err(invalid(&field, format!("duplicate listener name `{name}`")));
+            }
+            let address = socket(
+                &format!("{field}.address"),
+                l.address.as_deref().unwrap_or(DEFAULT_PROXY_ADDRESS),
+            )?;
+            let static_identity = match l.identity.and_then(|i| i.static_id) {
+                Some(id) if id.trim().is_empty() => {
+                    return Err(invalid(
+                        &format!("{field}.identity.static"),
+                        "must not be empty".into(),
+                    ))
+                }
+                Some(id) => Some(Arc::from(id)),
+                None => None,
+            };
+            listeners.push(ListenerConfig {
+                name,
+                address,
+                static_identity,
+            });
+        }
+
+        let admin_address = socket(
+            "admin.address",
+            raw.admin.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS),
+        )?;
+
+        let defaults = ForwardConfig::default();
+        let mut resolve = HashMap::new();
+        for (from, to) in &raw.forward.resolve {
+            let (host, port) = split_host_port(from).ok_or_else(|| {
+                invalid(
+                    "forward.resolve",
+                    format!("`{from}` is not host:port"),
+                )
+            })?;
+            resolve.insert((host, port), socket("forward.resolve", to)?);
+        }
+        let mut allow_networks = Vec::new();
+        for net in &raw.forward.allow_networks {
+            allow_networks.push(net.parse::<IpNet>().map_err(|_| {
+                invalid(
+                    "forward.allow_networks",
+                    format!("`{net}` is not a CIDR network"),
+                )
+            })?);
+        }
+        let forward = ForwardConfig {
+            connect_timeout: duration(
+                "forward.connect_timeout",
+                raw.forward.connect_timeout.as_deref(),
+                defaults.connect_timeout,
+            )?,
+            response_timeout: duration(
+                "forward.response_timeout",
+                raw.forward.response_timeout.as_deref(),
+                defaults.response_timeout,
+            )?,
+            idle_timeout: duration(
+                "forward.idle_timeout",
+                raw.forward.idle_timeout.as_deref(),
+                defaults.idle_timeout,
+            )?,
+            max_idle_per_host: raw
+                .forward
+                .max_idle_per_host
+                .unwrap_or(defaults.max_idle_per_host),
+            resolve,
+            allow_networks,
+            via: raw.forward.via,
+        };
+
+        let tls = TlsConfig {
+            ca_dir: resolve_path(raw.tls.ca_dir.as_deref().unwrap_or(Path::new("ca"))),
+            create_ca_if_missing: raw.tls.create_ca_if_missing,
+            upstream_ca_files: raw
+                .tls
+                .upstream_ca_files
+                .iter()
+                .map(|p| resolve_path(p))
+                .collect(),
+            system_roots: raw.tls.system_roots.unwrap_or(true),
+            leaf_cache_size: raw.tls.leaf_cache_size.unwrap_or(1024).max(1),
+        };
+
+        let audit = match raw.audit.output.as_deref() {
+            None | Some("stdout") | Some("-") => AuditOutput::Stdout,
+            Some(p) => AuditOutput::File(resolve_path(Path::new(p))),
+        };
+        let reload = ReloadConfig {
+            watch: raw.reload.watch.unwrap_or(true),
+            interval: duration(
+                "reload.interval",
+                raw.reload.interval.as_deref(),
+                Duration::from_secs(2),
+            )?,
+        };
+        if reload.interval.is_zero() {
+            return Err(invalid("reload.interval", "must be above zero".into()));
+        }
+
+        Ok(Config {
+            file: path.to_path_buf(),
+            listeners,
+            admin_address,
+            catalog_dir: resolve_path(raw.catalog.as_deref().unwrap_or(Path::new("catalog"))),
+            policy_dir: resolve_path(
+                raw.policies
+                    .as_deref()
+                    .unwrap_or(Path::new("policies")),
+            ),
+            tls,
+            forward,
+            audit,
+            reload,
+        })
+    }
+}
+
+/// `host:port` or `[v6]:port` → lower-case host without brackets, port.
+pub fn split_host_port(value: &str) -> Option<(String, u16)> {
+    let (host, port) = value.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+//! The configuration file as written. Every struct refuses unknown fields so
+//! a typo is an error at load, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    pub catalog: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub forward: RawForward,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub reload: RawReload,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub identity: Option<RawIdentity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Sidecar mode: everything arriving on this listener is this workload.
+    #[serde(rename = "static")]
+    pub static_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub create_ca_if_missing: bool,
+    #[serde(default)]
+    pub upstream_ca_files: Vec<PathBuf>,
+    pub system_roots: Option<bool>,
+    pub leaf_cache_size: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_idle_per_host: Option<usize>,
+    /// `host:port` → `ip:port`, like curl's `--resolve`.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, String>,
+    /// CIDRs exempt from the private-address guard.
+    #[serde(default)]
+    pub allow_networks: Vec<String>,
+    #[serde(default)]
+    pub via: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `stdout` or a file path.
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch: Option<bool>,
+    pub interval: Option<String>,
+}

@@ -1,0 +1,112 @@
+//! The one place an error becomes an HTTP answer. Every refusal is a clear
+//! status with a JSON body an agent can act on.
+
+use std::net::IpAddr;
+
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::body::{full, ProxyBody};
+use crate::decision::Decision;
+
+/// Why a request was not forwarded (or failed on its way), named as a fact.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no workload identity for this caller")]
+    Unidentified,
+    #[error("malformed request: {0}")]
+    MalformedRequest(String),
+    #[error("request for `{got}` on a connection to `{expected}`")]
+    Misdirected { expected: String, got: String },
+    #[error("denied by policy: {}", .0.decision.reason)]
+    Denied(Box<DeniedRequest>),
+    #[error("destination {host} resolves to {address}, which is not allowed")]
+    DestinationBlocked { host: String, address: IpAddr },
+    #[error("upstream unreachable: {0}")]
+    UpstreamConnect(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("upstream failed: {0}")]
+    UpstreamFailed(String),
+}
+
+#[derive(Debug)]
+pub struct DeniedRequest {
+    pub action: String,
+    pub decision: Decision,
+}
+
+impl ProxyError {
+    pub fn denied(action: impl Into<String>, decision: Decision) -> ProxyError {
+        ProxyError::Denied(Box::new(DeniedRequest {
+            action: action.into(),
+            decision,
+        }))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Unidentified => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::Denied(_) | ProxyError::DestinationBlocked { .. } => StatusCode::FORBIDDEN,
+            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamFailed(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable machine code for the audit line and the JSON body.
+    pub fn reason(&self) -> &str {
+        match self {
+            ProxyError::Unidentified => "unidentified",
+            ProxyError::MalformedRequest(_) => "malformed_request",
+            ProxyError::Misdirected { .. } => "misdirected_request",
+            ProxyError::Denied(d) => &d.decision.reason,
+            ProxyError::DestinationBlocked { .. } => "destination_blocked",
+            ProxyError::UpstreamConnect(_) => "upstream_unreachable",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamFailed(_) => "upstream_failed",
+        }
+    }
+
+    pub fn to_response(&self, decision_id: &str) -> Response<ProxyBody> {
+        let body = match self {
+            ProxyError::Denied(d) => json!({
+                "decision": d.decision.outcome.as_str(),
+                "action": d.action,
+                "reason": d.decision.reason,
+                "message": d.decision.message,
+                "policy_ids": d.decision.policy_ids,
+                "decision_id": decision_id,
+            }),
+            ProxyError::DestinationBlocked { .. } => json!({
+                "decision": "deny",
+                "reason": self.reason(),
+                "message": self.to_string(),
+                "policy_ids": [],
+                "decision_id": decision_id,
+            }),
+            _ => json!({
+                "error": self.reason(),
+                "message": self.to_string(),
+                "decision_id": decision_id,
+            }),
+        };
+        let mut response = Response::new(full(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, ProxyError::Unidentified) {
+            headers.insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tollgate\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,208 @@
+//! Audit: one JSON line per decision, written by a dedicated thread so a slow
+//! disk never stalls the event loop. The channel is bounded and `emit`
+//! blocks when it is full: lines are delayed under pressure, never dropped.
+
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::AuditOutput;
+use crate::decision::Decision;
+use crate::error::ProxyError;
+
+use super::classify::Named;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub time: String,
+    pub decision_id: String,
+    pub listener: Arc<str>,
+    /// `http` (absolute-form), `intercept` (inside CONNECT + TLS), `tunnel`.
+    pub mode: &'static str,
+    pub workload: Option<Arc<str>>,
+    pub tool: Option<Arc<str>>,
+    pub action: Option<Arc<str>>,
+    pub resource: Option<String>,
+    pub risk: Option<&'static str>,
+    pub sensitivity: Option<Arc<str>>,
+    pub method: String,
+    pub host: String,
+    pub port: u16,
+    /// Path with every query value replaced, so tokens in URLs stay out.
+    pub path: String,
+    pub decision: &'static str,
+    pub reason: String,
+    pub policy_ids: Vec<String>,
+    /// Set when something other than policy ended the request.
+    pub error: Option<String>,
+    pub status: u16,
+    pub decision_us: u64,
+    pub latency_us: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl AuditRecord {
+    pub fn new(
+        decision_id: &str,
+        listener: Arc<str>,
+        mode: &'static str,
+        method: &str,
+        host: &str,
+        port: u16,
+        path_and_query: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            decision_id: decision_id.to_string(),
+            listener,
+            mode,
+            workload: None,
+            tool: None,
+            action: None,
+            resource: None,
+            risk: None,
+            sensitivity: None,
+            method: method.to_string(),
+            host: host.to_string(),
+            port,
+            path: redact_query(path_and_query),
+            decision: "deny",
+            reason: String::new(),
+            policy_ids: Vec::new(),
+            error: None,
+            status: 0,
+            decision_us: 0,
+            latency_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    pub fn named(&mut self, named: &Named) {
+        self.tool = named.tool.clone();
+        self.action = Some(named.action.clone());
+        self.resource = Some(named.resource.clone());
+        self.risk = Some(named.risk);
+        self.sensitivity = Some(named.sensitivity.clone());
+    }
+
+    pub fn decided(&mut self, decision: &Decision) {
+        self.decision = decision.outcome.as_str();
+        self.reason = decision.reason.clone();
+        self.policy_ids = decision.policy_ids.clone();
+    }
+
+    /// Record an error that ended the request. A refusal before any
+    /// decision (no identity, malformed input) is logged as a deny.
+    pub fn failed(&mut self, err: &ProxyError) {
+        self.status = err.status().as_u16();
+        match err {
+            ProxyError::Denied(_) => {}
+            ProxyError::DestinationBlocked { .. } => {
+                self.decision = "deny";
+                self.reason = err.reason().to_string();
+                self.error = Some(err.to_string());
+            }
+            _ => {
+                if self.reason.is_empty() {
+                    self.reason = err.reason().to_string();
+                }
+                self.error = Some(err.to_string());
+            }
+        }
+    }
+}
+
+/// `/p?token=abc&x=1` → `/p?token=[redacted]&x=[redacted]`.
+pub fn redact_query(path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) => format!("{k}=[redacted]"),
+            None => kv.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", redacted.join("&"))
+}
+
+#[derive(Clone)]
+pub struct AuditSink {
+    lines: SyncSender<Vec<u8>>,
+}
+
+impl AuditSink {
+    pub fn start(output: &AuditOutput) -> std::io::Result<AuditSink> {
+        let writer: Box<dyn Write + Send> = match output {
+            AuditOutput::Stdout => Box::new(std::io::stdout()),
+            AuditOutput::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        let (lines, rx) = sync_channel(16 * 1024);
+        std::thread::Builder::new()
+            .name("tollgate-audit".into())
+            .spawn(move || write_lines(rx, writer))?;
+        Ok(AuditSink { lines })
+    }
+
+    pub fn emit(&self, record: &AuditRecord) {
+        let decision = record.decision;
+        metrics::counter!(
+            "tollgate_requests_total",
+            "tool" => record.tool.as_deref().unwrap_or("").to_string(),
+            "action" => record.action.as_deref().unwrap_or("").to_string(),
+            "decision" => decision,
+        )
+        .increment(1);
+        let mut line = match serde_json::to_vec(record) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(error = %e, "audit record did not serialize");
+                return;
+            }
+        };
+        line.push(b'\n');
+        if self.lines.send(line).is_err() {
+            tracing::error!("audit writer has stopped; audit line lost");
+        }
+    }
+}
+
+fn write_lines(rx: Receiver<Vec<u8>>, writer: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::new(writer);
+    while let Ok(line) = rx.recv() {
+        let mut ok = out.write_all(&line).is_ok();
+        // Batch whatever is already queued, then flush once.
+        while let Ok(more) = rx.try_recv() {
+            ok &= out.write_all(&more).is_ok();
+        }
+        ok &= out.flush().is_ok();
+        if !ok {
+            tracing::error!("audit output failed to write");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_redacted() {
+        assert_eq!(redact_query("/a"), "/a");
+        assert_eq!(
+            redact_query("/a?token=s3cr3t&flag&x=1"),
+            "/a?token=[redacted]&flag&x=[redacted]"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! Classify: name the request from the catalog. A host the catalog does not
+//! cover is named by the built-in `connect` action on host:port, so it is
+//! still decided by policy, never passed through unnamed.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::catalog::{Catalog, RiskClass};
+use crate::decision::CONNECT_ACTION;
+use crate::error::ProxyError;
+
+use super::RequestTarget;
+
+/// What a request is, in policy terms.
+#[derive(Debug, Clone)]
+pub struct Named {
+    pub tool: Option<Arc<str>>,
+    pub action: Arc<str>,
+    pub resource: String,
+    pub risk: &'static str,
+    pub sensitivity: Arc<str>,
+}
+
+impl Named {
+    /// The name for traffic the catalog does not cover.
+    pub fn connect(target: &RequestTarget) -> Named {
+        Named {
+            tool: None,
+            action: Arc::from(CONNECT_ACTION),
+            resource: target.host_port(),
+            risk: RiskClass::Unknown.as_str(),
+            sensitivity: Arc::from("unknown"),
+        }
+    }
+}
+
+pub fn classify(
+    catalog: &Catalog,
+    target: &RequestTarget,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Named, ProxyError> {
+    let path = uri.path();
+    check_path(path)?;
+    Ok(
+        match catalog.classify(&target.host, method, path, uri.query(), headers) {
+            Some(c) => Named {
+                tool: Some(c.tool),
+                action: c.action,
+                resource: c.resource,
+                risk: c.risk.as_str(),
+                sensitivity: c.sensitivity,
+            },
+            None => Named::connect(target),
+        },
+    )
+}
+
+/// Refuse paths the upstream might read differently from the catalog: dot
+/// segments (`/a/../b`) and encoded separators (`%2F`, `%5C`) would let a
+/// request be classified as one route and served as another.
+pub fn check_path(path: &str) -> Result<(), ProxyError> {
+    if !path.starts_with('/') && path != "*" {
+        return Err(ProxyError::MalformedRequest(
+            "request path must start with `/`".into(),
+        ));
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+        return Err(ProxyError::MalformedRequest(
+            "encoded path separators are not accepted".into(),
+        ));
+    }
+    for segment in lower.split('/') {
+        let decoded = segment.replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(ProxyError::MalformedRequest(
+                "dot segments in the path are not accepted".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Lower-case, no trailing dot, no IPv6 brackets.
+pub fn normalize_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tricky_paths_are_refused() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/repos/acme%2Fapi",
+            "/a\\b",
+            "relative",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in ["/", "/a/b.c/d", "/a/...", "/v1/chat/completions", "/a%20b"] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(normalize_host("API.GitHub.com."), "api.github.com");
+        assert_eq!(normalize_host("[::1]"), "::1");
+    }
+}

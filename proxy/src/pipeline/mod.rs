@@ -1,0 +1,292 @@
+//! The data plane, in request order:
+//!
+//! accept → identify → intercept → classify → authorize → credentials →
+//! forward → audit
+//!
+//! `accept` owns the sockets and hands each request (plain, or read from
+//! inside an intercepted TLS tunnel) to [`Pipeline::handle`], which runs the
+//! remaining stages top to bottom. Errors from any stage become an answer in
+//! one place (`crate::error`).
+
+pub mod accept;
+pub mod audit;
+pub mod authorize;
+pub mod classify;
+pub mod credentials;
+pub mod forward;
+pub mod identify;
+pub mod intercept;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{Counted, Finish, OnFinish, ProxyBody};
+use crate::decision::SharedDecider;
+use crate::error::ProxyError;
+use crate::snapshot::SnapshotHandle;
+use crate::tls::LeafCache;
+
+use audit::{AuditRecord, AuditSink};
+use classify::Named;
+use forward::Forwarder;
+
+/// Who is on the other end of an agent connection.
+#[derive(Debug)]
+pub struct Caller {
+    pub listener: Arc<str>,
+    pub peer: SocketAddr,
+    pub identity: Option<Arc<str>>,
+}
+
+/// Where a request goes: from the absolute-form URI, or from the CONNECT
+/// authority for requests read inside a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTarget {
+    pub tls: bool,
+    /// Normalized: lower-case, no brackets, no trailing dot.
+    pub host: String,
+    pub port: u16,
+}
+
+impl RequestTarget {
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    fn upstream_uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path_and_query}", self.host_port())
+            .parse()
+            .map_err(|_| ProxyError::MalformedRequest("request target is not a valid URI".into()))
+    }
+}
+
+/// How a request reached the pipeline (for the audit line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Intercepted,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Plain => "http",
+            Mode::Intercepted => "intercept",
+        }
+    }
+}
+
+pub struct Pipeline {
+    pub snapshot: Arc<SnapshotHandle>,
+    pub decider: SharedDecider,
+    pub forwarder: Forwarder,
+    /// `None` when no CA is loaded: covered hosts cannot be intercepted and
+    /// CONNECT to them is decided as an uncovered tunnel instead.
+    pub leaves: Option<Arc<LeafCache>>,
+    pub audit: AuditSink,
+    pub via: bool,
+}
+
+pub fn new_decision_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Pipeline {
+    /// Run one request through identify → … → audit. Always answers.
+    pub async fn handle(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        target: RequestTarget,
+        mode: Mode,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let decision_id = new_decision_id();
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        let mut record = AuditRecord::new(
+            &decision_id,
+            caller.listener.clone(),
+            mode.as_str(),
+            request.method().as_str(),
+            &target.host,
+            target.port,
+            path_and_query,
+        );
+        match self
+            .run(&caller, &target, mode, request, &mut record, started)
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                record.failed(&err);
+                record.latency_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(decision_id, error = %err, "request refused");
+                self.audit.emit(&record);
+                err.to_response(&decision_id)
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        caller: &Caller,
+        target: &RequestTarget,
+        mode: Mode,
+        request: Request<Incoming>,
+        record: &mut AuditRecord,
+        started: Instant,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        // identify
+        let workload = identify::identify(caller)?;
+        record.workload = Some(workload.clone());
+
+        // intercept: a request inside a tunnel must be for the tunnel's host.
+        if mode == Mode::Intercepted {
+            intercept::check_authority(target, &request)?;
+        }
+
+        // classify
+        let snapshot = self.snapshot.load();
+        let (parts, body) = request.into_parts();
+        let named = classify::classify(
+            &snapshot.catalog,
+            target,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+        )?;
+        record.named(&named);
+
+        // authorize
+        let decision_request =
+            authorize::decision_request(&workload, &named, target, &parts.method, parts.uri.path());
+        let (decision, decision_us) =
+            authorize::authorize(self.decider.as_ref(), &decision_request).await;
+        record.decision_us = decision_us;
+        record.decided(&decision);
+        if !decision.is_allow() {
+            return Err(ProxyError::denied(named.action.to_string(), decision));
+        }
+
+        // credentials
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let mut outbound = Request::from_parts(parts, body);
+        let path_and_query = outbound
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        *outbound.uri_mut() = target.upstream_uri(&path_and_query)?;
+        let inbound_version = outbound.version();
+        *outbound.version_mut() = http::Version::HTTP_11;
+        let headers = outbound.headers_mut();
+        credentials::strip_hop_by_hop(headers);
+        // The client writes Host from the URI, which is the checked target.
+        headers.remove(http::header::HOST);
+        if self.via {
+            credentials::add_via(headers, inbound_version);
+        }
+        let outbound = outbound.map(|b| Counted::new(b, bytes_in.clone()).boxed());
+
+        // forward
+        let upstream_started = Instant::now();
+        let response = self.forwarder.send(outbound).await?;
+        metrics::histogram!("tollgate_upstream_duration_seconds")
+            .record(upstream_started.elapsed().as_secs_f64());
+
+        // audit, when the response body has been delivered
+        let (mut parts, body) = response.into_parts();
+        credentials::strip_hop_by_hop(&mut parts.headers);
+        if self.via {
+            credentials::add_via(&mut parts.headers, parts.version);
+        }
+        record.status = parts.status.as_u16();
+        let bytes_out = Arc::new(AtomicU64::new(0));
+        let sink = self.audit.clone();
+        let mut finished = record.clone();
+        let (bytes_in_c, bytes_out_c) = (bytes_in, bytes_out.clone());
+        let body = OnFinish::new(Counted::new(body, bytes_out), move |how| {
+            finished.bytes_in = bytes_in_c.load(Ordering::Relaxed);
+            finished.bytes_out = bytes_out_c.load(Ordering::Relaxed);
+            finished.latency_us = started.elapsed().as_micros() as u64;
+            if how != Finish::Complete {
+                finished.error = Some(match how {
+                    Finish::Failed => "upstream response body failed".into(),
+                    _ => "client went away before the response ended".into(),
+                });
+            }
+            sink.emit(&finished);
+        });
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// Decide a CONNECT to a host the catalog does not cover (or that cannot
+    /// be intercepted) on host:port alone. On allow, returns the connected
+    /// upstream stream and the audit record to finish when the tunnel closes.
+    pub async fn open_tunnel(
+        &self,
+        caller: &Caller,
+        target: &RequestTarget,
+    ) -> Result<(tokio::net::TcpStream, AuditRecord), (ProxyError, String)> {
+        let started = Instant::now();
+        let decision_id = new_decision_id();
+        let mut record = AuditRecord::new(
+            &decision_id,
+            caller.listener.clone(),
+            "tunnel",
+            "CONNECT",
+            &target.host,
+            target.port,
+            "",
+        );
+        let result = async {
+            let workload = identify::identify(caller)?;
+            record.workload = Some(workload.clone());
+            let named = Named::connect(target);
+            record.named(&named);
+            let request = authorize::decision_request(
+                &workload,
+                &named,
+                target,
+                &http::Method::CONNECT,
+                "",
+            );
+            let (decision, decision_us) =
+                authorize::authorize(self.decider.as_ref(), &request).await;
+            record.decision_us = decision_us;
+            record.decided(&decision);
+            if !decision.is_allow() {
+                return Err(ProxyError::denied(named.action.to_string(), decision));
+            }
+            self.forwarder.connect(&target.host, target.port).await
+        }
+        .await;
+        record.latency_us = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(stream) => {
+                record.status = 200;
+                Ok((stream, record))
+            }
+            Err(err) => {
+                record.failed(&err);
+                self.audit.emit(&record);
+                Err((err, decision_id))
+            }
+        }
+    }
+}
