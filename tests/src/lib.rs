@@ -1,1 +1,45 @@
+//! Test harness for end-to-end tests: the built `tollgate` binary as a real
+//! process, real upstream servers (HTTP and HTTPS with a CA minted per
+//! test), and real clients (curl, Python `requests`). Everything listens on
+//! 127.0.0.1 with ephemeral ports.
 
+pub mod clients;
+pub mod pki;
+pub mod process;
+pub mod upstream;
+
+use std::path::PathBuf;
+
+pub use clients::{curl, python, CurlOutput};
+pub use pki::TestPki;
+pub use process::{shipped_policies, Setup, Tollgate, CODER};
+
+pub use upstream::{Seen, Upstream};
+
+/// The repository root (the workspace folder).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The `tollgate` binary built in the same profile as this test.
+pub fn tollgate_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TOLLGATE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/tollgate
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("tollgate"))
+        .expect("target layout");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (scripts/test does `cargo build --release --bins`)",
+        bin.display()
+    );
+    bin
+}

@@ -1,14 +1,26 @@
 //! The catalog names requests: host → tool, method + path template → action,
 //! path parameters → resource, plus risk class and data sensitivity.
 //!
-//! INTERFACE (owned by the catalog helper; signatures are relied on by the
-//! pipeline, the decision engine and the CLI).
+//! Catalog files (YAML, one tool per file; format in `docs/catalog.md`) are
+//! parsed (`file`), checked and compiled (`compile`) into one host matcher
+//! for all tools (`host`) and one route table per endpoint (`router`).
+//! Lookups never scan the catalog: cost depends on the request, not on how
+//! many tools are loaded.
 
+mod compile;
+mod file;
+mod host;
+mod router;
+mod template;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, Method};
 
 /// Risk classes, ordered from least to most dangerous. The names are the
 /// Cedar action groups (`Action::"prod_change"`) and appear in audit lines.
@@ -81,7 +93,10 @@ pub struct ActionInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// `location` is `file:line:column` when known, else the file.
     #[error("{location}: {message}")]
     Invalid { location: String, message: String },
@@ -89,25 +104,73 @@ pub enum CatalogError {
 
 /// The compiled, immutable catalog.
 #[derive(Debug, Default)]
-pub struct Catalog {}
+pub struct Catalog {
+    /// Sorted by name.
+    tools: Vec<Tool>,
+    endpoints: Vec<Endpoint>,
+    hosts: host::HostMatcher,
+    /// Sorted by name.
+    actions: Vec<ActionInfo>,
+    route_count: usize,
+}
+
+#[derive(Debug)]
+struct Tool {
+    name: Arc<str>,
+    description: String,
+    credential_headers: Vec<HeaderName>,
+    /// `<tool>:unknown`, allocated once.
+    unknown: Arc<str>,
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    /// Index into `Catalog::tools`.
+    tool: usize,
+    tool_name: Arc<str>,
+    default_sensitivity: Arc<str>,
+    router: router::EndpointRouter,
+}
 
 impl Catalog {
     /// Load every `*.yaml` / `*.yml` file in `dir` (not recursive), sorted by name.
     pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
-        let _ = dir;
-        todo!()
+        let io = |path: &Path, source| CatalogError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+            let path = entry.map_err(|e| io(dir, e))?.path();
+            let is_yaml = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            );
+            if is_yaml && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut sources = Vec::with_capacity(paths.len());
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+            sources.push((path.display().to_string(), text));
+        }
+        Catalog::from_sources(&sources)
     }
 
     /// Compile from in-memory sources: `(file name for errors, YAML text)`.
     pub fn from_sources(sources: &[(String, String)]) -> Result<Catalog, CatalogError> {
-        let _ = sources;
-        todo!()
+        let files = sources
+            .iter()
+            .map(|(name, text)| Ok((name.clone(), file::parse(name, text)?)))
+            .collect::<Result<Vec<_>, CatalogError>>()?;
+        compile::compile(files)
     }
 
     /// Whether any tool claims this host (lower-case, no port, no trailing dot).
     pub fn covers(&self, host: &str) -> bool {
-        let _ = host;
-        todo!()
+        self.hosts.find(&normalize_host(host)).is_some()
     }
 
     /// Name a request. `None` when no tool claims the host. A claimed host
@@ -121,23 +184,82 @@ impl Catalog {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Option<Classification> {
-        let _ = (host, method, path, query, headers);
-        todo!()
+        let host = normalize_host(host);
+        let found = self.hosts.find(&host)?;
+        let endpoint = &self.endpoints[found.endpoint];
+        let tool = &self.tools[endpoint.tool];
+        let matched = router::normalize_path(path)
+            .and_then(|path| endpoint.router.find(method, path, query, headers));
+        let Some((route, params)) = matched else {
+            return Some(Classification {
+                tool: tool.name.clone(),
+                action: tool.unknown.clone(),
+                resource: tool.name.to_string(),
+                risk: RiskClass::Unknown,
+                sensitivity: endpoint.default_sensitivity.clone(),
+            });
+        };
+        let resource = route.resource.expand(|name| {
+            params.get(name).or_else(|| {
+                found
+                    .captures
+                    .iter()
+                    .find(|(n, _)| &**n == name)
+                    .map(|(_, v)| *v)
+            })
+        });
+        Some(Classification {
+            tool: tool.name.clone(),
+            action: route.action.clone(),
+            resource,
+            risk: route.risk,
+            sensitivity: route.sensitivity.clone(),
+        })
     }
 
     /// Every action the catalog can produce, including each tool's
     /// `<tool>:unknown`. Stable order.
     pub fn actions(&self) -> &[ActionInfo] {
-        todo!()
+        &self.actions
     }
 
     /// Tool names, sorted.
     pub fn tools(&self) -> Vec<Arc<str>> {
-        todo!()
+        self.tools.iter().map(|t| t.name.clone()).collect()
     }
 
     /// Number of routes over all tools (for `validate` output and metrics).
     pub fn route_count(&self) -> usize {
-        todo!()
+        self.route_count
+    }
+
+    /// Headers besides `Authorization` / `Proxy-Authorization` that carry
+    /// credentials for `tool` (e.g. `x-api-key`), to strip before injecting.
+    /// `None` for an unknown tool.
+    pub fn credential_headers(&self, tool: &str) -> Option<&[HeaderName]> {
+        self.tool(tool).map(|t| t.credential_headers.as_slice())
+    }
+
+    /// The tool's `description`, for listings. `None` for an unknown tool.
+    pub fn description(&self, tool: &str) -> Option<&str> {
+        self.tool(tool).map(|t| t.description.as_str())
+    }
+
+    fn tool(&self, name: &str) -> Option<&Tool> {
+        self.tools
+            .binary_search_by(|t| (*t.name).cmp(name))
+            .ok()
+            .map(|i| &self.tools[i])
+    }
+}
+
+/// Callers promise lower case without a trailing dot; tolerate both anyway,
+/// allocating only when the host is not already in that form.
+fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }

@@ -1,0 +1,83 @@
+//! Real agent-side clients: curl and Python `requests`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use crate::repo_root;
+
+pub struct CurlOutput {
+    pub status: u16,
+    pub body: String,
+    /// curl's exit code (0 unless the transfer failed).
+    pub exit: i32,
+    pub stderr: String,
+    /// `%{http_version}` as curl reports it: `1.1` or `2`.
+    pub http_version: String,
+}
+
+impl CurlOutput {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Run curl with `args`; the status and HTTP version are appended by `-w`.
+pub async fn curl(args: &[&str]) -> CurlOutput {
+    let marker = "\n--tollgate-test--";
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--noproxy", ""])
+        .args(args)
+        .arg("-w")
+        .arg(format!("{marker}%{{http_code}} %{{http_version}}"))
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("curl is installed (scripts/setup-test-env)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = stdout.rsplit_once(marker).unwrap_or((&stdout, "0 0"));
+    let mut tail = tail.split_whitespace();
+    CurlOutput {
+        status: tail.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        http_version: tail.next().unwrap_or("").to_string(),
+        body: body.to_string(),
+        exit: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The Python interpreter with `requests` (the project's virtualenv).
+pub fn python_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TOLLGATE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/setup-test-env",
+        venv.display()
+    );
+    venv
+}
+
+/// Run a Python snippet with `env`; returns (exit code, stdout, stderr).
+pub async fn python(code: &str, env: &[(&str, String)]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(python_bin());
+    cmd.arg("-c").arg(code).stdin(Stdio::null());
+    for key in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "no_proxy"] {
+        cmd.env_remove(key);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run python");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,301 @@
+//! `tollgate run` as a child process on ephemeral ports, with its audit
+//! lines (stdout) and logs (stderr) captured for assertions.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{repo_root, tollgate_bin};
+
+pub const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
+
+/// What to run tollgate with. Defaults: the shipped catalog and policies,
+/// the coder identity, loopback upstreams allowed.
+pub struct Setup {
+    /// `None`: the shipped `config/policies`. `Some`: exactly these files.
+    pub policies: Option<Vec<(String, String)>>,
+    /// Extra catalog files on top of the shipped `config/catalog`.
+    pub extra_catalog: Vec<(String, String)>,
+    pub identity: Option<String>,
+    /// `host:port` → where it really is (always loopback in tests).
+    pub resolve: Vec<(String, SocketAddr)>,
+    pub upstream_ca: Option<String>,
+    pub allow_loopback: bool,
+    pub intercept: bool,
+    /// Appended under `forward:`.
+    pub forward_extra: String,
+    /// Reload on file change (polling every 200 ms); SIGHUP works either way.
+    pub watch: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            policies: None,
+            extra_catalog: Vec::new(),
+            identity: Some(CODER.to_string()),
+            resolve: Vec::new(),
+            upstream_ca: None,
+            allow_loopback: true,
+            intercept: true,
+            forward_extra: String::new(),
+            watch: true,
+        }
+    }
+}
+
+pub struct Tollgate {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn capture(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Tollgate {
+    pub fn start(setup: Setup) -> Tollgate {
+        let dir = tempfile::tempdir().unwrap();
+        let root = repo_root();
+        copy_dir(&root.join("config/catalog"), &dir.path().join("catalog"));
+        for (name, text) in &setup.extra_catalog {
+            std::fs::write(dir.path().join("catalog").join(name), text).unwrap();
+        }
+        match &setup.policies {
+            None => copy_dir(&root.join("config/policies"), &dir.path().join("policies")),
+            Some(files) => {
+                std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+                for (name, text) in files {
+                    std::fs::write(dir.path().join("policies").join(name), text).unwrap();
+                }
+            }
+        }
+        let config = config_yaml(&setup, dir.path());
+        std::fs::write(dir.path().join("tollgate.yaml"), config).unwrap();
+        Tollgate::spawn(dir)
+    }
+
+    /// Run with a folder already holding `tollgate.yaml`.
+    pub fn spawn(dir: tempfile::TempDir) -> Tollgate {
+        let mut child = Command::new(tollgate_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("tollgate.yaml"))
+            .arg("--workers")
+            .arg("2")
+            .env("TOLLGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tollgate");
+        let stdout = capture(child.stdout.take().unwrap());
+        let stderr = capture(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut proxy, mut admin) = (None, None);
+        while proxy.is_none() || admin.is_none() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "tollgate exited with {status} at start:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            assert!(Instant::now() < deadline, "tollgate did not start listening");
+            for line in stderr.lock().unwrap().iter() {
+                if !line.contains(" listening") {
+                    continue;
+                }
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|t| t.strip_prefix(name))
+                        .map(|v| v.trim_matches('"').to_string())
+                };
+                let address = field("address=").and_then(|a| a.parse::<SocketAddr>().ok());
+                match field("listener=").as_deref() {
+                    Some("admin") => admin = address,
+                    Some(_) => proxy = proxy.or(address),
+                    None => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tollgate {
+            child,
+            proxy: proxy.unwrap(),
+            admin: admin.unwrap(),
+            dir,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// The interception CA agents must trust.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.path("ca/ca.crt")
+    }
+
+    pub fn audit_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
+            .collect()
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// Wait (bounded) until an audit line satisfies `pred`; return it.
+    pub fn wait_audit(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.audit_lines().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching audit line; have:\n{}",
+                self.stdout_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait (bounded) until the logs contain `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Peak resident memory of the process (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+}
+
+fn config_yaml(setup: &Setup, dir: &Path) -> String {
+    let mut y = String::new();
+    y.push_str("listeners:\n  - name: agents\n    address: 127.0.0.1:0\n");
+    if let Some(id) = &setup.identity {
+        y.push_str(&format!("    identity: {{ static: \"{id}\" }}\n"));
+    }
+    y.push_str("admin: { address: 127.0.0.1:0 }\ncatalog: catalog\npolicies: policies\n");
+    y.push_str(&format!(
+        "reload: {{ interval: 200ms, watch: {} }}\n",
+        setup.watch
+    ));
+    y.push_str("tls:\n  system_roots: false\n");
+    if setup.intercept {
+        y.push_str("  create_ca_if_missing: true\n");
+    } else {
+        y.push_str("  ca_dir: no-ca\n");
+    }
+    if let Some(pem) = &setup.upstream_ca {
+        let path = dir.join("upstream-ca.pem");
+        std::fs::write(&path, pem).unwrap();
+        y.push_str(&format!("  upstream_ca_files: [\"{}\"]\n", path.display()));
+    }
+    y.push_str("forward:\n");
+    if setup.allow_loopback {
+        y.push_str("  allow_networks: [127.0.0.0/8]\n");
+    }
+    if !setup.resolve.is_empty() {
+        y.push_str("  resolve:\n");
+        for (from, to) in &setup.resolve {
+            y.push_str(&format!("    \"{from}\": \"{to}\"\n"));
+        }
+    }
+    y.push_str(&setup.forward_extra);
+    y
+}
+
+/// The shipped policy files, to extend in a test.
+pub fn shipped_policies() -> Vec<(String, String)> {
+    let dir = repo_root().join("config/policies");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}

@@ -1,0 +1,193 @@
+//! A real upstream that records what reaches it. Request headers steer it,
+//! so any catalog route can be used: `x-test-body-bytes: N` streams N bytes
+//! back; `x-test-delay-ms: N` answers late. Request bodies are read as a
+//! stream and only their length is kept.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub async fn http() -> Upstream {
+        Upstream::start(None).await
+    }
+
+    pub async fn https(config: Arc<rustls::ServerConfig>) -> Upstream {
+        Upstream::start(Some(config)).await
+    }
+
+    async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let record = record.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(req, record.clone()));
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream { addr, seen, task }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+type Out = BoxBody<Bytes, Infallible>;
+
+async fn answer(
+    req: Request<Incoming>,
+    record: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Out>, Infallible> {
+    let (parts, mut body) = req.into_parts();
+    let mut body_len = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            body_len += data.len() as u64;
+        }
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    record.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path_and_query: path_and_query.clone(),
+        version: format!("{:?}", parts.version),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body_len,
+    });
+    let number = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    if let Some(ms) = number("x-test-delay-ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(n) = number("x-test-body-bytes") {
+        return Ok(Response::new(Zeros { left: n }.boxed()));
+    }
+    let path = parts.uri.path();
+    let json = format!(
+        "{{\"upstream\":\"ok\",\"method\":\"{}\",\"path\":\"{}\",\"received\":{}}}",
+        parts.method, path, body_len
+    );
+    let mut response = Response::new(Full::new(Bytes::from(json)).boxed());
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("x-upstream", "test".parse().unwrap());
+    Ok(response)
+}
+
+/// A body of `left` zero bytes, produced in 64 KiB frames as it is read.
+struct Zeros {
+    left: u64,
+}
+
+const CHUNK: usize = 64 * 1024;
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(CHUNK as u64) as usize;
+        self.left -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}

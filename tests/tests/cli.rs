@@ -1,0 +1,172 @@
+//! The offline verbs: `validate`, `check`, `ca init`, and `--help`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tollgate_e2e::{repo_root, tollgate_bin, CODER};
+
+fn tollgate(args: &[&str]) -> Output {
+    Command::new(tollgate_bin()).args(args).output().unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A copy of the example configuration to break in one place.
+fn example_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo_root().join("config");
+    for sub in ["catalog", "policies"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(root.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(root.join("tollgate.yaml"), dir.path().join("tollgate.yaml")).unwrap();
+    dir
+}
+
+fn validate(dir: &Path) -> (i32, String, String) {
+    let out = tollgate(&[
+        "validate",
+        "--config",
+        dir.join("tollgate.yaml").to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    (out.status.code().unwrap(), stdout, stderr)
+}
+
+#[test]
+fn the_example_configuration_validates() {
+    let (code, stdout, stderr) = validate(&repo_root().join("config"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+    assert!(stdout.contains("route(s)"), "{stdout}");
+}
+
+#[test]
+fn validate_points_at_the_broken_line() {
+    let cases: [(&str, &str, &str); 4] = [
+        // (file to write, content, expected location prefix in stderr)
+        ("tollgate.yaml", "listeners:\n  - address: 127.0.0.1:0\n    identty: {}\n", "tollgate.yaml:3:5"),
+        ("catalog/zz.yaml", "tool: zz\nendpoints:\n  - hosts: [zz.test]\n    routes:\n      - { method: GET, path: /a, action: a, risk: dangerous }\n", "zz.yaml:5:"),
+        ("policies/zz.cedar", "\n\npermit(principal, action, resource) when { context.method == };\n", "zz.cedar:3:"),
+        ("policies/zz.cedar", "permit(principal,\n  action == Action::\"github:repos.nuke\",\n  resource);\n", "zz.cedar:"),
+    ];
+    for (file, content, expected) in cases {
+        let dir = example_copy();
+        std::fs::write(dir.path().join(file), content).unwrap();
+        let (code, _, stderr) = validate(dir.path());
+        assert_eq!(code, 64, "{file}: {stderr}");
+        assert!(stderr.contains(expected), "{file}: want {expected} in {stderr}");
+    }
+}
+
+#[test]
+fn validate_names_an_unknown_action() {
+    let dir = example_copy();
+    std::fs::write(
+        dir.path().join("policies/zz.cedar"),
+        "permit(principal,\n  action == Action::\"github:repos.nuke\",\n  resource);\n",
+    )
+    .unwrap();
+    let (_, _, stderr) = validate(dir.path());
+    assert!(stderr.contains("github:repos.nuke"), "{stderr}");
+}
+
+#[test]
+fn check_prints_one_decision_object() {
+    let config = repo_root().join("config/tollgate.yaml");
+    let config = config.to_str().unwrap();
+    let out = tollgate(&[
+        "check",
+        "--config",
+        config,
+        "--identity",
+        CODER,
+        "POST",
+        "https://api.github.com/repos/acme/api/pulls",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["tool"], "github");
+    assert_eq!(v["action"], "github:pulls.create");
+    assert_eq!(v["resource"], "github/repos/acme/api");
+    assert_eq!(v["risk"], "write");
+    assert_eq!(v["decision"], "allow");
+
+    let out = tollgate(&[
+        "check",
+        "--config",
+        config,
+        "--identity",
+        CODER,
+        "DELETE",
+        "https://api.github.com/repos/acme/api",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(text(&out).0.trim()).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["reason"], "forbidden");
+    assert_eq!(v["risk"], "prod_change");
+    assert!(!v["policy_ids"].as_array().unwrap().is_empty());
+
+    // Another workload is not the coder: default deny.
+    let out = tollgate(&[
+        "check",
+        "--config",
+        config,
+        "--identity",
+        "spiffe://cluster.local/ns/other/sa/bot",
+        "GET",
+        "https://api.github.com/repos/acme/api/pulls",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(text(&out).0.trim()).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["reason"], "no_permit");
+
+    // Uncovered host: the built-in connect action.
+    let out = tollgate(&[
+        "check", "--config", config, "--identity", CODER, "GET", "https://example.org/",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(text(&out).0.trim()).unwrap();
+    assert_eq!(v["action"], "connect");
+    assert_eq!(v["resource"], "example.org:443");
+
+    let out = tollgate(&["check", "--config", config, "--identity", CODER, "GET", "not a url"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn ca_init_writes_a_private_key_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("ca");
+    let out = tollgate(&["ca", "init", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let cert = std::fs::read_to_string(out_dir.join("ca.crt")).unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(out_dir.join("ca.key")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let again = tollgate(&["ca", "init", "--out", out_dir.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(text(&again).1.contains("already exists"));
+    assert_eq!(std::fs::read_to_string(out_dir.join("ca.crt")).unwrap(), cert);
+}
+
+#[test]
+fn every_verb_has_help() {
+    let out = tollgate(&["--help"]);
+    let (stdout, _) = text(&out);
+    for verb in ["run", "check", "validate", "ca"] {
+        assert!(stdout.contains(verb), "{stdout}");
+        let out = tollgate(&[verb, "--help"]);
+        assert!(out.status.success(), "{verb} --help");
+    }
+}
