@@ -67,7 +67,7 @@ where
 /// Runs a callback once, when the body ends, fails, or is dropped unfinished
 /// (the client went away). The audit line is written from here so it can
 /// carry the byte counts.
-pub struct OnFinish<B, F: FnOnce(Finish)> {
+pub struct OnFinish<B: Body, F: FnOnce(Finish)> {
     inner: B,
     on_finish: Option<F>,
 }
@@ -80,7 +80,7 @@ pub enum Finish {
     Abandoned,
 }
 
-impl<B, F: FnOnce(Finish)> OnFinish<B, F> {
+impl<B: Body, F: FnOnce(Finish)> OnFinish<B, F> {
     pub fn new(inner: B, on_finish: F) -> Self {
         OnFinish {
             inner,
@@ -95,9 +95,20 @@ impl<B, F: FnOnce(Finish)> OnFinish<B, F> {
     }
 }
 
-impl<B, F: FnOnce(Finish)> Drop for OnFinish<B, F> {
+impl<B: Body, F: FnOnce(Finish)> Drop for OnFinish<B, F> {
     fn drop(&mut self) {
+        self.finish_if_ended();
         self.finish(Finish::Abandoned);
+    }
+}
+
+impl<B: Body, F: FnOnce(Finish)> OnFinish<B, F> {
+    /// Servers stop polling once a body reports its end, so the end is
+    /// seen here as often as in `poll_frame`.
+    fn finish_if_ended(&mut self) {
+        if self.inner.is_end_stream() {
+            self.finish(Finish::Complete);
+        }
     }
 }
 
@@ -117,7 +128,8 @@ where
         match &polled {
             Poll::Ready(None) => self.finish(Finish::Complete),
             Poll::Ready(Some(Err(_))) => self.finish(Finish::Failed),
-            _ => {}
+            Poll::Ready(Some(Ok(_))) => self.finish_if_ended(),
+            Poll::Pending => {}
         }
         polled
     }

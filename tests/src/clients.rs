@@ -13,6 +13,10 @@ pub struct CurlOutput {
     pub stderr: String,
     /// `%{http_version}` as curl reports it: `1.1` or `2`.
     pub http_version: String,
+    /// New connections curl opened for the last URL (0: reused).
+    pub num_connects: u32,
+    /// Body bytes received for the last URL.
+    pub size_download: u64,
 }
 
 impl CurlOutput {
@@ -22,14 +26,15 @@ impl CurlOutput {
     }
 }
 
-/// Run curl with `args`; the status and HTTP version are appended by `-w`.
+/// Run curl with `args`; status, HTTP version and connection count are
+/// appended by `-w` (with several URLs, the last one's).
 pub async fn curl(args: &[&str]) -> CurlOutput {
     let marker = "\n--tollgate-test--";
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "60", "--noproxy", ""])
         .args(args)
         .arg("-w")
-        .arg(format!("{marker}%{{http_code}} %{{http_version}}"))
+        .arg(format!("{marker}%{{http_code}} %{{http_version}} %{{num_connects}} %{{size_download}}"))
         .env_remove("http_proxy")
         .env_remove("https_proxy")
         .env_remove("HTTP_PROXY")
@@ -44,6 +49,8 @@ pub async fn curl(args: &[&str]) -> CurlOutput {
     CurlOutput {
         status: tail.next().and_then(|s| s.parse().ok()).unwrap_or(0),
         http_version: tail.next().unwrap_or("").to_string(),
+        num_connects: tail.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        size_download: tail.next().and_then(|s| s.parse().ok()).unwrap_or(0),
         body: body.to_string(),
         exit: out.status.code().unwrap_or(-1),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -117,7 +117,7 @@ impl Tollgate {
             .arg(dir.path().join("tollgate.yaml"))
             .arg("--workers")
             .arg("2")
-            .env("TOLLGATE_LOG", "info")
+            .env("TOLLGATE_LOG", "info,tollgate=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -206,8 +206,9 @@ impl Tollgate {
             }
             assert!(
                 Instant::now() < deadline,
-                "no matching audit line; have:\n{}",
-                self.stdout_text()
+                "no matching audit line; have:\n{}\nlogs:\n{}",
+                self.stdout_text(),
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
         }

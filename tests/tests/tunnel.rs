@@ -18,6 +18,9 @@ async fn uncovered(permit: bool) -> (TestPki, Upstream, Tollgate) {
     let tg = Tollgate::start(Setup {
         resolve: vec![("tunnel.test:443".into(), upstream.addr)],
         policies: Some(policies),
+        // The test upstream speaks HTTP/2 and, like many servers, keeps its
+        // side open after the client's half-close; the tunnel must still end.
+        forward_extra: "  tunnel_half_close_timeout: 300ms\n".into(),
         ..Setup::default()
     });
     (pki, upstream, tg)

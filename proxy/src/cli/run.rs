@@ -92,6 +92,7 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
         leaves,
         audit: AuditSink::start(&config.audit)?,
         via: config.forward.via,
+        tunnel_half_close: config.forward.tunnel_half_close_timeout,
     });
 
     let ready = Arc::new(AtomicBool::new(false));

@@ -73,6 +73,7 @@ pub struct ForwardConfig {
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_host: usize,
+    pub tunnel_half_close_timeout: Duration,
     /// `(host, port)` → address to connect to instead of resolving.
     pub resolve: HashMap<(String, u16), SocketAddr>,
     pub allow_networks: Vec<IpNet>,
@@ -86,6 +87,7 @@ impl Default for ForwardConfig {
             response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
             max_idle_per_host: 64,
+            tunnel_half_close_timeout: Duration::from_secs(10),
             resolve: HashMap::new(),
             allow_networks: Vec::new(),
             via: false,
@@ -226,6 +228,11 @@ impl Config {
                 .forward
                 .max_idle_per_host
                 .unwrap_or(defaults.max_idle_per_host),
+            tunnel_half_close_timeout: duration(
+                "forward.tunnel_half_close_timeout",
+                raw.forward.tunnel_half_close_timeout.as_deref(),
+                defaults.tunnel_half_close_timeout,
+            )?,
             resolve,
             allow_networks,
             via: raw.forward.via,

@@ -66,6 +66,7 @@ pub struct RawForward {
     pub response_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_idle_per_host: Option<usize>,
+    pub tunnel_half_close_timeout: Option<String>,
     /// `host:port` → `ip:port`, like curl's `--resolve`.
     #[serde(default)]
     pub resolve: BTreeMap<String, String>,

@@ -6,12 +6,18 @@
 //! INTERFACE (owned by the decision helper; the pipeline and CLI rely on it).
 
 pub mod engine;
+mod policies;
+mod request;
+pub mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 pub use engine::{PolicyEngine, PolicyError};
+pub use schema::schema_text;
 
 /// The built-in action for traffic the catalog does not cover: decided on
 /// host:port alone and tunnelled blind if allowed.
@@ -70,7 +76,8 @@ pub struct Decision {
     pub reason: String,
     pub message: String,
     pub policy_ids: Vec<String>,
-    /// Name of the credential to inject (never its value); `None` for now.
+    /// Name of the credential to inject (never its value): the
+    /// `@credential("…")` of the first allowing policy that has one.
     pub credential: Option<String>,
 }
 

@@ -19,7 +19,7 @@ use crate::config::ListenerConfig;
 use crate::error::ProxyError;
 
 use super::classify::normalize_host;
-use super::{intercept, new_decision_id, Caller, Mode, Pipeline, RequestTarget};
+use super::{intercept, new_decision_id, tunnel, Caller, Mode, Pipeline, RequestTarget};
 
 /// Slow or silent clients are cut off rather than holding a connection.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -164,20 +164,18 @@ async fn connect(
 
     match pipeline.open_tunnel(&caller, &target).await {
         Err((err, decision_id)) => err.to_response(&decision_id),
-        Ok((mut upstream, mut record)) => {
+        Ok((upstream, mut record)) => {
             let sink = pipeline.audit.clone();
+            let half_close = pipeline.tunnel_half_close;
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
                 match hyper::upgrade::on(request).await {
                     Ok(upgraded) => {
-                        let mut agent = TokioIo::new(upgraded);
-                        match tokio::io::copy_bidirectional(&mut agent, &mut upstream).await {
-                            Ok((from_agent, from_upstream)) => {
-                                record.bytes_in = from_agent;
-                                record.bytes_out = from_upstream;
-                            }
-                            Err(e) => record.error = Some(format!("tunnel ended: {e}")),
-                        }
+                        let spliced =
+                            tunnel::splice(TokioIo::new(upgraded), upstream, half_close).await;
+                        record.bytes_in = spliced.from_agent;
+                        record.bytes_out = spliced.from_upstream;
+                        record.error = spliced.error;
                     }
                     Err(e) => record.error = Some(format!("CONNECT upgrade failed: {e}")),
                 }

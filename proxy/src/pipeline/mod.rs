@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod forward;
 pub mod identify;
 pub mod intercept;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +97,9 @@ pub struct Pipeline {
     pub leaves: Option<Arc<LeafCache>>,
     pub audit: AuditSink,
     pub via: bool,
+    /// How long a blind tunnel's second direction may stay open after the
+    /// first has closed.
+    pub tunnel_half_close: std::time::Duration,
 }
 
 pub fn new_decision_id() -> String {

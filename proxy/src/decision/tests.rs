@@ -1,0 +1,484 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::*;
+use crate::catalog::{ActionInfo, RiskClass};
+
+mod load;
+
+const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
+const TRIAGE: &str = "spiffe://cluster.local/ns/agents/sa/triage";
+const OUTSIDER: &str = "spiffe://cluster.local/ns/batch/sa/report";
+
+/// The actions the test policies and the shipped policies need, named the way
+/// the catalogs name them, with each tool's `<tool>:unknown`.
+fn actions() -> Vec<ActionInfo> {
+    use RiskClass::*;
+    [
+        ("github:contents.get", Read),
+        ("github:pulls.list", Read),
+        ("github:pulls.create", Write),
+        ("github:repos.delete", ProdChange),
+        ("github:unknown", Unknown),
+        ("slack:chat.postMessage", Write),
+        ("slack:unknown", Unknown),
+        ("s3:GetObject", DataExport),
+        ("s3:unknown", Unknown),
+        ("kubernetes:secrets.get", SecretsRead),
+        ("kubernetes:pods.exec", CodeExec),
+        ("kubernetes:unknown", Unknown),
+        ("openai:chat.completions.create", DataExport),
+        ("openai:unknown", Unknown),
+    ]
+    .into_iter()
+    .map(|(name, risk)| info(name, risk))
+    .collect()
+}
+
+fn info(name: &str, risk: RiskClass) -> ActionInfo {
+    ActionInfo {
+        name: Arc::from(name),
+        tool: Arc::from(name.split(':').next().unwrap()),
+        risk,
+    }
+}
+
+fn engine(files: &[(&str, &str)]) -> PolicyEngine {
+    PolicyEngine::from_sources(&actions(), &sources(files)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn load_error(files: &[(&str, &str)]) -> (String, String) {
+    match PolicyEngine::from_sources(&actions(), &sources(files)) {
+        Err(PolicyError::Invalid { location, message }) => (location, message),
+        Err(e) => panic!("expected Invalid, got {e}"),
+        Ok(_) => panic!("expected an error, policies loaded"),
+    }
+}
+
+fn sources(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    files
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+}
+
+/// A request as the classify stage would build it.
+fn req(principal: &str, action: &str, resource: &str, sensitivity: &str) -> DecisionRequest {
+    let tool = action.split(':').next().unwrap_or_default();
+    let risk = actions()
+        .iter()
+        .find(|a| &*a.name == action)
+        .map_or("unknown", |a| a.risk.as_str());
+    DecisionRequest {
+        principal: principal.into(),
+        action: action.into(),
+        resource: resource.into(),
+        context: RequestContext {
+            method: "GET".into(),
+            host: format!("{tool}.example.com"),
+            port: 443,
+            path: format!("/{resource}"),
+            tool: tool.into(),
+            risk: risk.into(),
+            sensitivity: sensitivity.into(),
+        },
+    }
+}
+
+/// One expected decision.
+struct Case {
+    name: &'static str,
+    request: DecisionRequest,
+    outcome: Outcome,
+    reason: &'static str,
+    policy_ids: &'static [&'static str],
+    credential: Option<&'static str>,
+    message_has: &'static str,
+}
+
+fn case(name: &'static str, request: DecisionRequest, reason: &'static str) -> Case {
+    Case {
+        name,
+        request,
+        outcome: if reason == "allowed" {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        },
+        reason,
+        policy_ids: &[],
+        credential: None,
+        message_has: "",
+    }
+}
+
+impl Case {
+    fn ids(mut self, ids: &'static [&'static str]) -> Case {
+        self.policy_ids = ids;
+        self
+    }
+    fn credential(mut self, name: &'static str) -> Case {
+        self.credential = Some(name);
+        self
+    }
+    fn message(mut self, part: &'static str) -> Case {
+        self.message_has = part;
+        self
+    }
+}
+
+fn check(engine: &PolicyEngine, cases: Vec<Case>) {
+    for c in cases {
+        let d = engine.evaluate(&c.request);
+        let ctx = format!("case `{}`: {d:?}", c.name);
+        assert_eq!(d.outcome, c.outcome, "{ctx}");
+        assert_eq!(d.reason, c.reason, "{ctx}");
+        assert_eq!(d.policy_ids, c.policy_ids, "{ctx}");
+        assert_eq!(d.credential.as_deref(), c.credential, "{ctx}");
+        assert!(d.message.contains(c.message_has), "{ctx}");
+    }
+}
+
+const POLICIES: &str = r#"// Comments may hold ; and "quotes" without splitting a policy.
+@id("coder-read")
+permit (principal == Workload::"spiffe://cluster.local/ns/agents/sa/coder",
+        action in Action::"read", resource in Target::"github");
+
+@id("agents-open-pulls")
+@credential("github-pr")
+permit (principal in Namespace::"agents", action == Action::"github:pulls.create",
+        resource in Target::"github/repos/acme");
+
+@id("anyone-delete")
+permit (principal, action == Action::"github:repos.delete", resource);
+
+@id("no-delete")
+@reason("deleting repositories is not allowed")
+forbid (principal, action == Action::"github:repos.delete", resource);
+
+forbid (principal, action in Action::"github", resource)
+when { context.sensitivity == "restricted" };
+
+permit (principal, action == Action::"connect", resource == Target::"example.com:443");
+permit (principal, action == Action::"connect", resource in Target::"internal");
+"#;
+
+#[test]
+fn decisions() {
+    let e = engine(&[("test.cedar", POLICIES)]);
+    assert_eq!(e.policy_count(), 7);
+    let acme = "github/repos/acme/api";
+    check(
+        &e,
+        vec![
+            case("permit", req(CODER, "github:contents.get", acme, "internal"), "allowed")
+                .ids(&["coder-read"])
+                .message("coder-read"),
+            case("default deny", req(CODER, "slack:chat.postMessage", "slack/channels/C1", "internal"), "no_permit")
+                .message("no policy permits `slack:chat.postMessage` for `spiffe://cluster.local/ns/agents/sa/coder` on `slack/channels/C1`"),
+            case("forbid overrides permit", req(CODER, "github:repos.delete", acme, "internal"), "forbidden")
+                .ids(&["no-delete"])
+                .message("deleting repositories is not allowed"),
+            case("namespace member", req(TRIAGE, "github:pulls.create", acme, "internal"), "allowed")
+                .ids(&["agents-open-pulls"])
+                .credential("github-pr"),
+            case("other namespace", req(OUTSIDER, "github:pulls.create", acme, "internal"), "no_permit"),
+            case("not a SPIFFE id", req("agents", "github:pulls.create", acme, "internal"), "no_permit"),
+            case("ns not first in path", req("spiffe://td/x/ns/agents/sa/a", "github:pulls.create", acme, "internal"), "no_permit"),
+            case("target itself", req(TRIAGE, "github:pulls.create", "github/repos/acme", "internal"), "allowed")
+                .ids(&["agents-open-pulls"])
+                .credential("github-pr"),
+            case("sibling target", req(TRIAGE, "github:pulls.create", "github/repos/other/api", "internal"), "no_permit"),
+            case("string prefix is not a parent", req(TRIAGE, "github:pulls.create", "github/repos/acme-evil/api", "internal"), "no_permit"),
+            case("forbid without @reason", req(CODER, "github:contents.get", acme, "restricted"), "forbidden")
+                .ids(&["test.cedar:18"])
+                .message("policy `test.cedar:18` forbids `github:contents.get`"),
+            case("connect by host:port", req(CODER, CONNECT_ACTION, "example.com:443", ""), "allowed")
+                .ids(&["test.cedar:21"]),
+            case("connect other port", req(CODER, CONNECT_ACTION, "example.com:8443", ""), "no_permit"),
+            case("connect targets have no parents", req(CODER, CONNECT_ACTION, "internal/x:443", ""), "no_permit"),
+            case("unknown action", req(CODER, "github:pulls.merge", acme, "internal"), "invalid_request")
+                .message("github:pulls.merge"),
+            case("group is not an action", req(CODER, "read", acme, "internal"), "invalid_request"),
+            case("empty principal", req("", "github:contents.get", acme, "internal"), "invalid_request"),
+        ],
+    );
+}
+
+#[test]
+fn credential_comes_from_first_permit_that_names_one() {
+    let e = engine(&[(
+        "c.cedar",
+        r#"@id("plain") permit (principal, action in Action::"read", resource);
+           @id("named") @credential("gh-read") permit (principal, action in Action::"github", resource);
+           @id("second") @credential("other") permit (principal, action in Action::"github", resource);"#,
+    )]);
+    check(
+        &e,
+        vec![
+            case(
+                "first named",
+                req(CODER, "github:pulls.list", "github/repos/a", "public"),
+                "allowed",
+            )
+            .ids(&["plain", "named", "second"])
+            .credential("gh-read"),
+            case(
+                "none named",
+                req(CODER, "s3:GetObject", "s3/b/k", "public"),
+                "no_permit",
+            ),
+        ],
+    );
+}
+
+/// `port * i64::MAX` validates (both are Long) and overflows for port > 1.
+const OVERFLOW: &str = "context.port * 9223372036854775807 > 1";
+
+#[test]
+fn evaluation_error_denies_even_when_another_permit_allows() {
+    let e = engine(&[(
+        "err.cedar",
+        &format!(
+            r#"@id("list-ok") permit (principal, action == Action::"github:pulls.list", resource);
+               @id("overflow") permit (principal, action == Action::"github:pulls.list", resource)
+               when {{ {OVERFLOW} }};"#
+        ),
+    )]);
+    let mut no_error = req(CODER, "github:pulls.list", "github/repos/a", "internal");
+    no_error.context.port = 1;
+    check(
+        &e,
+        vec![
+            case(
+                "erroring permit",
+                req(CODER, "github:pulls.list", "github/repos/a", "internal"),
+                "policy_error",
+            )
+            .ids(&["overflow"])
+            .message("overflow"),
+            case("same policy without overflow", no_error, "allowed").ids(&["list-ok", "overflow"]),
+        ],
+    );
+}
+
+#[test]
+fn erroring_forbid_still_denies() {
+    let e = engine(&[(
+        "err.cedar",
+        &format!(
+            r#"@id("list-ok") permit (principal, action == Action::"github:pulls.list", resource);
+               @id("bad-forbid") forbid (principal, action == Action::"github:pulls.list", resource)
+               when {{ {OVERFLOW} }};"#
+        ),
+    )]);
+    let mut applies = req(CODER, "github:pulls.list", "github/repos/a", "internal");
+    applies.context.port = 1;
+    check(
+        &e,
+        vec![
+            // Cedar alone would skip the forbid and allow.
+            case(
+                "erroring forbid",
+                req(CODER, "github:pulls.list", "github/repos/a", "internal"),
+                "policy_error",
+            )
+            .ids(&["bad-forbid"]),
+            case("forbid that evaluates", applies, "forbidden").ids(&["bad-forbid"]),
+        ],
+    );
+}
+
+#[test]
+fn shipped_policies() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/policies");
+    let e = PolicyEngine::load_dir(&actions(), &dir).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(e.policy_count(), 8, "base, guardrails and the demo policy");
+    let acme = "github/repos/acme/api";
+    check(
+        &e,
+        vec![
+            case(
+                "coder reads",
+                req(
+                    CODER,
+                    "github:contents.get",
+                    "github/repos/kubernetes/kubernetes",
+                    "public",
+                ),
+                "allowed",
+            )
+            .ids(&["coder-github-read"])
+            .credential("github-readonly"),
+            case(
+                "coder opens a PR in acme",
+                req(CODER, "github:pulls.create", acme, "internal"),
+                "allowed",
+            )
+            .ids(&["coder-open-pull-requests"])
+            .credential("github-pull-requests"),
+            case(
+                "coder PR elsewhere",
+                req(
+                    CODER,
+                    "github:pulls.create",
+                    "github/repos/other/x",
+                    "internal",
+                ),
+                "no_permit",
+            ),
+            case(
+                "triage lists acme PRs",
+                req(TRIAGE, "github:pulls.list", acme, "internal"),
+                "allowed",
+            )
+            .ids(&["agents-list-acme-pulls"])
+            .credential("github-readonly"),
+            case(
+                "coder lists acme PRs",
+                req(CODER, "github:pulls.list", acme, "internal"),
+                "allowed",
+            )
+            .ids(&["coder-github-read", "agents-list-acme-pulls"])
+            .credential("github-readonly"),
+            case(
+                "outsider lists",
+                req(OUTSIDER, "github:pulls.list", acme, "internal"),
+                "no_permit",
+            ),
+            case(
+                "prod change",
+                req(CODER, "github:repos.delete", acme, "internal"),
+                "forbidden",
+            )
+            .ids(&["forbid-prod-change"])
+            .message("agents may not change production"),
+            case(
+                "secrets",
+                req(
+                    CODER,
+                    "kubernetes:secrets.get",
+                    "kubernetes/namespaces/prod/secrets/db",
+                    "restricted",
+                ),
+                "forbidden",
+            )
+            .ids(&["forbid-secrets-read"]),
+            case(
+                "restricted export",
+                req(
+                    CODER,
+                    "s3:GetObject",
+                    "s3/buckets/hr/payroll.csv",
+                    "restricted",
+                ),
+                "forbidden",
+            )
+            .ids(&["forbid-restricted-export"])
+            .message("restricted data"),
+            case(
+                "internal export not granted",
+                req(CODER, "s3:GetObject", "s3/buckets/docs/a", "internal"),
+                "no_permit",
+            ),
+            case(
+                "unknown route",
+                req(CODER, "github:unknown", acme, "internal"),
+                "forbidden",
+            )
+            .ids(&["forbid-unknown-actions"]),
+            case(
+                "code exec not granted",
+                req(
+                    CODER,
+                    "kubernetes:pods.exec",
+                    "kubernetes/namespaces/dev/pods/p",
+                    "internal",
+                ),
+                "no_permit",
+            ),
+            case(
+                "connect default denied",
+                req(CODER, CONNECT_ACTION, "pypi.org:443", ""),
+                "no_permit",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn guardrails_load_when_a_risk_group_has_no_actions() {
+    // A catalog without secrets_read or data_export actions must not make
+    // the central forbids invalid.
+    let only_github: Vec<ActionInfo> = actions()
+        .into_iter()
+        .filter(|a| a.tool.as_ref() == "github")
+        .collect();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/policies");
+    PolicyEngine::load_dir(&only_github, &dir).unwrap_or_else(|err| panic!("{err}"));
+}
+
+#[tokio::test]
+async fn decider_matches_evaluate() {
+    let e = engine(&[("test.cedar", POLICIES)]);
+    let r = req(
+        CODER,
+        "github:contents.get",
+        "github/repos/acme/api",
+        "internal",
+    );
+    let shared: SharedDecider = Arc::new(e);
+    assert!(shared.decide(&r).await.is_allow());
+}
+
+/// Rough cost of one decision: `cargo test --release … -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn evaluate_latency() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/policies");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.push(("extra.cedar".into(), POLICIES.into()));
+    let e = PolicyEngine::from_sources(&actions(), &files).unwrap();
+    let requests = [
+        req(
+            CODER,
+            "github:pulls.create",
+            "github/repos/acme/api",
+            "internal",
+        ),
+        req(
+            CODER,
+            "github:repos.delete",
+            "github/repos/acme/api",
+            "internal",
+        ),
+        req(
+            OUTSIDER,
+            "slack:chat.postMessage",
+            "slack/channels/C1",
+            "internal",
+        ),
+    ];
+    for r in &requests {
+        let n = 100_000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(e.evaluate(std::hint::black_box(r)));
+        }
+        let per = start.elapsed() / n;
+        eprintln!(
+            "{} policies, {}: {per:?} per evaluate",
+            e.policy_count(),
+            r.action
+        );
+    }
+}
