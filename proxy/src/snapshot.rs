@@ -29,7 +29,11 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    pub fn load(catalog_dir: &Path, policy_dir: &Path, epoch: u64) -> Result<Snapshot, SnapshotError> {
+    pub fn load(
+        catalog_dir: &Path,
+        policy_dir: &Path,
+        epoch: u64,
+    ) -> Result<Snapshot, SnapshotError> {
         let catalog = Catalog::load_dir(catalog_dir)?;
         let engine = PolicyEngine::load_dir(catalog.actions(), policy_dir)?;
         Ok(Snapshot {

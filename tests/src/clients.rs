@@ -34,7 +34,9 @@ pub async fn curl(args: &[&str]) -> CurlOutput {
         .args(["-sS", "--max-time", "60", "--noproxy", ""])
         .args(args)
         .arg("-w")
-        .arg(format!("{marker}%{{http_code}} %{{http_version}} %{{num_connects}} %{{size_download}}"))
+        .arg(format!(
+            "{marker}%{{http_code}} %{{http_version}} %{{num_connects}} %{{size_download}}"
+        ))
         .env_remove("http_proxy")
         .env_remove("https_proxy")
         .env_remove("HTTP_PROXY")
@@ -75,7 +77,14 @@ pub fn python_bin() -> PathBuf {
 pub async fn python(code: &str, env: &[(&str, String)]) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(python_bin());
     cmd.arg("-c").arg(code).stdin(Stdio::null());
-    for key in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "no_proxy"] {
+    for key in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
         cmd.env_remove(key);
     }
     for (k, v) in env {

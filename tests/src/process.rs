@@ -134,7 +134,10 @@ impl Tollgate {
                     stderr.lock().unwrap().join("\n")
                 );
             }
-            assert!(Instant::now() < deadline, "tollgate did not start listening");
+            assert!(
+                Instant::now() < deadline,
+                "tollgate did not start listening"
+            );
             for line in stderr.lock().unwrap().iter() {
                 if !line.contains(" listening") {
                     continue;

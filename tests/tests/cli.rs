@@ -63,7 +63,10 @@ fn validate_points_at_the_broken_line() {
         std::fs::write(dir.path().join(file), content).unwrap();
         let (code, _, stderr) = validate(dir.path());
         assert_eq!(code, 64, "{file}: {stderr}");
-        assert!(stderr.contains(expected), "{file}: want {expected} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{file}: want {expected} in {stderr}"
+        );
     }
 }
 
@@ -132,13 +135,27 @@ fn check_prints_one_decision_object() {
 
     // Uncovered host: the built-in connect action.
     let out = tollgate(&[
-        "check", "--config", config, "--identity", CODER, "GET", "https://example.org/",
+        "check",
+        "--config",
+        config,
+        "--identity",
+        CODER,
+        "GET",
+        "https://example.org/",
     ]);
     let v: serde_json::Value = serde_json::from_str(text(&out).0.trim()).unwrap();
     assert_eq!(v["action"], "connect");
     assert_eq!(v["resource"], "example.org:443");
 
-    let out = tollgate(&["check", "--config", config, "--identity", CODER, "GET", "not a url"]);
+    let out = tollgate(&[
+        "check",
+        "--config",
+        config,
+        "--identity",
+        CODER,
+        "GET",
+        "not a url",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -151,13 +168,18 @@ fn ca_init_writes_a_private_key_and_refuses_to_overwrite() {
     let cert = std::fs::read_to_string(out_dir.join("ca.crt")).unwrap();
     assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(out_dir.join("ca.key")).unwrap().permissions(),
+        &std::fs::metadata(out_dir.join("ca.key"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
     let again = tollgate(&["ca", "init", "--out", out_dir.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(text(&again).1.contains("already exists"));
-    assert_eq!(std::fs::read_to_string(out_dir.join("ca.crt")).unwrap(), cert);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("ca.crt")).unwrap(),
+        cert
+    );
 }
 
 #[test]

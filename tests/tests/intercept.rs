@@ -34,7 +34,11 @@ print(r.status_code, r.json()["upstream"], d.status_code, d.json()["action"])
     assert_eq!(stdout.trim(), "200 ok 403 github:repos.delete");
 
     let seen = upstream.requests();
-    assert_eq!(seen.len(), 1, "only the allowed request reaches the upstream");
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the allowed request reaches the upstream"
+    );
     assert_eq!(seen[0].path_and_query, "/repos/acme/api/pulls");
     assert_eq!(seen[0].header("x-agent"), Some("py"));
 
@@ -88,7 +92,16 @@ async fn http1_inside_the_tunnel_and_keep_alive() {
     let (_pki, upstream, tg) = github_tls().await;
     let ca = tg.ca_cert().display().to_string();
     let url = "https://api.github.com/repos/acme/api/pulls";
-    let out = curl(&["--http1.1", "--cacert", &ca, "-x", &tg.proxy_url(), url, url]).await;
+    let out = curl(&[
+        "--http1.1",
+        "--cacert",
+        &ca,
+        "-x",
+        &tg.proxy_url(),
+        url,
+        url,
+    ])
+    .await;
     assert_eq!(out.status, 200, "{}", out.stderr);
     assert_eq!(out.http_version, "1.1");
     assert_eq!(upstream.count(), 2);
@@ -146,8 +159,14 @@ except (ssl.SSLError, ConnectionError, OSError) as e:
 async fn ca_private_key_never_appears_in_output() {
     let (_pki, _upstream, tg) = github_tls().await;
     let ca = tg.ca_cert().display().to_string();
-    curl(&["--cacert", &ca, "-x", &tg.proxy_url(), "https://api.github.com/repos/acme/api/pulls"])
-        .await;
+    curl(&[
+        "--cacert",
+        &ca,
+        "-x",
+        &tg.proxy_url(),
+        "https://api.github.com/repos/acme/api/pulls",
+    ])
+    .await;
     let key = std::fs::read_to_string(tg.path("ca/ca.key")).unwrap();
     let body: String = key
         .lines()
@@ -156,7 +175,9 @@ async fn ca_private_key_never_appears_in_output() {
         .join("");
     assert!(body.len() > 40);
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(tg.path("ca/ca.key")).unwrap().permissions(),
+        &std::fs::metadata(tg.path("ca/ca.key"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
     for chunk in body.as_bytes().chunks(24) {

@@ -64,7 +64,14 @@ async fn broken_reload_is_refused_and_a_good_one_applies() {
     assert!(tg.logs().contains("zz-broken.cedar:2:"), "{}", tg.logs());
     // The running set still decides: reads allowed, deletes forbidden.
     assert_eq!(curl(&["-x", &tg.proxy_url(), PULLS]).await.status, 200);
-    let out = curl(&["-x", &tg.proxy_url(), "-X", "DELETE", "http://api.github.com/repos/acme/api"]).await;
+    let out = curl(&[
+        "-x",
+        &tg.proxy_url(),
+        "-X",
+        "DELETE",
+        "http://api.github.com/repos/acme/api",
+    ])
+    .await;
     assert_eq!(out.status, 403);
 
     std::fs::remove_file(tg.path("policies/zz-broken.cedar")).unwrap();

@@ -106,7 +106,10 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
     let out = curl(&["-x", &tg.proxy_url(), url, url, url]).await;
     assert_eq!(out.status, 200, "{}", out.stderr);
     assert_eq!(upstream.count(), 3);
-    assert_eq!(out.num_connects, 0, "the third request reused the connection");
+    assert_eq!(
+        out.num_connects, 0,
+        "the third request reused the connection"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +119,12 @@ async fn unidentified_caller_gets_407() {
         identity: None,
         ..github_at(&upstream)
     });
-    let out = curl(&["-x", &tg.proxy_url(), "http://api.github.com/repos/acme/api/pulls"]).await;
+    let out = curl(&[
+        "-x",
+        &tg.proxy_url(),
+        "http://api.github.com/repos/acme/api/pulls",
+    ])
+    .await;
     assert_eq!(out.status, 407);
     assert_eq!(out.json()["error"], "unidentified");
     assert_eq!(upstream.count(), 0);
@@ -158,14 +166,22 @@ async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
     };
     setup.forward_extra = "  response_timeout: 300ms\n".into();
     let tg = Tollgate::start(setup);
-    let out = curl(&["-x", &tg.proxy_url(), "http://api.github.com/repos/acme/api/pulls"]).await;
+    let out = curl(&[
+        "-x",
+        &tg.proxy_url(),
+        "http://api.github.com/repos/acme/api/pulls",
+    ])
+    .await;
     assert_eq!(out.status, 502, "{}", out.body);
     assert_eq!(out.json()["error"], "upstream_unreachable");
 
     let line = tg.wait_audit(|l| l["status"] == 502);
     assert_eq!(line["decision"], "allow");
     assert_eq!(line["reason"], "allowed");
-    assert!(line["error"].as_str().unwrap().contains("unreachable"), "{line}");
+    assert!(
+        line["error"].as_str().unwrap().contains("unreachable"),
+        "{line}"
+    );
 
     let out = curl(&[
         "-x",
@@ -186,7 +202,12 @@ async fn private_destinations_are_refused_unless_allowed() {
         allow_loopback: false,
         ..github_at(&upstream)
     });
-    let out = curl(&["-x", &tg.proxy_url(), "http://api.github.com/repos/acme/api/pulls"]).await;
+    let out = curl(&[
+        "-x",
+        &tg.proxy_url(),
+        "http://api.github.com/repos/acme/api/pulls",
+    ])
+    .await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert_eq!(out.json()["reason"], "destination_blocked");
     assert_eq!(upstream.count(), 0);
@@ -199,8 +220,20 @@ async fn admin_serves_health_readiness_and_metrics() {
     let admin = format!("http://{}", tg.admin);
     assert_eq!(curl(&[&format!("{admin}/healthz")]).await.status, 200);
     assert_eq!(curl(&[&format!("{admin}/readyz")]).await.status, 200);
-    curl(&["-x", &tg.proxy_url(), "http://api.github.com/repos/acme/api/pulls"]).await;
-    curl(&["-x", &tg.proxy_url(), "-X", "DELETE", "http://api.github.com/repos/acme/api"]).await;
+    curl(&[
+        "-x",
+        &tg.proxy_url(),
+        "http://api.github.com/repos/acme/api/pulls",
+    ])
+    .await;
+    curl(&[
+        "-x",
+        &tg.proxy_url(),
+        "-X",
+        "DELETE",
+        "http://api.github.com/repos/acme/api",
+    ])
+    .await;
     tg.wait_audit(|l| l["action"] == "github:repos.delete");
     let metrics = curl(&[&format!("{admin}/metrics")]).await.body;
     for needle in [

@@ -50,7 +50,10 @@ async fn gigabyte_upload_and_download_stream_with_bounded_memory() {
     );
     let seen = upstream.requests();
     assert_eq!(seen[0].method, "PUT");
-    assert_eq!(seen[0].body_len, GIB, "the upstream received the whole upload");
+    assert_eq!(
+        seen[0].body_len, GIB,
+        "the upstream received the whole upload"
+    );
 
     let out = curl(&[
         "-x",

@@ -102,7 +102,11 @@ fn start_tollgate(upstream: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Tol
     std::fs::write(&config_path, config)?;
 
     let bin = repo_root().join("target/release/tollgate");
-    anyhow::ensure!(bin.exists(), "{} missing: run `cargo build --release --bins`", bin.display());
+    anyhow::ensure!(
+        bin.exists(),
+        "{} missing: run `cargo build --release --bins`",
+        bin.display()
+    );
     let mut cmd = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -182,7 +186,10 @@ fn measure(
 
 fn main() -> anyhow::Result<()> {
     let o = options()?;
-    for tool in ["wrk"].iter().chain(if o.pin { &["taskset"][..] } else { &[][..] }) {
+    for tool in ["wrk"]
+        .iter()
+        .chain(if o.pin { &["taskset"][..] } else { &[][..] })
+    {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())

@@ -78,7 +78,11 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<ProxyBody
             "text/plain",
             "starting\n".to_string(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     let mut response = Response::new(full(body));
     *response.status_mut() = status;

@@ -71,7 +71,10 @@ fn load_ca(config: &Config) -> anyhow::Result<Option<Arc<LeafCache>>> {
         tracing::info!(cert = %cert.display(), "created interception CA; give agents this file to trust");
     }
     let ca = CertificateAuthority::load(dir)?;
-    Ok(Some(Arc::new(LeafCache::new(ca, config.tls.leaf_cache_size))))
+    Ok(Some(Arc::new(LeafCache::new(
+        ca,
+        config.tls.leaf_cache_size,
+    ))))
 }
 
 async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::Result<()> {
@@ -113,7 +116,11 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
             address = %listener.local_addr()?,
             "listening"
         );
-        tokio::spawn(accept::serve(listener, listener_config.clone(), pipeline.clone()));
+        tokio::spawn(accept::serve(
+            listener,
+            listener_config.clone(),
+            pipeline.clone(),
+        ));
     }
     let reloader = Reloader {
         snapshot,
@@ -123,8 +130,7 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
     tokio::spawn(reloader.run(config.reload.clone()));
     ready.store(true, Ordering::Release);
 
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

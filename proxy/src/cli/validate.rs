@@ -35,7 +35,11 @@ pub fn validate(args: ValidateArgs) -> ExitCode {
         snapshot.catalog.tools().len(),
         snapshot.catalog.route_count(),
         snapshot.engine.policy_count(),
-        if snapshot.engine.policy_count() == 1 { "y" } else { "ies" },
+        if snapshot.engine.policy_count() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
     );
     ExitCode::SUCCESS
 }

@@ -185,18 +185,17 @@ impl Config {
 
         let admin_address = socket(
             "admin.address",
-            raw.admin.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS),
+            raw.admin
+                .address
+                .as_deref()
+                .unwrap_or(DEFAULT_ADMIN_ADDRESS),
         )?;
 
         let defaults = ForwardConfig::default();
         let mut resolve = HashMap::new();
         for (from, to) in &raw.forward.resolve {
-            let (host, port) = split_host_port(from).ok_or_else(|| {
-                invalid(
-                    "forward.resolve",
-                    format!("`{from}` is not host:port"),
-                )
-            })?;
+            let (host, port) = split_host_port(from)
+                .ok_or_else(|| invalid("forward.resolve", format!("`{from}` is not host:port")))?;
             resolve.insert((host, port), socket("forward.resolve", to)?);
         }
         let mut allow_networks = Vec::new();
@@ -272,11 +271,7 @@ impl Config {
             listeners,
             admin_address,
             catalog_dir: resolve_path(raw.catalog.as_deref().unwrap_or(Path::new("catalog"))),
-            policy_dir: resolve_path(
-                raw.policies
-                    .as_deref()
-                    .unwrap_or(Path::new("policies")),
-            ),
+            policy_dir: resolve_path(raw.policies.as_deref().unwrap_or(Path::new("policies"))),
             tls,
             forward,
             audit,

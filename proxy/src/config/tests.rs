@@ -34,9 +34,18 @@ fn resolve_overrides_and_networks_parse() {
 fn mistakes_are_refused_with_the_field() {
     for (text, needle) in [
         ("listeners: [{address: nope}]", "listeners[0].address"),
-        ("forward: {connect_timeout: soon}", "forward.connect_timeout"),
-        ("forward: {allow_networks: [10.0.0.0/99]}", "forward.allow_networks"),
-        ("forward: {resolve: {'noport': 127.0.0.1:1}}", "forward.resolve"),
+        (
+            "forward: {connect_timeout: soon}",
+            "forward.connect_timeout",
+        ),
+        (
+            "forward: {allow_networks: [10.0.0.0/99]}",
+            "forward.allow_networks",
+        ),
+        (
+            "forward: {resolve: {'noport': 127.0.0.1:1}}",
+            "forward.resolve",
+        ),
         ("reload: {interval: 0s}", "reload.interval"),
         (
             "listeners: [{name: a, address: 127.0.0.1:1}, {name: a, address: 127.0.0.1:2}]",
@@ -50,13 +59,18 @@ fn mistakes_are_refused_with_the_field() {
 
 #[test]
 fn unknown_field_is_an_error_with_position() {
-    let err = load_str("admin:\n  adress: 127.0.0.1:1\n").unwrap_err().to_string();
+    let err = load_str("admin:\n  adress: 127.0.0.1:1\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("t.yaml:2:3"), "{err}");
 }
 
 #[test]
 fn host_port_split_handles_v6_and_case() {
-    assert_eq!(split_host_port("Example.COM:80"), Some(("example.com".into(), 80)));
+    assert_eq!(
+        split_host_port("Example.COM:80"),
+        Some(("example.com".into(), 80))
+    );
     assert_eq!(split_host_port("[::1]:443"), Some(("::1".into(), 443)));
     assert_eq!(split_host_port("example.com"), None);
     assert_eq!(split_host_port(":80"), None);

@@ -111,20 +111,23 @@ pub fn absolute_target(uri: &http::Uri) -> Result<RequestTarget, ProxyError> {
     }
     let host = normalize_host(authority.host());
     if host.is_empty() {
-        return Err(ProxyError::MalformedRequest("request URI has no host".into()));
+        return Err(ProxyError::MalformedRequest(
+            "request URI has no host".into(),
+        ));
     }
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     Ok(RequestTarget { tls, host, port })
 }
 
 fn connect_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyError> {
-    let authority = request.uri().authority().ok_or_else(|| {
-        ProxyError::MalformedRequest("CONNECT needs a host:port target".into())
-    })?;
+    let authority = request
+        .uri()
+        .authority()
+        .ok_or_else(|| ProxyError::MalformedRequest("CONNECT needs a host:port target".into()))?;
     let host = normalize_host(authority.host());
-    let port = authority.port_u16().ok_or_else(|| {
-        ProxyError::MalformedRequest("CONNECT needs a host:port target".into())
-    })?;
+    let port = authority
+        .port_u16()
+        .ok_or_else(|| ProxyError::MalformedRequest("CONNECT needs a host:port target".into()))?;
     if host.is_empty() || port == 0 {
         return Err(ProxyError::MalformedRequest(
             "CONNECT needs a host:port target".into(),
@@ -200,7 +203,10 @@ mod tests {
     #[test]
     fn absolute_form_targets() {
         let t = absolute_target(&"http://API.example.com/x".parse().unwrap()).unwrap();
-        assert_eq!((t.tls, t.host.as_str(), t.port), (false, "api.example.com", 80));
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port),
+            (false, "api.example.com", 80)
+        );
         let t = absolute_target(&"https://[::1]:8443/x".parse().unwrap()).unwrap();
         assert_eq!((t.tls, t.host.as_str(), t.port), (true, "::1", 8443));
         assert!(absolute_target(&"/origin-form".parse().unwrap()).is_err());

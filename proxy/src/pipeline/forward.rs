@@ -106,20 +106,19 @@ impl GuardedConnector {
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
         let guard = &self.guard;
         let attempt = async {
-            let candidates: Vec<SocketAddr> =
-                match guard.resolve.get(&(host.to_string(), port)) {
-                    Some(addr) => vec![*addr],
-                    None => match host.parse::<IpAddr>() {
-                        Ok(ip) => vec![SocketAddr::new(ip, port)],
-                        Err(_) => tokio::net::lookup_host((host, port))
-                            .await
-                            .map_err(|e| ConnectError::Resolve {
-                                host: host.to_string(),
-                                message: e.to_string(),
-                            })?
-                            .collect(),
-                    },
-                };
+            let candidates: Vec<SocketAddr> = match guard.resolve.get(&(host.to_string(), port)) {
+                Some(addr) => vec![*addr],
+                None => match host.parse::<IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, port)],
+                    Err(_) => tokio::net::lookup_host((host, port))
+                        .await
+                        .map_err(|e| ConnectError::Resolve {
+                            host: host.to_string(),
+                            message: e.to_string(),
+                        })?
+                        .collect(),
+                },
+            };
             let mut last = None;
             let mut blocked = None;
             for addr in candidates {
@@ -171,8 +170,15 @@ impl tower_service::Service<Uri> for GuardedConnector {
         let this = self.clone();
         Box::pin(async move {
             let host = uri.host().unwrap_or_default();
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-            let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
             let port = uri.port_u16().unwrap_or(default_port);
             this.connect(&host, port).await.map(TokioIo::new)
         })
@@ -209,7 +215,10 @@ impl Forwarder {
     }
 
     /// Send and wait for the response head; the body streams afterwards.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Ok(response)) => Ok(response),
@@ -278,9 +287,10 @@ mod tests {
     #[tokio::test]
     async fn resolved_private_address_is_refused_without_connecting() {
         let mut config = ForwardConfig::default();
-        config
-            .resolve
-            .insert(("metadata.example".into(), 80), "169.254.169.254:80".parse().unwrap());
+        config.resolve.insert(
+            ("metadata.example".into(), 80),
+            "169.254.169.254:80".parse().unwrap(),
+        );
         let connector = GuardedConnector::new(&config);
         let err = connector.connect("metadata.example", 80).await.unwrap_err();
         assert!(matches!(err, ConnectError::Blocked { .. }), "{err}");

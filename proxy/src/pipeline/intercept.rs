@@ -29,7 +29,8 @@ pub async fn serve(
     target: RequestTarget,
     upgraded: Upgraded,
 ) {
-    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
+    let acceptor =
+        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
     let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
         Ok(Ok(start)) => start,
         Ok(Err(e)) => {
@@ -69,7 +70,11 @@ pub async fn serve(
         let caller = caller.clone();
         let target = target.clone();
         async move {
-            Ok::<_, Infallible>(pipeline.handle(caller, target, Mode::Intercepted, request).await)
+            Ok::<_, Infallible>(
+                pipeline
+                    .handle(caller, target, Mode::Intercepted, request)
+                    .await,
+            )
         }
     });
     if let Err(e) = auto::Builder::new(TokioExecutor::new())

@@ -263,13 +263,8 @@ impl Pipeline {
             record.workload = Some(workload.clone());
             let named = Named::connect(target);
             record.named(&named);
-            let request = authorize::decision_request(
-                &workload,
-                &named,
-                target,
-                &http::Method::CONNECT,
-                "",
-            );
+            let request =
+                authorize::decision_request(&workload, &named, target, &http::Method::CONNECT, "");
             let (decision, decision_us) =
                 authorize::authorize(self.decider.as_ref(), &request).await;
             record.decision_us = decision_us;

@@ -102,7 +102,15 @@ fn shipped_catalogs_load() {
     let tools: Vec<String> = catalog.tools().iter().map(|t| t.to_string()).collect();
     assert_eq!(
         tools,
-        ["anthropic", "demo", "github", "kubernetes", "openai", "s3", "slack"]
+        [
+            "anthropic",
+            "demo",
+            "github",
+            "kubernetes",
+            "openai",
+            "s3",
+            "slack"
+        ]
     );
     assert!(catalog.route_count() > 200, "{}", catalog.route_count());
 }
