@@ -10,11 +10,15 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::decision::{Decider, DecisionFuture, DecisionRequest, PolicyEngine, PolicyError};
+use crate::decision::{
+    Decider, DecisionCache, DecisionFuture, DecisionRequest, PolicyEngine, PolicyError,
+};
 
 pub struct Snapshot {
     pub catalog: Catalog,
     pub engine: PolicyEngine,
+    /// Decisions made with exactly this catalog and these policies.
+    pub decisions: DecisionCache,
     /// Grows by one on every successful reload; decision caches key on it.
     pub epoch: u64,
     pub loaded_at: SystemTime,
@@ -29,16 +33,19 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
+    /// `cache_size` 0: decide every request afresh (offline verbs).
     pub fn load(
         catalog_dir: &Path,
         policy_dir: &Path,
         epoch: u64,
+        cache_size: usize,
     ) -> Result<Snapshot, SnapshotError> {
         let catalog = Catalog::load_dir(catalog_dir)?;
         let engine = PolicyEngine::load_dir(catalog.actions(), policy_dir)?;
         Ok(Snapshot {
             catalog,
             engine,
+            decisions: DecisionCache::new(cache_size),
             epoch,
             loaded_at: SystemTime::now(),
         })
@@ -49,14 +56,17 @@ impl Snapshot {
 pub struct SnapshotHandle {
     current: ArcSwap<Snapshot>,
     next_epoch: AtomicU64,
+    cache_size: usize,
 }
 
 impl SnapshotHandle {
-    pub fn new(initial: Snapshot) -> Arc<SnapshotHandle> {
+    pub fn new(mut initial: Snapshot, cache_size: usize) -> Arc<SnapshotHandle> {
         let next = initial.epoch + 1;
+        initial.decisions = DecisionCache::new(cache_size);
         Arc::new(SnapshotHandle {
             current: ArcSwap::from_pointee(initial),
             next_epoch: AtomicU64::new(next),
+            cache_size,
         })
     }
 
@@ -68,7 +78,7 @@ impl SnapshotHandle {
     /// why the new one was refused.
     pub fn reload(&self, catalog_dir: &Path, policy_dir: &Path) -> Result<u64, SnapshotError> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
-        let snapshot = Snapshot::load(catalog_dir, policy_dir, epoch)?;
+        let snapshot = Snapshot::load(catalog_dir, policy_dir, epoch, self.cache_size)?;
         self.current.store(Arc::new(snapshot));
         Ok(epoch)
     }
@@ -88,7 +98,8 @@ impl EmbeddedDecider {
 
 impl Decider for EmbeddedDecider {
     fn decide<'a>(&'a self, request: &'a DecisionRequest) -> DecisionFuture<'a> {
-        let decision = self.snapshot.current.load().engine.evaluate(request);
+        let snapshot = self.snapshot.current.load();
+        let decision = snapshot.decisions.decide(&snapshot.engine, request);
         Box::pin(std::future::ready(decision))
     }
 }

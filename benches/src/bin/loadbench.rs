@@ -77,7 +77,11 @@ impl Drop for Tollgate {
     }
 }
 
-fn start_tollgate(upstream: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Tollgate> {
+fn start_tollgate(
+    upstream: SocketAddr,
+    cpu: Option<&str>,
+    cache_size: usize,
+) -> anyhow::Result<Tollgate> {
     let dir = tempfile::tempdir()?;
     let catalog = dir.path().join("catalog");
     let policies = dir.path().join("policies");
@@ -95,6 +99,7 @@ fn start_tollgate(upstream: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Tol
          admin: {{ address: 127.0.0.1:0 }}\n\
          tls: {{ ca_dir: no-ca, system_roots: false }}\n\
          forward:\n  allow_networks: [127.0.0.0/8]\n  resolve: {{ \"bench.test:80\": \"{upstream}\" }}\n\
+         decision: {{ cache_size: {cache_size} }}\n\
          audit: {{ output: {} }}\n",
         dir.path().join("audit.log").display()
     );
@@ -141,6 +146,99 @@ fn start_tollgate(upstream: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Tol
         anyhow::ensure!(Instant::now() < deadline, "tollgate did not start");
     }
     bail!("tollgate exited before listening")
+}
+
+/// Envoy with one worker routing every request to the upstream: the peer a
+/// user would otherwise put on the egress path.
+struct Envoy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn envoy_bin() -> Option<PathBuf> {
+    let venv = repo_root().join(".venv/bin/envoy");
+    if venv.exists() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("envoy"))
+            .find(|p| p.exists())
+    })
+}
+
+fn start_envoy(bin: &Path, upstream: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Envoy> {
+    let dir = tempfile::tempdir()?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let config = format!(
+        r#"static_resources:
+  listeners:
+  - name: bench
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: upstream }} }}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]
+"#,
+        upstream.ip(),
+        upstream.port()
+    );
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config)?;
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
+        .arg("-c")
+        .arg(&path)
+        .args(["--concurrency", "1", "-l", "error", "--base-id"])
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "envoy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Envoy {
+        child,
+        addr,
+        _dir: dir,
+    })
 }
 
 fn median(mut results: Vec<WrkResult>) -> WrkResult {
@@ -206,7 +304,6 @@ fn main() -> anyhow::Result<()> {
         (None, None)
     };
     let upstream = tollgate_benches::upstream::start()?;
-    let tollgate = start_tollgate(upstream, proxy_cpu)?;
     let script_dir = tempfile::tempdir()?;
     let script = script_dir.path().join("proxy.lua");
     std::fs::write(
@@ -215,9 +312,9 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     let layout = if o.pin {
-        "tollgate (1 worker) pinned to CPU 0; wrk and the upstream on CPU 1"
+        "proxy (tollgate 1 worker / Envoy --concurrency 1) pinned to CPU 0; wrk and the upstream on CPU 1"
     } else {
-        "unpinned; tollgate 1 worker; wrk 1 thread"
+        "unpinned; tollgate 1 worker, Envoy --concurrency 1, wrk 1 thread"
     };
     eprintln!(
         "loadbench: {} connections, {} s x {} runs per row, {layout}",
@@ -232,23 +329,48 @@ fn main() -> anyhow::Result<()> {
         &o,
         load_cpu,
     )?;
-    let proxied = measure(
-        "tollgate",
-        &format!("http://{}/", tollgate.addr),
-        Some(&script),
-        &o,
-        load_cpu,
-    )?;
+    let mut rows = vec![("direct", direct)];
+    match envoy_bin() {
+        Some(bin) => {
+            let envoy = start_envoy(&bin, upstream, proxy_cpu)?;
+            let url = format!("http://{}/v1/items/42", envoy.addr);
+            rows.push((
+                "Envoy bare route",
+                measure("envoy", &url, None, &o, load_cpu)?,
+            ));
+        }
+        None => eprintln!("  envoy not found (scripts/bench installs it into .venv): row skipped"),
+    }
+    // Each tollgate row runs alone, so rows never share the CPU.
+    for (name, cache_size) in [
+        ("tollgate full authz", 10_000),
+        ("tollgate full authz, no decision cache", 0),
+    ] {
+        let tollgate = start_tollgate(upstream, proxy_cpu, cache_size)?;
+        let url = format!("http://{}/", tollgate.addr);
+        rows.push((name, measure(name, &url, Some(&script), &o, load_cpu)?));
+    }
 
-    println!("| row | req/s | p50 ms | p99 ms | req/s vs direct |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, r) in [("direct", direct), ("tollgate full authz", proxied)] {
+    let envoy = rows
+        .iter()
+        .find(|(n, _)| n.starts_with("Envoy"))
+        .map(|(_, r)| *r);
+    println!("| row | req/s | p50 ms | p99 ms | req/s vs direct | req/s vs Envoy | p99 vs Envoy |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in &rows {
+        let vs_envoy =
+            |a: f64, b: f64| envoy.map_or("–".to_string(), |_| format!("{:.2}", a / b));
         println!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {:.2} |",
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.2} | {} | {} |",
             r.requests_per_sec,
             r.p50_ms,
             r.p99_ms,
-            r.requests_per_sec / direct.requests_per_sec
+            r.requests_per_sec / direct.requests_per_sec,
+            vs_envoy(
+                r.requests_per_sec,
+                envoy.map_or(1.0, |e| e.requests_per_sec)
+            ),
+            vs_envoy(r.p99_ms, envoy.map_or(1.0, |e| e.p99_ms)),
         );
     }
     println!(

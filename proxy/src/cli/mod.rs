@@ -67,7 +67,7 @@ pub fn main() -> ExitCode {
 fn load(path: &Path) -> Result<(Config, Snapshot), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let snapshot =
-        Snapshot::load(&config.catalog_dir, &config.policy_dir, 1).map_err(|e| e.to_string())?;
+        Snapshot::load(&config.catalog_dir, &config.policy_dir, 1, 0).map_err(|e| e.to_string())?;
     Ok((config, snapshot))
 }
 

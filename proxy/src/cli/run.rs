@@ -87,7 +87,7 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
         policies = snapshot.engine.policy_count(),
         "catalog and policies loaded"
     );
-    let snapshot = SnapshotHandle::new(snapshot);
+    let snapshot = SnapshotHandle::new(snapshot, config.decision_cache_size);
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
         decider: Arc::new(EmbeddedDecider::new(snapshot.clone())),

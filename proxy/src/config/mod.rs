@@ -45,6 +45,8 @@ pub struct Config {
     pub policy_dir: PathBuf,
     pub tls: TlsConfig,
     pub forward: ForwardConfig,
+    /// Decisions cached per policy snapshot (0: none).
+    pub decision_cache_size: usize,
     pub audit: AuditOutput,
     pub reload: ReloadConfig,
 }
@@ -274,6 +276,7 @@ impl Config {
             policy_dir: resolve_path(raw.policies.as_deref().unwrap_or(Path::new("policies"))),
             tls,
             forward,
+            decision_cache_size: raw.decision.cache_size.unwrap_or(10_000),
             audit,
             reload,
         })

@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub forward: RawForward,
     #[serde(default)]
+    pub decision: RawDecision,
+    #[serde(default)]
     pub audit: RawAudit,
     #[serde(default)]
     pub reload: RawReload,
@@ -75,6 +77,13 @@ pub struct RawForward {
     pub allow_networks: Vec<String>,
     #[serde(default)]
     pub via: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecision {
+    /// Decisions kept per policy snapshot; 0 disables the cache.
+    pub cache_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -5,6 +5,7 @@
 //!
 //! INTERFACE (owned by the decision helper; the pipeline and CLI rely on it).
 
+pub mod cache;
 pub mod engine;
 mod policies;
 mod request;
@@ -16,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use cache::DecisionCache;
 pub use engine::{PolicyEngine, PolicyError};
 pub use schema::schema_text;
 

@@ -1,0 +1,45 @@
+//! A bounded cache of decisions keyed by the complete `DecisionRequest`.
+//!
+//! Sound because a decision is a pure function of the request and the
+//! policy set: the context carries everything policies can see (no clock),
+//! and each cache belongs to one policy snapshot — a reload starts an empty
+//! one, so no decision outlives the policies that made it.
+
+use quick_cache::sync::Cache;
+
+use super::{Decision, DecisionRequest, PolicyEngine};
+
+pub struct DecisionCache {
+    entries: Option<Cache<DecisionRequest, Decision>>,
+}
+
+impl DecisionCache {
+    /// `capacity` 0 disables caching.
+    pub fn new(capacity: usize) -> DecisionCache {
+        DecisionCache {
+            entries: (capacity > 0).then(|| Cache::new(capacity)),
+        }
+    }
+
+    pub fn decide(&self, engine: &PolicyEngine, request: &DecisionRequest) -> Decision {
+        let Some(entries) = &self.entries else {
+            return engine.evaluate(request);
+        };
+        if let Some(hit) = entries.get(request) {
+            metrics::counter!("tollgate_decision_cache_total", "result" => "hit").increment(1);
+            return hit;
+        }
+        metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
+        let decision = engine.evaluate(request);
+        entries.insert(request.clone(), decision.clone());
+        decision
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, |c| c.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
