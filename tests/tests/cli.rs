@@ -186,9 +186,26 @@ fn ca_init_writes_a_private_key_and_refuses_to_overwrite() {
 fn every_verb_has_help() {
     let out = tollgate(&["--help"]);
     let (stdout, _) = text(&out);
-    for verb in ["run", "check", "validate", "ca"] {
+    for verb in ["run", "check", "validate", "schema", "ca"] {
         assert!(stdout.contains(verb), "{stdout}");
         let out = tollgate(&[verb, "--help"]);
         assert!(out.status.success(), "{verb} --help");
     }
+}
+
+#[test]
+fn schema_lists_catalog_actions_in_their_groups() {
+    let config = repo_root().join("config/tollgate.yaml");
+    let out = tollgate(&["schema", "--config", config.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("entity Workload"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("\"github:repos.delete\""))
+        .unwrap_or_else(|| panic!("no github:repos.delete in {stdout}"));
+    assert!(
+        line.contains("prod_change") || stdout.contains("prod_change"),
+        "{line}"
+    );
 }

@@ -3,6 +3,7 @@
 mod ca;
 mod check;
 mod run;
+mod schema;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,9 @@ enum Command {
     /// Validate the configuration, catalog and policies; exit non-zero with
     /// file:line:column on the first error.
     Validate(validate::ValidateArgs),
+    /// Print the Cedar schema generated from the catalog (for policy authors
+    /// and Cedar tooling).
+    Schema(schema::SchemaArgs),
     /// Manage the interception CA.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::check(args),
         Command::Validate(args) => validate::validate(args),
+        Command::Schema(args) => schema::schema(args),
         Command::Ca(command) => ca::ca(command),
     }
 }
