@@ -49,6 +49,16 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// The default setup with `host:port` sent to `upstream`.
+    pub fn routing(host_port: &str, upstream: SocketAddr) -> Setup {
+        Setup {
+            resolve: vec![(host_port.to_string(), upstream)],
+            ..Setup::default()
+        }
+    }
+}
+
 pub struct Tollgate {
     child: Child,
     pub proxy: SocketAddr,
@@ -172,6 +182,14 @@ impl Tollgate {
 
     pub fn proxy_url(&self) -> String {
         format!("http://{}", self.proxy)
+    }
+
+    /// curl with this tollgate as its proxy.
+    pub async fn curl(&self, args: &[&str]) -> crate::CurlOutput {
+        let proxy = self.proxy_url();
+        let mut all = vec!["-x", proxy.as_str()];
+        all.extend_from_slice(args);
+        crate::curl(&all).await
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {

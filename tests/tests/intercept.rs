@@ -2,7 +2,7 @@
 //! tollgate reads each inner request, decides it, and forwards it over its
 //! own TLS connection to the upstream.
 
-use tollgate_e2e::{curl, python, Setup, TestPki, Tollgate, Upstream};
+use tollgate_e2e::{python, CurlOutput, Setup, TestPki, Tollgate, Upstream};
 
 async fn github_tls() -> (TestPki, Upstream, Tollgate) {
     let pki = TestPki::new();
@@ -13,6 +13,14 @@ async fn github_tls() -> (TestPki, Upstream, Tollgate) {
         ..Setup::default()
     });
     (pki, upstream, tg)
+}
+
+/// curl as an agent that trusts tollgate's CA, through tollgate.
+async fn agent(tg: &Tollgate, args: &[&str]) -> CurlOutput {
+    let ca = tg.ca_cert().display().to_string();
+    let mut all = vec!["--cacert", ca.as_str()];
+    all.extend_from_slice(args);
+    tg.curl(&all).await
 }
 
 #[tokio::test]
@@ -54,15 +62,10 @@ print(r.status_code, r.json()["upstream"], d.status_code, d.json()["action"])
 #[tokio::test]
 async fn http2_to_the_agent_and_to_the_upstream() {
     let (_pki, upstream, tg) = github_tls().await;
-    let ca = tg.ca_cert().display().to_string();
-    let out = curl(&[
-        "--http2",
-        "--cacert",
-        &ca,
-        "-x",
-        &tg.proxy_url(),
-        "https://api.github.com/repos/acme/api/pulls",
-    ])
+    let out = agent(
+        &tg,
+        &["--http2", "https://api.github.com/repos/acme/api/pulls"],
+    )
     .await;
     assert_eq!(out.status, 200, "{} {}", out.body, out.stderr);
     assert_eq!(out.http_version, "2", "agent side should speak HTTP/2");
@@ -71,16 +74,15 @@ async fn http2_to_the_agent_and_to_the_upstream() {
     // The upstream offers h2 by ALPN, so tollgate's pooled client uses it.
     assert_eq!(seen[0].version, "HTTP/2.0");
 
-    let out = curl(&[
-        "--http2",
-        "--cacert",
-        &ca,
-        "-x",
-        &tg.proxy_url(),
-        "-X",
-        "DELETE",
-        "https://api.github.com/repos/acme/api",
-    ])
+    let out = agent(
+        &tg,
+        &[
+            "--http2",
+            "-X",
+            "DELETE",
+            "https://api.github.com/repos/acme/api",
+        ],
+    )
     .await;
     assert_eq!(out.status, 403);
     assert_eq!(out.json()["reason"], "forbidden");
@@ -90,18 +92,8 @@ async fn http2_to_the_agent_and_to_the_upstream() {
 #[tokio::test]
 async fn http1_inside_the_tunnel_and_keep_alive() {
     let (_pki, upstream, tg) = github_tls().await;
-    let ca = tg.ca_cert().display().to_string();
     let url = "https://api.github.com/repos/acme/api/pulls";
-    let out = curl(&[
-        "--http1.1",
-        "--cacert",
-        &ca,
-        "-x",
-        &tg.proxy_url(),
-        url,
-        url,
-    ])
-    .await;
+    let out = agent(&tg, &["--http1.1", url, url]).await;
     assert_eq!(out.status, 200, "{}", out.stderr);
     assert_eq!(out.http_version, "1.1");
     assert_eq!(upstream.count(), 2);
@@ -110,17 +102,15 @@ async fn http1_inside_the_tunnel_and_keep_alive() {
 #[tokio::test]
 async fn request_for_another_host_inside_the_tunnel_is_misdirected() {
     let (_pki, upstream, tg) = github_tls().await;
-    let ca = tg.ca_cert().display().to_string();
-    let out = curl(&[
-        "--http1.1",
-        "--cacert",
-        &ca,
-        "-x",
-        &tg.proxy_url(),
-        "-H",
-        "Host: evil.example",
-        "https://api.github.com/repos/acme/api/pulls",
-    ])
+    let out = agent(
+        &tg,
+        &[
+            "--http1.1",
+            "-H",
+            "Host: evil.example",
+            "https://api.github.com/repos/acme/api/pulls",
+        ],
+    )
     .await;
     assert_eq!(out.status, 421, "{}", out.body);
     assert_eq!(upstream.count(), 0);
@@ -158,15 +148,7 @@ except (ssl.SSLError, ConnectionError, OSError) as e:
 #[tokio::test]
 async fn ca_private_key_never_appears_in_output() {
     let (_pki, _upstream, tg) = github_tls().await;
-    let ca = tg.ca_cert().display().to_string();
-    curl(&[
-        "--cacert",
-        &ca,
-        "-x",
-        &tg.proxy_url(),
-        "https://api.github.com/repos/acme/api/pulls",
-    ])
-    .await;
+    agent(&tg, &["https://api.github.com/repos/acme/api/pulls"]).await;
     let key = std::fs::read_to_string(tg.path("ca/ca.key")).unwrap();
     let body: String = key
         .lines()

@@ -1,15 +1,12 @@
 //! Policy behaviour end to end: evaluation errors deny, reloads are atomic
 //! and a broken policy set never replaces a working one.
 
-use tollgate_e2e::{curl, shipped_policies, Setup, Tollgate, Upstream};
+use tollgate_e2e::{shipped_policies, Setup, Tollgate, Upstream};
 
 const PULLS: &str = "http://api.github.com/repos/acme/api/pulls";
 
 fn github_at(upstream: &Upstream) -> Setup {
-    Setup {
-        resolve: vec![("api.github.com:80".into(), upstream.addr)],
-        ..Setup::default()
-    }
+    Setup::routing("api.github.com:80", upstream.addr)
 }
 
 #[tokio::test]
@@ -23,7 +20,7 @@ async fn a_permit_that_errors_at_evaluation_denies() {
         )]),
         ..github_at(&upstream)
     });
-    let out = curl(&["-x", &tg.proxy_url(), PULLS]).await;
+    let out = tg.curl(&[PULLS]).await;
     assert_eq!(out.status, 403, "{}", out.body);
     let body = out.json();
     assert_eq!(body["reason"], "policy_error");
@@ -43,7 +40,7 @@ async fn a_forbid_that_errors_at_evaluation_still_denies() {
         )]),
         ..github_at(&upstream)
     });
-    let out = curl(&["-x", &tg.proxy_url(), PULLS]).await;
+    let out = tg.curl(&[PULLS]).await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert_eq!(out.json()["reason"], "policy_error");
     assert_eq!(upstream.count(), 0);
@@ -53,7 +50,7 @@ async fn a_forbid_that_errors_at_evaluation_still_denies() {
 async fn broken_reload_is_refused_and_a_good_one_applies() {
     let upstream = Upstream::http().await;
     let tg = Tollgate::start(github_at(&upstream));
-    assert_eq!(curl(&["-x", &tg.proxy_url(), PULLS]).await.status, 200);
+    assert_eq!(tg.curl(&[PULLS]).await.status, 200);
 
     std::fs::write(
         tg.path("policies/zz-broken.cedar"),
@@ -63,15 +60,10 @@ async fn broken_reload_is_refused_and_a_good_one_applies() {
     tg.wait_log("reload refused");
     assert!(tg.logs().contains("zz-broken.cedar:2:"), "{}", tg.logs());
     // The running set still decides: reads allowed, deletes forbidden.
-    assert_eq!(curl(&["-x", &tg.proxy_url(), PULLS]).await.status, 200);
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "-X",
-        "DELETE",
-        "http://api.github.com/repos/acme/api",
-    ])
-    .await;
+    assert_eq!(tg.curl(&[PULLS]).await.status, 200);
+    let out = tg
+        .curl(&["-X", "DELETE", "http://api.github.com/repos/acme/api"])
+        .await;
     assert_eq!(out.status, 403);
 
     std::fs::remove_file(tg.path("policies/zz-broken.cedar")).unwrap();
@@ -81,7 +73,7 @@ async fn broken_reload_is_refused_and_a_good_one_applies() {
     )
     .unwrap();
     tg.wait_log("catalog and policies reloaded");
-    let out = curl(&["-x", &tg.proxy_url(), PULLS]).await;
+    let out = tg.curl(&[PULLS]).await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert_eq!(out.json()["policy_ids"][0], "no-reads");
     assert_eq!(upstream.count(), 2);
@@ -95,7 +87,7 @@ async fn sighup_reloads_when_watching_is_off() {
         policies: Some(shipped_policies()),
         ..github_at(&upstream)
     });
-    assert_eq!(curl(&["-x", &tg.proxy_url(), PULLS]).await.status, 200);
+    assert_eq!(tg.curl(&[PULLS]).await.status, 200);
     std::fs::write(
         tg.path("policies/zz-no-reads.cedar"),
         "@id(\"no-reads\")\nforbid(principal, action in Action::\"read\", resource);\n",
@@ -103,9 +95,9 @@ async fn sighup_reloads_when_watching_is_off() {
     .unwrap();
     // Without watching, the file alone changes nothing...
     std::thread::sleep(std::time::Duration::from_millis(600));
-    assert_eq!(curl(&["-x", &tg.proxy_url(), PULLS]).await.status, 200);
+    assert_eq!(tg.curl(&[PULLS]).await.status, 200);
     // ...until SIGHUP.
     tg.signal("HUP");
     tg.wait_log("catalog and policies reloaded");
-    assert_eq!(curl(&["-x", &tg.proxy_url(), PULLS]).await.status, 403);
+    assert_eq!(tg.curl(&[PULLS]).await.status, 403);
 }

@@ -5,30 +5,26 @@
 use tollgate_e2e::{curl, python, Setup, Tollgate, Upstream};
 
 fn github_at(upstream: &Upstream) -> Setup {
-    Setup {
-        resolve: vec![("api.github.com:80".into(), upstream.addr)],
-        ..Setup::default()
-    }
+    Setup::routing("api.github.com:80", upstream.addr)
 }
 
 #[tokio::test]
 async fn allowed_request_reaches_upstream_without_hop_by_hop_headers() {
     let upstream = Upstream::http().await;
     let tg = Tollgate::start(github_at(&upstream));
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "-H",
-        "X-Agent-Trace: abc123",
-        "-H",
-        "Connection: keep-alive, X-Hop",
-        "-H",
-        "X-Hop: must-not-travel",
-        "-H",
-        "Proxy-Authorization: Bearer proxy-only",
-        "http://api.github.com/repos/acme/api/pulls?state=open",
-    ])
-    .await;
+    let out = tg
+        .curl(&[
+            "-H",
+            "X-Agent-Trace: abc123",
+            "-H",
+            "Connection: keep-alive, X-Hop",
+            "-H",
+            "X-Hop: must-not-travel",
+            "-H",
+            "Proxy-Authorization: Bearer proxy-only",
+            "http://api.github.com/repos/acme/api/pulls?state=open",
+        ])
+        .await;
     assert_eq!(out.status, 200, "{} {}", out.body, out.stderr);
     assert_eq!(out.json()["upstream"], "ok");
 
@@ -59,14 +55,9 @@ async fn allowed_request_reaches_upstream_without_hop_by_hop_headers() {
 async fn denied_request_never_reaches_upstream() {
     let upstream = Upstream::http().await;
     let tg = Tollgate::start(github_at(&upstream));
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "-X",
-        "DELETE",
-        "http://api.github.com/repos/acme/api",
-    ])
-    .await;
+    let out = tg
+        .curl(&["-X", "DELETE", "http://api.github.com/repos/acme/api"])
+        .await;
     assert_eq!(out.status, 403, "{}", out.body);
     let body = out.json();
     assert_eq!(body["decision"], "deny");
@@ -103,7 +94,7 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
     let upstream = Upstream::http().await;
     let tg = Tollgate::start(github_at(&upstream));
     let url = "http://api.github.com/repos/acme/api/pulls";
-    let out = curl(&["-x", &tg.proxy_url(), url, url, url]).await;
+    let out = tg.curl(&[url, url, url]).await;
     assert_eq!(out.status, 200, "{}", out.stderr);
     assert_eq!(upstream.count(), 3);
     assert_eq!(
@@ -119,12 +110,9 @@ async fn unidentified_caller_gets_407() {
         identity: None,
         ..github_at(&upstream)
     });
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "http://api.github.com/repos/acme/api/pulls",
-    ])
-    .await;
+    let out = tg
+        .curl(&["http://api.github.com/repos/acme/api/pulls"])
+        .await;
     assert_eq!(out.status, 407);
     assert_eq!(out.json()["error"], "unidentified");
     assert_eq!(upstream.count(), 0);
@@ -139,13 +127,12 @@ async fn malformed_requests_get_400_and_are_not_forwarded() {
     assert_eq!(out.status, 400, "{}", out.body);
     assert_eq!(out.json()["error"], "malformed_request");
     // A dot segment would be classified as one route and served as another.
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "--path-as-is",
-        "http://api.github.com/repos/acme/api/pulls/../../../orgs/acme",
-    ])
-    .await;
+    let out = tg
+        .curl(&[
+            "--path-as-is",
+            "http://api.github.com/repos/acme/api/pulls/../../../orgs/acme",
+        ])
+        .await;
     assert_eq!(out.status, 400, "{}", out.body);
     assert_eq!(upstream.count(), 0);
 }
@@ -166,12 +153,9 @@ async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
     };
     setup.forward_extra = "  response_timeout: 300ms\n".into();
     let tg = Tollgate::start(setup);
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "http://api.github.com/repos/acme/api/pulls",
-    ])
-    .await;
+    let out = tg
+        .curl(&["http://api.github.com/repos/acme/api/pulls"])
+        .await;
     assert_eq!(out.status, 502, "{}", out.body);
     assert_eq!(out.json()["error"], "upstream_unreachable");
 
@@ -183,14 +167,13 @@ async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
         "{line}"
     );
 
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "-H",
-        "x-test-delay-ms: 3000",
-        "http://api.github.com:8080/repos/acme/api/pulls",
-    ])
-    .await;
+    let out = tg
+        .curl(&[
+            "-H",
+            "x-test-delay-ms: 3000",
+            "http://api.github.com:8080/repos/acme/api/pulls",
+        ])
+        .await;
     assert_eq!(out.status, 504, "{}", out.body);
     assert_eq!(out.json()["error"], "upstream_timeout");
 }
@@ -202,12 +185,9 @@ async fn private_destinations_are_refused_unless_allowed() {
         allow_loopback: false,
         ..github_at(&upstream)
     });
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "http://api.github.com/repos/acme/api/pulls",
-    ])
-    .await;
+    let out = tg
+        .curl(&["http://api.github.com/repos/acme/api/pulls"])
+        .await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert_eq!(out.json()["reason"], "destination_blocked");
     assert_eq!(upstream.count(), 0);
@@ -220,20 +200,10 @@ async fn admin_serves_health_readiness_and_metrics() {
     let admin = format!("http://{}", tg.admin);
     assert_eq!(curl(&[&format!("{admin}/healthz")]).await.status, 200);
     assert_eq!(curl(&[&format!("{admin}/readyz")]).await.status, 200);
-    curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "http://api.github.com/repos/acme/api/pulls",
-    ])
-    .await;
-    curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "-X",
-        "DELETE",
-        "http://api.github.com/repos/acme/api",
-    ])
-    .await;
+    tg.curl(&["http://api.github.com/repos/acme/api/pulls"])
+        .await;
+    tg.curl(&["-X", "DELETE", "http://api.github.com/repos/acme/api"])
+        .await;
     tg.wait_audit(|l| l["action"] == "github:repos.delete");
     let metrics = curl(&[&format!("{admin}/metrics")]).await.body;
     for needle in [

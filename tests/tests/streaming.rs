@@ -1,7 +1,7 @@
 //! Bodies stream through tollgate: a 1 GiB upload and a 1 GiB download pass
 //! with the proxy's memory staying small.
 
-use tollgate_e2e::{curl, Setup, Tollgate, Upstream};
+use tollgate_e2e::{Setup, Tollgate, Upstream};
 
 const GIB: u64 = 1 << 30;
 /// Far below the gigabyte that passes through; well above the proxy's
@@ -55,16 +55,15 @@ async fn gigabyte_upload_and_download_stream_with_bounded_memory() {
         "the upstream received the whole upload"
     );
 
-    let out = curl(&[
-        "-x",
-        &tg.proxy_url(),
-        "-H",
-        &format!("x-test-body-bytes: {GIB}"),
-        "-o",
-        "/dev/null",
-        "http://bulk.test/blob",
-    ])
-    .await;
+    let out = tg
+        .curl(&[
+            "-H",
+            &format!("x-test-body-bytes: {GIB}"),
+            "-o",
+            "/dev/null",
+            "http://bulk.test/blob",
+        ])
+        .await;
     assert_eq!(out.status, 200, "{}", out.stderr);
     assert_eq!(out.size_download, GIB);
 

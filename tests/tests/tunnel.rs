@@ -1,7 +1,7 @@
 //! CONNECT to hosts the catalog does not cover: decided as the built-in
 //! `connect` action on host:port, tunnelled blind when allowed.
 
-use tollgate_e2e::{curl, shipped_policies, Setup, TestPki, Tollgate, Upstream, CODER};
+use tollgate_e2e::{shipped_policies, Setup, TestPki, Tollgate, Upstream, CODER};
 
 async fn uncovered(permit: bool) -> (TestPki, Upstream, Tollgate) {
     let pki = TestPki::new();
@@ -26,20 +26,17 @@ async fn uncovered(permit: bool) -> (TestPki, Upstream, Tollgate) {
     (pki, upstream, tg)
 }
 
+/// curl through tollgate, verifying the upstream with the test CA (a blind
+/// tunnel shows the agent the upstream's own certificate).
+async fn fetch(pki: &TestPki, tg: &Tollgate, url: &str) -> tollgate_e2e::CurlOutput {
+    let ca = pki.write_ca(tg.dir.path());
+    tg.curl(&["--cacert", ca.to_str().unwrap(), url]).await
+}
+
 #[tokio::test]
 async fn allowed_connect_is_tunnelled_blind() {
     let (pki, upstream, tg) = uncovered(true).await;
-    let ca = pki.write_ca(tg.dir.path());
-    // The agent verifies the upstream's own certificate: nothing is
-    // intercepted on a blind tunnel.
-    let out = curl(&[
-        "--cacert",
-        ca.to_str().unwrap(),
-        "-x",
-        &tg.proxy_url(),
-        "https://tunnel.test/anything",
-    ])
-    .await;
+    let out = fetch(&pki, &tg, "https://tunnel.test/anything").await;
     assert_eq!(out.status, 200, "{} {}", out.body, out.stderr);
     assert_eq!(out.json()["path"], "/anything");
     assert_eq!(upstream.count(), 1);
@@ -55,15 +52,7 @@ async fn allowed_connect_is_tunnelled_blind() {
 #[tokio::test]
 async fn connect_without_a_permit_is_403() {
     let (pki, upstream, tg) = uncovered(false).await;
-    let ca = pki.write_ca(tg.dir.path());
-    let out = curl(&[
-        "--cacert",
-        ca.to_str().unwrap(),
-        "-x",
-        &tg.proxy_url(),
-        "https://tunnel.test/anything",
-    ])
-    .await;
+    let out = fetch(&pki, &tg, "https://tunnel.test/anything").await;
     assert_ne!(out.exit, 0);
     assert!(out.stderr.contains("403"), "{}", out.stderr);
     assert_eq!(upstream.count(), 0);
@@ -84,15 +73,7 @@ async fn covered_host_without_a_ca_is_decided_as_connect() {
         intercept: false,
         ..Setup::default()
     });
-    let ca = pki.write_ca(tg.dir.path());
-    let out = curl(&[
-        "--cacert",
-        ca.to_str().unwrap(),
-        "-x",
-        &tg.proxy_url(),
-        "https://api.github.com/repos/acme/api/pulls",
-    ])
-    .await;
+    let out = fetch(&pki, &tg, "https://api.github.com/repos/acme/api/pulls").await;
     assert!(out.stderr.contains("403"), "{}", out.stderr);
     assert_eq!(upstream.count(), 0);
 }

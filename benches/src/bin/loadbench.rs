@@ -241,9 +241,22 @@ fn start_envoy(bin: &Path, upstream: SocketAddr, cpu: Option<&str>) -> anyhow::R
     })
 }
 
+/// The median run by throughput; with an even count, the mean of the two
+/// middle runs, field by field.
 fn median(mut results: Vec<WrkResult>) -> WrkResult {
     results.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
-    results[results.len() / 2]
+    let n = results.len();
+    if n % 2 == 1 {
+        return results[n / 2];
+    }
+    let (a, b) = (results[n / 2 - 1], results[n / 2]);
+    WrkResult {
+        requests_per_sec: (a.requests_per_sec + b.requests_per_sec) / 2.0,
+        p50_ms: (a.p50_ms + b.p50_ms) / 2.0,
+        p99_ms: (a.p99_ms + b.p99_ms) / 2.0,
+        non_2xx: a.non_2xx + b.non_2xx,
+        requests: a.requests + b.requests,
+    }
 }
 
 fn measure(
