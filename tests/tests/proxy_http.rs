@@ -104,6 +104,25 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
 }
 
 #[tokio::test]
+async fn via_is_added_both_ways_when_configured() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(Setup {
+        forward_extra: "  via: true\n".into(),
+        ..github_at(&upstream)
+    });
+    let out = tg
+        .curl(&["-D", "-", "http://api.github.com/repos/acme/api/pulls"])
+        .await;
+    assert_eq!(out.status, 200);
+    assert_eq!(upstream.requests()[0].header("via"), Some("1.1 tollgate"));
+    assert!(
+        out.body.to_ascii_lowercase().contains("via: 1.1 tollgate"),
+        "{}",
+        out.body
+    );
+}
+
+#[tokio::test]
 async fn unidentified_caller_gets_407() {
     let upstream = Upstream::http().await;
     let tg = Tollgate::start(Setup {

@@ -73,6 +73,7 @@ async fn gigabyte_upload_and_download_stream_with_bounded_memory() {
     assert_eq!(get["bytes_out"], GIB);
 
     let peak = tg.peak_rss_kib();
+    eprintln!("tollgate peak RSS after 2 GiB streamed: {peak} KiB");
     assert!(
         peak < PEAK_RSS_LIMIT_KIB,
         "peak RSS {peak} KiB while streaming 2 GiB"
