@@ -28,6 +28,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("upstream failed: {0}")]
     UpstreamFailed(String),
+    /// Policy allowed and named a credential that cannot be had: refusing
+    /// is safer than sending the request without it (or with the agent's).
+    #[error("{0}")]
+    CredentialUnavailable(String),
 }
 
 #[derive(Debug)]
@@ -54,6 +58,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -68,11 +73,14 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
+            ProxyError::CredentialUnavailable(_) => "credential_unavailable",
         }
     }
 
-    pub fn to_response(&self, decision_id: &str) -> Response<ProxyBody> {
-        let body = match self {
+    /// The JSON body every refusal carries, wherever it is answered (the
+    /// proxy, or Envoy through ext_authz).
+    pub fn body(&self, decision_id: &str) -> serde_json::Value {
+        match self {
             ProxyError::Denied(d) => json!({
                 "decision": d.decision.outcome.as_str(),
                 "action": d.action,
@@ -93,8 +101,11 @@ impl ProxyError {
                 "message": self.to_string(),
                 "decision_id": decision_id,
             }),
-        };
-        let mut response = Response::new(full(body.to_string()));
+        }
+    }
+
+    pub fn to_response(&self, decision_id: &str) -> Response<ProxyBody> {
+        let mut response = Response::new(full(self.body(decision_id).to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(

@@ -11,5 +11,6 @@ pub mod decision;
 pub mod error;
 pub mod pipeline;
 pub mod reload;
+pub mod server;
 pub mod snapshot;
 pub mod tls;

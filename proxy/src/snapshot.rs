@@ -57,17 +57,26 @@ pub struct SnapshotHandle {
     current: ArcSwap<Snapshot>,
     next_epoch: AtomicU64,
     cache_size: usize,
+    /// The current epoch, for subscribers (the revocation stream).
+    epochs: tokio::sync::watch::Sender<u64>,
 }
 
 impl SnapshotHandle {
     pub fn new(mut initial: Snapshot, cache_size: usize) -> Arc<SnapshotHandle> {
         let next = initial.epoch + 1;
         initial.decisions = DecisionCache::new(cache_size);
+        let (epochs, _) = tokio::sync::watch::channel(initial.epoch);
         Arc::new(SnapshotHandle {
             current: ArcSwap::from_pointee(initial),
             next_epoch: AtomicU64::new(next),
             cache_size,
+            epochs,
         })
+    }
+
+    /// Follow the policy epoch: the current value first, then every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epochs.subscribe()
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
@@ -80,6 +89,7 @@ impl SnapshotHandle {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         let snapshot = Snapshot::load(catalog_dir, policy_dir, epoch, self.cache_size)?;
         self.current.store(Arc::new(snapshot));
+        self.epochs.send_replace(epoch);
         Ok(epoch)
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 pub use clients::{curl, python, CurlOutput};
 pub use pki::TestPki;
-pub use process::{shipped_policies, Setup, Tollgate, CODER};
+pub use process::{shipped_policies, DecisionService, Setup, Tollgate, CODER};
 
 pub use upstream::{Seen, Upstream};
 

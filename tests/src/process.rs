@@ -1,6 +1,7 @@
 //! `tollgate run` as a child process on ephemeral ports, with its audit
 //! lines (stdout) and logs (stderr) captured for assertions.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,12 @@ pub struct Setup {
     pub forward_extra: String,
     /// Reload on file change (polling every 200 ms); SIGHUP works either way.
     pub watch: bool,
+    /// `run` asks this `tollgate decision` instead of deciding in-process.
+    pub decision_endpoint: Option<SocketAddr>,
+    /// Appended verbatim at the top level (e.g. a `credentials:` section).
+    pub extra_yaml: String,
+    /// Environment for the process (credential values, for instance).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Setup {
@@ -45,6 +52,9 @@ impl Default for Setup {
             intercept: true,
             forward_extra: String::new(),
             watch: true,
+            decision_endpoint: None,
+            extra_yaml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -59,19 +69,91 @@ impl Setup {
     }
 }
 
-pub struct Tollgate {
+/// A tollgate process (`run` or `decision`) with its output captured.
+pub struct Process {
     child: Child,
-    pub proxy: SocketAddr,
-    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Listener name → bound address, from the `listening` log lines.
+    listeners: HashMap<String, SocketAddr>,
 }
 
-impl Drop for Tollgate {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `tollgate run`: the data plane.
+pub struct Tollgate {
+    process: Process,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl std::ops::Deref for Tollgate {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+/// `tollgate decision`: the gRPC decision plane.
+pub struct DecisionService {
+    process: Option<Process>,
+    pub addr: SocketAddr,
+    dir: Option<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+}
+
+impl std::ops::Deref for DecisionService {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        self.process.as_ref().expect("decision service is stopped")
+    }
+}
+
+impl DecisionService {
+    pub fn start(setup: Setup) -> DecisionService {
+        let env = setup.env.clone();
+        let dir = prepare(&setup);
+        let process = Process::spawn(&["decision"], dir, &env, &["decision"]);
+        let addr = process.listeners["decision"];
+        DecisionService {
+            process: Some(process),
+            addr,
+            dir: None,
+            env,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kill the service (its folder is kept for `restart`).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+            // Keep the folder: take it out before the process is dropped.
+            let dir = std::mem::replace(&mut process.dir, tempfile::tempdir().unwrap());
+            self.dir = Some(dir);
+        }
+    }
+
+    /// Start again on the same address, with the same files.
+    pub fn restart(&mut self) {
+        let dir = self.dir.take().expect("stop() first");
+        let config = dir.path().join("tollgate.yaml");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "decision_service: { address: 127.0.0.1:0 }",
+            &format!("decision_service: {{ address: {} }}", self.addr),
+        );
+        std::fs::write(&config, text).unwrap();
+        self.process = Some(Process::spawn(&["decision"], dir, &self.env, &["decision"]));
     }
 }
 
@@ -97,37 +179,81 @@ fn capture(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
     lines
 }
 
-impl Tollgate {
-    pub fn start(setup: Setup) -> Tollgate {
-        let dir = tempfile::tempdir().unwrap();
-        let root = repo_root();
-        copy_dir(&root.join("config/catalog"), &dir.path().join("catalog"));
-        for (name, text) in &setup.extra_catalog {
-            std::fs::write(dir.path().join("catalog").join(name), text).unwrap();
-        }
-        match &setup.policies {
-            None => copy_dir(&root.join("config/policies"), &dir.path().join("policies")),
-            Some(files) => {
-                std::fs::create_dir_all(dir.path().join("policies")).unwrap();
-                for (name, text) in files {
-                    std::fs::write(dir.path().join("policies").join(name), text).unwrap();
-                }
+/// Lay out a folder with the catalog, policies and `tollgate.yaml`.
+fn prepare(setup: &Setup) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    copy_dir(&root.join("config/catalog"), &dir.path().join("catalog"));
+    for (name, text) in &setup.extra_catalog {
+        std::fs::write(dir.path().join("catalog").join(name), text).unwrap();
+    }
+    match &setup.policies {
+        None => copy_dir(&root.join("config/policies"), &dir.path().join("policies")),
+        Some(files) => {
+            std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.path().join("policies").join(name), text).unwrap();
             }
         }
-        let config = config_yaml(&setup, dir.path());
-        std::fs::write(dir.path().join("tollgate.yaml"), config).unwrap();
-        Tollgate::spawn(dir)
+    }
+    let config = config_yaml(setup, dir.path());
+    std::fs::write(dir.path().join("tollgate.yaml"), config).unwrap();
+    dir
+}
+
+impl Tollgate {
+    pub fn start(setup: Setup) -> Tollgate {
+        let dir = prepare(&setup);
+        Tollgate::spawn(dir, &setup.env)
     }
 
     /// Run with a folder already holding `tollgate.yaml`.
-    pub fn spawn(dir: tempfile::TempDir) -> Tollgate {
+    pub fn spawn(dir: tempfile::TempDir, env: &[(String, String)]) -> Tollgate {
+        let process = Process::spawn(&["admin", "agents"], dir, env, &["run"]);
+        let admin = process.listeners["admin"];
+        let proxy = process.listeners["agents"];
+        Tollgate {
+            process,
+            proxy,
+            admin,
+        }
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+
+    /// curl with this tollgate as its proxy.
+    pub async fn curl(&self, args: &[&str]) -> crate::CurlOutput {
+        let proxy = self.proxy_url();
+        let mut all = vec!["-x", proxy.as_str()];
+        all.extend_from_slice(args);
+        crate::curl(&all).await
+    }
+
+    /// The interception CA agents must trust.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.path("ca/ca.crt")
+    }
+}
+
+impl Process {
+    /// Start `tollgate <verb>` in `dir` and wait until every `wanted`
+    /// listener has logged its bound address.
+    fn spawn(
+        wanted: &[&str],
+        dir: tempfile::TempDir,
+        env: &[(String, String)],
+        verb: &[&str],
+    ) -> Process {
         let mut child = Command::new(tollgate_bin())
-            .arg("run")
+            .args(verb)
             .arg("--config")
             .arg(dir.path().join("tollgate.yaml"))
             .arg("--workers")
             .arg("2")
             .env("TOLLGATE_LOG", "info,tollgate=debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -136,8 +262,8 @@ impl Tollgate {
         let stdout = capture(child.stdout.take().unwrap());
         let stderr = capture(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut proxy, mut admin) = (None, None);
-        while proxy.is_none() || admin.is_none() {
+        let mut listeners = HashMap::new();
+        while !wanted.iter().all(|w| listeners.contains_key(*w)) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "tollgate exited with {status} at start:\n{}",
@@ -157,22 +283,21 @@ impl Tollgate {
                         .find_map(|t| t.strip_prefix(name))
                         .map(|v| v.trim_matches('"').to_string())
                 };
-                let address = field("address=").and_then(|a| a.parse::<SocketAddr>().ok());
-                match field("listener=").as_deref() {
-                    Some("admin") => admin = address,
-                    Some(_) => proxy = proxy.or(address),
-                    None => {}
+                if let (Some(name), Some(Ok(addr))) = (
+                    field("listener="),
+                    field("address=").map(|a| a.parse::<SocketAddr>()),
+                ) {
+                    listeners.insert(name, addr);
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Tollgate {
+        Process {
             child,
-            proxy: proxy.unwrap(),
-            admin: admin.unwrap(),
             dir,
             stdout,
             stderr,
+            listeners,
         }
     }
 
@@ -180,25 +305,8 @@ impl Tollgate {
         self.child.id()
     }
 
-    pub fn proxy_url(&self) -> String {
-        format!("http://{}", self.proxy)
-    }
-
-    /// curl with this tollgate as its proxy.
-    pub async fn curl(&self, args: &[&str]) -> crate::CurlOutput {
-        let proxy = self.proxy_url();
-        let mut all = vec!["-x", proxy.as_str()];
-        all.extend_from_slice(args);
-        crate::curl(&all).await
-    }
-
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
-    }
-
-    /// The interception CA agents must trust.
-    pub fn ca_cert(&self) -> PathBuf {
-        self.path("ca/ca.crt")
     }
 
     pub fn audit_lines(&self) -> Vec<Value> {
@@ -275,6 +383,14 @@ fn config_yaml(setup: &Setup, dir: &Path) -> String {
         y.push_str(&format!("    identity: {{ static: \"{id}\" }}\n"));
     }
     y.push_str("admin: { address: 127.0.0.1:0 }\ncatalog: catalog\npolicies: policies\n");
+    y.push_str("decision_service: { address: 127.0.0.1:0 }\n");
+    if let Some(endpoint) = setup.decision_endpoint {
+        y.push_str(&format!(
+            "decision: {{ endpoint: \"http://{endpoint}\", timeout: 500ms }}\n"
+        ));
+    }
+    y.push_str(&setup.extra_yaml);
+    y.push('\n');
     y.push_str(&format!(
         "reload: {{ interval: 200ms, watch: {} }}\n",
         setup.watch

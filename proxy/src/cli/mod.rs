@@ -2,6 +2,7 @@
 
 mod ca;
 mod check;
+mod decision;
 mod run;
 mod schema;
 mod validate;
@@ -32,6 +33,8 @@ pub struct Cli {
 enum Command {
     /// Run the data plane: the explicit proxy and the admin listener.
     Run(run::RunArgs),
+    /// Run the decision plane: tollgate's gRPC API and Envoy ext_authz.
+    Decision(decision::DecisionArgs),
     /// Classify and decide one request offline; print the decision as JSON.
     Check(check::CheckArgs),
     /// Validate the configuration, catalog and policies; exit non-zero with
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Decision(args) => decision::decision(args),
         Command::Check(args) => check::check(args),
         Command::Validate(args) => validate::validate(args),
         Command::Schema(args) => schema::schema(args),

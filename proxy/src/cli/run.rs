@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use super::{init_logging, load, ConfigArg, EXIT_INVALID_CONFIG};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::decision::client::{RemoteConfig, RemoteDecider};
+use crate::decision::SharedDecider;
 use crate::pipeline::audit::AuditSink;
 use crate::pipeline::forward::Forwarder;
 use crate::pipeline::{accept, Pipeline};
@@ -35,16 +37,8 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.workers {
-        builder.worker_threads(n.max(1));
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(args.workers) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(serve(config, snapshot)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,6 +47,38 @@ pub fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A multi-threaded runtime with `workers` threads (default: one per core).
+pub(super) fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("cannot start the runtime: {e}"))
+        .ok()
+}
+
+/// The embedded decider, or a client of a remote `tollgate decision`.
+fn decider(config: &Config, snapshot: &Arc<SnapshotHandle>) -> anyhow::Result<SharedDecider> {
+    let Some(remote) = &config.remote_decision else {
+        return Ok(Arc::new(EmbeddedDecider::new(snapshot.clone())));
+    };
+    let client = RemoteDecider::new(
+        &RemoteConfig {
+            endpoint: remote.endpoint.clone(),
+            timeout: remote.timeout,
+            cache_size: config.decision_cache_size,
+            cache_ttl: remote.cache_ttl,
+        },
+        &format!("tollgate run (pid {})", std::process::id()),
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(endpoint = %remote.endpoint, "deciding remotely");
+    Ok(Arc::new(client))
 }
 
 fn load_ca(config: &Config) -> anyhow::Result<Option<Arc<LeafCache>>> {
@@ -90,7 +116,7 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
     let snapshot = SnapshotHandle::new(snapshot, config.decision_cache_size);
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
-        decider: Arc::new(EmbeddedDecider::new(snapshot.clone())),
+        decider: decider(&config, &snapshot)?,
         forwarder: Forwarder::new(&config.forward, upstream_tls),
         leaves,
         audit: AuditSink::start(&config.audit)?,

@@ -5,7 +5,7 @@
 mod raw;
 pub mod yaml;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ pub use yaml::YamlError;
 
 pub const DEFAULT_PROXY_ADDRESS: &str = "127.0.0.1:3128";
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
+pub const DEFAULT_DECISION_ADDRESS: &str = "127.0.0.1:9191";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,8 +46,15 @@ pub struct Config {
     pub policy_dir: PathBuf,
     pub tls: TlsConfig,
     pub forward: ForwardConfig,
-    /// Decisions cached per policy snapshot (0: none).
+    /// Decisions cached per policy snapshot (0: none); in remote mode, the
+    /// size of the proxy's cache of remote decisions.
     pub decision_cache_size: usize,
+    /// `Some`: `run` asks a remote `tollgate decision` instead of deciding
+    /// in-process.
+    pub remote_decision: Option<RemoteDecision>,
+    /// Where `tollgate decision` serves.
+    pub decision_address: SocketAddr,
+    pub credentials: BTreeMap<String, CredentialConfig>,
     pub audit: AuditOutput,
     pub reload: ReloadConfig,
 }
@@ -95,6 +103,35 @@ impl Default for ForwardConfig {
             via: false,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteDecision {
+    pub endpoint: String,
+    pub timeout: Duration,
+    pub cache_ttl: Duration,
+}
+
+/// Where a credential's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// How a credential's value travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialInjection {
+    /// `Authorization: Bearer <value>`
+    Bearer,
+    /// `<name>: <value>`
+    Header(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialConfig {
+    pub source: CredentialSource,
+    pub injection: CredentialInjection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +305,60 @@ impl Config {
             return Err(invalid("reload.interval", "must be above zero".into()));
         }
 
+        let remote_decision = match raw.decision.endpoint {
+            None => None,
+            Some(endpoint) => {
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    return Err(invalid(
+                        "decision.endpoint",
+                        format!("`{endpoint}` is not an http:// or https:// URL"),
+                    ));
+                }
+                Some(RemoteDecision {
+                    endpoint,
+                    timeout: duration(
+                        "decision.timeout",
+                        raw.decision.timeout.as_deref(),
+                        Duration::from_millis(250),
+                    )?,
+                    cache_ttl: duration(
+                        "decision.cache_ttl",
+                        raw.decision.cache_ttl.as_deref(),
+                        Duration::from_secs(30),
+                    )?,
+                })
+            }
+        };
+        let decision_address = socket(
+            "decision_service.address",
+            raw.decision_service
+                .address
+                .as_deref()
+                .unwrap_or(DEFAULT_DECISION_ADDRESS),
+        )?;
+        let mut credentials = BTreeMap::new();
+        for (name, c) in raw.credentials {
+            let field = format!("credentials.{name}");
+            let source = match (c.env, c.file) {
+                (Some(var), None) => CredentialSource::Env(var),
+                (None, Some(file)) => CredentialSource::File(resolve_path(&file)),
+                _ => {
+                    return Err(invalid(
+                        &field,
+                        "give exactly one of `env` or `file`".into(),
+                    ))
+                }
+            };
+            let injection = match c.header {
+                None => CredentialInjection::Bearer,
+                Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                    CredentialInjection::Header(h.to_ascii_lowercase())
+                }
+                Some(h) => return Err(invalid(&field, format!("`{h}` is not a header name"))),
+            };
+            credentials.insert(name, CredentialConfig { source, injection });
+        }
+
         Ok(Config {
             file: path.to_path_buf(),
             listeners,
@@ -277,6 +368,9 @@ impl Config {
             tls,
             forward,
             decision_cache_size: raw.decision.cache_size.unwrap_or(10_000),
+            remote_decision,
+            decision_address,
+            credentials,
             audit,
             reload,
         })

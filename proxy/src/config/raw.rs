@@ -22,6 +22,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub decision: RawDecision,
     #[serde(default)]
+    pub decision_service: RawDecisionService,
+    #[serde(default)]
+    pub credentials: BTreeMap<String, RawCredential>,
+    #[serde(default)]
     pub audit: RawAudit,
     #[serde(default)]
     pub reload: RawReload,
@@ -84,6 +88,27 @@ pub struct RawForward {
 pub struct RawDecision {
     /// Decisions kept per policy snapshot; 0 disables the cache.
     pub cache_size: Option<usize>,
+    /// `http://host:port` of `tollgate decision`; absent: decide in-process.
+    pub endpoint: Option<String>,
+    pub timeout: Option<String>,
+    pub cache_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecisionService {
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    /// Read the value from this environment variable…
+    pub env: Option<String>,
+    /// …or from this file (a mounted Kubernetes Secret).
+    pub file: Option<PathBuf>,
+    /// Send it in this header; absent: `Authorization: Bearer <value>`.
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

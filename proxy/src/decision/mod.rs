@@ -6,8 +6,11 @@
 //! INTERFACE (owned by the decision helper; the pipeline and CLI rely on it).
 
 pub mod cache;
+pub mod client;
+pub mod credentials;
 pub mod engine;
 mod policies;
+pub mod proto;
 mod request;
 pub mod schema;
 #[cfg(test)]

@@ -1,0 +1,213 @@
+//! The remote decider: asks `tollgate decision` over gRPC, with a deadline
+//! per request and a bounded cache keyed by the complete decision input.
+//!
+//! The cache is only trusted while the revocation stream is up: it is
+//! dropped when the decision plane announces a new policy epoch, and when
+//! the stream is lost (a proxy that cannot hear about changes must not keep
+//! answering from what it saw before). Without an answer, a request is
+//! denied with `decision_unavailable`: fail closed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quick_cache::sync::Cache;
+use tonic::transport::{Channel, Endpoint};
+
+use super::proto::pb;
+use super::proto::pb::decision_service_client::DecisionServiceClient;
+use super::{Decider, Decision, DecisionFuture, DecisionRequest};
+
+/// Epoch value meaning "not connected to the revocation stream".
+const UNKNOWN_EPOCH: u64 = u64::MAX;
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// `http://127.0.0.1:9191`
+    pub endpoint: String,
+    /// Deadline for one `Decide` call.
+    pub timeout: Duration,
+    pub cache_size: usize,
+    pub cache_ttl: Duration,
+}
+
+struct Shared {
+    cache: Option<Cache<DecisionRequest, (Decision, Instant)>>,
+    epoch: AtomicU64,
+    ttl: Duration,
+}
+
+impl Shared {
+    /// Drop every cached decision and remember `epoch` as current.
+    fn reset(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
+    fn lookup(&self, request: &DecisionRequest) -> Option<Decision> {
+        if self.epoch.load(Ordering::SeqCst) == UNKNOWN_EPOCH {
+            return None;
+        }
+        let (decision, at) = self.cache.as_ref()?.get(request)?;
+        (at.elapsed() < self.ttl).then_some(decision)
+    }
+
+    fn remember(&self, request: &DecisionRequest, decision: &Decision, epoch: u64) {
+        let known = self.epoch.load(Ordering::SeqCst);
+        if known == UNKNOWN_EPOCH {
+            return;
+        }
+        if epoch > known {
+            // The service moved on before its stream told us: what we hold
+            // is stale already.
+            self.reset(epoch);
+        } else if epoch < known {
+            return;
+        }
+        if let Some(cache) = &self.cache {
+            cache.insert(request.clone(), (decision.clone(), Instant::now()));
+        }
+    }
+}
+
+pub struct RemoteDecider {
+    client: DecisionServiceClient<Channel>,
+    timeout: Duration,
+    shared: Arc<Shared>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RemoteDecider {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl RemoteDecider {
+    /// Connects lazily: a decision service that is down at start only means
+    /// denies until it is up. Must be called inside a tokio runtime.
+    pub fn new(config: &RemoteConfig, subscriber: &str) -> Result<RemoteDecider, String> {
+        let endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| format!("decision endpoint `{}`: {e}", config.endpoint))?
+            .connect_timeout(config.timeout.max(Duration::from_millis(100)))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        let client = DecisionServiceClient::new(channel);
+        let shared = Arc::new(Shared {
+            cache: (config.cache_size > 0).then(|| Cache::new(config.cache_size)),
+            epoch: AtomicU64::new(UNKNOWN_EPOCH),
+            ttl: config.cache_ttl,
+        });
+        let watcher = tokio::spawn(watch(
+            client.clone(),
+            shared.clone(),
+            subscriber.to_string(),
+        ));
+        Ok(RemoteDecider {
+            client,
+            timeout: config.timeout,
+            shared,
+            watcher,
+        })
+    }
+
+    async fn ask(&self, request: &DecisionRequest) -> Decision {
+        if let Some(hit) = self.shared.lookup(request) {
+            metrics::counter!("tollgate_remote_decisions_total", "result" => "cache_hit")
+                .increment(1);
+            return hit;
+        }
+        let mut call = tonic::Request::new(pb::DecideRequest::from(request));
+        call.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        let answer = tokio::time::timeout(self.timeout, client.decide(call)).await;
+        let result = match answer {
+            Ok(Ok(response)) => {
+                let response = response.into_inner();
+                let epoch = response.policy_epoch;
+                let decision = Decision::from(response);
+                self.shared.remember(request, &decision, epoch);
+                Ok(decision)
+            }
+            Ok(Err(status)) => Err(format!(
+                "decision service error: {} ({:?})",
+                status.message(),
+                status.code()
+            )),
+            Err(_) => Err(format!(
+                "decision service did not answer within {:?}",
+                self.timeout
+            )),
+        };
+        match result {
+            Ok(decision) => {
+                metrics::counter!("tollgate_remote_decisions_total", "result" => "answered")
+                    .increment(1);
+                decision
+            }
+            Err(message) => {
+                metrics::counter!("tollgate_remote_decisions_total", "result" => "unavailable")
+                    .increment(1);
+                tracing::warn!(%message, "no decision; denying");
+                Decision::unavailable(message)
+            }
+        }
+    }
+}
+
+impl Decider for RemoteDecider {
+    fn decide<'a>(&'a self, request: &'a DecisionRequest) -> DecisionFuture<'a> {
+        Box::pin(self.ask(request))
+    }
+}
+
+/// Follow the revocation stream for ever, reconnecting with backoff.
+async fn watch(
+    mut client: DecisionServiceClient<Channel>,
+    shared: Arc<Shared>,
+    subscriber: String,
+) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let request = pb::WatchRevocationsRequest {
+            subscriber: subscriber.clone(),
+        };
+        match client.watch_revocations(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(revocation)) => {
+                            backoff = BACKOFF_START;
+                            if let Some(pb::revocation::Event::PolicyEpoch(e)) = revocation.event {
+                                if shared.epoch.load(Ordering::SeqCst) != e.epoch {
+                                    tracing::info!(
+                                        epoch = e.epoch,
+                                        "policy epoch changed; decision cache dropped"
+                                    );
+                                    shared.reset(e.epoch);
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(error = %status, "revocation stream ended");
+                            break;
+                        }
+                    }
+                }
+                tracing::warn!("lost the revocation stream; cached decisions dropped");
+            }
+            Err(status) => {
+                tracing::debug!(error = %status, "cannot subscribe to revocations");
+            }
+        }
+        shared.reset(UNKNOWN_EPOCH);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,159 @@
+//! tollgate's own gRPC API (`proto/tollgate/authz/v1`) and the conversions
+//! between its messages and the decision types. A message that cannot be
+//! converted is an `invalid_argument`, never a guess.
+
+pub mod pb {
+    tonic::include_proto!("tollgate.authz.v1");
+}
+
+/// For gRPC server reflection (`grpcurl list`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tollgate_descriptor");
+
+use super::{Decision, DecisionRequest, Outcome, RequestContext};
+
+impl From<&DecisionRequest> for pb::DecideRequest {
+    fn from(r: &DecisionRequest) -> pb::DecideRequest {
+        let c = &r.context;
+        pb::DecideRequest {
+            principal: r.principal.clone(),
+            action: r.action.clone(),
+            resource: r.resource.clone(),
+            context: Some(pb::RequestContext {
+                method: c.method.clone(),
+                host: c.host.clone(),
+                port: u32::from(c.port),
+                path: c.path.clone(),
+                tool: c.tool.clone(),
+                risk: c.risk.clone(),
+                sensitivity: c.sensitivity.clone(),
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::DecideRequest> for DecisionRequest {
+    type Error = String;
+
+    fn try_from(r: pb::DecideRequest) -> Result<DecisionRequest, String> {
+        let c = r.context.ok_or("context is required")?;
+        let port = u16::try_from(c.port).map_err(|_| format!("port {} is out of range", c.port))?;
+        if r.principal.is_empty() || r.action.is_empty() {
+            return Err("principal and action are required".into());
+        }
+        Ok(DecisionRequest {
+            principal: r.principal,
+            action: r.action,
+            resource: r.resource,
+            context: RequestContext {
+                method: c.method,
+                host: c.host,
+                port,
+                path: c.path,
+                tool: c.tool,
+                risk: c.risk,
+                sensitivity: c.sensitivity,
+            },
+        })
+    }
+}
+
+impl Decision {
+    pub fn to_pb(&self, decision_id: &str, policy_epoch: u64) -> pb::DecideResponse {
+        pb::DecideResponse {
+            outcome: match self.outcome {
+                Outcome::Allow => pb::Outcome::Allow,
+                Outcome::Deny => pb::Outcome::Deny,
+                Outcome::ApprovalRequired => pb::Outcome::ApprovalRequired,
+            } as i32,
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            policy_ids: self.policy_ids.clone(),
+            decision_id: decision_id.to_string(),
+            credential: self.credential.clone().unwrap_or_default(),
+            policy_epoch,
+        }
+    }
+}
+
+impl From<pb::DecideResponse> for Decision {
+    /// An outcome this version does not know is a deny.
+    fn from(r: pb::DecideResponse) -> Decision {
+        let outcome = match pb::Outcome::try_from(r.outcome) {
+            Ok(pb::Outcome::Allow) => Outcome::Allow,
+            Ok(pb::Outcome::ApprovalRequired) => Outcome::ApprovalRequired,
+            _ => Outcome::Deny,
+        };
+        let unknown = outcome == Outcome::Deny && r.outcome != pb::Outcome::Deny as i32;
+        Decision {
+            outcome,
+            reason: if unknown {
+                "decision_unavailable".into()
+            } else {
+                r.reason
+            },
+            message: r.message,
+            policy_ids: r.policy_ids,
+            credential: (!r.credential.is_empty()).then_some(r.credential),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> DecisionRequest {
+        DecisionRequest {
+            principal: "spiffe://cluster.local/ns/agents/sa/coder".into(),
+            action: "github:pulls.create".into(),
+            resource: "github/repos/acme/api".into(),
+            context: RequestContext {
+                method: "POST".into(),
+                host: "api.github.com".into(),
+                port: 443,
+                path: "/repos/acme/api/pulls".into(),
+                tool: "github".into(),
+                risk: "write".into(),
+                sensitivity: "internal".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let r = request();
+        assert_eq!(
+            DecisionRequest::try_from(pb::DecideRequest::from(&r)),
+            Ok(r)
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        let mut m = pb::DecideRequest::from(&request());
+        m.context.as_mut().unwrap().port = 70_000;
+        assert!(DecisionRequest::try_from(m).is_err());
+        let mut m = pb::DecideRequest::from(&request());
+        m.context = None;
+        assert!(DecisionRequest::try_from(m).is_err());
+        let mut m = pb::DecideRequest::from(&request());
+        m.principal.clear();
+        assert!(DecisionRequest::try_from(m).is_err());
+    }
+
+    #[test]
+    fn unspecified_outcome_is_a_deny() {
+        let d = Decision::from(pb::DecideResponse {
+            outcome: 0,
+            reason: "allowed".into(),
+            ..Default::default()
+        });
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert_eq!(d.reason, "decision_unavailable");
+        let d = Decision::from(pb::DecideResponse {
+            outcome: 99,
+            ..Default::default()
+        });
+        assert_eq!(d.outcome, Outcome::Deny);
+    }
+}

@@ -1,0 +1,84 @@
+//! tollgate's own `DecisionService`: `Decide` and `WatchRevocations`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::decision::proto::pb;
+use crate::decision::proto::pb::decision_service_server::DecisionService;
+use crate::decision::DecisionRequest;
+use crate::pipeline::audit::AuditRecord;
+use crate::pipeline::new_decision_id;
+
+use super::DecisionPlane;
+
+pub struct DecisionApi {
+    plane: Arc<DecisionPlane>,
+}
+
+impl DecisionApi {
+    pub fn new(plane: Arc<DecisionPlane>) -> DecisionApi {
+        DecisionApi { plane }
+    }
+}
+
+type RevocationStream = Pin<Box<dyn Stream<Item = Result<pb::Revocation, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DecisionService for DecisionApi {
+    async fn decide(
+        &self,
+        request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::DecideResponse>, Status> {
+        let started = Instant::now();
+        let request =
+            DecisionRequest::try_from(request.into_inner()).map_err(Status::invalid_argument)?;
+        let snapshot = self.plane.snapshot.load();
+        let decision = snapshot.decisions.decide(&snapshot.engine, &request);
+        let decision_id = new_decision_id();
+
+        let c = &request.context;
+        let mut record = AuditRecord::new(
+            &decision_id,
+            "grpc".into(),
+            "decide",
+            &c.method,
+            &c.host,
+            c.port,
+            &c.path,
+        );
+        record.workload = Some(request.principal.as_str().into());
+        record.tool = (!c.tool.is_empty()).then(|| c.tool.as_str().into());
+        record.action = Some(request.action.as_str().into());
+        record.resource = Some(request.resource.clone());
+        record.sensitivity = Some(c.sensitivity.as_str().into());
+        record.decided(&decision);
+        record.decision_us = started.elapsed().as_micros() as u64;
+        record.latency_us = record.decision_us;
+        self.plane.audit.emit(&record);
+
+        Ok(Response::new(decision.to_pb(&decision_id, snapshot.epoch)))
+    }
+
+    type WatchRevocationsStream = RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<RevocationStream>, Status> {
+        let subscriber = request.into_inner().subscriber;
+        tracing::info!(subscriber, "revocation subscriber connected");
+        let epochs = WatchStream::new(self.plane.snapshot.subscribe()).map(|epoch| {
+            Ok(pb::Revocation {
+                event: Some(pb::revocation::Event::PolicyEpoch(pb::PolicyEpoch {
+                    epoch,
+                })),
+            })
+        });
+        Ok(Response::new(Box::pin(epochs)))
+    }
+}

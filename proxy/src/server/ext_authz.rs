@@ -1,0 +1,264 @@
+//! Envoy's `envoy.service.auth.v3.Authorization/Check`, through the same
+//! classify → decide path as the proxy. Envoy fails closed with
+//! `failure_mode_allow: false`: an error here is a non-OK gRPC status, and
+//! Envoy then answers 403 itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use envoy_types::pb::google::rpc;
+use http::{HeaderMap, HeaderName, Method, Uri};
+use tonic::{Request, Response, Status};
+
+use crate::decision::credentials::CredentialStore;
+use crate::decision::Decision;
+use crate::error::ProxyError;
+use crate::pipeline::audit::AuditRecord;
+use crate::pipeline::classify::{classify, normalize_host};
+use crate::pipeline::{authorize, new_decision_id, RequestTarget};
+
+use super::DecisionPlane;
+
+/// The route-level context extension an Envoy operator sets to name the
+/// workload when connections carry no mTLS identity.
+pub const WORKLOAD_EXTENSION: &str = "tollgate_workload";
+
+/// Headers through which an agent could carry its own credential; Envoy
+/// removes them before the request goes upstream.
+const AGENT_CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct ExtAuthzConfig {
+    pub credentials: CredentialStore,
+}
+
+pub struct ExtAuthz {
+    plane: Arc<DecisionPlane>,
+}
+
+impl ExtAuthz {
+    pub fn new(plane: Arc<DecisionPlane>) -> ExtAuthz {
+        ExtAuthz { plane }
+    }
+}
+
+/// The parts of a `CheckRequest` tollgate decides on.
+struct Attributes {
+    workload: Option<String>,
+    method: Method,
+    target: RequestTarget,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
+    let malformed = |m: &str| ProxyError::MalformedRequest(m.to_string());
+    let attrs = check.attributes.ok_or_else(|| malformed("no attributes"))?;
+    let http = attrs
+        .request
+        .and_then(|r| r.http)
+        .ok_or_else(|| malformed("no HTTP request attributes"))?;
+    let workload = attrs
+        .source
+        .map(|s| s.principal)
+        .filter(|p| !p.is_empty())
+        .or_else(|| attrs.context_extensions.get(WORKLOAD_EXTENSION).cloned());
+    let method = Method::from_bytes(http.method.as_bytes()).map_err(|_| malformed("bad method"))?;
+    let tls = http.scheme == "https";
+    let authority: http::uri::Authority = http
+        .host
+        .parse()
+        .map_err(|_| malformed("bad host attribute"))?;
+    let target = RequestTarget {
+        tls,
+        host: normalize_host(authority.host()),
+        port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+    };
+    let uri: Uri = http
+        .path
+        .parse()
+        .map_err(|_| malformed("bad path attribute"))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in &http.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    Ok(Attributes {
+        workload,
+        method,
+        target,
+        uri,
+        headers,
+    })
+}
+
+fn text(value: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(value.to_string())),
+    }
+}
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn denied(err: &ProxyError, decision_id: &str) -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: tonic::Code::PermissionDenied as i32,
+            message: err.reason().to_string(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(err.status().as_u16()),
+            }),
+            headers: vec![header("content-type", "application/json")],
+            body: err.body(decision_id).to_string(),
+        })),
+        ..Default::default()
+    }
+}
+
+impl ExtAuthz {
+    /// Decide; on allow, the headers to strip and the credential to set.
+    fn decide(
+        &self,
+        attrs: &Attributes,
+        record: &mut AuditRecord,
+    ) -> Result<(OkHttpResponse, Decision), ProxyError> {
+        let workload = attrs.workload.as_deref().ok_or(ProxyError::Unidentified)?;
+        record.workload = Some(workload.into());
+        let snapshot = self.plane.snapshot.load();
+        let named = classify(
+            &snapshot.catalog,
+            &attrs.target,
+            &attrs.method,
+            &attrs.uri,
+            &attrs.headers,
+        )?;
+        record.named(&named);
+        let request = authorize::decision_request(
+            workload,
+            &named,
+            &attrs.target,
+            &attrs.method,
+            attrs.uri.path(),
+        );
+        let started = Instant::now();
+        let decision = snapshot.decisions.decide(&snapshot.engine, &request);
+        record.decision_us = started.elapsed().as_micros() as u64;
+        record.decided(&decision);
+        if !decision.is_allow() {
+            return Err(ProxyError::denied(named.action.to_string(), decision));
+        }
+
+        let mut remove: Vec<String> = AGENT_CREDENTIAL_HEADERS.map(String::from).to_vec();
+        if let Some(tool) = &named.tool {
+            for h in snapshot
+                .catalog
+                .credential_headers(tool)
+                .unwrap_or_default()
+            {
+                remove.push(h.as_str().to_string());
+            }
+        }
+        let mut set = Vec::new();
+        if let Some(name) = &decision.credential {
+            let (key, secret) = self
+                .plane
+                .ext_authz
+                .credentials
+                .header_for(name)
+                .map_err(|e| ProxyError::CredentialUnavailable(e.to_string()))?;
+            remove.retain(|h| *h != key);
+            let mut option = header(&key, "");
+            if let Some(h) = option.header.as_mut() {
+                h.value = secret.expose().to_string();
+            }
+            set.push(option);
+        }
+        Ok((
+            OkHttpResponse {
+                headers: set,
+                headers_to_remove: remove,
+                ..Default::default()
+            },
+            decision,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let decision_id = new_decision_id();
+        let attrs = attributes(request.into_inner());
+        let mut record = match &attrs {
+            Ok(a) => AuditRecord::new(
+                &decision_id,
+                "envoy".into(),
+                "ext_authz",
+                a.method.as_str(),
+                &a.target.host,
+                a.target.port,
+                a.uri.path_and_query().map_or("/", |p| p.as_str()),
+            ),
+            Err(_) => AuditRecord::new(&decision_id, "envoy".into(), "ext_authz", "", "", 0, ""),
+        };
+        let outcome = attrs.and_then(|a| self.decide(&a, &mut record));
+        record.latency_us = started.elapsed().as_micros() as u64;
+        let response = match outcome {
+            Ok((ok, decision)) => {
+                record.status = 200;
+                let mut metadata = Struct {
+                    fields: HashMap::from([("decision_id".to_string(), text(&decision_id))]),
+                };
+                for (key, value) in [("tool", &record.tool), ("action", &record.action)] {
+                    if let Some(v) = value {
+                        metadata.fields.insert(key.to_string(), text(v));
+                    }
+                }
+                let _ = decision;
+                CheckResponse {
+                    status: Some(rpc::Status::default()),
+                    http_response: Some(HttpResponse::OkResponse(ok)),
+                    dynamic_metadata: Some(metadata),
+                }
+            }
+            Err(err) => {
+                record.failed(&err);
+                denied(&err, &decision_id)
+            }
+        };
+        self.plane.audit.emit(&record);
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,49 @@
+//! `tollgate decision`: the decision plane as a gRPC service. One listener
+//! (h2c) serves tollgate's own API, Envoy's ext_authz `Authorization`, gRPC
+//! health and server reflection, all deciding against the same snapshot.
+
+mod decide;
+pub mod ext_authz;
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::decision::proto::pb::decision_service_server::DecisionServiceServer;
+use crate::decision::proto::FILE_DESCRIPTOR_SET;
+use crate::pipeline::audit::AuditSink;
+use crate::snapshot::SnapshotHandle;
+
+pub use decide::DecisionApi;
+pub use ext_authz::{ExtAuthz, ExtAuthzConfig};
+
+/// What every RPC decides against.
+pub struct DecisionPlane {
+    pub snapshot: Arc<SnapshotHandle>,
+    pub audit: AuditSink,
+    pub ext_authz: ExtAuthzConfig,
+}
+
+pub async fn serve(listener: TcpListener, plane: Arc<DecisionPlane>) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DecisionServiceServer<DecisionApi>>()
+        .await;
+    health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(DecisionServiceServer::new(DecisionApi::new(plane.clone())))
+        .add_service(AuthorizationServer::new(ExtAuthz::new(plane)))
+        .serve_with_incoming(TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
+}
