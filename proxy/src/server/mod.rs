@@ -33,14 +33,17 @@ pub async fn serve(listener: TcpListener, plane: Arc<DecisionPlane>) -> anyhow::
         .set_serving::<DecisionServiceServer<DecisionApi>>()
         .await;
     health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl 1.8 and many tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(DecisionServiceServer::new(DecisionApi::new(plane.clone())))
         .add_service(AuthorizationServer::new(ExtAuthz::new(plane)))
         .serve_with_incoming(TcpListenerStream::new(listener))
