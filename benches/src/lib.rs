@@ -1,5 +1,22 @@
-//! Shared pieces of tollgate's load benchmarks: a fixed upstream, wrk runs
-//! and their parsing. The harness itself is `src/bin/loadbench.rs`.
+//! Shared pieces of tollgate's load benchmarks: the fixed upstream, the
+//! participants (tollgate, Envoy, a no-op ext_authz server), wrk runs and
+//! their parsing. The harness itself is `src/bin/loadbench.rs`.
 
+pub mod envoy;
+pub mod noop_authz;
+pub mod process;
+pub mod tollgate;
 pub mod upstream;
 pub mod wrk;
+
+use std::path::PathBuf;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The workload every tollgate participant decides for.
+pub const WORKLOAD: &str = "spiffe://cluster.local/ns/bench/sa/load";

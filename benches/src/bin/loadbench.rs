@@ -1,19 +1,17 @@
-//! Load benchmark: the same wrk load against a direct connection to a local
-//! upstream and through tollgate with full authorization (classify + Cedar +
-//! audit line), in one run on one machine. Prints a Markdown table.
+//! Load benchmark: the same wrk load against every participant in one run
+//! on one machine, one row at a time; prints a Markdown table and the goal
+//! ratios.
 //!
 //!     scripts/bench                       # 10 s per run, 2 runs per row
 //!     scripts/bench --duration 3 --runs 1 # quicker
-//!     scripts/bench --pin                 # wrk and the upstream on CPU 1, tollgate on CPU 0
+//!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; wrk and upstream on CPU 1
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tollgate_benches::wrk::{WrkResult, WrkRun};
+use tollgate_benches::{envoy, noop_authz, process, tollgate};
 
 struct Options {
     duration: Duration,
@@ -22,7 +20,7 @@ struct Options {
     pin: bool,
 }
 
-fn options() -> anyhow::Result<Options> {
+fn options() -> anyhow::Result<Option<Options>> {
     let mut o = Options {
         duration: Duration::from_secs(10),
         runs: 2,
@@ -37,208 +35,15 @@ fn options() -> anyhow::Result<Options> {
             "--runs" => o.runs = value()?.parse()?,
             "--connections" => o.connections = value()?.parse()?,
             "--pin" => o.pin = true,
+            // Internal: this binary doubles as the no-op ext_authz server.
+            "--noop-authz" => {
+                noop_authz::serve()?;
+                return Ok(None);
+            }
             other => bail!("unknown argument {other}"),
         }
     }
-    Ok(o)
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-const CATALOG: &str = r#"
-tool: bench
-description: benchmark upstream
-endpoints:
-  - hosts: [bench.test]
-    routes:
-      - { method: GET, path: "/v1/items/{id}", action: items.get, risk: read, resource: "items/{id}" }
-"#;
-
-const POLICY: &str = r#"
-@id("bench-read")
-permit (principal == Workload::"spiffe://cluster.local/ns/bench/sa/load", action in Action::"read", resource in Target::"bench");
-"#;
-
-struct Tollgate {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Tollgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_tollgate(
-    upstream: SocketAddr,
-    cpu: Option<&str>,
-    cache_size: usize,
-) -> anyhow::Result<Tollgate> {
-    let dir = tempfile::tempdir()?;
-    let catalog = dir.path().join("catalog");
-    let policies = dir.path().join("policies");
-    std::fs::create_dir_all(&catalog)?;
-    std::fs::create_dir_all(&policies)?;
-    std::fs::write(catalog.join("bench.yaml"), CATALOG)?;
-    // The shipped guardrails stay on: a realistic policy set, not one rule.
-    std::fs::copy(
-        repo_root().join("config/policies/guardrails.cedar"),
-        policies.join("guardrails.cedar"),
-    )?;
-    std::fs::write(policies.join("bench.cedar"), POLICY)?;
-    let config = format!(
-        "listeners:\n  - name: bench\n    address: 127.0.0.1:0\n    identity: {{ static: \"spiffe://cluster.local/ns/bench/sa/load\" }}\n\
-         admin: {{ address: 127.0.0.1:0 }}\n\
-         tls: {{ ca_dir: no-ca, system_roots: false }}\n\
-         forward:\n  allow_networks: [127.0.0.0/8]\n  resolve: {{ \"bench.test:80\": \"{upstream}\" }}\n\
-         decision: {{ cache_size: {cache_size} }}\n\
-         audit: {{ output: {} }}\n",
-        dir.path().join("audit.log").display()
-    );
-    let config_path = dir.path().join("tollgate.yaml");
-    std::fs::write(&config_path, config)?;
-
-    let bin = repo_root().join("target/release/tollgate");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} missing: run `cargo build --release --bins`",
-        bin.display()
-    );
-    let mut cmd = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu]).arg(&bin);
-            c
-        }
-        None => Command::new(&bin),
-    };
-    let mut child = cmd
-        .args(["run", "--workers", "1", "--config"])
-        .arg(&config_path)
-        .env("TOLLGATE_LOG", "warn,tollgate::cli=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for line in stderr.lines() {
-        let line = line?;
-        if line.contains(" listening") && line.contains("listener=bench") {
-            let addr = line
-                .split_whitespace()
-                .find_map(|t| t.strip_prefix("address="))
-                .context("address in listening line")?
-                .parse()?;
-            return Ok(Tollgate {
-                child,
-                addr,
-                _dir: dir,
-            });
-        }
-        anyhow::ensure!(Instant::now() < deadline, "tollgate did not start");
-    }
-    bail!("tollgate exited before listening")
-}
-
-/// Envoy with one worker routing every request to the upstream: the peer a
-/// user would otherwise put on the egress path.
-struct Envoy {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn envoy_bin() -> Option<PathBuf> {
-    let venv = repo_root().join(".venv/bin/envoy");
-    if venv.exists() {
-        return Some(venv);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("envoy"))
-            .find(|p| p.exists())
-    })
-}
-
-fn start_envoy(bin: &Path, upstream: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Envoy> {
-    let dir = tempfile::tempdir()?;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let config = format!(
-        r#"static_resources:
-  listeners:
-  - name: bench
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: upstream }} }}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: upstream
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]
-"#,
-        upstream.ip(),
-        upstream.port()
-    );
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(&path, config)?;
-    let mut cmd = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu]).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    let child = cmd
-        .arg("-c")
-        .arg(&path)
-        .args(["--concurrency", "1", "-l", "error", "--base-id"])
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "envoy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(Envoy {
-        child,
-        addr,
-        _dir: dir,
-    })
+    Ok(Some(o))
 }
 
 /// The median run by throughput; with an even count, the mean of the two
@@ -259,57 +64,70 @@ fn median(mut results: Vec<WrkResult>) -> WrkResult {
     }
 }
 
-fn measure(
-    name: &str,
-    url: &str,
-    script: Option<&Path>,
-    o: &Options,
-    cpu: Option<&str>,
-) -> anyhow::Result<WrkResult> {
-    // Warm-up: pools, caches and the branch predictor.
-    WrkRun {
-        url,
-        connections: o.connections,
-        duration: Duration::from_secs(2),
-        script,
-        cpu,
-    }
-    .run()?;
-    let mut results = Vec::new();
-    for _ in 0..o.runs {
-        let r = WrkRun {
-            url,
-            connections: o.connections,
-            duration: o.duration,
-            script,
-            cpu,
-        }
-        .run()?;
-        anyhow::ensure!(r.non_2xx == 0, "{name}: {} non-2xx answers", r.non_2xx);
-        eprintln!(
-            "  {name}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
-            r.requests_per_sec, r.p50_ms, r.p99_ms
-        );
-        results.push(r);
-    }
-    Ok(median(results))
+struct Bench {
+    o: Options,
+    load_cpu: Option<&'static str>,
+    proxy_script: tempfile::TempDir,
 }
 
-fn main() -> anyhow::Result<()> {
-    let o = options()?;
-    for tool in ["wrk"]
-        .iter()
-        .chain(if o.pin { &["taskset"][..] } else { &[][..] })
-    {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()?
-            .code()
-            != Some(0)
-        {
-            bail!("{tool} is missing: apt-get install -y wrk util-linux");
+impl Bench {
+    /// Warm up, then `runs` measured runs; every answer must be 2xx.
+    /// `through_proxy`: absolute-form requests (forward proxy); otherwise
+    /// origin-form with `Host: bench.test` (a gateway like Envoy).
+    fn measure(&self, name: &str, url: &str, through_proxy: bool) -> anyhow::Result<WrkResult> {
+        let script = self.proxy_script.path().join(if through_proxy {
+            "proxy.lua"
+        } else {
+            "host.lua"
+        });
+        let script = Some(script.as_path());
+        let run = |duration| WrkRun {
+            url,
+            connections: self.o.connections,
+            duration,
+            script,
+            cpu: self.load_cpu,
+        };
+        run(Duration::from_secs(2)).run()?;
+        let mut results = Vec::new();
+        for _ in 0..self.o.runs {
+            let r = run(self.o.duration).run()?;
+            anyhow::ensure!(r.non_2xx == 0, "{name}: {} non-2xx answers", r.non_2xx);
+            eprintln!(
+                "  {name}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
+                r.requests_per_sec, r.p50_ms, r.p99_ms
+            );
+            results.push(r);
         }
+        Ok(median(results))
+    }
+}
+
+fn require(tool: &str, hint: &str) -> anyhow::Result<()> {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()?
+        .success();
+    anyhow::ensure!(found, "{tool} is missing: {hint}");
+    Ok(())
+}
+
+const DIRECT: &str = "direct";
+const ENVOY: &str = "Envoy bare route";
+const ENVOY_NOOP: &str = "Envoy + no-op ext_authz";
+const ENVOY_TOLLGATE: &str = "Envoy + tollgate decision";
+const TOLLGATE: &str = "tollgate full authz";
+const TOLLGATE_NO_CACHE: &str = "tollgate full authz, no decision cache";
+const TOLLGATE_REMOTE: &str = "tollgate, remote decision (warm cache)";
+
+fn main() -> anyhow::Result<()> {
+    let Some(o) = options()? else {
+        return Ok(());
+    };
+    require("wrk", "apt-get install -y wrk")?;
+    if o.pin {
+        require("taskset", "apt-get install -y util-linux")?;
     }
     let (proxy_cpu, load_cpu) = if o.pin {
         (Some("0"), Some("1"))
@@ -317,17 +135,19 @@ fn main() -> anyhow::Result<()> {
         (None, None)
     };
     let upstream = tollgate_benches::upstream::start()?;
-    let script_dir = tempfile::tempdir()?;
-    let script = script_dir.path().join("proxy.lua");
+    let proxy_script = tempfile::tempdir()?;
     std::fs::write(
-        &script,
+        proxy_script.path().join("proxy.lua"),
         "wrk.path = \"http://bench.test/v1/items/42\"\nwrk.headers[\"Host\"] = \"bench.test\"\n",
     )?;
-
+    std::fs::write(
+        proxy_script.path().join("host.lua"),
+        "wrk.headers[\"Host\"] = \"bench.test\"\n",
+    )?;
     let layout = if o.pin {
-        "proxy (tollgate 1 worker / Envoy --concurrency 1) pinned to CPU 0; wrk and the upstream on CPU 1"
+        "each proxy (tollgate 1 worker / Envoy --concurrency 1) and its authorization server pinned to CPU 0; wrk and the upstream on CPU 1"
     } else {
-        "unpinned; tollgate 1 worker, Envoy --concurrency 1, wrk 1 thread"
+        "unpinned; tollgate 1 worker, Envoy --concurrency 1, authorization servers 1 thread, wrk 1 thread"
     };
     eprintln!(
         "loadbench: {} connections, {} s x {} runs per row, {layout}",
@@ -335,56 +155,122 @@ fn main() -> anyhow::Result<()> {
         o.duration.as_secs(),
         o.runs
     );
-    let direct = measure(
-        "direct",
-        &format!("http://{upstream}/v1/items/42"),
-        None,
-        &o,
+    let bench = Bench {
+        o,
         load_cpu,
-    )?;
-    let mut rows = vec![("direct", direct)];
-    match envoy_bin() {
+        proxy_script,
+    };
+    let envoy_url = |p: &process::Participant| format!("http://{}/v1/items/42", p.addr);
+    let proxy_url = |p: &process::Participant| format!("http://{}/", p.addr);
+
+    let mut rows: Vec<(&str, WrkResult)> = Vec::new();
+    rows.push((
+        DIRECT,
+        bench.measure(DIRECT, &format!("http://{upstream}/v1/items/42"), false)?,
+    ));
+    // Each participant lives only for its own row, so rows never share
+    // the CPU.
+    match envoy::binary() {
         Some(bin) => {
-            let envoy = start_envoy(&bin, upstream, proxy_cpu)?;
-            let url = format!("http://{}/v1/items/42", envoy.addr);
+            let e = envoy::start(&bin, upstream, None, proxy_cpu)?;
+            rows.push((ENVOY, bench.measure(ENVOY, &envoy_url(&e), false)?));
+            drop(e);
+
+            let me = std::env::current_exe()?;
+            let mut cmd = process::command(&me, proxy_cpu);
+            cmd.arg("--noop-authz");
+            let noop = process::Participant::from_log(cmd, "noop-authz listening", None)?;
+            let e = envoy::start(&bin, upstream, Some(noop.addr), proxy_cpu)?;
             rows.push((
-                "Envoy bare route",
-                measure("envoy", &url, None, &o, load_cpu)?,
+                ENVOY_NOOP,
+                bench.measure(ENVOY_NOOP, &envoy_url(&e), false)?,
+            ));
+            drop((e, noop));
+
+            let decision = tollgate::decision(proxy_cpu)?;
+            let e = envoy::start(&bin, upstream, Some(decision.addr), proxy_cpu)?;
+            rows.push((
+                ENVOY_TOLLGATE,
+                bench.measure(ENVOY_TOLLGATE, &envoy_url(&e), false)?,
             ));
         }
-        None => eprintln!("  envoy not found (scripts/bench installs it into .venv): row skipped"),
+        None => eprintln!(
+            "  envoy not found (scripts/bench installs it into .venv): Envoy rows skipped"
+        ),
     }
-    // Each tollgate row runs alone, so rows never share the CPU.
-    for (name, cache_size) in [
-        ("tollgate full authz", 10_000),
-        ("tollgate full authz, no decision cache", 0),
-    ] {
-        let tollgate = start_tollgate(upstream, proxy_cpu, cache_size)?;
-        let url = format!("http://{}/", tollgate.addr);
-        rows.push((name, measure(name, &url, Some(&script), &o, load_cpu)?));
+    for (name, cache) in [(TOLLGATE, 10_000), (TOLLGATE_NO_CACHE, 0)] {
+        let t = tollgate::run(upstream, proxy_cpu, cache, None)?;
+        rows.push((name, bench.measure(name, &proxy_url(&t), true)?));
     }
+    let decision = tollgate::decision(proxy_cpu)?;
+    let t = tollgate::run(upstream, proxy_cpu, 10_000, Some(decision.addr))?;
+    rows.push((
+        TOLLGATE_REMOTE,
+        bench.measure(TOLLGATE_REMOTE, &proxy_url(&t), true)?,
+    ));
+    drop((t, decision));
 
-    let envoy = rows
-        .iter()
-        .find(|(n, _)| n.starts_with("Envoy"))
-        .map(|(_, r)| *r);
-    println!("| row | req/s | p50 ms | p99 ms | req/s vs direct | req/s vs Envoy | p99 vs Envoy |");
+    report(&rows, layout, &bench.o);
+    Ok(())
+}
+
+fn report(rows: &[(&str, WrkResult)], layout: &str, o: &Options) {
+    let get = |name: &str| rows.iter().find(|(n, _)| *n == name).map(|(_, r)| *r);
+    let direct = get(DIRECT).expect("direct row");
+    let envoy = get(ENVOY);
+    println!("| row | req/s | p50 ms | p99 ms | req/s vs direct | req/s vs Envoy bare | p99 vs Envoy bare |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, r) in &rows {
-        let vs_envoy =
-            |a: f64, b: f64| envoy.map_or("–".to_string(), |_| format!("{:.2}", a / b));
+    for (name, r) in rows {
+        let vs = |a: f64, b: Option<f64>| b.map_or("–".to_string(), |b| format!("{:.2}", a / b));
         println!(
             "| {name} | {:.0} | {:.3} | {:.3} | {:.2} | {} | {} |",
             r.requests_per_sec,
             r.p50_ms,
             r.p99_ms,
             r.requests_per_sec / direct.requests_per_sec,
-            vs_envoy(
-                r.requests_per_sec,
-                envoy.map_or(1.0, |e| e.requests_per_sec)
-            ),
-            vs_envoy(r.p99_ms, envoy.map_or(1.0, |e| e.p99_ms)),
+            vs(r.requests_per_sec, envoy.map(|e| e.requests_per_sec)),
+            vs(r.p99_ms, envoy.map(|e| e.p99_ms)),
         );
+    }
+    println!("\n| goal | ratio | target |\n|---|---:|---:|");
+    let ratio = |a: &str, b: &str, p99: bool| {
+        get(a).zip(get(b)).map(|(a, b)| {
+            if p99 {
+                a.p99_ms / b.p99_ms
+            } else {
+                a.requests_per_sec / b.requests_per_sec
+            }
+        })
+    };
+    for (label, value, target) in [
+        (
+            "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
+            ratio(TOLLGATE, ENVOY_NOOP, false),
+            "≥ 2.0",
+        ),
+        (
+            "tollgate full authz ÷ Envoy bare (req/s)",
+            ratio(TOLLGATE, ENVOY, false),
+            "≥ 1.0",
+        ),
+        (
+            "tollgate p99 ÷ Envoy bare p99",
+            ratio(TOLLGATE, ENVOY, true),
+            "≤ 1.0",
+        ),
+        (
+            "Envoy + tollgate decision ÷ Envoy + no-op ext_authz (req/s)",
+            ratio(ENVOY_TOLLGATE, ENVOY_NOOP, false),
+            "≥ 0.95",
+        ),
+        (
+            "tollgate remote, warm cache ÷ embedded (req/s)",
+            ratio(TOLLGATE_REMOTE, TOLLGATE, false),
+            "≥ 0.9",
+        ),
+    ] {
+        let shown = value.map_or("–".to_string(), |v| format!("{v:.2}"));
+        println!("| {label} | {shown} | {target} |");
     }
     println!(
         "\n{} connections, HTTP/1.1 keep-alive, 20-byte body, {} s x {} runs (median), {layout}, {} cores",
@@ -393,5 +279,4 @@ fn main() -> anyhow::Result<()> {
         o.runs,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    Ok(())
 }

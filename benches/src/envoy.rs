@@ -1,0 +1,114 @@
+//! Envoy 1.40 participants: a bare route, or the same route behind the
+//! ext_authz filter pointing at an authorization server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::process::{command, free_port, Participant};
+use crate::{repo_root, WORKLOAD};
+
+pub fn binary() -> Option<PathBuf> {
+    let venv = repo_root().join(".venv/bin/envoy");
+    if venv.exists() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("envoy"))
+            .find(|p| p.exists())
+    })
+}
+
+fn authz_filter(authz: Option<SocketAddr>) -> String {
+    if authz.is_none() {
+        return String::new();
+    }
+    r#"
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              grpc_service:
+                envoy_grpc: { cluster_name: authz }
+                timeout: 0.25s"#
+        .to_string()
+}
+
+fn authz_cluster(authz: Option<SocketAddr>) -> String {
+    let Some(a) = authz else {
+        return String::new();
+    };
+    format!(
+        r#"
+  - name: authz
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: authz
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]"#,
+        a.ip(),
+        a.port()
+    )
+}
+
+/// Envoy with `--concurrency 1` routing to `upstream`; with `authz`, every
+/// request is checked there first (the workload named by the route's
+/// context extension, as `deploy/envoy` does).
+pub fn start(
+    bin: &Path,
+    upstream: SocketAddr,
+    authz: Option<SocketAddr>,
+    cpu: Option<&str>,
+) -> anyhow::Result<Participant> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = format!(
+        r#"static_resources:
+  listeners:
+  - name: bench
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    check_settings: {{ context_extensions: {{ tollgate_workload: "{WORKLOAD}" }} }}
+          http_filters:{}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]{}
+"#,
+        authz_filter(authz),
+        upstream.ip(),
+        upstream.port(),
+        authz_cluster(authz),
+    );
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config)?;
+    let mut cmd = command(bin, cpu);
+    cmd.arg("-c")
+        .arg(&path)
+        .args(["--concurrency", "1", "-l", "error", "--base-id"])
+        .arg(port.to_string());
+    Participant::at(cmd, format!("127.0.0.1:{port}").parse()?, Some(dir))
+}

@@ -1,0 +1,94 @@
+//! Child processes of the benchmark, optionally pinned to a CPU, killed
+//! when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub struct Participant {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Files the process reads (configuration); removed on drop.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `taskset -c CPU program` when pinning, else `program`.
+pub fn command(program: &Path, cpu: Option<&str>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+impl Participant {
+    /// Spawn and wait for a stderr line containing `marker` and an
+    /// `address=IP:PORT` field.
+    pub fn from_log(
+        mut cmd: Command,
+        marker: &str,
+        dir: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Participant> {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+        let stderr = BufReader::new(child.stderr.take().context("stderr")?);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for line in stderr.lines() {
+            let line = line?;
+            if line.contains(marker) {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("address="))
+                    .context("address= in the log line")?
+                    .trim_matches('"')
+                    .parse()?;
+                return Ok(Participant {
+                    child,
+                    addr,
+                    _dir: dir,
+                });
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no `{marker}` line in time");
+        }
+        bail!("process exited before `{marker}`")
+    }
+
+    /// Spawn and wait until `addr` accepts connections.
+    pub fn at(
+        mut cmd: Command,
+        addr: SocketAddr,
+        dir: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Participant> {
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "{addr} never accepted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Participant {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+/// A free loopback port (bound and released: fine for a benchmark).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
