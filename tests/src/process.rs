@@ -32,8 +32,13 @@ pub struct Setup {
     pub forward_extra: String,
     /// Reload on file change (polling every 200 ms); SIGHUP works either way.
     pub watch: bool,
-    /// `run` asks this `tollgate decision` instead of deciding in-process.
-    pub decision_endpoint: Option<SocketAddr>,
+    /// `run` asks this `tollgate decision` (URL) instead of deciding
+    /// in-process.
+    pub decision_endpoint: Option<String>,
+    /// Extra lines (indented two spaces) under `decision:`.
+    pub decision_yaml: String,
+    /// Extra lines (indented two spaces) under `decision_service:`.
+    pub decision_service_yaml: String,
     /// Appended verbatim at the top level (e.g. a `credentials:` section).
     pub extra_yaml: String,
     /// Environment for the process (credential values, for instance).
@@ -53,6 +58,8 @@ impl Default for Setup {
             forward_extra: String::new(),
             watch: true,
             decision_endpoint: None,
+            decision_yaml: String::new(),
+            decision_service_yaml: String::new(),
             extra_yaml: String::new(),
             env: Vec::new(),
         }
@@ -149,8 +156,8 @@ impl DecisionService {
         let dir = self.dir.take().expect("stop() first");
         let config = dir.path().join("tollgate.yaml");
         let text = std::fs::read_to_string(&config).unwrap().replace(
-            "decision_service: { address: 127.0.0.1:0 }",
-            &format!("decision_service: {{ address: {} }}", self.addr),
+            "decision_service:\n  address: 127.0.0.1:0\n",
+            &format!("decision_service:\n  address: {}\n", self.addr),
         );
         std::fs::write(&config, text).unwrap();
         self.process = Some(Process::spawn(&["decision"], dir, &self.env, &["decision"]));
@@ -383,11 +390,13 @@ fn config_yaml(setup: &Setup, dir: &Path) -> String {
         y.push_str(&format!("    identity: {{ static: \"{id}\" }}\n"));
     }
     y.push_str("admin: { address: 127.0.0.1:0 }\ncatalog: catalog\npolicies: policies\n");
-    y.push_str("decision_service: { address: 127.0.0.1:0 }\n");
-    if let Some(endpoint) = setup.decision_endpoint {
+    y.push_str("decision_service:\n  address: 127.0.0.1:0\n");
+    y.push_str(&setup.decision_service_yaml);
+    if let Some(endpoint) = &setup.decision_endpoint {
         y.push_str(&format!(
-            "decision: {{ endpoint: \"http://{endpoint}\", timeout: 500ms }}\n"
+            "decision:\n  endpoint: \"{endpoint}\"\n  timeout: 500ms\n"
         ));
+        y.push_str(&setup.decision_yaml);
     }
     y.push_str(&setup.extra_yaml);
     y.push('\n');

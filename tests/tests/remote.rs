@@ -2,14 +2,14 @@
 //! answers as embedded mode, fail closed while the service is away, and a
 //! policy change on the service reaches the proxy's cache.
 
-use tollgate_e2e::{DecisionService, Setup, Tollgate, Upstream};
+use tollgate_e2e::{DecisionService, Setup, TestPki, Tollgate, Upstream};
 
 const PULLS: &str = "http://api.github.com/repos/acme/api/pulls";
 const DELETE_REPO: &str = "http://api.github.com/repos/acme/api";
 
 fn remote(upstream: &Upstream, service: &DecisionService) -> Setup {
     Setup {
-        decision_endpoint: Some(service.addr),
+        decision_endpoint: Some(service.url()),
         ..Setup::routing("api.github.com:80", upstream.addr)
     }
 }
@@ -157,4 +157,54 @@ async fn a_decide_request_without_context_is_invalid_argument() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(text.contains("InvalidArgument"), "{text}");
+}
+
+#[tokio::test]
+async fn mutual_tls_between_proxy_and_service() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca = write("ca.pem", &pki.ca_pem);
+    let (cert, key) = pki.issue_pem(&["127.0.0.1"]);
+    let (server_cert, server_key) = (write("server.pem", &cert), write("server.key", &key));
+    let (cert, key) = pki.issue_pem(&["proxy.tollgate.test"]);
+    let (client_cert, client_key) = (write("client.pem", &cert), write("client.key", &key));
+
+    let service = DecisionService::start(Setup {
+        decision_service_yaml: format!(
+            "  tls: {{ cert: \"{server_cert}\", key: \"{server_key}\", ca: \"{ca}\" }}\n"
+        ),
+        ..Setup::default()
+    });
+    let url = format!("https://{}", service.addr);
+    let upstream = Upstream::http().await;
+    let with_identity = Tollgate::start(Setup {
+        decision_endpoint: Some(url.clone()),
+        decision_yaml: format!(
+            "  tls: {{ ca: \"{ca}\", cert: \"{client_cert}\", key: \"{client_key}\" }}\n"
+        ),
+        ..Setup::routing("api.github.com:80", upstream.addr)
+    });
+    assert_eq!(
+        with_identity.curl(&[PULLS]).await.status,
+        200,
+        "{}",
+        with_identity.logs()
+    );
+
+    // Without a client certificate the service refuses the connection, so
+    // the proxy has no decision: deny.
+    let without_identity = Tollgate::start(Setup {
+        decision_endpoint: Some(url),
+        decision_yaml: format!("  tls: {{ ca: \"{ca}\" }}\n"),
+        ..Setup::routing("api.github.com:80", upstream.addr)
+    });
+    let out = without_identity.curl(&[PULLS]).await;
+    assert_eq!(out.status, 403);
+    assert_eq!(out.json()["reason"], "decision_unavailable");
+    assert_eq!(upstream.count(), 1);
 }

@@ -51,8 +51,17 @@ async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
             credentials: CredentialStore::new(config.credentials.clone()),
         },
     });
+    let tls = match &config.decision_tls {
+        Some(files) => Some(super::tls_files::server(files)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.decision_address).await?;
-    tracing::info!(listener = "decision", address = %listener.local_addr()?, "listening");
+    tracing::info!(
+        listener = "decision",
+        tls = tls.is_some(),
+        address = %listener.local_addr()?,
+        "listening"
+    );
     let reloader = Reloader {
         snapshot,
         catalog_dir: config.catalog_dir.clone(),
@@ -61,7 +70,7 @@ async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     tokio::spawn(reloader.run(config.reload.clone()));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        served = server::serve(listener, plane) => served?,
+        served = server::serve(listener, plane, tls) => served?,
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }

@@ -5,6 +5,7 @@ mod check;
 mod decision;
 mod run;
 mod schema;
+mod tls_files;
 mod validate;
 
 use std::path::{Path, PathBuf};

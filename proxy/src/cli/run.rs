@@ -73,6 +73,11 @@ fn decider(config: &Config, snapshot: &Arc<SnapshotHandle>) -> anyhow::Result<Sh
             timeout: remote.timeout,
             cache_size: config.decision_cache_size,
             cache_ttl: remote.cache_ttl,
+            tls: remote
+                .tls
+                .as_ref()
+                .map(super::tls_files::client)
+                .transpose()?,
         },
         &format!("tollgate run (pid {})", std::process::id()),
     )

@@ -54,6 +54,8 @@ pub struct Config {
     pub remote_decision: Option<RemoteDecision>,
     /// Where `tollgate decision` serves.
     pub decision_address: SocketAddr,
+    /// `Some`: serve TLS (and require client certificates when it names a CA).
+    pub decision_tls: Option<TlsFiles>,
     pub credentials: BTreeMap<String, CredentialConfig>,
     pub audit: AuditOutput,
     pub reload: ReloadConfig,
@@ -110,6 +112,15 @@ pub struct RemoteDecision {
     pub endpoint: String,
     pub timeout: Duration,
     pub cache_ttl: Duration,
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for one side of a TLS connection (see `RawTlsFiles`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFiles {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
 }
 
 /// Where a credential's value comes from.
@@ -305,6 +316,27 @@ impl Config {
             return Err(invalid("reload.interval", "must be above zero".into()));
         }
 
+        let tls_files = |field: &str, raw: Option<raw::RawTlsFiles>, need_identity: bool| {
+            let Some(raw) = raw else {
+                return Ok(None);
+            };
+            if raw.cert.is_some() != raw.key.is_some() {
+                return Err(invalid(
+                    field,
+                    "give both `cert` and `key`, or neither".into(),
+                ));
+            }
+            if need_identity && raw.cert.is_none() {
+                return Err(invalid(field, "a TLS server needs `cert` and `key`".into()));
+            }
+            Ok(Some(TlsFiles {
+                cert: raw.cert.as_deref().map(resolve_path),
+                key: raw.key.as_deref().map(resolve_path),
+                ca: raw.ca.as_deref().map(resolve_path),
+            }))
+        };
+        let decision_tls = tls_files("decision_service.tls", raw.decision_service.tls, true)?;
+        let client_tls = tls_files("decision.tls", raw.decision.tls, false)?;
         let remote_decision = match raw.decision.endpoint {
             None => None,
             Some(endpoint) => {
@@ -312,6 +344,14 @@ impl Config {
                     return Err(invalid(
                         "decision.endpoint",
                         format!("`{endpoint}` is not an http:// or https:// URL"),
+                    ));
+                }
+                if endpoint.starts_with("https://")
+                    && client_tls.as_ref().and_then(|t| t.ca.as_ref()).is_none()
+                {
+                    return Err(invalid(
+                        "decision.tls.ca",
+                        "an https:// endpoint needs the CA that signed the service".into(),
                     ));
                 }
                 Some(RemoteDecision {
@@ -326,6 +366,7 @@ impl Config {
                         raw.decision.cache_ttl.as_deref(),
                         Duration::from_secs(30),
                     )?,
+                    tls: client_tls,
                 })
             }
         };
@@ -370,6 +411,7 @@ impl Config {
             decision_cache_size: raw.decision.cache_size.unwrap_or(10_000),
             remote_decision,
             decision_address,
+            decision_tls,
             credentials,
             audit,
             reload,

@@ -92,12 +92,28 @@ pub struct RawDecision {
     pub endpoint: Option<String>,
     pub timeout: Option<String>,
     pub cache_ttl: Option<String>,
+    /// Client TLS toward an `https://` endpoint.
+    pub tls: Option<RawTlsFiles>,
+}
+
+/// PEM files for one side of a TLS connection.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsFiles {
+    /// Our certificate chain and key (server identity, or client identity
+    /// for mTLS).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// CA that must have signed the peer: client certificates on a server
+    /// (mTLS required), the server certificate on a client.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawDecisionService {
     pub address: Option<String>,
+    pub tls: Option<RawTlsFiles>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::proto::pb;
 use super::proto::pb::decision_service_client::DecisionServiceClient;
@@ -31,6 +31,9 @@ pub struct RemoteConfig {
     pub timeout: Duration,
     pub cache_size: usize,
     pub cache_ttl: Duration,
+    /// For an `https://` endpoint: the CA to trust, and a client identity
+    /// when the service requires mTLS.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 struct Shared {
@@ -91,10 +94,15 @@ impl RemoteDecider {
     /// Connects lazily: a decision service that is down at start only means
     /// denies until it is up. Must be called inside a tokio runtime.
     pub fn new(config: &RemoteConfig, subscriber: &str) -> Result<RemoteDecider, String> {
-        let endpoint = Endpoint::from_shared(config.endpoint.clone())
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
             .map_err(|e| format!("decision endpoint `{}`: {e}", config.endpoint))?
             .connect_timeout(config.timeout.max(Duration::from_millis(100)))
             .tcp_nodelay(true);
+        if let Some(tls) = &config.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("decision endpoint TLS: {e}"))?;
+        }
         let channel = endpoint.connect_lazy();
         let client = DecisionServiceClient::new(channel);
         let shared = Arc::new(Shared {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::decision::proto::pb::decision_service_server::DecisionServiceServer;
 use crate::decision::proto::FILE_DESCRIPTOR_SET;
@@ -27,7 +27,13 @@ pub struct DecisionPlane {
     pub ext_authz: ExtAuthzConfig,
 }
 
-pub async fn serve(listener: TcpListener, plane: Arc<DecisionPlane>) -> anyhow::Result<()> {
+/// Serve until the listener fails. `tls`: TLS (with client certificates
+/// required when it carries a client CA); `None`: h2c.
+pub async fn serve(
+    listener: TcpListener,
+    plane: Arc<DecisionPlane>,
+    tls: Option<ServerTlsConfig>,
+) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<DecisionServiceServer<DecisionApi>>()
@@ -39,8 +45,11 @@ pub async fn serve(listener: TcpListener, plane: Arc<DecisionPlane>) -> anyhow::
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
