@@ -6,7 +6,6 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 struct Noop;
@@ -31,9 +30,10 @@ pub fn serve() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         eprintln!("noop-authz listening address={}", listener.local_addr()?);
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(AuthorizationServer::new(Noop))
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await?;
         Ok(())
     })

@@ -4,6 +4,7 @@
 //! 127.0.0.1 with ephemeral ports.
 
 pub mod clients;
+pub mod envoy;
 pub mod pki;
 pub mod process;
 pub mod upstream;

@@ -17,7 +17,6 @@ use http::{HeaderMap, HeaderName, Method, Uri};
 use tonic::{Request, Response, Status};
 
 use crate::decision::credentials::CredentialStore;
-use crate::decision::Decision;
 use crate::error::ProxyError;
 use crate::pipeline::audit::AuditRecord;
 use crate::pipeline::classify::{classify, normalize_host};
@@ -125,7 +124,13 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
     }
 }
 
-fn denied(err: &ProxyError, decision_id: &str) -> CheckResponse {
+fn denied(err: &ProxyError, decision_id: &str, metadata: Struct) -> CheckResponse {
+    // Behind a gateway there is no proxy authentication to ask for: a
+    // missing identity is a refusal like any other.
+    let status = match err {
+        ProxyError::Unidentified => 403,
+        _ => err.status().as_u16(),
+    };
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::PermissionDenied as i32,
@@ -134,12 +139,12 @@ fn denied(err: &ProxyError, decision_id: &str) -> CheckResponse {
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: i32::from(err.status().as_u16()),
+                code: i32::from(status),
             }),
             headers: vec![header("content-type", "application/json")],
             body: err.body(decision_id).to_string(),
         })),
-        ..Default::default()
+        dynamic_metadata: Some(metadata),
     }
 }
 
@@ -149,7 +154,7 @@ impl ExtAuthz {
         &self,
         attrs: &Attributes,
         record: &mut AuditRecord,
-    ) -> Result<(OkHttpResponse, Decision), ProxyError> {
+    ) -> Result<OkHttpResponse, ProxyError> {
         let workload = attrs.workload.as_deref().ok_or(ProxyError::Unidentified)?;
         record.workload = Some(workload.into());
         let snapshot = self.plane.snapshot.load();
@@ -201,14 +206,11 @@ impl ExtAuthz {
             }
             set.push(option);
         }
-        Ok((
-            OkHttpResponse {
-                headers: set,
-                headers_to_remove: remove,
-                ..Default::default()
-            },
-            decision,
-        ))
+        Ok(OkHttpResponse {
+            headers: set,
+            headers_to_remove: remove,
+            ..Default::default()
+        })
     }
 }
 
@@ -235,18 +237,18 @@ impl Authorization for ExtAuthz {
         };
         let outcome = attrs.and_then(|a| self.decide(&a, &mut record));
         record.latency_us = started.elapsed().as_micros() as u64;
+        // For Envoy's access log, allowed or not.
+        let mut metadata = Struct {
+            fields: HashMap::from([("decision_id".to_string(), text(&decision_id))]),
+        };
+        for (key, value) in [("tool", &record.tool), ("action", &record.action)] {
+            if let Some(v) = value {
+                metadata.fields.insert(key.to_string(), text(v));
+            }
+        }
         let response = match outcome {
-            Ok((ok, decision)) => {
+            Ok(ok) => {
                 record.status = 200;
-                let mut metadata = Struct {
-                    fields: HashMap::from([("decision_id".to_string(), text(&decision_id))]),
-                };
-                for (key, value) in [("tool", &record.tool), ("action", &record.action)] {
-                    if let Some(v) = value {
-                        metadata.fields.insert(key.to_string(), text(v));
-                    }
-                }
-                let _ = decision;
                 CheckResponse {
                     status: Some(rpc::Status::default()),
                     http_response: Some(HttpResponse::OkResponse(ok)),
@@ -255,7 +257,7 @@ impl Authorization for ExtAuthz {
             }
             Err(err) => {
                 record.failed(&err);
-                denied(&err, &decision_id)
+                denied(&err, &decision_id, metadata)
             }
         };
         self.plane.audit.emit(&record);

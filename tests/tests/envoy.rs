@@ -1,0 +1,319 @@
+//! tollgate behind a real Envoy: the shipped `deploy/envoy/envoy.yaml`
+//! (addresses rewritten to loopback, its ext_authz filter as shipped) asks
+//! `tollgate decision` about every request. Agents talk plain HTTP to Envoy
+//! with `Host: api.github.com`; "GitHub" is a local recording upstream.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+use tollgate_e2e::envoy::{self, Envoy};
+use tollgate_e2e::{curl, CurlOutput, DecisionService, Setup, Upstream};
+
+const CREDENTIALS: &str = "credentials:\n  github-readonly: { env: GITHUB_READONLY_TOKEN }\n";
+
+/// Envoy, the decision service it asks, the upstream it forwards to, and
+/// the secret the decision service injects.
+struct Gateway {
+    github: Upstream,
+    decision: DecisionService,
+    envoy: Envoy,
+    secret: String,
+}
+
+/// An answer as curl saw it, with the response headers.
+struct Answer {
+    out: CurlOutput,
+    headers: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+fn random_secret() -> String {
+    let part = || RandomState::new().build_hasher().finish();
+    format!("ghs_test_{:016x}{:016x}", part(), part())
+}
+
+async fn gateway() -> Gateway {
+    gateway_with_secret(true).await
+}
+
+/// `with_secret: false`: the credential is configured but its variable unset.
+async fn gateway_with_secret(with_secret: bool) -> Gateway {
+    let github = Upstream::http().await;
+    let secret = random_secret();
+    let env = if with_secret {
+        vec![("GITHUB_READONLY_TOKEN".into(), secret.clone())]
+    } else {
+        Vec::new()
+    };
+    let decision = DecisionService::start(Setup {
+        env,
+        extra_yaml: CREDENTIALS.into(),
+        ..Setup::default()
+    });
+    let envoy = Envoy::gateway(decision.addr, github.addr);
+    Gateway {
+        github,
+        decision,
+        envoy,
+        secret,
+    }
+}
+
+impl Gateway {
+    /// curl through Envoy to `api.github.com`, as an agent would.
+    async fn send(&self, method: &str, path: &str, extra: &[&str]) -> Answer {
+        let dir = tempfile::tempdir().unwrap();
+        let headers = dir.path().join("headers");
+        let url = format!("{}{path}", self.envoy.url());
+        let mut args = vec![
+            "-X",
+            method,
+            "-H",
+            "Host: api.github.com",
+            "-D",
+            headers.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let out = curl(&args).await;
+        assert_eq!(out.exit, 0, "curl failed: {}", out.stderr);
+        Answer {
+            out,
+            headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        }
+    }
+
+    /// The secret is in none of what tollgate wrote nor any answer the agent got.
+    fn assert_secret_kept(&self, answers: &[&Answer]) {
+        let secret = self.secret.as_str();
+        assert!(!self.decision.logs().contains(secret), "secret in logs");
+        assert!(
+            !self.decision.stdout_text().contains(secret),
+            "secret in audit lines"
+        );
+        for answer in answers {
+            assert!(
+                !answer.out.body.contains(secret),
+                "secret in a response body"
+            );
+            assert!(
+                !answer.headers.contains(secret),
+                "secret in response headers"
+            );
+        }
+    }
+}
+
+const PULLS: &str = "/repos/acme/api/pulls";
+
+#[test]
+fn the_shipped_envoy_config_is_valid() {
+    let out = envoy::validate(&envoy::shipped_gateway_config());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("OK"), "{all}");
+}
+
+#[tokio::test]
+async fn an_allowed_request_goes_out_with_the_policy_credential_not_the_agents() {
+    let gw = gateway().await;
+    let answer = gw
+        .send(
+            "GET",
+            PULLS,
+            &[
+                "-H",
+                "Authorization: Bearer agent-own-token",
+                "-H",
+                "X-Api-Key: k",
+                "-H",
+                "Cookie: session=agent",
+            ],
+        )
+        .await;
+    assert_eq!(answer.out.status, 200, "{}", answer.out.body);
+    assert_eq!(answer.out.json()["upstream"], "ok");
+
+    let seen = gw.github.requests();
+    assert_eq!(seen.len(), 1);
+    let request = &seen[0];
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.path_and_query, PULLS);
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {}", gw.secret).as_str())
+    );
+    assert_eq!(request.header("x-api-key"), None);
+    assert_eq!(request.header("cookie"), None);
+    assert!(
+        request
+            .headers
+            .iter()
+            .all(|(_, v)| !v.contains("agent-own-token")),
+        "the agent's token went upstream: {:?}",
+        request.headers
+    );
+
+    // Envoy's access log and tollgate's audit line name the same decision.
+    let logged = gw
+        .envoy
+        .wait_access_log(|l| l["path"] == PULLS && l["status"] == 200);
+    assert_eq!(logged["tool"], "github");
+    assert_eq!(logged["action"], "github:pulls.list");
+    let decision_id = logged["decision_id"].as_str().unwrap().to_string();
+    assert!(!decision_id.is_empty() && decision_id != "-", "{logged}");
+    let audit = gw.decision.wait_audit(|l| l["decision_id"] == decision_id);
+    assert_eq!(audit["mode"], "ext_authz");
+    assert_eq!(audit["decision"], "allow");
+    assert_eq!(audit["action"], "github:pulls.list");
+    assert_eq!(audit["workload"], tollgate_e2e::CODER);
+    assert_eq!(audit["method"], "GET");
+    assert_eq!(audit["host"], "api.github.com");
+
+    gw.assert_secret_kept(&[&answer]);
+}
+
+#[tokio::test]
+async fn a_denied_request_gets_tollgates_403_from_envoy_and_never_leaves() {
+    let gw = gateway().await;
+    let answer = gw
+        .send(
+            "DELETE",
+            "/repos/acme/api",
+            &["-H", "Authorization: Bearer agent-own-token"],
+        )
+        .await;
+    assert_eq!(answer.out.status, 403, "{}", answer.out.body);
+    assert_eq!(
+        answer.header("content-type").as_deref(),
+        Some("application/json"),
+        "{}",
+        answer.headers
+    );
+    let body = answer.out.json();
+    assert_eq!(body["decision"], "deny");
+    assert_eq!(body["action"], "github:repos.delete");
+    assert_eq!(body["reason"], "forbidden");
+    assert_eq!(body["policy_ids"][0], "forbid-prod-change");
+    assert!(
+        body["message"].as_str().unwrap().contains("production"),
+        "{body}"
+    );
+    assert_eq!(gw.github.count(), 0);
+
+    // The id in the body is the audit line's, and Envoy's access log's.
+    let decision_id = body["decision_id"].as_str().unwrap();
+    let audit = gw.decision.wait_audit(|l| l["decision_id"] == decision_id);
+    assert_eq!(audit["mode"], "ext_authz");
+    assert_eq!(audit["decision"], "deny");
+    assert_eq!(audit["reason"], "forbidden");
+    let logged = gw
+        .envoy
+        .wait_access_log(|l| l["status"] == 403 && l["decision_id"] == decision_id);
+    assert_eq!(logged["action"], "github:repos.delete");
+
+    gw.assert_secret_kept(&[&answer]);
+}
+
+#[tokio::test]
+async fn envoy_fails_closed_while_tollgate_is_down_and_recovers_after_restart() {
+    let mut gw = gateway().await;
+    let before = gw.send("GET", PULLS, &[]).await;
+    assert_eq!(before.out.status, 200, "{}", before.out.body);
+    assert_eq!(gw.github.count(), 1);
+
+    gw.assert_secret_kept(&[&before]);
+
+    gw.decision.stop();
+    let down = gw.send("GET", PULLS, &[]).await;
+    assert_eq!(down.out.status, 403, "{}", down.out.body);
+    assert_eq!(
+        gw.github.count(),
+        1,
+        "a request went out with tollgate down"
+    );
+
+    gw.decision.restart();
+    // Envoy reconnects on its own; a bounded number of tries.
+    let mut answers = Vec::new();
+    for _ in 0..50 {
+        let answer = gw.send("GET", PULLS, &[]).await;
+        let allowed = answer.out.status == 200;
+        answers.push(answer);
+        if allowed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let last = answers.last().unwrap();
+    assert_eq!(
+        last.out.status,
+        200,
+        "never allowed again after restart: {}\nenvoy:\n{}",
+        last.out.body,
+        gw.envoy.logs()
+    );
+    assert_eq!(gw.github.count(), 2);
+    let seen = gw.github.requests();
+    assert_eq!(
+        seen[1].header("authorization"),
+        Some(format!("Bearer {}", gw.secret).as_str())
+    );
+
+    let mut all = vec![&before, &down];
+    all.extend(answers.iter());
+    gw.assert_secret_kept(&all);
+}
+
+#[tokio::test]
+async fn an_agent_can_use_the_gateway_as_its_http_proxy() {
+    let gw = gateway().await;
+    let url = format!("http://api.github.com{PULLS}");
+    let out = curl(&["-x", &gw.envoy.url(), &url]).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let seen = gw.github.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path_and_query, PULLS);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {}", gw.secret).as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_credential_that_cannot_be_read_refuses_the_request() {
+    let gw = gateway_with_secret(false).await;
+    let answer = gw
+        .send(
+            "GET",
+            PULLS,
+            &["-H", "Authorization: Bearer agent-own-token"],
+        )
+        .await;
+    assert_eq!(answer.out.status, 503, "{}", answer.out.body);
+    let body = answer.out.json();
+    assert_eq!(body["error"], "credential_unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("GITHUB_READONLY_TOKEN"),
+        "{body}"
+    );
+    // Neither without a credential nor with the agent's own.
+    assert_eq!(gw.github.count(), 0);
+}
