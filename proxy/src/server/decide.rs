@@ -8,6 +8,7 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::catalog::RiskClass;
 use crate::decision::proto::pb;
 use crate::decision::proto::pb::decision_service_server::DecisionService;
 use crate::decision::DecisionRequest;
@@ -55,6 +56,10 @@ impl DecisionService for DecisionApi {
         record.tool = (!c.tool.is_empty()).then(|| c.tool.as_str().into());
         record.action = Some(request.action.as_str().into());
         record.resource = Some(request.resource.clone());
+        record.risk = RiskClass::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .find(|r| *r == c.risk);
         record.sensitivity = Some(c.sensitivity.as_str().into());
         record.decided(&decision);
         record.decision_us = started.elapsed().as_micros() as u64;

@@ -264,3 +264,87 @@ impl Authorization for ExtAuthz {
         Ok(Response::new(response))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request as AttrRequest,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+
+    fn check(http: HttpRequest, principal: &str, extension: Option<&str>) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    principal: principal.into(),
+                    ..Default::default()
+                }),
+                request: Some(AttrRequest {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                context_extensions: extension
+                    .map(|w| HashMap::from([(WORKLOAD_EXTENSION.to_string(), w.to_string())]))
+                    .unwrap_or_default(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn http(method: &str, host: &str, path: &str) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            host: host.into(),
+            path: path.into(),
+            scheme: "https".into(),
+            headers: HashMap::from([("x-amz-copy-source".into(), "b/k".into())]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attributes_name_target_identity_and_headers() {
+        let a = attributes(check(
+            http("POST", "API.github.com:8443", "/repos/a/b/pulls?x=1"),
+            "",
+            Some("spiffe://td/ns/a/sa/b"),
+        ))
+        .unwrap();
+        assert_eq!(a.workload.as_deref(), Some("spiffe://td/ns/a/sa/b"));
+        assert_eq!(
+            (a.target.host.as_str(), a.target.port, a.target.tls),
+            ("api.github.com", 8443, true)
+        );
+        assert_eq!(a.uri.path(), "/repos/a/b/pulls");
+        assert_eq!(a.uri.query(), Some("x=1"));
+        assert!(a.headers.contains_key("x-amz-copy-source"));
+    }
+
+    #[test]
+    fn the_mtls_principal_wins_over_the_route_extension() {
+        let a = attributes(check(
+            http("GET", "api.github.com", "/"),
+            "spiffe://td/ns/real/sa/x",
+            Some("spiffe://td/ns/route/sa/y"),
+        ))
+        .unwrap();
+        assert_eq!(a.workload.as_deref(), Some("spiffe://td/ns/real/sa/x"));
+    }
+
+    #[test]
+    fn malformed_attributes_are_refused_not_guessed() {
+        assert!(attributes(CheckRequest::default()).is_err());
+        for bad in [
+            http("GET", "", "/"),
+            http("GET", "bad host", "/"),
+            http("G E T", "api.github.com", "/"),
+            http("GET", "api.github.com", "no slash ^"),
+        ] {
+            let err = attributes(check(bad, "", Some("w")))
+                .err()
+                .map(|e| e.reason().to_string());
+            assert_eq!(err.as_deref(), Some("malformed_request"));
+        }
+    }
+}
