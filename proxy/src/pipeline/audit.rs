@@ -157,12 +157,18 @@ impl AuditSink {
     }
 
     pub fn emit(&self, record: &AuditRecord) {
-        let decision = record.decision;
+        // Shared, not copied: label values are the catalog's own strings.
+        let label = |v: &Option<Arc<str>>| {
+            v.clone().map_or(
+                metrics::SharedString::const_str(""),
+                metrics::SharedString::from,
+            )
+        };
         metrics::counter!(
             "tollgate_requests_total",
-            "tool" => record.tool.as_deref().unwrap_or("").to_string(),
-            "action" => record.action.as_deref().unwrap_or("").to_string(),
-            "decision" => decision,
+            "tool" => label(&record.tool),
+            "action" => label(&record.action),
+            "decision" => record.decision,
         )
         .increment(1);
         let mut line = match serde_json::to_vec(record) {

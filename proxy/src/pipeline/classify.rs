@@ -67,21 +67,39 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
             "request path must start with `/`".into(),
         ));
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+    // Runs on every request: compare bytes in place, allocate nothing.
+    let bytes = path.as_bytes();
+    let encoded_separator = bytes.windows(3).any(|w| {
+        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
+    });
+    if encoded_separator || bytes.contains(&b'\\') {
         return Err(ProxyError::MalformedRequest(
             "encoded path separators are not accepted".into(),
         ));
     }
-    for segment in lower.split('/') {
-        let decoded = segment.replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
-            return Err(ProxyError::MalformedRequest(
-                "dot segments in the path are not accepted".into(),
-            ));
-        }
+    if path.split('/').any(is_dot_segment) {
+        return Err(ProxyError::MalformedRequest(
+            "dot segments in the path are not accepted".into(),
+        ));
     }
     Ok(())
+}
+
+/// `.` or `..`, each dot possibly percent-encoded (`%2e`, `%2E`).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1..3].eq_ignore_ascii_case(b"2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// Lower-case, no trailing dot, no IPv6 brackets.
@@ -103,13 +121,25 @@ mod tests {
             "/a/./b",
             "/a/%2e%2E/b",
             "/a/.%2e",
+            "/a/%2E",
+            "/a/%2e./b",
+            "/a%5Cb",
             "/repos/acme%2Fapi",
             "/a\\b",
             "relative",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
-        for good in ["/", "/a/b.c/d", "/a/...", "/v1/chat/completions", "/a%20b"] {
+        for good in [
+            "/",
+            "/a/b.c/d",
+            "/a/...",
+            "/a/%2e%2e%2e",
+            "/v1/chat/completions",
+            "/a%20b",
+            "/a/.well-known/x",
+            "/%2",
+        ] {
             assert!(check_path(good).is_ok(), "{good}");
         }
     }
