@@ -257,8 +257,10 @@ impl Process {
             .args(verb)
             .arg("--config")
             .arg(dir.path().join("tollgate.yaml"))
+            // `run` on the multi-threaded runtime, `decision` on the
+            // single-threaded one (`--workers 1`): both paths are tested.
             .arg("--workers")
-            .arg("2")
+            .arg(if verb == ["decision"] { "1" } else { "2" })
             .env("TOLLGATE_LOG", "info,tollgate=debug")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

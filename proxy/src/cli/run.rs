@@ -49,12 +49,19 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// A multi-threaded runtime with `workers` threads (default: one per core).
+/// The runtime: `workers` threads (default: one per core).
 pub(super) fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
+    // One worker: a current-thread runtime does the same work without the
+    // work-stealing scheduler's bookkeeping.
+    let mut builder = if workers == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = workers {
+            b.worker_threads(n.max(1));
+        }
+        b
+    };
     builder
         .enable_all()
         .build()
