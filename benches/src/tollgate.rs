@@ -81,7 +81,7 @@ pub fn run(
 
 /// `tollgate decision` on an ephemeral port.
 pub fn decision(cpu: Option<&str>) -> anyhow::Result<Participant> {
-    let (dir, path) = prepare("decision_service: { address: 127.0.0.1:0 }")?;
+    let (dir, path) = prepare("decision_service: { address: 127.0.0.1:0, admin: 127.0.0.1:0 }")?;
     let mut cmd = command(&binary()?, cpu);
     cmd.args(["decision", "--workers", "1", "--config"])
         .arg(path)

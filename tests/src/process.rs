@@ -111,6 +111,8 @@ impl std::ops::Deref for Tollgate {
 pub struct DecisionService {
     process: Option<Process>,
     pub addr: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin: SocketAddr,
     dir: Option<tempfile::TempDir>,
     env: Vec<(String, String)>,
 }
@@ -126,11 +128,13 @@ impl DecisionService {
     pub fn start(setup: Setup) -> DecisionService {
         let env = setup.env.clone();
         let dir = prepare(&setup);
-        let process = Process::spawn(&["decision"], dir, &env, &["decision"]);
+        let process = Process::spawn(&["decision", "decision-admin"], dir, &env, &["decision"]);
         let addr = process.listeners["decision"];
+        let admin = process.listeners["decision-admin"];
         DecisionService {
             process: Some(process),
             addr,
+            admin,
             dir: None,
             env,
         }
@@ -160,7 +164,12 @@ impl DecisionService {
             &format!("decision_service:\n  address: {}\n", self.addr),
         );
         std::fs::write(&config, text).unwrap();
-        self.process = Some(Process::spawn(&["decision"], dir, &self.env, &["decision"]));
+        self.process = Some(Process::spawn(
+            &["decision", "decision-admin"],
+            dir,
+            &self.env,
+            &["decision"],
+        ));
     }
 }
 
@@ -392,7 +401,7 @@ fn config_yaml(setup: &Setup, dir: &Path) -> String {
         y.push_str(&format!("    identity: {{ static: \"{id}\" }}\n"));
     }
     y.push_str("admin: { address: 127.0.0.1:0 }\ncatalog: catalog\npolicies: policies\n");
-    y.push_str("decision_service:\n  address: 127.0.0.1:0\n");
+    y.push_str("decision_service:\n  address: 127.0.0.1:0\n  admin: 127.0.0.1:0\n");
     y.push_str(&setup.decision_service_yaml);
     if let Some(endpoint) = &setup.decision_endpoint {
         y.push_str(&format!(

@@ -40,10 +40,20 @@ async fn remote_decisions_allow_and_deny_like_embedded_ones() {
     assert_eq!(body["policy_ids"][0], "forbid-prod-change");
     assert_eq!(upstream.count(), 1);
 
-    // Both planes log the decision.
+    // Both planes log the decision, and the service counts it.
     let line = service.wait_audit(|l| l["action"] == "github:repos.delete");
     assert_eq!(line["mode"], "decide");
     assert_eq!(line["decision"], "deny");
+    let metrics = tollgate_e2e::curl(&[&format!("http://{}/metrics", service.admin)]).await;
+    assert!(
+        metrics.body.contains(
+            r#"tollgate_requests_total{tool="github",action="github:repos.delete",decision="deny"} 1"#
+        ),
+        "{}",
+        metrics.body
+    );
+    let ready = tollgate_e2e::curl(&[&format!("http://{}/readyz", service.admin)]).await;
+    assert_eq!(ready.status, 200);
     let line = tg.wait_audit(|l| l["action"] == "github:repos.delete");
     assert_eq!(line["reason"], "forbidden");
 }

@@ -1,11 +1,13 @@
 //! `tollgate decision`: the decision plane as a gRPC service.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use super::{init_logging, load, ConfigArg, EXIT_INVALID_CONFIG};
+use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::decision::credentials::CredentialStore;
 use crate::pipeline::audit::AuditSink;
@@ -43,6 +45,7 @@ pub fn decision(args: DecisionArgs) -> ExitCode {
 }
 
 async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
+    let metrics = admin::install_metrics()?;
     let snapshot = SnapshotHandle::new(snapshot, config.decision_cache_size);
     let plane = Arc::new(DecisionPlane {
         snapshot: snapshot.clone(),
@@ -55,6 +58,16 @@ async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         Some(files) => Some(super::tls_files::server(files)?),
         None => None,
     };
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_listener = TcpListener::bind(config.decision_admin_address).await?;
+    tracing::info!(listener = "decision-admin", address = %admin_listener.local_addr()?, "listening");
+    tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            metrics,
+            ready: ready.clone(),
+        },
+    ));
     let listener = TcpListener::bind(config.decision_address).await?;
     tracing::info!(
         listener = "decision",
@@ -68,6 +81,7 @@ async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         policy_dir: config.policy_dir.clone(),
     };
     tokio::spawn(reloader.run(config.reload.clone()));
+    ready.store(true, Ordering::Release);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         served = server::serve(listener, plane, tls) => served?,

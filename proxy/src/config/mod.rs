@@ -19,6 +19,7 @@ pub use yaml::YamlError;
 pub const DEFAULT_PROXY_ADDRESS: &str = "127.0.0.1:3128";
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 pub const DEFAULT_DECISION_ADDRESS: &str = "127.0.0.1:9191";
+pub const DEFAULT_DECISION_ADMIN_ADDRESS: &str = "127.0.0.1:9902";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +55,9 @@ pub struct Config {
     pub remote_decision: Option<RemoteDecision>,
     /// Where `tollgate decision` serves.
     pub decision_address: SocketAddr,
+    /// Its admin listener (a different default port from `run`'s, so both
+    /// run on one machine with one configuration).
+    pub decision_admin_address: SocketAddr,
     /// `Some`: serve TLS (and require client certificates when it names a CA).
     pub decision_tls: Option<TlsFiles>,
     pub credentials: BTreeMap<String, CredentialConfig>,
@@ -377,6 +381,13 @@ impl Config {
                 .as_deref()
                 .unwrap_or(DEFAULT_DECISION_ADDRESS),
         )?;
+        let decision_admin_address = socket(
+            "decision_service.admin",
+            raw.decision_service
+                .admin
+                .as_deref()
+                .unwrap_or(DEFAULT_DECISION_ADMIN_ADDRESS),
+        )?;
         let mut credentials = BTreeMap::new();
         for (name, c) in raw.credentials {
             let field = format!("credentials.{name}");
@@ -411,6 +422,7 @@ impl Config {
             decision_cache_size: raw.decision.cache_size.unwrap_or(10_000),
             remote_decision,
             decision_address,
+            decision_admin_address,
             decision_tls,
             credentials,
             audit,

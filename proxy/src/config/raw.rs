@@ -113,6 +113,8 @@ pub struct RawTlsFiles {
 #[serde(deny_unknown_fields)]
 pub struct RawDecisionService {
     pub address: Option<String>,
+    /// `/metrics`, `/healthz`, `/readyz` for `tollgate decision`.
+    pub admin: Option<String>,
     pub tls: Option<RawTlsFiles>,
 }
 
