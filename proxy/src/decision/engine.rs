@@ -1,6 +1,6 @@
-//! Cedar policy evaluation.
-//!
-//! INTERFACE (owned by the decision helper).
+//! Cedar policy evaluation: load and validate policies against the schema
+//! generated from the catalog, then decide, treating any evaluation error
+//! as a deny.
 
 use std::collections::HashMap;
 use std::path::Path;

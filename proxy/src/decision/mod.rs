@@ -1,9 +1,7 @@
 //! The decision plane: given who is calling and what the request is, allow,
 //! deny, or ask for approval. The `Decider` trait is the seam between the data
-//! plane and wherever decisions are made (embedded Cedar here, a remote gRPC
-//! service later).
-//!
-//! INTERFACE (owned by the decision helper; the pipeline and CLI rely on it).
+//! plane and wherever decisions are made: embedded Cedar (`engine`, through
+//! `snapshot::EmbeddedDecider`) or a remote `tollgate decision` (`client`).
 
 pub mod cache;
 pub mod client;
