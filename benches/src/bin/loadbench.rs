@@ -5,6 +5,7 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; wrk and upstream on CPU 1
+//!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,6 +19,8 @@ struct Options {
     runs: usize,
     connections: u32,
     pin: bool,
+    /// No warm-up: only check that every participant answers correctly.
+    smoke: bool,
 }
 
 fn options() -> anyhow::Result<Option<Options>> {
@@ -26,6 +29,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         runs: 2,
         connections: 32,
         pin: false,
+        smoke: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -35,6 +39,12 @@ fn options() -> anyhow::Result<Option<Options>> {
             "--runs" => o.runs = value()?.parse()?,
             "--connections" => o.connections = value()?.parse()?,
             "--pin" => o.pin = true,
+            "--smoke" => {
+                o.smoke = true;
+                o.duration = Duration::from_secs(1);
+                o.runs = 1;
+                o.connections = 4;
+            }
             // Internal: this binary doubles as the no-op ext_authz server.
             "--noop-authz" => {
                 noop_authz::serve()?;
@@ -88,11 +98,14 @@ impl Bench {
             script,
             cpu: self.load_cpu,
         };
-        run(Duration::from_secs(2)).run()?;
+        if !self.o.smoke {
+            run(Duration::from_secs(2)).run()?;
+        }
         let mut results = Vec::new();
         for _ in 0..self.o.runs {
             let r = run(self.o.duration).run()?;
             anyhow::ensure!(r.non_2xx == 0, "{name}: {} non-2xx answers", r.non_2xx);
+            anyhow::ensure!(r.requests > 0, "{name}: no request completed");
             eprintln!(
                 "  {name}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
                 r.requests_per_sec, r.p50_ms, r.p99_ms

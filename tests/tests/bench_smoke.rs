@@ -1,0 +1,32 @@
+//! The load harness must keep working: a smoke run (1 s per row, no
+//! warm-up) where every participant — direct, Envoy bare, Envoy + no-op
+//! ext_authz, Envoy + tollgate decision, tollgate embedded with and without
+//! the cache, tollgate remote — answers every request with 2xx. No timing
+//! is asserted.
+
+use std::process::Command;
+
+#[test]
+fn every_benchmark_participant_answers() {
+    let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --release --bins",
+        bin.display()
+    );
+    let out = Command::new(bin).arg("--smoke").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for row in [
+        "| direct |",
+        "| Envoy bare route |",
+        "| Envoy + no-op ext_authz |",
+        "| Envoy + tollgate decision |",
+        "| tollgate full authz |",
+        "| tollgate full authz, no decision cache |",
+        "| tollgate, remote decision (warm cache) |",
+    ] {
+        assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
+    }
+}
