@@ -1,17 +1,16 @@
 //! `tollgate decision`: the decision plane as a gRPC service.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use super::{init_logging, load, ConfigArg, EXIT_INVALID_CONFIG};
-use crate::admin::{self, AdminState};
+use crate::admin;
 use crate::config::Config;
 use crate::decision::credentials::CredentialStore;
 use crate::pipeline::audit::AuditSink;
-use crate::reload::Reloader;
 use crate::server::{self, DecisionPlane, ExtAuthzConfig};
 use crate::snapshot::{Snapshot, SnapshotHandle};
 
@@ -58,16 +57,8 @@ async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         Some(files) => Some(super::tls_files::server(files)?),
         None => None,
     };
-    let ready = Arc::new(AtomicBool::new(false));
-    let admin_listener = TcpListener::bind(config.decision_admin_address).await?;
-    tracing::info!(listener = "decision-admin", address = %admin_listener.local_addr()?, "listening");
-    tokio::spawn(admin::serve(
-        admin_listener,
-        AdminState {
-            metrics,
-            ready: ready.clone(),
-        },
-    ));
+    let ready =
+        super::start_admin("decision-admin", config.decision_admin_address, metrics).await?;
     let listener = TcpListener::bind(config.decision_address).await?;
     tracing::info!(
         listener = "decision",
@@ -75,19 +66,11 @@ async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         address = %listener.local_addr()?,
         "listening"
     );
-    let reloader = Reloader {
-        snapshot,
-        catalog_dir: config.catalog_dir.clone(),
-        policy_dir: config.policy_dir.clone(),
-    };
-    tokio::spawn(reloader.run(config.reload.clone()));
+    super::start_reloader(snapshot, &config);
     ready.store(true, Ordering::Release);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         served = server::serve(listener, plane, tls) => served?,
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        done = super::terminated() => done?,
     }
-    tracing::info!("shutting down");
     Ok(())
 }

@@ -81,6 +81,47 @@ fn load(path: &Path) -> Result<(Config, Snapshot), String> {
     Ok((config, snapshot))
 }
 
+/// Bind the admin listener (`/metrics`, `/healthz`, `/readyz`), log its
+/// address under `name`, and serve it. Readiness starts false.
+async fn start_admin(
+    name: &str,
+    address: std::net::SocketAddr,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(listener = name, address = %listener.local_addr()?, "listening");
+    tokio::spawn(crate::admin::serve(
+        listener,
+        crate::admin::AdminState {
+            metrics,
+            ready: ready.clone(),
+        },
+    ));
+    Ok(ready)
+}
+
+/// Reload catalog and policies into `snapshot` on SIGHUP and file change.
+fn start_reloader(snapshot: std::sync::Arc<crate::snapshot::SnapshotHandle>, config: &Config) {
+    let reloader = crate::reload::Reloader {
+        snapshot,
+        catalog_dir: config.catalog_dir.clone(),
+        policy_dir: config.policy_dir.clone(),
+    };
+    tokio::spawn(reloader.run(config.reload.clone()));
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn terminated() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

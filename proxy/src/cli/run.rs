@@ -1,20 +1,19 @@
 //! `tollgate run`: the composition root of the data plane.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use super::{init_logging, load, ConfigArg, EXIT_INVALID_CONFIG};
-use crate::admin::{self, AdminState};
+use crate::admin;
 use crate::config::Config;
 use crate::decision::client::{RemoteConfig, RemoteDecider};
 use crate::decision::SharedDecider;
 use crate::pipeline::audit::AuditSink;
 use crate::pipeline::forward::Forwarder;
 use crate::pipeline::{accept, Pipeline};
-use crate::reload::Reloader;
 use crate::snapshot::{EmbeddedDecider, SnapshotHandle};
 use crate::tls::{self, CertificateAuthority, LeafCache};
 
@@ -136,16 +135,7 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
         tunnel_half_close: config.forward.tunnel_half_close_timeout,
     });
 
-    let ready = Arc::new(AtomicBool::new(false));
-    let admin_listener = TcpListener::bind(config.admin_address).await?;
-    tracing::info!(listener = "admin", address = %admin_listener.local_addr()?, "listening");
-    tokio::spawn(admin::serve(
-        admin_listener,
-        AdminState {
-            metrics,
-            ready: ready.clone(),
-        },
-    ));
+    let ready = super::start_admin("admin", config.admin_address, metrics).await?;
     for listener_config in &config.listeners {
         let listener = TcpListener::bind(listener_config.address).await?;
         tracing::info!(
@@ -160,19 +150,7 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
             pipeline.clone(),
         ));
     }
-    let reloader = Reloader {
-        snapshot,
-        catalog_dir: config.catalog_dir.clone(),
-        policy_dir: config.policy_dir.clone(),
-    };
-    tokio::spawn(reloader.run(config.reload.clone()));
+    super::start_reloader(snapshot, &config);
     ready.store(true, Ordering::Release);
-
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down");
-    Ok(())
+    super::terminated().await
 }
