@@ -15,7 +15,7 @@ use crate::error::ProxyError;
 
 use super::classify::Named;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditRecord {
     pub time: String,
     pub decision_id: String,

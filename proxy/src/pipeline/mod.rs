@@ -222,7 +222,8 @@ impl Pipeline {
         record.status = parts.status.as_u16();
         let bytes_out = Arc::new(AtomicU64::new(0));
         let sink = self.audit.clone();
-        let mut finished = record.clone();
+        // The record moves into the body: nothing else writes it after this.
+        let mut finished = std::mem::take(record);
         let (bytes_in_c, bytes_out_c) = (bytes_in, bytes_out.clone());
         let body = OnFinish::new(Counted::new(body, bytes_out), move |how| {
             finished.bytes_in = bytes_in_c.load(Ordering::Relaxed);

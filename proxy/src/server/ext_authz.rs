@@ -200,11 +200,7 @@ impl ExtAuthz {
                 .header_for(name)
                 .map_err(|e| ProxyError::CredentialUnavailable(e.to_string()))?;
             remove.retain(|h| *h != key);
-            let mut option = header(&key, "");
-            if let Some(h) = option.header.as_mut() {
-                h.value = secret.expose().to_string();
-            }
-            set.push(option);
+            set.push(header(&key, secret.expose()));
         }
         Ok(OkHttpResponse {
             headers: set,
