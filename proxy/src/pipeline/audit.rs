@@ -185,22 +185,28 @@ impl AuditSink {
     }
 }
 
-/// How long the writer lets lines gather after the first one arrives.
-/// While it sleeps, senders find nobody parked on the channel and wake
-/// no one: one wake-up and one write per batch instead of per request.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long the writer lets lines gather while lines keep coming. Under
+/// load it sleeps and drains instead of waiting on the channel, so senders
+/// find nobody parked and wake no one: no context switch per request, one
+/// write per batch. Idle, it waits on the channel and the first line wakes
+/// it.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
 fn write_lines(rx: Receiver<Vec<u8>>, writer: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     while let Ok(line) = rx.recv() {
-        let mut ok = out.write_all(&line).is_ok();
-        std::thread::sleep(BATCH_WINDOW);
-        while let Ok(more) = rx.try_recv() {
-            ok &= out.write_all(&more).is_ok();
-        }
-        ok &= out.flush().is_ok();
-        if !ok {
-            tracing::error!("audit output failed to write");
+        let mut batch = Some(line);
+        while let Some(first) = batch.take() {
+            let mut ok = out.write_all(&first).is_ok();
+            while let Ok(more) = rx.try_recv() {
+                ok &= out.write_all(&more).is_ok();
+            }
+            ok &= out.flush().is_ok();
+            if !ok {
+                tracing::error!("audit output failed to write");
+            }
+            std::thread::sleep(BATCH_WINDOW);
+            batch = rx.try_recv().ok();
         }
     }
 }

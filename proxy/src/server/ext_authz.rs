@@ -181,16 +181,20 @@ impl ExtAuthz {
             return Err(ProxyError::denied(named.action.to_string(), decision));
         }
 
-        let mut remove: Vec<String> = AGENT_CREDENTIAL_HEADERS.map(String::from).to_vec();
-        if let Some(tool) = &named.tool {
-            for h in snapshot
-                .catalog
-                .credential_headers(tool)
-                .unwrap_or_default()
-            {
-                remove.push(h.as_str().to_string());
-            }
-        }
+        // Only the headers the request carries: Envoy's work per listed
+        // header is not free, and absent ones need no removal.
+        let tool_headers = named
+            .tool
+            .as_deref()
+            .and_then(|tool| snapshot.catalog.credential_headers(tool))
+            .unwrap_or_default();
+        let mut remove: Vec<String> = AGENT_CREDENTIAL_HEADERS
+            .iter()
+            .copied()
+            .chain(tool_headers.iter().map(HeaderName::as_str))
+            .filter(|h| attrs.headers.contains_key(*h))
+            .map(String::from)
+            .collect();
         let mut set = Vec::new();
         if let Some(name) = &decision.credential {
             let (key, secret) = self
