@@ -9,6 +9,9 @@ use serde_json::json;
 use crate::body::{full, ProxyBody};
 use crate::decision::Decision;
 
+/// Decision reasons about the task token itself: answered 401.
+const TOKEN_REFUSALS: [&str; 2] = ["task_ended", "task_unknown"];
+
 /// Why a request was not forwarded (or failed on its way), named as a fact.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -53,6 +56,11 @@ impl ProxyError {
             ProxyError::Unidentified => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
+            // A task token that no longer works is an authentication
+            // problem the agent can fix (ask for a new task), not policy.
+            ProxyError::Denied(d) if TOKEN_REFUSALS.contains(&d.decision.reason.as_str()) => {
+                StatusCode::UNAUTHORIZED
+            }
             ProxyError::Denied(_) | ProxyError::DestinationBlocked { .. } => StatusCode::FORBIDDEN,
             ProxyError::UpstreamConnect(_) | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
@@ -87,6 +95,7 @@ impl ProxyError {
                 "reason": d.decision.reason,
                 "message": d.decision.message,
                 "policy_ids": d.decision.policy_ids,
+                "task_id": d.decision.task.as_ref().map(|t| t.id.as_str()),
                 "decision_id": decision_id,
             }),
             ProxyError::DestinationBlocked { .. } => json!({

@@ -108,10 +108,12 @@ fn check_prints_one_decision_object() {
     // (identity, method, url, action, resource, risk, decision, reason)
     #[rustfmt::skip]
     let cases = [
-        (CODER, "POST", PULLS, "github:pulls.create", "github/repos/acme/api", "write", "allow", "allowed"),
+        (CODER, "GET", PULLS, "github:pulls.list", "github/repos/acme/api", "read", "allow", "allowed"),
+        // A write outside a task: the shipped guardrail refuses it.
+        (CODER, "POST", PULLS, "github:pulls.create", "github/repos/acme/api", "write", "deny", "forbidden"),
         (CODER, "DELETE", "https://api.github.com/repos/acme/api", "github:repos.delete", "github/repos/acme/api", "prod_change", "deny", "forbidden"),
         // Another workload is not the coder: default deny.
-        (OTHER, "POST", PULLS, "github:pulls.create", "github/repos/acme/api", "write", "deny", "no_permit"),
+        (OTHER, "GET", PULLS, "github:pulls.list", "github/repos/acme/api", "read", "deny", "no_permit"),
         // Uncovered host: the built-in connect action on host:port.
         (CODER, "GET", "https://example.org/", "connect", "example.org:443", "unknown", "deny", "no_permit"),
     ];
@@ -126,7 +128,12 @@ fn check_prints_one_decision_object() {
         assert_eq!(v["reason"], reason, "{case}");
         assert_eq!(v["workload"], identity, "{case}");
         if reason == "forbidden" {
-            assert_eq!(v["policy_ids"][0], "forbid-prod-change", "{case}");
+            let id = if risk == "write" {
+                "writes-need-a-task"
+            } else {
+                "forbid-prod-change"
+            };
+            assert_eq!(v["policy_ids"][0], id, "{case}");
         }
     }
     assert_eq!(check(CODER, "GET", "not a url").0, 2);

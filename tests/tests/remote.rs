@@ -130,10 +130,10 @@ async fn grpcurl_lists_services_checks_health_and_decides() {
     assert!(health.contains("SERVING"), "{health}");
     let request = serde_json::json!({
         "principal": tollgate_e2e::CODER,
-        "action": "github:pulls.create",
+        "action": "github:pulls.list",
         "resource": "github/repos/acme/api",
-        "context": {"method": "POST", "host": "api.github.com", "port": 443,
-                    "path": "/repos/acme/api/pulls", "tool": "github", "risk": "write",
+        "context": {"method": "GET", "host": "api.github.com", "port": 443,
+                    "path": "/repos/acme/api/pulls", "tool": "github", "risk": "read",
                     "sensitivity": "internal"}
     })
     .to_string();
@@ -145,8 +145,8 @@ async fn grpcurl_lists_services_checks_health_and_decides() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&decided).unwrap();
     assert_eq!(v["outcome"], "OUTCOME_ALLOW", "{v}");
-    assert_eq!(v["policyIds"][0], "coder-open-pull-requests");
-    assert_eq!(v["credential"], "github-pull-requests");
+    assert_eq!(v["policyIds"][0], "coder-github-read");
+    assert_eq!(v["credential"], "github-readonly");
 }
 
 #[tokio::test]

@@ -63,7 +63,8 @@ pub fn check(args: CheckArgs) -> ExitCode {
         Ok(named) => named,
         Err(e) => return usage(e.to_string()),
     };
-    let request = authorize::decision_request(&args.identity, &named, &target, &method, uri.path());
+    let request =
+        authorize::decision_request(&args.identity, &named, &target, &method, uri.path(), None);
     let decision = snapshot.engine.evaluate(&request);
     let out = json!({
         "workload": args.identity,

@@ -5,6 +5,7 @@ mod check;
 mod decision;
 mod run;
 mod schema;
+mod task;
 mod tls_files;
 mod validate;
 
@@ -47,6 +48,8 @@ enum Command {
     /// Manage the interception CA.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Start, end and list tasks (needs the admin token).
+    Task(task::TaskArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::validate(args),
         Command::Schema(args) => schema::schema(args),
         Command::Ca(command) => ca::ca(command),
+        Command::Task(args) => task::task(args),
     }
 }
 

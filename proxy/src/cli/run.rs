@@ -69,9 +69,13 @@ pub(super) fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime>
 }
 
 /// The embedded decider, or a client of a remote `tollgate decision`.
-fn decider(config: &Config, snapshot: &Arc<SnapshotHandle>) -> anyhow::Result<SharedDecider> {
+fn decider(
+    config: &Config,
+    embedded: Option<&Arc<EmbeddedDecider>>,
+) -> anyhow::Result<SharedDecider> {
     let Some(remote) = &config.remote_decision else {
-        return Ok(Arc::new(EmbeddedDecider::new(snapshot.clone())));
+        let embedded = embedded.expect("an embedded decider without a remote endpoint");
+        return Ok(embedded.clone());
     };
     let client = RemoteDecider::new(
         &RemoteConfig {
@@ -125,15 +129,31 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
         "catalog and policies loaded"
     );
     let snapshot = SnapshotHandle::new(snapshot, config.decision_cache_size);
+    let audit = AuditSink::start(&config.audit)?;
+    let embedded = config
+        .remote_decision
+        .is_none()
+        .then(|| super::decision::embedded_decider(&config, &snapshot));
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
-        decider: decider(&config, &snapshot)?,
+        decider: decider(&config, embedded.as_ref())?,
         forwarder: Forwarder::new(&config.forward, upstream_tls),
         leaves,
-        audit: AuditSink::start(&config.audit)?,
+        audit: audit.clone(),
         via: config.forward.via,
         tunnel_half_close: config.forward.tunnel_half_close_timeout,
     });
+    // Deciding in-process with tasks configured: this process is the
+    // decision plane, so it serves the API that starts and ends tasks.
+    if let (Some(embedded), Some(_)) = (embedded, &config.tasks) {
+        let plane = super::decision::plane(&config, snapshot.clone(), embedded, audit);
+        let listener = super::decision::bind(&config).await?;
+        tokio::spawn(async move {
+            if let Err(e) = crate::server::serve(listener.0, plane, listener.1).await {
+                tracing::error!("decision API stopped: {e:#}");
+            }
+        });
+    }
 
     let ready = super::start_admin("admin", config.admin_address, metrics).await?;
     for listener_config in &config.listeners {

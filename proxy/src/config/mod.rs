@@ -63,6 +63,26 @@ pub struct Config {
     pub credentials: BTreeMap<String, CredentialConfig>,
     pub audit: AuditOutput,
     pub reload: ReloadConfig,
+    /// `Some`: tasks are managed here. `tollgate decision` always keeps
+    /// tasks; `tollgate run` (embedded) serves the decision API, tasks
+    /// included, on `decision_address` only when this is set.
+    pub tasks: Option<TasksConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TasksConfig {
+    /// `None`: admin calls are refused (nobody can start tasks).
+    pub admin_token: Option<SecretSource>,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+/// Where a secret tollgate itself needs (not one it injects) comes from;
+/// read on every use, so a rotated file takes effect at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -411,6 +431,50 @@ impl Config {
             credentials.insert(name, CredentialConfig { source, injection });
         }
 
+        let tasks = match raw.tasks {
+            None => None,
+            Some(t) => {
+                let admin_token = match t.admin_token {
+                    None => None,
+                    Some(raw::RawSecretSource {
+                        env: Some(var),
+                        file: None,
+                    }) => Some(SecretSource::Env(var)),
+                    Some(raw::RawSecretSource {
+                        env: None,
+                        file: Some(file),
+                    }) => Some(SecretSource::File(resolve_path(&file))),
+                    Some(_) => {
+                        return Err(invalid(
+                            "tasks.admin_token",
+                            "give exactly one of `env` or `file`".into(),
+                        ))
+                    }
+                };
+                let default_ttl = duration(
+                    "tasks.default_ttl",
+                    t.default_ttl.as_deref(),
+                    Duration::from_secs(15 * 60),
+                )?;
+                let max_ttl = duration(
+                    "tasks.max_ttl",
+                    t.max_ttl.as_deref(),
+                    Duration::from_secs(24 * 3600),
+                )?;
+                if default_ttl.is_zero() || default_ttl > max_ttl {
+                    return Err(invalid(
+                        "tasks.default_ttl",
+                        "must be above zero and at most tasks.max_ttl".into(),
+                    ));
+                }
+                Some(TasksConfig {
+                    admin_token,
+                    default_ttl,
+                    max_ttl,
+                })
+            }
+        };
+
         Ok(Config {
             file: path.to_path_buf(),
             listeners,
@@ -427,6 +491,7 @@ impl Config {
             credentials,
             audit,
             reload,
+            tasks,
         })
     }
 }

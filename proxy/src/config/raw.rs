@@ -29,6 +29,25 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub reload: RawReload,
+    pub tasks: Option<RawTasks>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTasks {
+    /// The bearer token admin calls (StartTask, EndTask, …) must carry.
+    pub admin_token: Option<RawSecretSource>,
+    /// TTL when StartTask names none (default 15m).
+    pub default_ttl: Option<String>,
+    /// The longest TTL StartTask may ask for (default 24h).
+    pub max_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretSource {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 
 use quick_cache::sync::Cache;
 
+use super::tasks::Task;
 use super::{Decision, DecisionRequest, PolicyEngine};
 
 pub struct DecisionCache {
@@ -22,15 +23,27 @@ impl DecisionCache {
     }
 
     pub fn decide(&self, engine: &PolicyEngine, request: &DecisionRequest) -> Decision {
+        self.decide_in_task(engine, request, None)
+    }
+
+    /// Sound with a task too: the key holds the task token's hash, and a
+    /// token names one task for good. Whether the task may still be used
+    /// is checked by the caller on every request, outside the cache.
+    pub fn decide_in_task(
+        &self,
+        engine: &PolicyEngine,
+        request: &DecisionRequest,
+        task: Option<&Task>,
+    ) -> Decision {
         let Some(entries) = &self.entries else {
-            return engine.evaluate(request);
+            return engine.evaluate_in_task(request, task);
         };
         if let Some(hit) = entries.get(request) {
             metrics::counter!("tollgate_decision_cache_total", "result" => "hit").increment(1);
             return hit;
         }
         metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
-        let decision = engine.evaluate(request);
+        let decision = engine.evaluate_in_task(request, task);
         entries.insert(request.clone(), decision.clone());
         decision
     }

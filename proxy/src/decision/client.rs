@@ -9,14 +9,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use quick_cache::sync::Cache;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::proto::pb;
 use super::proto::pb::decision_service_client::DecisionServiceClient;
-use super::{Decider, Decision, DecisionFuture, DecisionRequest};
+use super::tasks::TaskRefusal;
+use super::{Decider, Decision, DecisionFuture, DecisionRequest, TaskRevoked, TokenHash};
 
 /// Epoch value meaning "not connected to the revocation stream".
 const UNKNOWN_EPOCH: u64 = u64::MAX;
@@ -36,10 +37,18 @@ pub struct RemoteConfig {
     pub tls: Option<ClientTlsConfig>,
 }
 
+/// How many ended tasks' tokens a proxy remembers, to refuse them without
+/// asking (the decision plane would refuse them too).
+const REVOKED_TOKENS: usize = 100_000;
+
 struct Shared {
     cache: Option<Cache<DecisionRequest, (Decision, Instant)>>,
     epoch: AtomicU64,
     ttl: Duration,
+    /// Tokens of tasks the revocation stream announced as ended.
+    revoked: Cache<TokenHash, ()>,
+    /// Those announcements, for the connections that carry a task.
+    revocations: tokio::sync::broadcast::Sender<TaskRevoked>,
 }
 
 impl Shared {
@@ -56,7 +65,28 @@ impl Shared {
             return None;
         }
         let (decision, at) = self.cache.as_ref()?.get(request)?;
-        (at.elapsed() < self.ttl).then_some(decision)
+        if at.elapsed() >= self.ttl {
+            return None;
+        }
+        // A decision never outlives its task, whether or not the expiry
+        // has been announced yet.
+        match &decision.task {
+            Some(task) if SystemTime::now() >= task.expires => {
+                Some(TaskRefusal::Ended.decision(None))
+            }
+            _ => Some(decision),
+        }
+    }
+
+    /// A task ended: refuse its token from now on, drop what was decided
+    /// under it, and tell the connections carrying it.
+    fn revoke(&self, revoked: TaskRevoked) {
+        self.revoked.insert(revoked.token, ());
+        if let Some(cache) = &self.cache {
+            cache.retain(|request, _| request.task != Some(revoked.token));
+        }
+        tracing::info!(task = %revoked.task_id, "task ended; its token is refused");
+        let _ = self.revocations.send(revoked);
     }
 
     fn remember(&self, request: &DecisionRequest, decision: &Decision, epoch: u64) {
@@ -69,6 +99,9 @@ impl Shared {
             // is stale already.
             self.reset(epoch);
         } else if epoch < known {
+            return;
+        }
+        if decision.task.as_ref().is_some_and(|t| t.no_cache) {
             return;
         }
         if let Some(cache) = &self.cache {
@@ -109,6 +142,8 @@ impl RemoteDecider {
             cache: (config.cache_size > 0).then(|| Cache::new(config.cache_size)),
             epoch: AtomicU64::new(UNKNOWN_EPOCH),
             ttl: config.cache_ttl,
+            revoked: Cache::new(REVOKED_TOKENS),
+            revocations: tokio::sync::broadcast::channel(1024).0,
         });
         let watcher = tokio::spawn(watch(
             client.clone(),
@@ -124,6 +159,11 @@ impl RemoteDecider {
     }
 
     async fn ask(&self, request: &DecisionRequest) -> Decision {
+        if let Some(token) = &request.task {
+            if self.shared.revoked.get(token).is_some() {
+                return TaskRefusal::Ended.decision(None);
+            }
+        }
         if let Some(hit) = self.shared.lookup(request) {
             metrics::counter!("tollgate_remote_decisions_total", "result" => "cache_hit")
                 .increment(1);
@@ -171,6 +211,10 @@ impl Decider for RemoteDecider {
     fn decide<'a>(&'a self, request: &'a DecisionRequest) -> DecisionFuture<'a> {
         Box::pin(self.ask(request))
     }
+
+    fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
+        self.shared.revocations.subscribe()
+    }
 }
 
 /// Follow the revocation stream for ever, reconnecting with backoff.
@@ -191,14 +235,29 @@ async fn watch(
                     match stream.message().await {
                         Ok(Some(revocation)) => {
                             backoff = BACKOFF_START;
-                            if let Some(pb::revocation::Event::PolicyEpoch(e)) = revocation.event {
-                                if shared.epoch.load(Ordering::SeqCst) != e.epoch {
+                            match revocation.event {
+                                Some(pb::revocation::Event::PolicyEpoch(e))
+                                    if shared.epoch.load(Ordering::SeqCst) != e.epoch =>
+                                {
                                     tracing::info!(
                                         epoch = e.epoch,
                                         "policy epoch changed; decision cache dropped"
                                     );
                                     shared.reset(e.epoch);
                                 }
+                                Some(pb::revocation::Event::TaskEnded(t)) => {
+                                    match TokenHash::from_slice(&t.task_token_sha256) {
+                                        Some(token) => shared.revoke(TaskRevoked {
+                                            task_id: t.task_id,
+                                            token,
+                                        }),
+                                        None => tracing::warn!(
+                                            task = %t.task_id,
+                                            "revocation without a valid token hash ignored"
+                                        ),
+                                    }
+                                }
+                                Some(pb::revocation::Event::PolicyEpoch(_)) | None => {}
                             }
                         }
                         Ok(None) => break,

@@ -14,7 +14,10 @@ use crate::catalog::ActionInfo;
 use super::policies::{self, PolicyMeta};
 use super::request::RequestBuilder;
 use super::schema::{self, ActionModel};
-use super::{Decider, Decision, DecisionFuture, DecisionRequest, Outcome, CONNECT_ACTION};
+use super::tasks::Task;
+use super::{
+    Decider, Decision, DecisionFuture, DecisionRequest, Outcome, TaskRevoked, CONNECT_ACTION,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -100,7 +103,13 @@ impl PolicyEngine {
 
     /// Decide. Never panics; any evaluation error is a deny.
     pub fn evaluate(&self, request: &DecisionRequest) -> Decision {
-        let (cedar_request, entities) = match self.requests.build(request) {
+        self.evaluate_in_task(request, None)
+    }
+
+    /// `task`: the task the request's token was admitted to; policies see
+    /// it as `context.task`.
+    pub fn evaluate_in_task(&self, request: &DecisionRequest, task: Option<&Task>) -> Decision {
+        let (cedar_request, entities) = match self.requests.build(request, task) {
             Ok(built) => built,
             Err(message) => return deny("invalid_request", message, Vec::new()),
         };
@@ -137,6 +146,7 @@ impl PolicyEngine {
                     message: format!("allowed by {}", quoted_ids(&determining)),
                     policy_ids: determining,
                     credential,
+                    task: None,
                 }
             }
             CedarDecision::Deny if determining.is_empty() => deny(
@@ -180,6 +190,11 @@ impl Decider for PolicyEngine {
     fn decide<'a>(&'a self, request: &'a DecisionRequest) -> DecisionFuture<'a> {
         Box::pin(std::future::ready(self.evaluate(request)))
     }
+
+    /// A bare engine has no tasks: the stream is closed from the start.
+    fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
+        tokio::sync::broadcast::channel(1).1
+    }
 }
 
 fn deny(reason: &str, message: String, policy_ids: Vec<String>) -> Decision {
@@ -189,6 +204,7 @@ fn deny(reason: &str, message: String, policy_ids: Vec<String>) -> Decision {
         message,
         policy_ids,
         credential: None,
+        task: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod policies;
 pub mod proto;
 mod request;
 pub mod schema;
+pub mod tasks;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,7 @@ use std::sync::Arc;
 pub use cache::DecisionCache;
 pub use engine::{PolicyEngine, PolicyError};
 pub use schema::schema_text;
+pub use tasks::{TaskRef, TaskRevoked, TaskStore, TokenHash};
 
 /// The built-in action for traffic the catalog does not cover: decided on
 /// host:port alone and tunnelled blind if allowed.
@@ -37,6 +39,9 @@ pub struct DecisionRequest {
     /// `github/repos/acme/api`, or `host:port` for `connect`.
     pub resource: String,
     pub context: RequestContext,
+    /// The task token the agent presented, hashed; `None` when it presented
+    /// none. The decision plane resolves it to a task.
+    pub task: Option<TokenHash>,
 }
 
 /// The request attributes policies may look at (Cedar `context`).
@@ -82,6 +87,8 @@ pub struct Decision {
     /// Name of the credential to inject (never its value): the
     /// `@credential("…")` of the first allowing policy that has one.
     pub credential: Option<String>,
+    /// The task the request ran under, when it presented a known task token.
+    pub task: Option<TaskRef>,
 }
 
 impl Decision {
@@ -97,6 +104,7 @@ impl Decision {
             message: message.into(),
             policy_ids: Vec::new(),
             credential: None,
+            task: None,
         }
     }
 }
@@ -107,6 +115,9 @@ pub type DecisionFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>
 /// is a `Deny` (fail closed).
 pub trait Decider: Send + Sync + 'static {
     fn decide<'a>(&'a self, request: &'a DecisionRequest) -> DecisionFuture<'a>;
+
+    /// Tasks ending from now on, so connections carrying them can close.
+    fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked>;
 }
 
 /// Shared handle used by the pipeline.

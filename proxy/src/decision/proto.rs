@@ -9,7 +9,8 @@ pub mod pb {
 /// For gRPC server reflection (`grpcurl list`).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tollgate_descriptor");
 
-use super::{Decision, DecisionRequest, Outcome, RequestContext};
+use super::tasks::{from_unix_ms, unix_ms, TaskView};
+use super::{Decision, DecisionRequest, Outcome, RequestContext, TaskRef, TokenHash};
 
 impl From<&DecisionRequest> for pb::DecideRequest {
     fn from(r: &DecisionRequest) -> pb::DecideRequest {
@@ -27,6 +28,7 @@ impl From<&DecisionRequest> for pb::DecideRequest {
                 risk: c.risk.clone(),
                 sensitivity: c.sensitivity.clone(),
             }),
+            task_token_sha256: r.task.map(|h| h.0.to_vec()).unwrap_or_default(),
         }
     }
 }
@@ -40,6 +42,13 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
         if r.principal.is_empty() || r.action.is_empty() {
             return Err("principal and action are required".into());
         }
+        let task = match r.task_token_sha256.len() {
+            0 => None,
+            _ => Some(
+                TokenHash::from_slice(&r.task_token_sha256)
+                    .ok_or("task_token_sha256 must be 32 bytes")?,
+            ),
+        };
         Ok(DecisionRequest {
             principal: r.principal,
             action: r.action,
@@ -53,6 +62,7 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
                 risk: c.risk,
                 sensitivity: c.sensitivity,
             },
+            task,
         })
     }
 }
@@ -71,6 +81,9 @@ impl Decision {
             decision_id: decision_id.to_string(),
             credential: self.credential.clone().unwrap_or_default(),
             policy_epoch,
+            task_id: self.task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+            task_expires_unix_ms: self.task.as_ref().map_or(0, |t| unix_ms(t.expires)),
+            no_cache: self.task.as_ref().is_some_and(|t| t.no_cache),
         }
     }
 }
@@ -94,6 +107,35 @@ impl From<pb::DecideResponse> for Decision {
             message: r.message,
             policy_ids: r.policy_ids,
             credential: (!r.credential.is_empty()).then_some(r.credential),
+            task: (!r.task_id.is_empty()).then(|| TaskRef {
+                id: r.task_id,
+                expires: from_unix_ms(r.task_expires_unix_ms),
+                no_cache: r.no_cache,
+            }),
+        }
+    }
+}
+
+impl From<&TaskView> for pb::Task {
+    fn from(t: &TaskView) -> pb::Task {
+        pb::Task {
+            task_id: t.id.clone(),
+            workload: t.workload.clone(),
+            purpose: t.purpose.clone(),
+            scopes: t.scopes.clone(),
+            budgets: t
+                .budgets
+                .iter()
+                .map(|(class, (limit, used))| pb::Budget {
+                    class: class.clone(),
+                    limit: *limit,
+                    used: *used,
+                })
+                .collect(),
+            created_unix_ms: unix_ms(t.created),
+            expires_unix_ms: unix_ms(t.expires),
+            state: t.state.as_str().to_string(),
+            ended_unix_ms: t.ended.map_or(0, unix_ms),
         }
     }
 }
@@ -116,6 +158,7 @@ mod tests {
                 risk: "write".into(),
                 sensitivity: "internal".into(),
             },
+            task: Some(TokenHash::of("tgt_example")),
         }
     }
 
@@ -139,6 +182,26 @@ mod tests {
         let mut m = pb::DecideRequest::from(&request());
         m.principal.clear();
         assert!(DecisionRequest::try_from(m).is_err());
+        let mut m = pb::DecideRequest::from(&request());
+        m.task_token_sha256 = vec![1, 2, 3];
+        assert!(DecisionRequest::try_from(m).is_err());
+    }
+
+    #[test]
+    fn decisions_round_trip_with_their_task() {
+        let d = Decision {
+            outcome: Outcome::Allow,
+            reason: "allowed".into(),
+            message: String::new(),
+            policy_ids: vec!["p".into()],
+            credential: Some("github".into()),
+            task: Some(TaskRef {
+                id: "task_1".into(),
+                expires: from_unix_ms(1_700_000_000_123),
+                no_cache: true,
+            }),
+        };
+        assert_eq!(Decision::from(d.to_pb("id", 3)), d);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use cedar_policy::{
 };
 
 use super::schema::{NAMESPACE, TARGET, WORKLOAD};
+use super::tasks::Task;
 use super::{DecisionRequest, CONNECT_ACTION};
 
 /// Per-engine constants for building requests.
@@ -52,7 +53,11 @@ impl RequestBuilder {
     }
 
     /// `Err` holds a message for an `invalid_request` deny.
-    pub fn build(&self, req: &DecisionRequest) -> Result<(Request, Entities), String> {
+    pub fn build(
+        &self,
+        req: &DecisionRequest,
+        task: Option<&Task>,
+    ) -> Result<(Request, Entities), String> {
         if req.principal.is_empty() {
             return Err("request has no principal".into());
         }
@@ -93,18 +98,32 @@ impl RequestBuilder {
 
         let ctx = &req.context;
         let text = |s: &str| RestrictedExpression::new_string(s.to_string());
-        let context = Context::from_pairs([
-            ("method".to_string(), text(&ctx.method)),
-            ("host".to_string(), text(&ctx.host)),
-            (
-                "port".to_string(),
-                RestrictedExpression::new_long(i64::from(ctx.port)),
-            ),
-            ("path".to_string(), text(&ctx.path)),
-            ("tool".to_string(), text(&ctx.tool)),
-            ("risk".to_string(), text(&ctx.risk)),
-            ("sensitivity".to_string(), text(&ctx.sensitivity)),
-        ])
+        let task_record = task
+            .map(|t| {
+                RestrictedExpression::new_record([
+                    ("id".to_string(), text(&t.id)),
+                    ("purpose".to_string(), text(&t.purpose)),
+                ])
+                .map(|record| ("task".to_string(), record))
+                .map_err(|e| format!("building task context: {e}"))
+            })
+            .transpose()?;
+        let context = Context::from_pairs(
+            [
+                ("method".to_string(), text(&ctx.method)),
+                ("host".to_string(), text(&ctx.host)),
+                (
+                    "port".to_string(),
+                    RestrictedExpression::new_long(i64::from(ctx.port)),
+                ),
+                ("path".to_string(), text(&ctx.path)),
+                ("tool".to_string(), text(&ctx.tool)),
+                ("risk".to_string(), text(&ctx.risk)),
+                ("sensitivity".to_string(), text(&ctx.sensitivity)),
+            ]
+            .into_iter()
+            .chain(task_record),
+        )
         .map_err(|e| format!("building context: {e}"))?;
 
         let request = Request::new(principal, action.clone(), resource, context, None)

@@ -94,11 +94,13 @@ pub(super) fn render(model: &ActionModel) -> String {
          // \"github/repos\" and \"github\". For `connect` it is \"host:port\", in nothing.\n\
          entity Target in [Target];\n\n",
     );
-    // A named type so every action shares one definition; optional `task`
-    // and `approval` records will be added here.
+    // A named type so every action shares one definition. `task` is there
+    // only when the request carried a valid task token: policies test it
+    // with `context has task`.
     out.push_str(
         "type RequestContext = {\n  method: String,\n  host: String,\n  port: Long,\n  \
-         path: String,\n  tool: String,\n  risk: String,\n  sensitivity: String,\n};\n\n",
+         path: String,\n  tool: String,\n  risk: String,\n  sensitivity: String,\n  \
+         task?: { id: String, purpose: String },\n};\n\n",
     );
 
     out.push_str("// Risk classes: `action in Action::\"prod_change\"`.\n");

@@ -82,6 +82,7 @@ fn req(principal: &str, action: &str, resource: &str, sensitivity: &str) -> Deci
             risk: risk.into(),
             sensitivity: sensitivity.into(),
         },
+        task: None,
     }
 }
 
@@ -293,7 +294,7 @@ fn erroring_forbid_still_denies() {
 fn shipped_policies() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/policies");
     let e = PolicyEngine::load_dir(&actions(), &dir).unwrap_or_else(|err| panic!("{err}"));
-    assert_eq!(e.policy_count(), 8, "base, guardrails and the demo policy");
+    assert_eq!(e.policy_count(), 9, "base, guardrails and the demo policy");
     let acme = "github/repos/acme/api";
     check(
         &e,
@@ -311,12 +312,12 @@ fn shipped_policies() {
             .ids(&["coder-github-read"])
             .credential("github-readonly"),
             case(
-                "coder opens a PR in acme",
+                "coder opens a PR in acme outside a task",
                 req(CODER, "github:pulls.create", acme, "internal"),
-                "allowed",
+                "forbidden",
             )
-            .ids(&["coder-open-pull-requests"])
-            .credential("github-pull-requests"),
+            .ids(&["writes-need-a-task"])
+            .message("needs a task token"),
             case(
                 "coder PR elsewhere",
                 req(
@@ -325,8 +326,9 @@ fn shipped_policies() {
                     "github/repos/other/x",
                     "internal",
                 ),
-                "no_permit",
-            ),
+                "forbidden",
+            )
+            .ids(&["writes-need-a-task"]),
             case(
                 "triage lists acme PRs",
                 req(TRIAGE, "github:pulls.list", acme, "internal"),
@@ -404,6 +406,24 @@ fn shipped_policies() {
             ),
         ],
     );
+
+    // Inside a task, the same pull request is allowed, with its credential.
+    let tasks = TaskStore::new(crate::decision::tasks::TaskLimits::default());
+    let (view, _token) = tasks
+        .start(crate::decision::tasks::TaskSpec {
+            workload: CODER.into(),
+            purpose: "open the fix".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let task = tasks.admit_by_id(&view.id).unwrap();
+    let d = e.evaluate_in_task(
+        &req(CODER, "github:pulls.create", acme, "internal"),
+        Some(&task),
+    );
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(d.policy_ids, ["coder-open-pull-requests"]);
+    assert_eq!(d.credential.as_deref(), Some("github-pull-requests"));
 }
 
 #[test]
@@ -429,4 +449,225 @@ async fn decider_matches_evaluate() {
     );
     let shared: SharedDecider = Arc::new(e);
     assert!(shared.decide(&r).await.is_allow());
+}
+
+mod task_decisions {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::decision::tasks::{decide_in_task, TaskLimits, TaskSpec, TaskState, TOKEN_PREFIX};
+
+    const POLICIES: &str = r#"
+@id("coder-github")
+permit (principal == Workload::"spiffe://cluster.local/ns/agents/sa/coder", action in Action::"github", resource);
+
+@id("writes-need-a-task")
+@reason("writes need a task")
+forbid (principal, action in Action::"write", resource) unless { context has task };
+
+@id("no-deletes-while-triaging")
+forbid (principal, action == Action::"github:repos.delete", resource)
+  when { context has task && context.task.purpose like "*triage*" };
+"#;
+
+    struct Plane {
+        tasks: TaskStore,
+        cache: DecisionCache,
+        engine: PolicyEngine,
+    }
+
+    impl Plane {
+        fn new() -> Plane {
+            Plane {
+                tasks: TaskStore::new(TaskLimits::default()),
+                cache: DecisionCache::new(100),
+                engine: engine(&[("tasks.cedar", POLICIES)]),
+            }
+        }
+
+        fn start(&self, spec: TaskSpec) -> TokenHash {
+            let (_, token) = self.tasks.start(spec).unwrap();
+            assert!(token.expose().starts_with(TOKEN_PREFIX));
+            TokenHash::of(token.expose())
+        }
+
+        fn decide(&self, principal: &str, action: &str, task: Option<TokenHash>) -> Decision {
+            let mut request = req(principal, action, "github/repos/acme/api", "internal");
+            request.task = task;
+            decide_in_task(&self.tasks, &self.cache, &self.engine, &request)
+        }
+    }
+
+    fn spec(purpose: &str) -> TaskSpec {
+        TaskSpec {
+            workload: CODER.into(),
+            purpose: purpose.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn policies_see_the_task_and_only_a_valid_token_brings_one() {
+        let p = Plane::new();
+        let d = p.decide(CODER, "github:pulls.create", None);
+        assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Deny, "forbidden"));
+        assert_eq!(d.message, "writes need a task");
+
+        let token = p.start(spec("fix the build"));
+        let d = p.decide(CODER, "github:pulls.create", Some(token));
+        assert!(d.is_allow(), "{d:?}");
+        assert!(d.task.as_ref().is_some_and(|t| t.id.starts_with("task_")));
+
+        let triage = p.start(spec("triage issues"));
+        let d = p.decide(CODER, "github:repos.delete", Some(triage));
+        assert_eq!(d.policy_ids, ["no-deletes-while-triaging"]);
+
+        let d = p.decide(
+            CODER,
+            "github:pulls.create",
+            Some(TokenHash::of("tgt_forged")),
+        );
+        assert_eq!(d.reason, "task_unknown");
+        assert!(d.task.is_none());
+    }
+
+    #[test]
+    fn ended_expired_foreign_and_out_of_scope_tokens_are_refused() {
+        let p = Plane::new();
+        let token = p.start(TaskSpec {
+            scopes: vec!["github:pulls.*".into()],
+            ..spec("review")
+        });
+        assert!(p.decide(CODER, "github:pulls.list", Some(token)).is_allow());
+        let d = p.decide(CODER, "github:contents.get", Some(token));
+        assert_eq!(d.reason, "out_of_scope");
+        let d = p.decide(TRIAGE, "github:pulls.list", Some(token));
+        assert_eq!(d.reason, "task_workload_mismatch");
+
+        let id = p.tasks.list()[0].id.clone();
+        let mut revoked = p.tasks.subscribe();
+        let view = p.tasks.end(&id).unwrap();
+        assert_eq!(view.state, TaskState::Ended);
+        assert_eq!(revoked.try_recv().unwrap().token, token);
+        // Even a decision the cache holds for this exact request.
+        let d = p.decide(CODER, "github:pulls.list", Some(token));
+        assert_eq!(
+            (d.outcome, d.reason.as_str()),
+            (Outcome::Deny, "task_ended")
+        );
+
+        let short = p.start(TaskSpec {
+            ttl: Duration::from_millis(30),
+            ..spec("short")
+        });
+        assert!(p.decide(CODER, "github:pulls.list", Some(short)).is_allow());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            p.decide(CODER, "github:pulls.list", Some(short)).reason,
+            "task_ended"
+        );
+        p.tasks.sweep();
+        let expired = p.tasks.list().into_iter().find(|t| t.purpose == "short");
+        assert_eq!(expired.map(|t| t.state), Some(TaskState::Expired));
+        assert_eq!(revoked.try_recv().unwrap().token, short);
+    }
+
+    #[test]
+    fn a_budget_allows_exactly_n_requests_of_its_class() {
+        let p = Plane::new();
+        let token = p.start(TaskSpec {
+            budgets: BTreeMap::from([("write".to_string(), 3)]),
+            ..spec("three writes")
+        });
+        for i in 0..3 {
+            let d = p.decide(CODER, "github:pulls.create", Some(token));
+            assert!(d.is_allow(), "write {i}: {d:?}");
+            assert!(d.task.as_ref().is_some_and(|t| t.no_cache));
+        }
+        let d = p.decide(CODER, "github:pulls.create", Some(token));
+        assert_eq!(d.reason, "budget_exhausted");
+        // Other classes are not counted, and denied requests use nothing.
+        for _ in 0..5 {
+            assert!(p.decide(CODER, "github:pulls.list", Some(token)).is_allow());
+        }
+        let view = &p.tasks.list()[0];
+        assert_eq!(view.budgets["write"], (3, 3));
+    }
+
+    #[test]
+    fn task_specs_are_checked() {
+        let tasks = TaskStore::new(TaskLimits {
+            default_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(600),
+        });
+        let bad = [
+            TaskSpec {
+                workload: String::new(),
+                ..spec("x")
+            },
+            TaskSpec {
+                ttl: Duration::from_secs(601),
+                ..spec("x")
+            },
+            TaskSpec {
+                scopes: vec!["git*hub".into()],
+                ..spec("x")
+            },
+            TaskSpec {
+                budgets: BTreeMap::from([("writes".to_string(), 1)]),
+                ..spec("x")
+            },
+        ];
+        for s in bad {
+            assert!(tasks.start(s.clone()).is_err(), "{s:?}");
+        }
+        let (view, token) = tasks.start(spec("ok")).unwrap();
+        assert_eq!(
+            view.expires.duration_since(view.created).unwrap(),
+            Duration::from_secs(60)
+        );
+        // The token is never shown by the store's views or its Debug.
+        assert_eq!(format!("{token:?}"), "[redacted]");
+        assert!(!format!("{view:?}").contains(token.expose()));
+    }
+
+    #[test]
+    fn task_tokens_are_found_where_agents_put_them() {
+        use base64::Engine;
+        use http::{HeaderMap, HeaderName, HeaderValue};
+        let token = "tgt_abc";
+        let want = Some(TokenHash::of(token));
+        let find = |name: &str, value: String, extra: &[HeaderName]| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(&value).unwrap(),
+            );
+            crate::decision::tasks::token_from_headers(&h, extra)
+        };
+        assert_eq!(find("authorization", format!("Bearer {token}"), &[]), want);
+        assert_eq!(find("x-api-key", token.into(), &[]), want);
+        assert_eq!(
+            find("proxy-authorization", format!("bearer {token}"), &[]),
+            want
+        );
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("agent:{token}"));
+        assert_eq!(
+            find("proxy-authorization", format!("Basic {basic}"), &[]),
+            want
+        );
+        let custom = HeaderName::from_static("x-goog-api-key");
+        assert_eq!(
+            find(
+                "x-goog-api-key",
+                token.into(),
+                std::slice::from_ref(&custom)
+            ),
+            want
+        );
+        assert_eq!(find("x-goog-api-key", token.into(), &[]), None);
+        // A real credential is not a task token.
+        assert_eq!(find("authorization", "Bearer ghp_real".into(), &[]), None);
+    }
 }

@@ -19,7 +19,10 @@ use crate::config::ListenerConfig;
 use crate::error::ProxyError;
 
 use super::classify::normalize_host;
-use super::{intercept, new_decision_id, tunnel, Caller, Mode, Pipeline, RequestTarget};
+use super::{
+    intercept, new_decision_id, task_ended, tunnel, Caller, Mode, Pipeline, RequestTarget,
+};
+use crate::decision::tasks::proxy_authorization_token;
 
 /// Slow or silent clients are cut off rather than holding a connection.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,11 +39,11 @@ pub async fn serve(listener: TcpListener, config: ListenerConfig, pipeline: Arc<
             }
         };
         let _ = stream.set_nodelay(true);
-        let caller = Arc::new(Caller {
-            listener: config.name.clone(),
+        let caller = Arc::new(Caller::new(
+            config.name.clone(),
             peer,
-            identity: config.static_identity.clone(),
-        });
+            config.static_identity.clone(),
+        ));
         let pipeline = pipeline.clone();
         tokio::spawn(async move {
             metrics::gauge!("tollgate_open_connections").increment(1.0);
@@ -153,19 +156,38 @@ async fn connect(
         return refuse(&caller, ProxyError::Unidentified);
     }
 
+    // `HTTPS_PROXY=http://agent:<task token>@proxy` puts the task token
+    // here; it covers the tunnel and, when intercepted, the requests inside.
+    let task = request
+        .headers()
+        .get_all(http::header::PROXY_AUTHORIZATION)
+        .iter()
+        .find_map(|v| proxy_authorization_token(v.to_str().ok()?));
+    // Subscribed before deciding, so a task ending in between still closes
+    // the tunnel.
+    let revocations = pipeline.decider.revocations();
     let covered = pipeline.snapshot.load().catalog.covers(&target.host);
     if let (true, Some(leaves)) = (covered, pipeline.leaves.clone()) {
         // Every request inside is decided on its own; nothing to decide yet.
+        let caller = Arc::new(caller.in_tunnel(task));
         tokio::spawn(async move {
             match hyper::upgrade::on(request).await {
-                Ok(upgraded) => intercept::serve(pipeline, leaves, caller, target, upgraded).await,
+                Ok(upgraded) => {
+                    let watched = caller.clone();
+                    tokio::select! {
+                        () = intercept::serve(pipeline, leaves, caller, target, upgraded) => {}
+                        task = task_ended(revocations, |t| watched.carries(t)) => {
+                            tracing::info!(%task, peer = %watched.peer, "task ended; intercepted connection closed");
+                        }
+                    }
+                }
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
         });
         return ok_empty();
     }
 
-    match pipeline.open_tunnel(&caller, &target).await {
+    match pipeline.open_tunnel(&caller, &target, task).await {
         Err((err, decision_id)) => err.to_response(&decision_id),
         Ok((upstream, mut record)) => {
             let sink = pipeline.audit.clone();
@@ -174,11 +196,24 @@ async fn connect(
                 let started = std::time::Instant::now();
                 match hyper::upgrade::on(request).await {
                     Ok(upgraded) => {
-                        let spliced =
-                            tunnel::splice(TokioIo::new(upgraded), upstream, half_close).await;
-                        record.bytes_in = spliced.from_agent;
-                        record.bytes_out = spliced.from_upstream;
-                        record.error = spliced.error;
+                        let spliced = tunnel::splice(TokioIo::new(upgraded), upstream, half_close);
+                        let ended = async {
+                            match task {
+                                Some(token) => task_ended(revocations, |t| *t == token).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            spliced = spliced => {
+                                record.bytes_in = spliced.from_agent;
+                                record.bytes_out = spliced.from_upstream;
+                                record.error = spliced.error;
+                            }
+                            task = ended => {
+                                tracing::info!(%task, peer = %caller.peer, "task ended; tunnel closed");
+                                record.error = Some(format!("tunnel closed: task {task} ended"));
+                            }
+                        }
                     }
                     Err(e) => record.error = Some(format!("CONNECT upgrade failed: {e}")),
                 }

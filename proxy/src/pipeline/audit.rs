@@ -35,6 +35,8 @@ pub struct AuditRecord {
     pub path: String,
     pub decision: &'static str,
     pub reason: String,
+    /// The task the request ran under, when it carried a known task token.
+    pub task: Option<String>,
     pub policy_ids: Vec<String>,
     /// Set when something other than policy ended the request.
     pub error: Option<String>,
@@ -72,6 +74,7 @@ impl AuditRecord {
             path: redact_query(path_and_query),
             decision: "deny",
             reason: String::new(),
+            task: None,
             policy_ids: Vec::new(),
             error: None,
             status: 0,
@@ -94,6 +97,7 @@ impl AuditRecord {
         self.decision = decision.outcome.as_str();
         self.reason = decision.reason.clone();
         self.policy_ids = decision.policy_ids.clone();
+        self.task = decision.task.as_ref().map(|t| t.id.clone());
     }
 
     /// Record an error that ended the request. A refusal before any

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use http::Method;
 
-use crate::decision::{Decider, Decision, DecisionRequest, RequestContext};
+use crate::decision::{Decider, Decision, DecisionRequest, RequestContext, TokenHash};
 
 use super::classify::Named;
 use super::RequestTarget;
@@ -16,6 +16,7 @@ pub fn decision_request(
     target: &RequestTarget,
     method: &Method,
     path: &str,
+    task: Option<TokenHash>,
 ) -> DecisionRequest {
     DecisionRequest {
         principal: workload.to_string(),
@@ -30,6 +31,7 @@ pub fn decision_request(
             risk: named.risk.to_string(),
             sensitivity: named.sensitivity.to_string(),
         },
+        task,
     }
 }
 

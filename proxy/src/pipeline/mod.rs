@@ -28,7 +28,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Counted, Finish, OnFinish, ProxyBody};
-use crate::decision::SharedDecider;
+use crate::decision::tasks::token_from_headers;
+use crate::decision::{SharedDecider, TaskRevoked, TokenHash};
 use crate::error::ProxyError;
 use crate::snapshot::SnapshotHandle;
 use crate::tls::LeafCache;
@@ -43,6 +44,49 @@ pub struct Caller {
     pub listener: Arc<str>,
     pub peer: SocketAddr,
     pub identity: Option<Arc<str>>,
+    /// Inside an intercepted tunnel: the task token the CONNECT carried in
+    /// `Proxy-Authorization`, for requests that carry none themselves.
+    pub connect_task: Option<TokenHash>,
+    /// Task tokens requests on this connection have carried: when one of
+    /// those tasks ends, the connection is closed.
+    pub tasks_seen: std::sync::Mutex<Vec<TokenHash>>,
+}
+
+impl Caller {
+    pub fn new(listener: Arc<str>, peer: SocketAddr, identity: Option<Arc<str>>) -> Caller {
+        Caller {
+            listener,
+            peer,
+            identity,
+            connect_task: None,
+            tasks_seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The same caller, on a tunnel opened with `connect_task`.
+    pub fn in_tunnel(&self, connect_task: Option<TokenHash>) -> Caller {
+        Caller {
+            listener: self.listener.clone(),
+            peer: self.peer,
+            identity: self.identity.clone(),
+            connect_task,
+            tasks_seen: std::sync::Mutex::new(connect_task.into_iter().collect()),
+        }
+    }
+
+    fn saw_task(&self, token: TokenHash) {
+        let mut seen = self.tasks_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.contains(&token) {
+            seen.push(token);
+        }
+    }
+
+    pub fn carries(&self, token: &TokenHash) -> bool {
+        self.tasks_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(token)
+    }
 }
 
 /// Where a request goes: from the absolute-form URI, or from the CONNECT
@@ -100,6 +144,25 @@ pub struct Pipeline {
     /// How long a blind tunnel's second direction may stay open after the
     /// first has closed.
     pub tunnel_half_close: std::time::Duration,
+}
+
+/// Resolves with the task's id when a task `carried` holds ends: the
+/// connection carrying it must close. Missed announcements (the channel
+/// lagged) close it too: it cannot be known they were not about this task.
+pub async fn task_ended(
+    mut revocations: tokio::sync::broadcast::Receiver<TaskRevoked>,
+    carried: impl Fn(&TokenHash) -> bool,
+) -> String {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match revocations.recv().await {
+            Ok(revoked) if carried(&revoked.token) => return revoked.task_id,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return "(unknown: revocations were missed)".into(),
+            // No tasks where decisions come from: nothing can end.
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
 }
 
 pub fn new_decision_id() -> String {
@@ -176,9 +239,25 @@ impl Pipeline {
         )?;
         record.named(&named);
 
-        // authorize
-        let decision_request =
-            authorize::decision_request(&workload, &named, target, &parts.method, parts.uri.path());
+        // authorize, under the task whose token the request (or, inside a
+        // tunnel, its CONNECT) carried
+        let service_headers = named
+            .tool
+            .as_deref()
+            .and_then(|tool| snapshot.catalog.credential_headers(tool))
+            .unwrap_or_default();
+        let task = token_from_headers(&parts.headers, service_headers).or(caller.connect_task);
+        if let Some(token) = task {
+            caller.saw_task(token);
+        }
+        let decision_request = authorize::decision_request(
+            &workload,
+            &named,
+            target,
+            &parts.method,
+            parts.uri.path(),
+            task,
+        );
         let (decision, decision_us) =
             authorize::authorize(self.decider.as_ref(), &decision_request).await;
         record.decision_us = decision_us;
@@ -247,6 +326,7 @@ impl Pipeline {
         &self,
         caller: &Caller,
         target: &RequestTarget,
+        task: Option<TokenHash>,
     ) -> Result<(tokio::net::TcpStream, AuditRecord), (ProxyError, String)> {
         let started = Instant::now();
         let decision_id = new_decision_id();
@@ -264,8 +344,14 @@ impl Pipeline {
             record.workload = Some(workload.clone());
             let named = Named::connect(target);
             record.named(&named);
-            let request =
-                authorize::decision_request(&workload, &named, target, &http::Method::CONNECT, "");
+            let request = authorize::decision_request(
+                &workload,
+                &named,
+                target,
+                &http::Method::CONNECT,
+                "",
+                task,
+            );
             let (decision, decision_us) =
                 authorize::authorize(self.decider.as_ref(), &request).await;
             record.decision_us = decision_us;

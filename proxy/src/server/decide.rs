@@ -4,18 +4,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_stream::wrappers::WatchStream;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::catalog::RiskClass;
 use crate::decision::proto::pb;
 use crate::decision::proto::pb::decision_service_server::DecisionService;
-use crate::decision::DecisionRequest;
+use crate::decision::{DecisionRequest, TokenHash};
 use crate::pipeline::audit::AuditRecord;
 use crate::pipeline::new_decision_id;
 
-use super::DecisionPlane;
+use super::{tasks, DecisionPlane};
 
 pub struct DecisionApi {
     plane: Arc<DecisionPlane>,
@@ -39,7 +39,7 @@ impl DecisionService for DecisionApi {
         let request =
             DecisionRequest::try_from(request.into_inner()).map_err(Status::invalid_argument)?;
         let snapshot = self.plane.snapshot.load();
-        let decision = snapshot.decisions.decide(&snapshot.engine, &request);
+        let decision = self.plane.decider.decide_in(&snapshot, &request);
         let decision_id = new_decision_id();
 
         let c = &request.context;
@@ -77,6 +77,10 @@ impl DecisionService for DecisionApi {
     ) -> Result<Response<RevocationStream>, Status> {
         let subscriber = request.into_inner().subscriber;
         tracing::info!(subscriber, "revocation subscriber connected");
+        let tasks = self.plane.decider.tasks();
+        // Subscribe before listing, so a task ending in between is sent
+        // twice rather than never.
+        let live = BroadcastStream::new(tasks.subscribe());
         let epochs = WatchStream::new(self.plane.snapshot.subscribe()).map(|epoch| {
             Ok(pb::Revocation {
                 event: Some(pb::revocation::Event::PolicyEpoch(pb::PolicyEpoch {
@@ -84,6 +88,57 @@ impl DecisionService for DecisionApi {
                 })),
             })
         });
-        Ok(Response::new(Box::pin(epochs)))
+        // A proxy (re)connecting may hold tunnels of tasks that ended while
+        // it was away: it hears about every ended task still remembered.
+        let ended: Vec<_> = tasks
+            .ended_tokens()
+            .into_iter()
+            .map(|(id, token)| Ok(task_ended(id, token)))
+            .collect();
+        let live = live.map(|event| match event {
+            Ok(revoked) => Ok(task_ended(revoked.task_id, revoked.token)),
+            // Missed revocations cannot be replayed: end the stream, and
+            // the proxy drops its whole cache and subscribes again.
+            Err(_) => Err(Status::data_loss("revocations were missed; resubscribe")),
+        });
+        let stream = epochs.merge(tokio_stream::iter(ended).chain(live));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn start_task(
+        &self,
+        request: Request<pb::StartTaskRequest>,
+    ) -> Result<Response<pb::StartTaskResponse>, Status> {
+        tasks::start(&self.plane, request).map(Response::new)
+    }
+
+    async fn end_task(
+        &self,
+        request: Request<pb::EndTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        tasks::end(&self.plane, request).map(Response::new)
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        tasks::get(&self.plane, request).map(Response::new)
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        tasks::list(&self.plane, request).map(Response::new)
+    }
+}
+
+fn task_ended(task_id: String, token: TokenHash) -> pb::Revocation {
+    pb::Revocation {
+        event: Some(pb::revocation::Event::TaskEnded(pb::TaskEnded {
+            task_id,
+            task_token_sha256: token.0.to_vec(),
+        })),
     }
 }

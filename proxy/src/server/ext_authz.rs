@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderName, Method, Uri};
 use tonic::{Request, Response, Status};
 
 use crate::decision::credentials::CredentialStore;
+use crate::decision::tasks::token_from_headers;
 use crate::error::ProxyError;
 use crate::pipeline::audit::AuditRecord;
 use crate::pipeline::classify::{classify, normalize_host};
@@ -166,15 +167,21 @@ impl ExtAuthz {
             &attrs.headers,
         )?;
         record.named(&named);
+        let service_headers = named
+            .tool
+            .as_deref()
+            .and_then(|tool| snapshot.catalog.credential_headers(tool))
+            .unwrap_or_default();
         let request = authorize::decision_request(
             workload,
             &named,
             &attrs.target,
             &attrs.method,
             attrs.uri.path(),
+            token_from_headers(&attrs.headers, service_headers),
         );
         let started = Instant::now();
-        let decision = snapshot.decisions.decide(&snapshot.engine, &request);
+        let decision = self.plane.decider.decide_in(&snapshot, &request);
         record.decision_us = started.elapsed().as_micros() as u64;
         record.decided(&decision);
         if !decision.is_allow() {

@@ -4,6 +4,7 @@
 
 mod decide;
 pub mod ext_authz;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -12,10 +13,11 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 
+use crate::config::SecretSource;
 use crate::decision::proto::pb::decision_service_server::DecisionServiceServer;
 use crate::decision::proto::FILE_DESCRIPTOR_SET;
 use crate::pipeline::audit::AuditSink;
-use crate::snapshot::SnapshotHandle;
+use crate::snapshot::{EmbeddedDecider, SnapshotHandle};
 
 pub use decide::DecisionApi;
 pub use ext_authz::{ExtAuthz, ExtAuthzConfig};
@@ -23,8 +25,12 @@ pub use ext_authz::{ExtAuthz, ExtAuthzConfig};
 /// What every RPC decides against.
 pub struct DecisionPlane {
     pub snapshot: Arc<SnapshotHandle>,
+    /// Policy and tasks together: the same answers the embedded proxy gives.
+    pub decider: Arc<EmbeddedDecider>,
     pub audit: AuditSink,
     pub ext_authz: ExtAuthzConfig,
+    /// The bearer token task administration needs; `None` refuses it.
+    pub admin_token: Option<SecretSource>,
 }
 
 /// Serve until the listener fails. `tls`: TLS (with client certificates

@@ -1,0 +1,124 @@
+//! Task administration over gRPC: `StartTask`, `EndTask`, `GetTask`,
+//! `ListTasks`. Each needs the admin bearer token; a workload that reaches
+//! the decision service (it must, to be decided) still cannot start, end or
+//! widen a task.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tonic::{Request, Status};
+
+use crate::config::SecretSource;
+use crate::decision::proto::pb;
+use crate::decision::tasks::{TaskError, TaskSpec};
+use crate::decision::TokenHash;
+
+use super::DecisionPlane;
+
+/// Refuse unless the call carries `authorization: Bearer <admin token>`.
+/// Compared as SHA-256 digests, so the comparison's timing says nothing
+/// about the token.
+pub fn require_admin<T>(plane: &DecisionPlane, request: &Request<T>) -> Result<(), Status> {
+    let Some(source) = &plane.admin_token else {
+        return Err(Status::permission_denied(
+            "task administration is disabled: no tasks.admin_token is configured",
+        ));
+    };
+    let expected = read_secret(source).map_err(|e| {
+        tracing::error!(error = %e, "admin token unreadable; refusing task administration");
+        Status::unavailable("the admin token cannot be read")
+    })?;
+    let presented = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or_else(|| Status::unauthenticated("an admin bearer token is required"))?;
+    if TokenHash::of(presented) != TokenHash::of(expected.trim()) {
+        return Err(Status::permission_denied("the admin token is not valid"));
+    }
+    Ok(())
+}
+
+fn read_secret(source: &SecretSource) -> Result<zeroize::Zeroizing<String>, String> {
+    match source {
+        SecretSource::Env(var) => std::env::var(var)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| format!("environment variable {var} is not set")),
+        SecretSource::File(path) => std::fs::read_to_string(path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| format!("{}: {}", path.display(), e.kind())),
+    }
+}
+
+fn status(err: TaskError) -> Status {
+    match err {
+        TaskError::NotFound(_) => Status::not_found(err.to_string()),
+        TaskError::Invalid(_) => Status::invalid_argument(err.to_string()),
+    }
+}
+
+pub fn start(
+    plane: &DecisionPlane,
+    request: Request<pb::StartTaskRequest>,
+) -> Result<pb::StartTaskResponse, Status> {
+    require_admin(plane, &request)?;
+    let r = request.into_inner();
+    let spec = TaskSpec {
+        workload: r.workload,
+        purpose: r.purpose,
+        ttl: Duration::from_secs(r.ttl_seconds),
+        scopes: r.scopes,
+        budgets: r.budgets.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let (task, token) = plane.decider.tasks().start(spec).map_err(status)?;
+    Ok(pb::StartTaskResponse {
+        task: Some(pb::Task::from(&task)),
+        token: token.expose().to_string(),
+    })
+}
+
+pub fn end(
+    plane: &DecisionPlane,
+    request: Request<pb::EndTaskRequest>,
+) -> Result<pb::Task, Status> {
+    require_admin(plane, &request)?;
+    let task = plane
+        .decider
+        .tasks()
+        .end(&request.into_inner().task_id)
+        .map_err(status)?;
+    Ok(pb::Task::from(&task))
+}
+
+pub fn get(
+    plane: &DecisionPlane,
+    request: Request<pb::GetTaskRequest>,
+) -> Result<pb::Task, Status> {
+    require_admin(plane, &request)?;
+    let task = plane
+        .decider
+        .tasks()
+        .get(&request.into_inner().task_id)
+        .map_err(status)?;
+    Ok(pb::Task::from(&task))
+}
+
+pub fn list(
+    plane: &DecisionPlane,
+    request: Request<pb::ListTasksRequest>,
+) -> Result<pb::ListTasksResponse, Status> {
+    require_admin(plane, &request)?;
+    Ok(pb::ListTasksResponse {
+        tasks: plane
+            .decider
+            .tasks()
+            .list()
+            .iter()
+            .map(pb::Task::from)
+            .collect(),
+    })
+}
