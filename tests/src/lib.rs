@@ -7,6 +7,7 @@ pub mod clients;
 pub mod envoy;
 pub mod pki;
 pub mod process;
+pub mod tasks;
 pub mod upstream;
 
 use std::path::PathBuf;

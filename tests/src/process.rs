@@ -43,6 +43,10 @@ pub struct Setup {
     pub extra_yaml: String,
     /// Environment for the process (credential values, for instance).
     pub env: Vec<(String, String)>,
+    /// Keep tasks, administered with [`crate::tasks::ADMIN_TOKEN`]. For
+    /// `run` deciding in-process, this also serves the decision API
+    /// (`Tollgate::decision`).
+    pub tasks: bool,
 }
 
 impl Default for Setup {
@@ -62,6 +66,7 @@ impl Default for Setup {
             decision_service_yaml: String::new(),
             extra_yaml: String::new(),
             env: Vec::new(),
+            tasks: false,
         }
     }
 }
@@ -98,6 +103,8 @@ pub struct Tollgate {
     process: Process,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The decision API (tasks), when it decides in-process with tasks on.
+    pub decision: Option<SocketAddr>,
 }
 
 impl std::ops::Deref for Tollgate {
@@ -126,7 +133,7 @@ impl std::ops::Deref for DecisionService {
 
 impl DecisionService {
     pub fn start(setup: Setup) -> DecisionService {
-        let env = setup.env.clone();
+        let env = env_of(&setup);
         let dir = prepare(&setup);
         let process = Process::spawn(&["decision", "decision-admin"], dir, &env, &["decision"]);
         let addr = process.listeners["decision"];
@@ -195,6 +202,17 @@ fn capture(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
     lines
 }
 
+fn env_of(setup: &Setup) -> Vec<(String, String)> {
+    let mut env = setup.env.clone();
+    if setup.tasks {
+        env.push((
+            "TOLLGATE_ADMIN_TOKEN".into(),
+            crate::tasks::ADMIN_TOKEN.into(),
+        ));
+    }
+    env
+}
+
 /// Lay out a folder with the catalog, policies and `tollgate.yaml`.
 fn prepare(setup: &Setup) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -220,19 +238,38 @@ fn prepare(setup: &Setup) -> tempfile::TempDir {
 impl Tollgate {
     pub fn start(setup: Setup) -> Tollgate {
         let dir = prepare(&setup);
-        Tollgate::spawn(dir, &setup.env)
+        let serves_tasks = setup.tasks && setup.decision_endpoint.is_none();
+        let wanted: &[&str] = if serves_tasks {
+            &["admin", "agents", "decision"]
+        } else {
+            &["admin", "agents"]
+        };
+        Tollgate::spawn_with(dir, &env_of(&setup), wanted)
     }
 
     /// Run with a folder already holding `tollgate.yaml`.
     pub fn spawn(dir: tempfile::TempDir, env: &[(String, String)]) -> Tollgate {
-        let process = Process::spawn(&["admin", "agents"], dir, env, &["run"]);
+        Tollgate::spawn_with(dir, env, &["admin", "agents"])
+    }
+
+    fn spawn_with(dir: tempfile::TempDir, env: &[(String, String)], wanted: &[&str]) -> Tollgate {
+        let process = Process::spawn(wanted, dir, env, &["run"]);
         let admin = process.listeners["admin"];
         let proxy = process.listeners["agents"];
+        let decision = wanted
+            .contains(&"decision")
+            .then(|| process.listeners["decision"]);
         Tollgate {
             process,
             proxy,
             admin,
+            decision,
         }
+    }
+
+    /// The decision API's URL (tasks), when this process serves it.
+    pub fn decision_url(&self) -> String {
+        format!("http://{}", self.decision.expect("started without tasks"))
     }
 
     pub fn proxy_url(&self) -> String {
@@ -411,6 +448,9 @@ fn config_yaml(setup: &Setup, dir: &Path) -> String {
     }
     y.push_str(&setup.extra_yaml);
     y.push('\n');
+    if setup.tasks {
+        y.push_str("tasks:\n  admin_token: { env: TOLLGATE_ADMIN_TOKEN }\n  max_ttl: 1h\n");
+    }
     y.push_str(&format!(
         "reload: {{ interval: 200ms, watch: {} }}\n",
         setup.watch

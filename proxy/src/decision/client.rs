@@ -239,10 +239,17 @@ async fn watch(
                                 Some(pb::revocation::Event::PolicyEpoch(e))
                                     if shared.epoch.load(Ordering::SeqCst) != e.epoch =>
                                 {
-                                    tracing::info!(
-                                        epoch = e.epoch,
-                                        "policy epoch changed; decision cache dropped"
-                                    );
+                                    if shared.epoch.load(Ordering::SeqCst) == UNKNOWN_EPOCH {
+                                        tracing::info!(
+                                            epoch = e.epoch,
+                                            "following revocations; decision cache in use"
+                                        );
+                                    } else {
+                                        tracing::info!(
+                                            epoch = e.epoch,
+                                            "policy epoch changed; decision cache dropped"
+                                        );
+                                    }
                                     shared.reset(e.epoch);
                                 }
                                 Some(pb::revocation::Event::TaskEnded(t)) => {

@@ -1,0 +1,321 @@
+//! Tasks end to end: an operator starts a task with the real `tollgate task`
+//! command, the agent presents the task token through the proxy, and ending
+//! the task (or its TTL passing) stops it everywhere: embedded and remote
+//! deciders, warm caches, open tunnels.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate_e2e::tasks::{end_task, start_task, task_cli, ADMIN_TOKEN};
+use tollgate_e2e::{DecisionService, Setup, Tollgate, Upstream, CODER};
+
+const OTHER: &str = "spiffe://cluster.local/ns/agents/sa/triage";
+
+const CATALOG: &str = r#"
+tool: items
+description: a test service
+endpoints:
+  - hosts: [items.test]
+    routes:
+      - { method: GET, path: "/items/{id}", action: items.get, risk: read, resource: "items/{id}" }
+      - { method: POST, path: "/items", action: items.create, risk: write, resource: "items" }
+"#;
+
+const POLICIES: &str = r#"
+@id("coder-items")
+permit (principal == Workload::"spiffe://cluster.local/ns/agents/sa/coder", action in Action::"items", resource);
+
+@id("coder-tunnels-in-a-task")
+permit (principal == Workload::"spiffe://cluster.local/ns/agents/sa/coder", action == Action::"connect", resource)
+when { context has task };
+
+@id("writes-need-a-task")
+@reason("writes need a task")
+forbid (principal, action in Action::"write", resource) unless { context has task };
+"#;
+
+fn setup(upstream: &Upstream) -> Setup {
+    Setup {
+        extra_catalog: vec![("items.yaml".into(), CATALOG.into())],
+        policies: Some(vec![("items.cedar".into(), POLICIES.into())]),
+        tasks: true,
+        ..Setup::routing("items.test:80", upstream.addr)
+    }
+}
+
+async fn post(tg: &Tollgate, auth: &str) -> tollgate_e2e::CurlOutput {
+    tg.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        auth,
+        "-d",
+        "{}",
+        "http://items.test/items",
+    ])
+    .await
+}
+
+async fn get(tg: &Tollgate, auth: &str) -> tollgate_e2e::CurlOutput {
+    tg.curl(&["-H", auth, "http://items.test/items/7"]).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}
+
+#[tokio::test]
+async fn a_task_token_carries_writes_until_the_task_ends() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(setup(&upstream));
+    let api = tg.decision_url();
+
+    let out = post(&tg, "X-Nothing: here").await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert_eq!(out.json()["policy_ids"][0], "writes-need-a-task");
+
+    let task = start_task(&api, CODER, &["--ttl", "10m"]);
+    assert!(task.token.starts_with("tgt_"), "{}", task.token);
+    let out = post(&tg, &bearer(&task.token)).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let line = tg.wait_audit(|l| l["action"] == "items:items.create" && l["status"] == 200);
+    assert_eq!(line["task"], task.id.as_str());
+    // The token is the agent's credential to tollgate, never the upstream's.
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0]
+            .headers
+            .iter()
+            .all(|(_, v)| !v.contains(&task.token)),
+        "{:?}",
+        seen[0].headers
+    );
+
+    let ended = end_task(&api, &task.id);
+    assert_eq!(ended["state"], "ended");
+    for out in [
+        post(&tg, &bearer(&task.token)).await,
+        get(&tg, &bearer(&task.token)).await,
+    ] {
+        assert_eq!(out.status, 401, "{}", out.body);
+        assert_eq!(out.json()["reason"], "task_ended");
+        assert_eq!(out.json()["task_id"], task.id.as_str());
+    }
+    assert_eq!(upstream.requests().len(), 1, "nothing after the end");
+
+    let listed = task_cli(&api, Some(ADMIN_TOKEN), &["list"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.json["tasks"][0]["id"], task.id.as_str());
+    assert_eq!(listed.json["tasks"][0]["state"], "ended");
+    assert!(!listed.json.to_string().contains(&task.token));
+}
+
+#[tokio::test]
+async fn a_remote_proxy_with_a_warm_cache_refuses_an_ended_task() {
+    let upstream = Upstream::http().await;
+    let service = DecisionService::start(setup(&upstream));
+    let tg = Tollgate::start(Setup {
+        decision_endpoint: Some(service.url()),
+        decision_yaml: "  cache_ttl: 10m\n".into(),
+        ..setup(&upstream)
+    });
+    tg.wait_log("following revocations");
+    let task = start_task(&service.url(), CODER, &[]);
+    for _ in 0..3 {
+        let out = get(&tg, &bearer(&task.token)).await;
+        assert_eq!(out.status, 200, "{}", out.body);
+    }
+    // Warm: the service decided once, the proxy's cache answered the rest.
+    let decided = |svc: &DecisionService| {
+        svc.audit_lines()
+            .iter()
+            .filter(|l| l["action"] == "items:items.get")
+            .count()
+    };
+    assert_eq!(decided(&service), 1);
+
+    end_task(&service.url(), &task.id);
+    tg.wait_log("task ended; its token is refused");
+    let out = get(&tg, &bearer(&task.token)).await;
+    assert_eq!(out.status, 401, "{}", out.body);
+    assert_eq!(out.json()["reason"], "task_ended");
+    assert_eq!(upstream.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn expired_foreign_and_out_of_scope_tokens_are_refused() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(setup(&upstream));
+    let api = tg.decision_url();
+
+    let short = start_task(&api, CODER, &["--ttl", "1s"]);
+    assert_eq!(get(&tg, &bearer(&short.token)).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let out = get(&tg, &bearer(&short.token)).await;
+    assert_eq!(out.status, 401, "{}", out.body);
+    assert_eq!(out.json()["reason"], "task_ended");
+
+    let theirs = start_task(&api, OTHER, &[]);
+    let out = get(&tg, &bearer(&theirs.token)).await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert_eq!(out.json()["reason"], "task_workload_mismatch");
+
+    let reader = start_task(&api, CODER, &["--scope", "items:items.get"]);
+    assert_eq!(get(&tg, &bearer(&reader.token)).await.status, 200);
+    let out = post(&tg, &bearer(&reader.token)).await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert_eq!(out.json()["reason"], "out_of_scope");
+
+    // A made-up token with the task prefix is refused, not ignored.
+    let out = get(&tg, &bearer("tgt_0000000000000000")).await;
+    assert_eq!(out.status, 401, "{}", out.body);
+    assert_eq!(out.json()["reason"], "task_unknown");
+    // Only the three allowed GETs reached the upstream.
+    assert_eq!(upstream.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn two_proxies_share_one_budget_and_the_next_write_is_refused() {
+    let upstream = Upstream::http().await;
+    let service = DecisionService::start(setup(&upstream));
+    let proxies: Vec<Tollgate> = (0..2)
+        .map(|_| {
+            Tollgate::start(Setup {
+                decision_endpoint: Some(service.url()),
+                ..setup(&upstream)
+            })
+        })
+        .collect();
+    let task = start_task(&service.url(), CODER, &["--budget", "write=3"]);
+    let auth = bearer(&task.token);
+    for (i, tg) in [0, 1, 0].iter().map(|i| (i, &proxies[*i])) {
+        let out = post(tg, &auth).await;
+        assert_eq!(out.status, 200, "write through proxy {i}: {}", out.body);
+    }
+    let out = post(&proxies[1], &auth).await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert_eq!(out.json()["reason"], "budget_exhausted");
+    // Reads have no budget here.
+    assert_eq!(get(&proxies[1], &auth).await.status, 200);
+
+    let shown = task_cli(&service.url(), Some(ADMIN_TOKEN), &["get", &task.id]);
+    assert_eq!(shown.json["budgets"]["write"]["used"], 3, "{}", shown.json);
+    assert_eq!(upstream.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn only_the_admin_token_administers_tasks() {
+    let upstream = Upstream::http().await;
+    let service = DecisionService::start(setup(&upstream));
+    let url = service.url();
+    let start = ["start", "--workload", CODER];
+
+    let none = task_cli(&url, None, &start);
+    assert_ne!(none.code, 0);
+    assert!(none.stderr.contains("no admin token"), "{}", none.stderr);
+
+    // A workload might find a task token, or make up a token: neither is
+    // the admin token.
+    let task = start_task(&url, CODER, &[]);
+    for wrong in [task.token.as_str(), "guess"] {
+        let out = task_cli(&url, Some(wrong), &start);
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
+        let out = task_cli(&url, Some(wrong), &["end", &task.id]);
+        assert_ne!(out.code, 0);
+    }
+    let shown = task_cli(&url, Some(ADMIN_TOKEN), &["get", &task.id]);
+    assert_eq!(shown.json["state"], "active", "{}", shown.stderr);
+
+    let bad = task_cli(
+        &url,
+        Some(ADMIN_TOKEN),
+        &["start", "--workload", CODER, "--budget", "writes=1"],
+    );
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("invalid argument"), "{}", bad.stderr);
+    let unknown = task_cli(&url, Some(ADMIN_TOKEN), &["end", "task_nope"]);
+    assert!(unknown.stderr.contains("not found"), "{}", unknown.stderr);
+
+    // Neither the admin token nor the task token is ever logged.
+    for secret in [ADMIN_TOKEN, task.token.as_str()] {
+        assert!(!service.logs().contains(secret));
+        assert!(!service.stdout_text().contains(secret));
+    }
+}
+
+/// A TCP echo server: what a blind tunnel carries.
+async fn echo() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// CONNECT through the proxy; returns the stream and the status line.
+async fn connect(
+    tg: &Tollgate,
+    to: std::net::SocketAddr,
+    token: Option<&str>,
+) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
+    let auth = token
+        .map(|t| format!("Proxy-Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n{auth}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).await.unwrap(),
+            1,
+            "proxy closed mid-answer"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    (s, head.lines().next().unwrap_or("").to_string())
+}
+
+#[tokio::test]
+async fn ending_a_task_closes_the_tunnels_that_carry_it() {
+    let upstream = Upstream::http().await;
+    let echo = echo().await;
+    let tg = Tollgate::start(setup(&upstream));
+    let api = tg.decision_url();
+
+    let (_, status) = connect(&tg, echo, None).await;
+    assert!(status.contains(" 403"), "{status}");
+
+    let task = start_task(&api, CODER, &[]);
+    let (mut tunnel, status) = connect(&tg, echo, Some(&task.token)).await;
+    assert!(status.contains(" 200"), "{status}");
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    tunnel.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+
+    end_task(&api, &task.id);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), tunnel.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the tunnel stayed open after the task ended"
+    );
+    let line = tg.wait_audit(|l| l["mode"] == "tunnel" && l["status"] == 200);
+    assert!(
+        line["error"].as_str().unwrap_or("").contains("ended"),
+        "{line}"
+    );
+    assert_eq!(line["task"], task.id.as_str());
+}
