@@ -130,6 +130,7 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
         decider: decider(&config, &snapshot)?,
         forwarder: Forwarder::new(&config.forward, upstream_tls),
         leaves,
+        credentials: crate::decision::credentials::CredentialStore::new(config.credentials.clone()),
         audit: AuditSink::start(&config.audit)?,
         via: config.forward.via,
         tunnel_half_close: config.forward.tunnel_half_close_timeout,
