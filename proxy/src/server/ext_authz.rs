@@ -200,9 +200,8 @@ impl ExtAuthz {
             .map(|h| h.as_str().to_string())
             .collect();
         let mut ok = OkHttpResponse::default();
-        match injected {
-            None => {}
-            Some(injected) => match injected.placement {
+        if let Some(injected) = injected {
+            match injected.placement {
                 Placement::Header(name) => {
                     // Overwritten in one step rather than removed and added.
                     remove.retain(|h| h != name.as_str());
@@ -227,7 +226,7 @@ impl ExtAuthz {
                         value: injected.value.expose().to_string(),
                     });
                 }
-            },
+            }
         }
         ok.headers_to_remove = remove;
         Ok(ok)
