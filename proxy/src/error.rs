@@ -7,6 +7,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use crate::body::{full, ProxyBody};
+use crate::decision::credentials::CredentialError;
 use crate::decision::Decision;
 
 /// Decision reasons about the task token itself: answered 401.
@@ -35,6 +36,19 @@ pub enum ProxyError {
     /// is safer than sending the request without it (or with the agent's).
     #[error("{0}")]
     CredentialUnavailable(String),
+    /// Policy named a credential the configuration does not let go to this
+    /// tool. The binding wins over policy: refused, never forwarded.
+    #[error("{0}")]
+    CredentialNotBound(String),
+}
+
+impl From<CredentialError> for ProxyError {
+    fn from(err: CredentialError) -> ProxyError {
+        match err {
+            CredentialError::NotBound { .. } => ProxyError::CredentialNotBound(err.to_string()),
+            _ => ProxyError::CredentialUnavailable(err.to_string()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -61,7 +75,9 @@ impl ProxyError {
             ProxyError::Denied(d) if TOKEN_REFUSALS.contains(&d.decision.reason.as_str()) => {
                 StatusCode::UNAUTHORIZED
             }
-            ProxyError::Denied(_) | ProxyError::DestinationBlocked { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Denied(_)
+            | ProxyError::DestinationBlocked { .. }
+            | ProxyError::CredentialNotBound(_) => StatusCode::FORBIDDEN,
             ProxyError::UpstreamConnect(_) | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -82,6 +98,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::CredentialUnavailable(_) => "credential_unavailable",
+            ProxyError::CredentialNotBound(_) => "credential_not_bound",
         }
     }
 
@@ -98,7 +115,7 @@ impl ProxyError {
                 "task_id": d.decision.task.as_ref().map(|t| t.id.as_str()),
                 "decision_id": decision_id,
             }),
-            ProxyError::DestinationBlocked { .. } => json!({
+            ProxyError::DestinationBlocked { .. } | ProxyError::CredentialNotBound(_) => json!({
                 "decision": "deny",
                 "reason": self.reason(),
                 "message": self.to_string(),

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod envoy;
+pub mod hygiene;
 pub mod pki;
 pub mod process;
 pub mod tasks;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 
 pub use clients::{curl, python, CurlOutput};
 pub use pki::TestPki;
-pub use process::{shipped_policies, DecisionService, Setup, Tollgate, CODER};
+pub use process::{shipped_policies, DecisionService, Setup, Tollgate, CODER, HARNESS_CREDENTIALS};
 
 pub use upstream::{Seen, Upstream};
 

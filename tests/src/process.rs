@@ -15,6 +15,13 @@ use crate::{repo_root, tollgate_bin};
 
 pub const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
 
+/// The credentials the shipped policies name, with the values the harness
+/// gives them (files in the process folder, bound to `github`).
+pub const HARNESS_CREDENTIALS: [(&str, &str); 2] = [
+    ("github-readonly", "harness-github-readonly-value"),
+    ("github-pull-requests", "harness-github-pull-requests-value"),
+];
+
 /// What to run tollgate with. Defaults: the shipped catalog and policies,
 /// the coder identity, loopback upstreams allowed.
 pub struct Setup {
@@ -40,6 +47,8 @@ pub struct Setup {
     /// Extra lines (indented two spaces) under `decision_service:`.
     pub decision_service_yaml: String,
     /// Appended verbatim at the top level (e.g. a `credentials:` section).
+    /// Without a `credentials:` section of its own, the harness configures
+    /// the credentials the shipped policies name ([`HARNESS_CREDENTIALS`]).
     pub extra_yaml: String,
     /// Environment for the process (credential values, for instance).
     pub env: Vec<(String, String)>,
@@ -450,6 +459,18 @@ fn config_yaml(setup: &Setup, dir: &Path) -> String {
     y.push('\n');
     if setup.tasks {
         y.push_str("tasks:\n  admin_token: { env: TOLLGATE_ADMIN_TOKEN }\n  max_ttl: 1h\n");
+    }
+    if !setup.extra_yaml.contains("credentials:") {
+        y.push_str("credentials:\n");
+        for (name, value) in HARNESS_CREDENTIALS {
+            let file = dir.join("harness-secrets").join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, value).unwrap();
+            y.push_str(&format!(
+                "  {name}: {{ file: \"{}\", services: [github] }}\n",
+                file.display()
+            ));
+        }
     }
     y.push_str(&format!(
         "reload: {{ interval: 200ms, watch: {} }}\n",

@@ -9,7 +9,8 @@ use std::hash::{BuildHasher, Hasher};
 use tollgate_e2e::envoy::{self, Envoy};
 use tollgate_e2e::{curl, CurlOutput, DecisionService, Setup, Upstream};
 
-const CREDENTIALS: &str = "credentials:\n  github-readonly: { env: GITHUB_READONLY_TOKEN }\n";
+const CREDENTIALS: &str =
+    "credentials:\n  github-readonly: { env: GITHUB_READONLY_TOKEN, services: [github] }\n";
 
 /// Envoy, the decision service it asks, the upstream it forwards to, and
 /// the secret the decision service injects.
@@ -48,16 +49,31 @@ async fn gateway() -> Gateway {
 
 /// `with_secret: false`: the credential is configured but its variable unset.
 async fn gateway_with_secret(with_secret: bool) -> Gateway {
+    gateway_with(with_secret, CREDENTIALS, None).await
+}
+
+/// `credentials`: the `credentials:` section (the secret is in
+/// `GITHUB_READONLY_TOKEN` and `TEST_SECRET`); `policies`: instead of the
+/// shipped ones.
+async fn gateway_with(
+    with_secret: bool,
+    credentials: &str,
+    policies: Option<Vec<(String, String)>>,
+) -> Gateway {
     let github = Upstream::http().await;
     let secret = random_secret();
     let env = if with_secret {
-        vec![("GITHUB_READONLY_TOKEN".into(), secret.clone())]
+        vec![
+            ("GITHUB_READONLY_TOKEN".into(), secret.clone()),
+            ("TEST_SECRET".into(), secret.clone()),
+        ]
     } else {
         Vec::new()
     };
     let decision = DecisionService::start(Setup {
         env,
-        extra_yaml: CREDENTIALS.into(),
+        extra_yaml: credentials.into(),
+        policies,
         ..Setup::default()
     });
     let envoy = Envoy::gateway(decision.addr, github.addr);
@@ -316,4 +332,108 @@ async fn a_credential_that_cannot_be_read_refuses_the_request() {
     );
     // Neither without a credential nor with the agent's own.
     assert_eq!(gw.github.count(), 0);
+}
+
+/// Policies for the non-bearer styles and the binding: pull requests with
+/// a query-parameter credential, issues with a header template, and commits
+/// with a credential bound to Slack only.
+fn styled_gateway() -> (String, Vec<(String, String)>) {
+    let credentials = "credentials:
+  gh-query: { env: TEST_SECRET, inject: { query: { param: access_token } }, services: [github] }
+  gh-header:
+    env: TEST_SECRET
+    inject: { header: { name: X-Upstream-Token, template: \"token {value}\" } }
+    services: [github]
+  slack-bot: { env: TEST_SECRET, services: [slack] }
+"
+    .to_string();
+    let coder = tollgate_e2e::CODER;
+    let permit = |credential: &str, action: &str| {
+        format!(
+            "@id(\"{credential}\")\n@credential(\"{credential}\")\npermit (principal == Workload::\"{coder}\", action == Action::\"{action}\", resource);\n"
+        )
+    };
+    let policies = [
+        permit("gh-query", "github:pulls.list"),
+        permit("gh-header", "github:issues.list"),
+        permit("slack-bot", "github:commits.list"),
+    ]
+    .concat();
+    (credentials, vec![("test.cedar".into(), policies)])
+}
+
+#[tokio::test]
+async fn query_and_header_template_credentials_reach_the_upstream_through_envoy() {
+    let (credentials, policies) = styled_gateway();
+    let gw = gateway_with(true, &credentials, Some(policies)).await;
+    let agent = [
+        "-H",
+        "Authorization: Bearer agent-own-token",
+        "-H",
+        "X-Api-Key: agent-key",
+    ];
+    let query = gw
+        .send(
+            "GET",
+            &format!("{PULLS}?state=open&access_token=agent-own&access%5Ftoken=agent-sneaky"),
+            &agent,
+        )
+        .await;
+    assert_eq!(query.out.status, 200, "{}", query.out.body);
+    let header = gw.send("GET", "/repos/acme/api/issues", &agent).await;
+    assert_eq!(header.out.status, 200, "{}", header.out.body);
+
+    let seen = gw.github.requests();
+    assert_eq!(seen.len(), 2);
+    // Envoy rebuilds the query in its own order.
+    let (path, query_string) = seen[0].path_and_query.split_once('?').unwrap();
+    let mut pairs: Vec<&str> = query_string.split('&').collect();
+    pairs.sort_unstable();
+    assert_eq!(path, PULLS);
+    assert_eq!(
+        pairs,
+        [format!("access_token={}", gw.secret).as_str(), "state=open"]
+    );
+    assert_eq!(seen[0].header("authorization"), None);
+    assert_eq!(
+        seen[1].header("x-upstream-token"),
+        Some(format!("token {}", gw.secret).as_str())
+    );
+    for request in &seen {
+        assert_eq!(request.header("x-api-key"), None);
+        assert!(
+            request.headers.iter().all(|(_, v)| !v.contains("agent-")),
+            "the agent's credential went upstream: {:?}",
+            request.headers
+        );
+        assert!(
+            !request.path_and_query.contains("agent-"),
+            "{}",
+            request.path_and_query
+        );
+    }
+    gw.assert_secret_kept(&[&query, &header]);
+}
+
+#[tokio::test]
+async fn a_credential_bound_elsewhere_is_refused_by_envoy_and_never_sent() {
+    let (credentials, policies) = styled_gateway();
+    let gw = gateway_with(true, &credentials, Some(policies)).await;
+    let answer = gw
+        .send(
+            "GET",
+            "/repos/acme/api/commits",
+            &["-H", "Authorization: Bearer agent-own-token"],
+        )
+        .await;
+    assert_eq!(answer.out.status, 403, "{}", answer.out.body);
+    let body = answer.out.json();
+    assert_eq!(body["decision"], "deny");
+    assert_eq!(body["reason"], "credential_not_bound");
+    assert_eq!(gw.github.count(), 0);
+    let decision_id = body["decision_id"].as_str().unwrap();
+    let audit = gw.decision.wait_audit(|l| l["decision_id"] == decision_id);
+    assert_eq!(audit["mode"], "ext_authz");
+    assert_eq!(audit["reason"], "credential_not_bound");
+    gw.assert_secret_kept(&[&answer]);
 }

@@ -82,6 +82,9 @@ fn load(path: &Path) -> Result<(Config, Snapshot), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let snapshot =
         Snapshot::load(&config.catalog_dir, &config.policy_dir, 1, 0).map_err(|e| e.to_string())?;
+    config
+        .check_credential_bindings(|tool| snapshot.catalog.credential_headers(tool).is_some())
+        .map_err(|e| e.to_string())?;
     Ok((config, snapshot))
 }
 

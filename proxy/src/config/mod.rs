@@ -30,6 +30,9 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Yaml(#[from] YamlError),
+    /// A value that parsed but does not fit, at `file:line:column`.
+    #[error("{location}: {message}")]
+    At { location: String, message: String },
     #[error("{file}: {field}: {message}")]
     Invalid {
         file: String,
@@ -152,6 +155,12 @@ pub struct TlsFiles {
 pub enum CredentialSource {
     Env(String),
     File(PathBuf),
+    /// A mounted Secret folder: `key` holds the value, or for `basic` the
+    /// files `username` and `password` (the `kubernetes.io/basic-auth` layout).
+    Dir {
+        path: PathBuf,
+        key: String,
+    },
 }
 
 /// How a credential's value travels.
@@ -159,14 +168,29 @@ pub enum CredentialSource {
 pub enum CredentialInjection {
     /// `Authorization: Bearer <value>`
     Bearer,
-    /// `<name>: <value>`
-    Header(String),
+    /// `Authorization: Basic base64(username:password)`
+    Basic,
+    /// `<name>: <template with {value} replaced>`; `name` is lower case.
+    Header { name: String, template: String },
+    /// `?<param>=<value>` on the upstream URL, replacing the agent's.
+    Query { param: String },
+}
+
+/// A catalog tool a credential may be sent to, with where the
+/// configuration names it (`file:line:column`) for load errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundService {
+    pub tool: String,
+    pub at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialConfig {
     pub source: CredentialSource,
     pub injection: CredentialInjection,
+    /// Never empty: a credential with no binding could go anywhere a policy
+    /// author's mistake sends it.
+    pub services: Vec<BoundService>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,25 +434,9 @@ impl Config {
         )?;
         let mut credentials = BTreeMap::new();
         for (name, c) in raw.credentials {
-            let field = format!("credentials.{name}");
-            let source = match (c.env, c.file) {
-                (Some(var), None) => CredentialSource::Env(var),
-                (None, Some(file)) => CredentialSource::File(resolve_path(&file)),
-                _ => {
-                    return Err(invalid(
-                        &field,
-                        "give exactly one of `env` or `file`".into(),
-                    ))
-                }
-            };
-            let injection = match c.header {
-                None => CredentialInjection::Bearer,
-                Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
-                    CredentialInjection::Header(h.to_ascii_lowercase())
-                }
-                Some(h) => return Err(invalid(&field, format!("`{h}` is not a header name"))),
-            };
-            credentials.insert(name, CredentialConfig { source, injection });
+            let credential = credential(&name, c, &file, &resolve_path)
+                .map_err(|message| invalid(&format!("credentials.{name}"), message))?;
+            credentials.insert(name, credential);
         }
 
         let tasks = match raw.tasks {
@@ -493,6 +501,126 @@ impl Config {
             reload,
             tasks,
         })
+    }
+}
+
+/// Validate one `credentials:` entry; the error is a message for its field.
+fn credential(
+    name: &str,
+    c: raw::RawCredential,
+    file: &str,
+    resolve_path: &dyn Fn(&Path) -> PathBuf,
+) -> Result<CredentialConfig, String> {
+    if name.is_empty() {
+        return Err("a credential needs a name".into());
+    }
+    let raw::RawCredential {
+        env,
+        file: from_file,
+        dir,
+        key,
+        inject,
+        header,
+        services,
+    } = c;
+    let key_given = key.is_some();
+    let source = match (env, from_file, dir) {
+        (Some(var), None, None) if !var.is_empty() => CredentialSource::Env(var),
+        (None, Some(f), None) => CredentialSource::File(resolve_path(&f)),
+        (None, None, Some(d)) => {
+            let key = key.unwrap_or_else(|| "token".into());
+            // A key is one file name inside the mounted folder, never a path out of it.
+            if key.is_empty() || key.contains('/') || key == "." || key == ".." {
+                return Err(format!("`key: {key}` is not a file name"));
+            }
+            CredentialSource::Dir {
+                path: resolve_path(&d),
+                key,
+            }
+        }
+        _ => return Err("give exactly one of `env`, `file` or `dir`".into()),
+    };
+    if key_given && !matches!(source, CredentialSource::Dir { .. }) {
+        return Err("`key` only applies to a `dir` source".into());
+    }
+    let injection = match (inject, header) {
+        (Some(_), Some(_)) => return Err("give `inject` or `header`, not both".into()),
+        (None, Some(name)) => raw::RawInjection::Header {
+            name,
+            template: None,
+        },
+        (Some(inject), None) => inject,
+        (None, None) => raw::RawInjection::Bearer,
+    };
+    let injection = match injection {
+        raw::RawInjection::Bearer => CredentialInjection::Bearer,
+        raw::RawInjection::Basic => CredentialInjection::Basic,
+        raw::RawInjection::Header { name, template } => {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(format!("`{name}` is not a header name"));
+            }
+            let template = template.unwrap_or_else(|| "{value}".into());
+            if !template.contains("{value}") {
+                return Err(format!("template `{template}` has no `{{value}}`"));
+            }
+            CredentialInjection::Header {
+                name: name.to_ascii_lowercase(),
+                template,
+            }
+        }
+        raw::RawInjection::Query { param } => {
+            if param.is_empty()
+                || param
+                    .bytes()
+                    .any(|b| b.is_ascii_control() || b" &=#%+".contains(&b))
+            {
+                return Err(format!("`{param}` is not a query parameter name"));
+            }
+            CredentialInjection::Query { param }
+        }
+    };
+    if key_given && injection == CredentialInjection::Basic {
+        return Err("`basic` reads `username` and `password` from `dir`; drop `key`".into());
+    }
+    if services.is_empty() {
+        return Err("`services` must name at least one catalog tool".into());
+    }
+    let services = services
+        .into_iter()
+        .map(|s| BoundService {
+            at: format!("{file}:{}:{}", s.referenced.line(), s.referenced.column()),
+            tool: s.value,
+        })
+        .collect();
+    Ok(CredentialConfig {
+        source,
+        injection,
+        services,
+    })
+}
+
+impl Config {
+    /// Every tool a credential is bound to exists in the catalog: a typo in
+    /// `services` would otherwise silently make a credential unusable.
+    /// `is_tool` answers for the loaded catalog.
+    pub fn check_credential_bindings(
+        &self,
+        is_tool: impl Fn(&str) -> bool,
+    ) -> Result<(), ConfigError> {
+        for (name, credential) in &self.credentials {
+            for service in &credential.services {
+                if !is_tool(&service.tool) {
+                    return Err(ConfigError::At {
+                        location: service.at.clone(),
+                        message: format!(
+                            "credentials.{name}.services: `{}` is not a tool in the catalog",
+                            service.tool
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -142,10 +143,33 @@ pub struct RawDecisionService {
 pub struct RawCredential {
     /// Read the value from this environment variable…
     pub env: Option<String>,
-    /// …or from this file (a mounted Kubernetes Secret).
+    /// …or from this file (one key of a mounted Kubernetes Secret)…
     pub file: Option<PathBuf>,
-    /// Send it in this header; absent: `Authorization: Bearer <value>`.
+    /// …or from this folder (a whole mounted Secret).
+    pub dir: Option<PathBuf>,
+    /// The file inside `dir` holding the value; absent: `token`.
+    pub key: Option<String>,
+    /// How the value travels; absent: `Authorization: Bearer <value>`.
+    pub inject: Option<RawInjection>,
+    /// Older shorthand for `inject: { header: { name: … } }`.
     pub header: Option<String>,
+    /// Catalog tools this credential may ever be sent to. Spanned so a name
+    /// the catalog lacks is reported at its line.
+    pub services: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawInjection {
+    Bearer,
+    Basic,
+    Header {
+        name: String,
+        template: Option<String>,
+    },
+    Query {
+        param: String,
+    },
 }
 
 #[derive(Debug, Deserialize, Default)]

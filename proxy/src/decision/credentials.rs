@@ -1,13 +1,23 @@
 //! Named credentials the decision plane injects into allowed requests. The
-//! agent never holds them; a policy names one with `@credential("…")`.
+//! agent never holds them; a policy names one with `@credential("…")`, and
+//! the credential's binding (`services:`) says which catalog tools it may
+//! ever be sent to, whatever the policy says.
 //!
 //! Values live in [`Secret`]: never printed (Debug and Display show
-//! `[redacted]`), zeroized when dropped. They are read from their source on
-//! every use, so rotating a mounted Kubernetes Secret needs no restart.
+//! `[redacted]`), zeroized when dropped. File and folder sources are
+//! re-checked on every use (one `stat` per file) and re-read when they
+//! changed, so rotating a mounted Kubernetes Secret needs no restart and the
+//! very next request carries the new value.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwapOption;
+use base64::Engine as _;
+use http::HeaderName;
 use zeroize::Zeroizing;
 
 use crate::config::{
@@ -22,7 +32,8 @@ impl Secret {
         Secret(Zeroizing::new(value))
     }
 
-    /// The value, for building the one header that carries it.
+    /// The value, for building the one header (or query parameter) that
+    /// carries it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -40,91 +51,283 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Why a credential cannot be injected. Messages name the credential and its
+/// source, never its value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CredentialError {
     #[error("no credential named `{0}` is configured")]
     Unknown(String),
-    /// Names the source, never the value.
+    /// The policy named a credential for a tool outside its binding.
+    #[error("credential `{name}` is not bound to {}", tool.as_deref().map_or("traffic outside the catalog".to_string(), |t| format!("tool `{t}`")))]
+    NotBound { name: String, tool: Option<String> },
     #[error("credential `{name}` cannot be read from {source_name}")]
     Unreadable { name: String, source_name: String },
+    #[error("credential `{name}` from {source_name} is {problem}")]
+    Unusable {
+        name: String,
+        source_name: String,
+        problem: &'static str,
+    },
 }
 
-#[derive(Debug, Clone, Default)]
+/// Where an injected credential goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Set this header (replacing any the agent sent).
+    Header(HeaderName),
+    /// Set this query parameter (replacing any the agent sent). The value is
+    /// not percent-encoded.
+    Query(String),
+}
+
+/// A credential ready to inject: where, and the full value (for headers,
+/// `Bearer …`, `Basic …` or the rendered template).
+#[derive(Debug)]
+pub struct Injected<'a> {
+    pub placement: &'a Placement,
+    pub value: Arc<Secret>,
+}
+
+/// How recently a file may have changed before its cached value is trusted
+/// without re-reading: timestamps are coarse (a kernel tick or worse), so a
+/// file rewritten within one tick of being read can keep its (mtime, size)
+/// while its content changed. Values read that close to their file's mtime
+/// are re-read until the file is older than this.
+const RACY_WINDOW: Duration = Duration::from_secs(1);
+
+/// What identifies one version of a file without reading it. `metadata()`
+/// follows symlinks, so a Kubernetes `..data` swap shows as a new inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: meta.modified().ok(),
+        }
+    }
+}
+
+struct Cached {
+    stamps: Vec<Stamp>,
+    /// When the files were read (taken before reading).
+    read_at: SystemTime,
+    value: Arc<Secret>,
+}
+
+impl Cached {
+    fn trusted(&self, now: &[Stamp]) -> bool {
+        self.stamps == now
+            && self
+                .stamps
+                .iter()
+                .all(|s| s.mtime.is_some_and(|m| m + RACY_WINDOW < self.read_at))
+    }
+}
+
+struct Entry {
+    name: String,
+    source: Source,
+    injection: Injection,
+    placement: Placement,
+    services: Box<[String]>,
+    /// The files the value is read from (none for `env`).
+    files: Box<[PathBuf]>,
+    cache: ArcSwapOption<Cached>,
+}
+
+/// The configured credentials. Cheap to clone: clones share one cache.
+#[derive(Clone, Default)]
 pub struct CredentialStore {
-    credentials: HashMap<String, Credential>,
+    entries: Arc<HashMap<String, Entry>>,
+}
+
+impl fmt::Debug for CredentialStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("CredentialStore")
+            .field("names", &names)
+            .finish()
+    }
 }
 
 impl CredentialStore {
     pub fn new(credentials: impl IntoIterator<Item = (String, Credential)>) -> CredentialStore {
+        let entries = credentials
+            .into_iter()
+            .map(|(name, c)| {
+                let placement = match &c.injection {
+                    Injection::Bearer | Injection::Basic => {
+                        Placement::Header(http::header::AUTHORIZATION)
+                    }
+                    Injection::Header { name, .. } => Placement::Header(
+                        // Validated at load; a bad name cannot reach here.
+                        HeaderName::from_bytes(name.as_bytes())
+                            .unwrap_or(http::header::AUTHORIZATION),
+                    ),
+                    Injection::Query { param } => Placement::Query(param.clone()),
+                };
+                let files: Vec<PathBuf> = match (&c.source, &c.injection) {
+                    (Source::Env(_), _) => Vec::new(),
+                    (Source::File(path), _) => vec![path.clone()],
+                    (Source::Dir { path, .. }, Injection::Basic) => {
+                        vec![path.join("username"), path.join("password")]
+                    }
+                    (Source::Dir { path, key }, _) => vec![path.join(key)],
+                };
+                let entry = Entry {
+                    name: name.clone(),
+                    source: c.source,
+                    injection: c.injection,
+                    placement,
+                    services: c.services.into_iter().map(|s| s.tool).collect(),
+                    files: files.into(),
+                    cache: ArcSwapOption::empty(),
+                };
+                (name, entry)
+            })
+            .collect();
         CredentialStore {
-            credentials: credentials.into_iter().collect(),
+            entries: Arc::new(entries),
         }
     }
 
-    /// The header name and secret value to inject for `name`.
-    pub fn header_for(&self, name: &str) -> Result<(String, Secret), CredentialError> {
-        let credential = self
-            .credentials
+    /// The credential `name`, for a request toward `tool`: refused unless
+    /// `tool` is in the credential's binding, checked before any secret is
+    /// read.
+    pub fn injection_for(
+        &self,
+        name: &str,
+        tool: Option<&str>,
+    ) -> Result<Injected<'_>, CredentialError> {
+        let entry = self
+            .entries
             .get(name)
             .ok_or_else(|| CredentialError::Unknown(name.to_string()))?;
-        let unreadable = |source_name: String| CredentialError::Unreadable {
-            name: name.to_string(),
-            source_name,
-        };
-        let raw = match &credential.source {
-            Source::Env(var) => Zeroizing::new(
-                std::env::var(var)
-                    .map_err(|_| unreadable(format!("environment variable {var}")))?,
-            ),
-            Source::File(path) => Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|_| unreadable(format!("file {}", path.display())))?,
-            ),
-        };
-        let value = raw.trim();
-        if value.is_empty() {
-            return Err(unreadable("an empty source".into()));
+        if !tool.is_some_and(|t| entry.services.iter().any(|s| s == t)) {
+            return Err(CredentialError::NotBound {
+                name: name.to_string(),
+                tool: tool.map(str::to_string),
+            });
         }
-        Ok(match &credential.injection {
-            Injection::Bearer => (
-                "authorization".into(),
-                Secret::new(format!("Bearer {value}")),
-            ),
-            Injection::Header(header) => (header.to_ascii_lowercase(), Secret::new(value.into())),
+        Ok(Injected {
+            placement: &entry.placement,
+            value: entry.value()?,
         })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("hunter2".into());
-        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
-        assert_eq!(s.expose(), "hunter2");
+impl Entry {
+    /// The rendered value: cached, unless a source file changed.
+    fn value(&self) -> Result<Arc<Secret>, CredentialError> {
+        let mut stamps = Vec::with_capacity(self.files.len());
+        for path in self.files.iter() {
+            let meta = std::fs::metadata(path).map_err(|_| self.unreadable(path))?;
+            stamps.push(Stamp::of(&meta));
+        }
+        let cached = self.cache.load();
+        if let Some(cached) = cached.as_deref() {
+            // The environment of a running process does not change.
+            if self.files.is_empty() || cached.trusted(&stamps) {
+                return Ok(cached.value.clone());
+            }
+        }
+        let read_at = SystemTime::now();
+        let value = Arc::new(self.render()?);
+        self.cache.store(Some(Arc::new(Cached {
+            stamps,
+            read_at,
+            value: value.clone(),
+        })));
+        Ok(value)
     }
 
-    #[test]
-    fn file_credentials_are_read_on_each_use() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token");
-        std::fs::write(&path, "first\n").unwrap();
-        let store = CredentialStore::new(HashMap::from([(
-            "gh".to_string(),
-            Credential {
-                source: Source::File(path.clone()),
-                injection: Injection::Bearer,
-            },
-        )]));
-        assert_eq!(store.header_for("gh").unwrap().1.expose(), "Bearer first");
-        std::fs::write(&path, "second").unwrap();
-        assert_eq!(store.header_for("gh").unwrap().1.expose(), "Bearer second");
-        let err = store.header_for("nope").unwrap_err();
-        assert_eq!(err, CredentialError::Unknown("nope".into()));
-        std::fs::remove_file(&path).unwrap();
-        let err = store.header_for("gh").unwrap_err().to_string();
-        assert!(err.contains("cannot be read"), "{err}");
+    fn render(&self) -> Result<Secret, CredentialError> {
+        let rendered = match &self.injection {
+            Injection::Basic => {
+                let pair = match &self.source {
+                    Source::Dir { .. } => {
+                        let user = self.read(0)?;
+                        let password = self.read(1)?;
+                        Zeroizing::new(format!("{}:{}", user.as_str(), password.as_str()))
+                    }
+                    // One value already in `username:password` form.
+                    _ => self.read(0)?,
+                };
+                let mut encoded = Zeroizing::new(String::from("Basic "));
+                base64::engine::general_purpose::STANDARD
+                    .encode_string(pair.as_bytes(), &mut encoded);
+                encoded
+            }
+            Injection::Bearer => Zeroizing::new(format!("Bearer {}", self.read(0)?.as_str())),
+            Injection::Header { template, .. } => {
+                Zeroizing::new(template.replace("{value}", self.read(0)?.as_str()))
+            }
+            Injection::Query { .. } => self.read(0)?,
+        };
+        if matches!(self.placement, Placement::Header(_))
+            && http::HeaderValue::from_str(&rendered).is_err()
+        {
+            return Err(self.unusable("not valid in an HTTP header"));
+        }
+        Ok(Secret(rendered))
+    }
+
+    /// The `i`-th source value, trimmed (files usually end in a newline).
+    fn read(&self, i: usize) -> Result<Zeroizing<String>, CredentialError> {
+        let raw = match (&self.source, self.files.get(i)) {
+            (Source::Env(var), _) => {
+                Zeroizing::new(std::env::var(var).map_err(|_| CredentialError::Unreadable {
+                    name: self.name.clone(),
+                    source_name: format!("environment variable {var}"),
+                })?)
+            }
+            (_, Some(path)) => {
+                Zeroizing::new(std::fs::read_to_string(path).map_err(|_| self.unreadable(path))?)
+            }
+            (_, None) => return Err(self.unusable("missing a source file")),
+        };
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(self.unusable("empty"));
+        }
+        Ok(if trimmed.len() == raw.len() {
+            raw
+        } else {
+            Zeroizing::new(trimmed.to_string())
+        })
+    }
+
+    fn unreadable(&self, path: &std::path::Path) -> CredentialError {
+        CredentialError::Unreadable {
+            name: self.name.clone(),
+            source_name: format!("file {}", path.display()),
+        }
+    }
+
+    fn unusable(&self, problem: &'static str) -> CredentialError {
+        let source_name = match &self.source {
+            Source::Env(var) => format!("environment variable {var}"),
+            Source::File(path) => format!("file {}", path.display()),
+            Source::Dir { path, .. } => format!("folder {}", path.display()),
+        };
+        CredentialError::Unusable {
+            name: self.name.clone(),
+            source_name,
+            problem,
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -106,7 +106,7 @@ impl AuditRecord {
         self.status = err.status().as_u16();
         match err {
             ProxyError::Denied(_) => {}
-            ProxyError::DestinationBlocked { .. } => {
+            ProxyError::DestinationBlocked { .. } | ProxyError::CredentialNotBound(_) => {
                 self.decision = "deny";
                 self.reason = err.reason().to_string();
                 self.error = Some(err.to_string());

@@ -28,6 +28,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Counted, Finish, OnFinish, ProxyBody};
+use crate::decision::credentials::CredentialStore;
 use crate::decision::tasks::token_from_headers;
 use crate::decision::{SharedDecider, TaskRevoked, TokenHash};
 use crate::error::ProxyError;
@@ -139,6 +140,9 @@ pub struct Pipeline {
     /// `None` when no CA is loaded: covered hosts cannot be intercepted and
     /// CONNECT to them is decided as an uncovered tunnel instead.
     pub leaves: Option<Arc<LeafCache>>,
+    /// The secrets injected into allowed requests (also in remote mode: the
+    /// decision service only names the credential).
+    pub credentials: CredentialStore,
     pub audit: AuditSink,
     pub via: bool,
     /// How long a blind tunnel's second direction may stay open after the
@@ -274,7 +278,7 @@ impl Pipeline {
             .path_and_query()
             .map(|pq| pq.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        *outbound.uri_mut() = target.upstream_uri(&path_and_query)?;
+        let mut uri = target.upstream_uri(&path_and_query)?;
         let inbound_version = outbound.version();
         *outbound.version_mut() = http::Version::HTTP_11;
         let headers = outbound.headers_mut();
@@ -284,6 +288,17 @@ impl Pipeline {
         if self.via {
             credentials::add_via(headers, inbound_version);
         }
+        let tool = named.tool.as_deref();
+        credentials::strip_and_inject(
+            &self.credentials,
+            tool,
+            tool.and_then(|t| snapshot.catalog.credential_headers(t))
+                .unwrap_or_default(),
+            decision.credential.as_deref(),
+            outbound.headers_mut(),
+            &mut uri,
+        )?;
+        *outbound.uri_mut() = uri;
         let outbound = outbound.map(|b| Counted::new(b, bytes_in.clone()).boxed());
 
         // forward

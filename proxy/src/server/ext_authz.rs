@@ -11,16 +11,18 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
+use envoy_types::pb::envoy::config::core::v3::QueryParameter;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc;
 use http::{HeaderMap, HeaderName, Method, Uri};
 use tonic::{Request, Response, Status};
 
-use crate::decision::credentials::CredentialStore;
+use crate::decision::credentials::{CredentialStore, Placement};
 use crate::decision::tasks::token_from_headers;
 use crate::error::ProxyError;
 use crate::pipeline::audit::AuditRecord;
 use crate::pipeline::classify::{classify, normalize_host};
+use crate::pipeline::credentials::{names_param, AGENT_CREDENTIAL_HEADERS};
 use crate::pipeline::{authorize, new_decision_id, RequestTarget};
 
 use super::DecisionPlane;
@@ -28,15 +30,6 @@ use super::DecisionPlane;
 /// The route-level context extension an Envoy operator sets to name the
 /// workload when connections carry no mTLS identity.
 pub const WORKLOAD_EXTENSION: &str = "tollgate_workload";
-
-/// Headers through which an agent could carry its own credential; Envoy
-/// removes them before the request goes upstream.
-const AGENT_CREDENTIAL_HEADERS: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-api-key",
-];
 
 #[derive(Debug, Clone, Default)]
 pub struct ExtAuthzConfig {
@@ -188,6 +181,18 @@ impl ExtAuthz {
             return Err(ProxyError::denied(named.action.to_string(), decision));
         }
 
+        // The binding is checked (and the secret read) before anything is
+        // decided about headers: a refusal sends nothing upstream.
+        let injected = match &decision.credential {
+            Some(name) => Some(
+                self.plane
+                    .ext_authz
+                    .credentials
+                    .injection_for(name, named.tool.as_deref())?,
+            ),
+            None => None,
+        };
+
         // Only the headers the request carries: Envoy's work per listed
         // header is not free, and absent ones need no removal.
         let tool_headers = named
@@ -197,27 +202,41 @@ impl ExtAuthz {
             .unwrap_or_default();
         let mut remove: Vec<String> = AGENT_CREDENTIAL_HEADERS
             .iter()
-            .copied()
-            .chain(tool_headers.iter().map(HeaderName::as_str))
+            .chain(tool_headers)
             .filter(|h| attrs.headers.contains_key(*h))
-            .map(String::from)
+            .map(|h| h.as_str().to_string())
             .collect();
-        let mut set = Vec::new();
-        if let Some(name) = &decision.credential {
-            let (key, secret) = self
-                .plane
-                .ext_authz
-                .credentials
-                .header_for(name)
-                .map_err(|e| ProxyError::CredentialUnavailable(e.to_string()))?;
-            remove.retain(|h| *h != key);
-            set.push(header(&key, secret.expose()));
+        let mut ok = OkHttpResponse::default();
+        if let Some(injected) = injected {
+            match injected.placement {
+                Placement::Header(name) => {
+                    // Overwritten in one step rather than removed and added.
+                    remove.retain(|h| h != name.as_str());
+                    ok.headers
+                        .push(header(name.as_str(), injected.value.expose()));
+                }
+                Placement::Query(param) => {
+                    // Envoy percent-encodes what it sets and overwrites the
+                    // parameter as spelled; the agent's other spellings of it
+                    // go too.
+                    ok.query_parameters_to_remove = attrs
+                        .uri
+                        .query()
+                        .unwrap_or("")
+                        .split('&')
+                        .map(|pair| pair.split_once('=').map_or(pair, |(n, _)| n))
+                        .filter(|raw| *raw != param && names_param(raw, param))
+                        .map(String::from)
+                        .collect();
+                    ok.query_parameters_to_set.push(QueryParameter {
+                        key: param.clone(),
+                        value: injected.value.expose().to_string(),
+                    });
+                }
+            }
         }
-        Ok(OkHttpResponse {
-            headers: set,
-            headers_to_remove: remove,
-            ..Default::default()
-        })
+        ok.headers_to_remove = remove;
+        Ok(ok)
     }
 }
 

@@ -1,0 +1,244 @@
+//! No secret value ever leaves tollgate except in the one request it is
+//! injected into: a scenario exercises every path that could print one
+//! (allow, deny, an unreadable credential, a binding refusal, a reload,
+//! remote decisions, metrics, `validate` errors), collects everything
+//! tollgate wrote or answered, and searches it for every secret in every
+//! encoding. To cover a new path, add a step that feeds `Collected`.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+use tollgate_e2e::hygiene::{assert_no_secrets, leak_forms, Collected};
+use tollgate_e2e::{curl, DecisionService, Setup, Tollgate, Upstream, CODER};
+
+fn random(prefix: &str) -> String {
+    let part = || RandomState::new().build_hasher().finish();
+    format!("{prefix}-{:016x}{:016x}", part(), part())
+}
+
+/// The secrets and where they live.
+struct Secrets {
+    dir: tempfile::TempDir,
+    bearer: String,
+    user: String,
+    password: String,
+    header: String,
+    query: String,
+}
+
+impl Secrets {
+    fn new() -> Secrets {
+        let s = Secrets {
+            dir: tempfile::tempdir().unwrap(),
+            bearer: random("bearer"),
+            user: random("user"),
+            password: random("password"),
+            header: random("header-env"),
+            query: random("query"),
+        };
+        let basic = s.dir.path().join("basic");
+        std::fs::create_dir(&basic).unwrap();
+        std::fs::write(basic.join("username"), &s.user).unwrap();
+        std::fs::write(basic.join("password"), &s.password).unwrap();
+        std::fs::write(s.dir.path().join("bearer"), &s.bearer).unwrap();
+        std::fs::write(s.dir.path().join("query"), &s.query).unwrap();
+        s
+    }
+
+    fn all(&self) -> Vec<&str> {
+        vec![
+            &self.bearer,
+            &self.user,
+            &self.password,
+            &self.header,
+            &self.query,
+        ]
+    }
+
+    fn yaml(&self) -> String {
+        let p = |name: &str| self.dir.path().join(name).display().to_string();
+        format!(
+            "credentials:
+  bearer: {{ file: \"{}\", services: [github] }}
+  basic: {{ dir: \"{}\", inject: basic, services: [github] }}
+  header: {{ env: HYGIENE_HEADER_SECRET, inject: {{ header: {{ name: x-token, template: \"t {{value}}\" }} }}, services: [github] }}
+  query: {{ file: \"{}\", inject: {{ query: {{ param: key }} }}, services: [github] }}
+  unreadable: {{ file: \"{}\", services: [github] }}
+",
+            p("bearer"),
+            p("basic"),
+            p("query"),
+            p("missing"),
+        )
+    }
+}
+
+fn policies() -> Vec<(String, String)> {
+    let permit = |credential: &str, action: &str| {
+        format!(
+            "@id(\"{action}\")\n@credential(\"{credential}\")\npermit (principal == Workload::\"{CODER}\", action == Action::\"{action}\", resource);\n"
+        )
+    };
+    let text = [
+        permit("bearer", "github:pulls.list"),
+        permit("basic", "github:pulls.get"),
+        permit("header", "github:issues.list"),
+        permit("query", "github:issues.get"),
+        permit("unreadable", "github:repos.get"),
+        // The binding refusal: a GitHub credential named for Slack.
+        permit("bearer", "slack:auth.test"),
+    ]
+    .concat();
+    vec![("hygiene.cedar".into(), text)]
+}
+
+/// Every request the scenario makes, with what the agent sends.
+const REQUESTS: [(&str, &str, u16); 7] = [
+    ("GET", "http://api.github.com/repos/acme/api/pulls", 200),
+    ("GET", "http://api.github.com/repos/acme/api/pulls/1", 200),
+    ("GET", "http://api.github.com/repos/acme/api/issues", 200),
+    (
+        "GET",
+        "http://api.github.com/repos/acme/api/issues/2?key=agent",
+        200,
+    ),
+    ("GET", "http://api.github.com/repos/acme/api", 503),
+    ("GET", "http://slack.com/api/auth.test", 403),
+    (
+        "DELETE",
+        "http://api.github.com/repos/acme/api/issues/2",
+        403,
+    ),
+];
+
+/// Send every request; collect each answer (headers and body).
+async fn traffic(tg: &Tollgate, collected: &mut Collected, round: &str) {
+    for (method, url, status) in REQUESTS {
+        let out = tg
+            .curl(&[
+                "-i",
+                "-X",
+                method,
+                "-H",
+                "Authorization: Bearer agent-fake-key",
+                url,
+            ])
+            .await;
+        assert_eq!(out.status, status, "{method} {url}: {}", out.body);
+        collected.add(format!("{round}: answer to {method} {url}"), out.body);
+        collected.add(format!("{round}: curl stderr for {url}"), out.stderr);
+    }
+}
+
+fn collect_process(collected: &mut Collected, name: &str, logs: String, stdout: String) {
+    assert!(
+        !logs.is_empty() && !stdout.is_empty(),
+        "{name} wrote nothing"
+    );
+    collected.add(format!("{name} stderr (logs)"), logs);
+    collected.add(format!("{name} stdout (audit lines)"), stdout);
+}
+
+#[tokio::test]
+async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
+    let upstream = Upstream::http().await;
+    let secrets = Secrets::new();
+    let env = vec![("HYGIENE_HEADER_SECRET".to_string(), secrets.header.clone())];
+    let setup = || Setup {
+        policies: Some(policies()),
+        resolve: vec![
+            ("api.github.com:80".into(), upstream.addr),
+            ("slack.com:80".into(), upstream.addr),
+        ],
+        extra_yaml: secrets.yaml(),
+        env: env.clone(),
+        ..Setup::default()
+    };
+    let mut collected = Collected::new();
+
+    // Embedded decisions: allow (every style), unreadable, unbound, deny.
+    let tg = Tollgate::start(setup());
+    traffic(&tg, &mut collected, "embedded").await;
+    // The injected values did reach the upstream: the search is not vacuous.
+    let seen = upstream.requests();
+    assert!(seen[0]
+        .headers
+        .iter()
+        .any(|(_, v)| v.contains(&secrets.bearer)));
+    assert!(seen[3].path_and_query.contains(&secrets.query));
+
+    // A reload (SIGHUP), then the same traffic on the new snapshot.
+    tg.signal("HUP");
+    tg.wait_log("trigger=\"sighup\"");
+    traffic(&tg, &mut collected, "after reload").await;
+    let metrics = curl(&[&format!("http://{}/metrics", tg.admin)]).await;
+    collected.add("metrics", metrics.body);
+
+    // Remote decisions: the service never holds the secrets, but its logs
+    // and answers are searched all the same.
+    let service = DecisionService::start(setup());
+    let remote = Tollgate::start(Setup {
+        decision_endpoint: Some(service.url()),
+        ..setup()
+    });
+    traffic(&remote, &mut collected, "remote").await;
+
+    // An error message about the credential configuration.
+    let broken = tg.path("broken.yaml");
+    let config = std::fs::read_to_string(tg.path("tollgate.yaml"))
+        .unwrap()
+        .replace("services: [github] }", "services: [gihtub] }");
+    std::fs::write(&broken, config).unwrap();
+    let validate = std::process::Command::new(tollgate_e2e::tollgate_bin())
+        .args(["validate", "--config"])
+        .arg(&broken)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert_eq!(validate.status.code(), Some(64));
+    collected.add(
+        "validate error",
+        String::from_utf8_lossy(&validate.stderr).into_owned(),
+    );
+
+    tg.wait_audit(|l| l["reason"] == "credential_not_bound");
+    collect_process(&mut collected, "run", tg.logs(), tg.stdout_text());
+    collect_process(
+        &mut collected,
+        "remote run",
+        remote.logs(),
+        remote.stdout_text(),
+    );
+    collect_process(
+        &mut collected,
+        "decision",
+        service.logs(),
+        service.stdout_text(),
+    );
+
+    assert_no_secrets(&secrets.all(), &collected);
+}
+
+#[test]
+fn the_checker_finds_a_secret_inside_an_encoded_value() {
+    use base64::Engine as _;
+    let secret = "s3cr3t-value-0123";
+    for prefix in ["", "u", "us", "user:"] {
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{secret}:tail"));
+        let mut collected = Collected::new();
+        collected.add("header", format!("Authorization: Basic {basic}"));
+        let caught = std::panic::catch_unwind(|| assert_no_secrets(&[secret], &collected));
+        assert!(caught.is_err(), "missed with prefix {prefix:?}");
+    }
+    let mut collected = Collected::new();
+    collected.add("percent-encoded", "?q=s3cr3t-value-0123%21".to_string());
+    assert!(
+        std::panic::catch_unwind(|| assert_no_secrets(&["s3cr3t-value-0123!"], &collected))
+            .is_err()
+    );
+    let mut clean = Collected::new();
+    clean.add("log", "nothing to see");
+    assert_no_secrets(&[secret], &clean);
+    assert!(leak_forms(secret).len() >= 4);
+}
