@@ -1,7 +1,8 @@
 //! No secret value ever leaves tollgate except in the one request it is
 //! injected into: a scenario exercises every path that could print one
 //! (allow, deny, an unreadable credential, a binding refusal, a reload,
-//! remote decisions, metrics, `validate` errors), collects everything
+//! remote decisions, metrics, `validate` errors, a task token in use and
+//! after its task ended, task administration), collects everything
 //! tollgate wrote or answered, and searches it for every secret in every
 //! encoding. To cover a new path, add a step that feeds `Collected`.
 
@@ -9,6 +10,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
 use tollgate_e2e::hygiene::{assert_no_secrets, leak_forms, Collected};
+use tollgate_e2e::tasks::{end_task, start_task, task_cli, ADMIN_TOKEN};
 use tollgate_e2e::{curl, DecisionService, Setup, Tollgate, Upstream, CODER};
 
 fn random(prefix: &str) -> String {
@@ -112,18 +114,10 @@ const REQUESTS: [(&str, &str, u16); 7] = [
 ];
 
 /// Send every request; collect each answer (headers and body).
-async fn traffic(tg: &Tollgate, collected: &mut Collected, round: &str) {
+async fn traffic(tg: &Tollgate, collected: &mut Collected, round: &str, agent_key: &str) {
+    let auth = format!("Authorization: Bearer {agent_key}");
     for (method, url, status) in REQUESTS {
-        let out = tg
-            .curl(&[
-                "-i",
-                "-X",
-                method,
-                "-H",
-                "Authorization: Bearer agent-fake-key",
-                url,
-            ])
-            .await;
+        let out = tg.curl(&["-i", "-X", method, "-H", &auth, url]).await;
         assert_eq!(out.status, status, "{method} {url}: {}", out.body);
         collected.add(format!("{round}: answer to {method} {url}"), out.body);
         collected.add(format!("{round}: curl stderr for {url}"), out.stderr);
@@ -152,13 +146,14 @@ async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
         ],
         extra_yaml: secrets.yaml(),
         env: env.clone(),
+        tasks: true,
         ..Setup::default()
     };
     let mut collected = Collected::new();
 
     // Embedded decisions: allow (every style), unreadable, unbound, deny.
     let tg = Tollgate::start(setup());
-    traffic(&tg, &mut collected, "embedded").await;
+    traffic(&tg, &mut collected, "embedded", "agent-fake-key").await;
     // The injected values did reach the upstream: the search is not vacuous.
     let seen = upstream.requests();
     assert!(seen[0]
@@ -170,7 +165,7 @@ async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
     // A reload (SIGHUP), then the same traffic on the new snapshot.
     tg.signal("HUP");
     tg.wait_log("trigger=\"sighup\"");
-    traffic(&tg, &mut collected, "after reload").await;
+    traffic(&tg, &mut collected, "after reload", "agent-fake-key").await;
     let metrics = curl(&[&format!("http://{}/metrics", tg.admin)]).await;
     collected.add("metrics", metrics.body);
 
@@ -181,7 +176,31 @@ async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
         decision_endpoint: Some(service.url()),
         ..setup()
     });
-    traffic(&remote, &mut collected, "remote").await;
+    traffic(&remote, &mut collected, "remote", "agent-fake-key").await;
+
+    // A task: the agent's key is the task token; then the task ends. The
+    // token and the admin token are secrets like the credentials.
+    let task = start_task(&service.url(), CODER, &["--ttl", "5m"]);
+    traffic(&remote, &mut collected, "in a task", &task.token).await;
+    let ended = end_task(&service.url(), &task.id);
+    collected.add("task end output", ended.to_string());
+    remote.wait_log("task ended; its token is refused");
+    let out = remote
+        .curl(&[
+            "-i",
+            "-H",
+            &format!("Authorization: Bearer {}", task.token),
+            "http://api.github.com/repos/acme/api/pulls",
+        ])
+        .await;
+    assert_eq!(out.status, 401, "{}", out.body);
+    collected.add("answer after the task ended", out.body);
+    let listed = task_cli(&service.url(), Some(ADMIN_TOKEN), &["list"]);
+    collected.add("task list output", listed.json.to_string());
+    collected.add("task list stderr", listed.stderr);
+    let refused = task_cli(&service.url(), Some(&task.token), &["list"]);
+    assert_ne!(refused.code, 0);
+    collected.add("task list with a task token", refused.stderr);
 
     // An error message about the credential configuration.
     let broken = tg.path("broken.yaml");
@@ -216,7 +235,9 @@ async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
         service.stdout_text(),
     );
 
-    assert_no_secrets(&secrets.all(), &collected);
+    let mut all = secrets.all();
+    all.extend([task.token.as_str(), ADMIN_TOKEN]);
+    assert_no_secrets(&all, &collected);
 }
 
 #[test]

@@ -112,6 +112,54 @@ async fn a_task_token_carries_writes_until_the_task_ends() {
 }
 
 #[tokio::test]
+async fn an_sdk_given_the_task_token_as_its_api_key_sends_the_real_credential() {
+    let upstream = Upstream::http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("items-key");
+    std::fs::write(&key, "real-items-key-5b2f").unwrap();
+    let tg = Tollgate::start(Setup {
+        policies: Some(vec![(
+            "items.cedar".into(),
+            format!(
+                "{POLICIES}\n@id(\"items-with-key\")\n@credential(\"items-key\")\n\
+                 permit (principal == Workload::\"{CODER}\", action == Action::\"items:items.create\", resource)\n\
+                 when {{ context has task }};\n"
+            ),
+        )]),
+        extra_yaml: format!(
+            "credentials:\n  items-key: {{ file: \"{}\", services: [items] }}\n",
+            key.display()
+        ),
+        ..setup(&upstream)
+    });
+    let task = start_task(&tg.decision_url(), CODER, &[]);
+    let out = tg
+        .curl(&[
+            "-X",
+            "POST",
+            "-d",
+            "{}",
+            "-H",
+            &bearer(&task.token),
+            "-H",
+            "Cookie: session=agent-cookie",
+            "-H",
+            "X-Api-Key: agent-other-key",
+            "http://items.test/items",
+        ])
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let seen = &upstream.requests()[0];
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer real-items-key-5b2f")
+    );
+    assert_eq!(seen.header("cookie"), None);
+    assert_eq!(seen.header("x-api-key"), None);
+    assert!(seen.headers.iter().all(|(_, v)| !v.contains(&task.token)));
+}
+
+#[tokio::test]
 async fn a_remote_proxy_with_a_warm_cache_refuses_an_ended_task() {
     let upstream = Upstream::http().await;
     let service = DecisionService::start(setup(&upstream));
