@@ -7,6 +7,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
 use tollgate_e2e::envoy::{self, Envoy};
+use tollgate_e2e::tasks::{end_task, start_task};
 use tollgate_e2e::{curl, CurlOutput, DecisionService, Setup, Upstream};
 
 const CREDENTIALS: &str =
@@ -74,6 +75,7 @@ async fn gateway_with(
         env,
         extra_yaml: credentials.into(),
         policies,
+        tasks: true,
         ..Setup::default()
     });
     let envoy = Envoy::gateway(decision.addr, github.addr);
@@ -435,5 +437,35 @@ async fn a_credential_bound_elsewhere_is_refused_by_envoy_and_never_sent() {
     let audit = gw.decision.wait_audit(|l| l["decision_id"] == decision_id);
     assert_eq!(audit["mode"], "ext_authz");
     assert_eq!(audit["reason"], "credential_not_bound");
+    gw.assert_secret_kept(&[&answer]);
+}
+
+#[tokio::test]
+async fn envoy_sees_the_same_tasks_and_their_end() {
+    let gw = gateway().await;
+    // A write outside a task: the shipped guardrail, answered by Envoy.
+    let answer = gw.send("POST", PULLS, &["-d", "{}"]).await;
+    assert_eq!(answer.out.status, 403, "{}", answer.out.body);
+    assert_eq!(answer.out.json()["policy_ids"][0], "writes-need-a-task");
+
+    let task = start_task(&gw.decision.url(), tollgate_e2e::CODER, &[]);
+    let auth = format!("Authorization: Bearer {}", task.token);
+    let answer = gw.send("GET", PULLS, &["-H", &auth]).await;
+    assert_eq!(answer.out.status, 200, "{}", answer.out.body);
+    let seen = &gw.github.requests()[0];
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {}", gw.secret).as_str())
+    );
+    let audit = gw
+        .decision
+        .wait_audit(|l| l["mode"] == "ext_authz" && l["decision"] == "allow");
+    assert_eq!(audit["task"], task.id.as_str());
+
+    end_task(&gw.decision.url(), &task.id);
+    let answer = gw.send("GET", PULLS, &["-H", &auth]).await;
+    assert_eq!(answer.out.status, 401, "{}", answer.out.body);
+    assert_eq!(answer.out.json()["reason"], "task_ended");
+    assert_eq!(gw.github.requests().len(), 1);
     gw.assert_secret_kept(&[&answer]);
 }
