@@ -367,3 +367,83 @@ async fn ending_a_task_closes_the_tunnels_that_carry_it() {
     );
     assert_eq!(line["task"], task.id.as_str());
 }
+
+#[tokio::test]
+async fn ending_a_task_closes_intercepted_http2_connections_that_carry_it() {
+    use base64::Engine;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let pki = tollgate_e2e::TestPki::new();
+    let upstream = Upstream::https(pki.server_config(&["api.github.com"])).await;
+    let tg = Tollgate::start(Setup {
+        resolve: vec![("api.github.com:443".into(), upstream.addr)],
+        upstream_ca: Some(pki.ca_pem.clone()),
+        tasks: true,
+        ..Setup::default()
+    });
+    let task = start_task(&tg.decision_url(), CODER, &[]);
+
+    // What `HTTPS_PROXY=http://agent:<token>@proxy` makes a client send.
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("agent:{}", task.token));
+    let mut tcp = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
+    tcp.write_all(
+        format!(
+            "CONNECT api.github.com:443 HTTP/1.1\r\nHost: api.github.com:443\r\nProxy-Authorization: Basic {basic}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(tg.ca_cert()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("api.github.com").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(conn);
+    // The request itself carries no token: the CONNECT's covers it.
+    let request = http::Request::get("https://api.github.com/repos/acme/api/pulls")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = h2.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let line = tg.wait_audit(|l| l["mode"] == "intercept" && l["status"] == 200);
+    assert_eq!(line["task"], task.id.as_str());
+
+    end_task(&tg.decision_url(), &task.id);
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        closed.is_ok(),
+        "the HTTP/2 connection stayed open after the task ended"
+    );
+    tg.wait_log("task ended; intercepted connection closed");
+}
