@@ -36,6 +36,11 @@ pub fn command(program: &Path, cpu: Option<&str>) -> Command {
 }
 
 impl Participant {
+    /// The process id (`taskset` execs the program, so it is the program's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Spawn and wait for a stderr line containing `marker` and an
     /// `address=IP:PORT` field.
     pub fn from_log(
