@@ -15,14 +15,24 @@ fn classify(c: &mut Criterion) {
     let headers = HeaderMap::new();
     let mut group = c.benchmark_group("classify, 1,000 routes");
     for (name, host, method, path) in [
-        ("GET with one parameter", "api-t042.bench.test", Method::GET, "/v1/items/42"),
+        (
+            "GET with one parameter",
+            "api-t042.bench.test",
+            Method::GET,
+            "/v1/items/42",
+        ),
         (
             "GET with a catch-all path",
             "api-t099.bench.test",
             Method::GET,
             "/v1/users/u1/repos/r1/files/src/lib/main.rs",
         ),
-        ("no matching route", "api-t000.bench.test", Method::PUT, "/v2/nothing/here"),
+        (
+            "no matching route",
+            "api-t000.bench.test",
+            Method::PUT,
+            "/v2/nothing/here",
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -19,13 +19,55 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("GET", "/v1/items", "items.list", "read", "items"),
     ("GET", "/v1/items/{id}", "items.get", "read", "items/{id}"),
     ("POST", "/v1/items", "items.create", "write", "items"),
-    ("PATCH", "/v1/items/{id}", "items.update", "write", "items/{id}"),
-    ("DELETE", "/v1/items/{id}", "items.delete", "prod_change", "items/{id}"),
-    ("GET", "/v1/items/{id}/history", "items.history", "read", "items/{id}"),
-    ("POST", "/v1/jobs/{id}/run", "jobs.run", "code_exec", "jobs/{id}"),
-    ("GET", "/v1/secrets/{name}", "secrets.get", "secrets_read", "secrets/{name}"),
-    ("GET", "/v1/export/{dataset}", "export.get", "data_export", "datasets/{dataset}"),
-    ("GET", "/v1/users/{user}/repos/{repo}/files/{*path}", "files.get", "read", "users/{user}/repos/{repo}"),
+    (
+        "PATCH",
+        "/v1/items/{id}",
+        "items.update",
+        "write",
+        "items/{id}",
+    ),
+    (
+        "DELETE",
+        "/v1/items/{id}",
+        "items.delete",
+        "prod_change",
+        "items/{id}",
+    ),
+    (
+        "GET",
+        "/v1/items/{id}/history",
+        "items.history",
+        "read",
+        "items/{id}",
+    ),
+    (
+        "POST",
+        "/v1/jobs/{id}/run",
+        "jobs.run",
+        "code_exec",
+        "jobs/{id}",
+    ),
+    (
+        "GET",
+        "/v1/secrets/{name}",
+        "secrets.get",
+        "secrets_read",
+        "secrets/{name}",
+    ),
+    (
+        "GET",
+        "/v1/export/{dataset}",
+        "export.get",
+        "data_export",
+        "datasets/{dataset}",
+    ),
+    (
+        "GET",
+        "/v1/users/{user}/repos/{repo}/files/{*path}",
+        "files.get",
+        "read",
+        "users/{user}/repos/{repo}",
+    ),
 ];
 
 fn tool(t: usize) -> String {
@@ -115,7 +157,13 @@ pub fn requests(catalog: &Catalog, count: usize) -> Vec<DecisionRequest> {
                 .replace('}', "")
                 .replace("id", &i.to_string());
             let c = catalog
-                .classify(&host(t), &method.parse::<Method>().unwrap(), &path, None, &HeaderMap::new())
+                .classify(
+                    &host(t),
+                    &method.parse::<Method>().unwrap(),
+                    &path,
+                    None,
+                    &HeaderMap::new(),
+                )
                 .expect("bench host is covered");
             DecisionRequest {
                 principal: workload(i * 7 % 1000),

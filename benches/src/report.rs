@@ -84,7 +84,10 @@ impl Report {
                 r.p50_ms,
                 r.p99_ms,
                 shown(ratio(Some(r.requests_per_sec), direct)),
-                shown(ratio(Some(r.requests_per_sec), envoy.map(|e| e.requests_per_sec))),
+                shown(ratio(
+                    Some(r.requests_per_sec),
+                    envoy.map(|e| e.requests_per_sec)
+                )),
                 shown(ratio(Some(r.p99_ms), envoy.map(|e| e.p99_ms))),
             );
         }
@@ -133,7 +136,10 @@ impl Report {
             "| {} idle keep-alive connections open | {} |",
             m.connections, m.open_kib
         );
-        println!("| those connections closed again | {} |", m.closed_again_kib);
+        println!(
+            "| those connections closed again | {} |",
+            m.closed_again_kib
+        );
         println!(
             "| per open connection (open − after one request) ÷ {} | {:.1} |\n",
             m.connections,
@@ -169,16 +175,66 @@ impl Report {
         };
         // (goal, value, target, higher is better)
         let goals: [(&str, Option<f64>, f64, bool); 10] = [
-            ("tollgate full authz ÷ Envoy + no-op ext_authz (req/s)", ratio(w(TOLLGATE), w(ENVOY_NOOP)), 2.0, true),
-            ("tollgate full authz ÷ Envoy bare (req/s)", ratio(w(TOLLGATE), w(ENVOY)), 1.0, true),
-            ("tollgate p99 ÷ Envoy bare p99", ratio(p99(TOLLGATE), p99(ENVOY)), 1.0, false),
-            ("Envoy + tollgate decision ÷ Envoy + no-op ext_authz (req/s)", ratio(w(ENVOY_TOLLGATE), w(ENVOY_NOOP)), 0.95, true),
-            ("tollgate remote, warm cache ÷ embedded (req/s)", ratio(w(TOLLGATE_REMOTE), w(TOLLGATE)), 0.9, true),
-            ("tollgate MITM HTTPS ÷ tollgate plain HTTP, both oha (req/s)", ratio(rps(&self.oha_rows, MITM), rps(&self.oha_rows, OHA_PLAIN)), 0.8, true),
-            ("tollgate tunnel ÷ direct (bytes/s)", self.tunnel.map(|(d, t)| t / d), 0.9, true),
-            ("Cedar decision p99, 1,000 policies, cache miss (µs)", decision(false), 50.0, false),
-            ("Cedar decision p99, 1,000 policies, cache hit (µs)", decision(true), 1.0, false),
-            ("RSS per idle keep-alive connection (KiB)", self.memory.map(|m| m.per_connection_kib()), 32.0, false),
+            (
+                "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
+                ratio(w(TOLLGATE), w(ENVOY_NOOP)),
+                2.0,
+                true,
+            ),
+            (
+                "tollgate full authz ÷ Envoy bare (req/s)",
+                ratio(w(TOLLGATE), w(ENVOY)),
+                1.0,
+                true,
+            ),
+            (
+                "tollgate p99 ÷ Envoy bare p99",
+                ratio(p99(TOLLGATE), p99(ENVOY)),
+                1.0,
+                false,
+            ),
+            (
+                "Envoy + tollgate decision ÷ Envoy + no-op ext_authz (req/s)",
+                ratio(w(ENVOY_TOLLGATE), w(ENVOY_NOOP)),
+                0.95,
+                true,
+            ),
+            (
+                "tollgate remote, warm cache ÷ embedded (req/s)",
+                ratio(w(TOLLGATE_REMOTE), w(TOLLGATE)),
+                0.9,
+                true,
+            ),
+            (
+                "tollgate MITM HTTPS ÷ tollgate plain HTTP, both oha (req/s)",
+                ratio(rps(&self.oha_rows, MITM), rps(&self.oha_rows, OHA_PLAIN)),
+                0.8,
+                true,
+            ),
+            (
+                "tollgate tunnel ÷ direct (bytes/s)",
+                self.tunnel.map(|(d, t)| t / d),
+                0.9,
+                true,
+            ),
+            (
+                "Cedar decision p99, 1,000 policies, cache miss (µs)",
+                decision(false),
+                50.0,
+                false,
+            ),
+            (
+                "Cedar decision p99, 1,000 policies, cache hit (µs)",
+                decision(true),
+                1.0,
+                false,
+            ),
+            (
+                "RSS per idle keep-alive connection (KiB)",
+                self.memory.map(|m| m.per_connection_kib()),
+                32.0,
+                false,
+            ),
         ];
         println!("| goal | value | target | met |\n|---|---:|---:|:-:|");
         for (label, value, target, higher) in goals {
