@@ -153,8 +153,7 @@ pub fn requests(catalog: &Catalog, count: usize) -> Vec<DecisionRequest> {
             let t = (i / ROUTES.len()) % TOOLS;
             let path = template
                 .replace("{*path}", "src/main.rs")
-                .replace('{', "")
-                .replace('}', "")
+                .replace(['{', '}'], "")
                 .replace("id", &i.to_string());
             let c = catalog
                 .classify(

@@ -33,11 +33,11 @@ pub fn raise_nofile(needed: u64) -> anyhow::Result<u64> {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0,
             "getrlimit failed"
         );
-        let want = needed.max(limit.rlim_cur as u64);
-        if (limit.rlim_max as u64) < want {
+        let want = needed.max(limit.rlim_cur);
+        if limit.rlim_max < want {
             let raised = libc::rlimit {
-                rlim_cur: want as libc::rlim_t,
-                rlim_max: want as libc::rlim_t,
+                rlim_cur: want,
+                rlim_max: want,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 return Ok(want);
@@ -49,7 +49,7 @@ pub fn raise_nofile(needed: u64) -> anyhow::Result<u64> {
             "setrlimit failed"
         );
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 /// One absolute-form GET through the proxy; the answer must be 200 with the

@@ -3,7 +3,7 @@
 //! through `-x` and sends `http://` ones in absolute form, so the plain and
 //! the intercepted tollgate rows are measured by the same client.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,6 +11,24 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::wrk::LoadResult;
+
+/// oha on `PATH`, else where `cargo install` puts it (which is not always
+/// on the `PATH` a test runs with).
+pub fn binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("oha"))
+            .find(|p| p.is_file())
+    });
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    on_path.or_else(|| {
+        cargo_home
+            .map(|c| c.join("bin/oha"))
+            .filter(|p| p.is_file())
+    })
+}
 
 pub struct OhaRun<'a> {
     pub url: &'a str,
@@ -26,13 +44,15 @@ pub struct OhaRun<'a> {
 
 impl OhaRun<'_> {
     pub fn run(&self) -> anyhow::Result<LoadResult> {
+        let oha =
+            binary().context("oha is missing: cargo install oha --version 1.16.0 --locked")?;
         let mut cmd = match self.cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
-                c.args(["-c", cpu, "oha"]);
+                c.args(["-c", cpu]).arg(oha);
                 c
             }
-            None => Command::new("oha"),
+            None => Command::new(oha),
         };
         // One runtime thread, like `wrk -t1`; `-w` lets requests in flight
         // at the deadline finish instead of counting as errors.
@@ -43,7 +63,8 @@ impl OhaRun<'_> {
             .arg("-z")
             .arg(format!("{}s", self.duration.as_secs().max(1)));
         if let Some(proxy) = self.proxy {
-            cmd.arg("-x").arg(proxy);
+            // The proxy resolves the target; oha would otherwise look it up first.
+            cmd.arg("-x").arg(proxy).arg("--no-pre-lookup");
         }
         if let Some(ca) = self.cacert {
             cmd.arg("--cacert").arg(ca);

@@ -41,6 +41,11 @@ impl Participant {
         self.child.id()
     }
 
+    /// The folder of files the process was started with, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self._dir.as_ref().map(|d| d.path())
+    }
+
     /// Spawn and wait for a stderr line containing `marker` and an
     /// `address=IP:PORT` field.
     pub fn from_log(

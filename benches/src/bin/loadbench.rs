@@ -218,14 +218,19 @@ fn main() -> anyhow::Result<()> {
     let Some(o) = options()? else {
         return Ok(());
     };
+    // Other work on the machine skews every row: say how busy it was.
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
     if o.wants("wrk") {
         require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
     }
     if o.wants("oha") {
-        require(
-            "oha",
-            "cargo install oha --version 1.16.0 --locked (scripts/bench installs it)",
-        )?;
+        anyhow::ensure!(
+            tollgate_benches::oha::binary().is_some(),
+            "oha is missing: cargo install oha --version 1.16.0 --locked (scripts/bench and scripts/setup-test-env install it)"
+        );
     }
     if o.pin {
         require("taskset", "apt-get install -y util-linux")?;
@@ -291,7 +296,7 @@ fn main() -> anyhow::Result<()> {
     }
     let o = &bench.o;
     report.print(&format!(
-        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {} s x {} runs (median), {layout}, {} cores",
+        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {} s x {} runs (median), {layout}, {} cores; 1-minute load average before the run {load_before}",
         o.connections,
         o.duration.as_secs(),
         o.runs,
@@ -411,6 +416,14 @@ fn oha_rows(
             Some(&pki.ca_cert()),
         )?,
     ));
+    // The upstream trusts the same CA, so a blind tunnel would answer too:
+    // make sure the requests were read and decided inside the TLS.
+    std::thread::sleep(Duration::from_millis(100));
+    let audit = std::fs::read_to_string(t.dir().context("config dir")?.join("audit.log"))?;
+    anyhow::ensure!(
+        audit.contains("\"mode\":\"intercept\""),
+        "{MITM}: no intercepted request in the audit log"
+    );
     Ok(())
 }
 
