@@ -25,6 +25,9 @@ pub struct Memory {
     pub connections: usize,
     pub open_kib: u64,
     pub closed_again_kib: u64,
+    /// The same number opened once more: equal to `open_kib` when closed
+    /// connections' memory is reused, higher if any of it leaked.
+    pub reopened_kib: u64,
 }
 
 impl Memory {

@@ -479,13 +479,18 @@ fn memory(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Memor
     );
     drop(streams);
     settle();
+    let closed_again_kib = memory::rss_kib(t.pid())?;
+    let streams = memory::open_idle(t.addr, count)?;
+    settle();
     let m = Memory {
         idle_kib,
         warm_kib,
         connections: count,
         open_kib,
-        closed_again_kib: memory::rss_kib(t.pid())?,
+        closed_again_kib,
+        reopened_kib: memory::rss_kib(t.pid())?,
     };
+    drop(streams);
     eprintln!(
         "  memory: idle {} KiB, {count} connections {} KiB, {:.1} KiB each",
         m.idle_kib,
