@@ -144,6 +144,10 @@ impl Report {
             m.closed_again_kib
         );
         println!(
+            "| {} opened again after that | {} |",
+            m.connections, m.reopened_kib
+        );
+        println!(
             "| per open connection (open − after one request) ÷ {} | {:.1} |\n",
             m.connections,
             m.per_connection_kib()

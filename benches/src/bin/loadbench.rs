@@ -300,7 +300,9 @@ fn main() -> anyhow::Result<()> {
         o.connections,
         o.duration.as_secs(),
         o.runs,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        // Not `available_parallelism`: pinned, that counts only our own CPU.
+        // SAFETY: sysconf has no preconditions.
+        unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }
     ));
     Ok(())
 }
