@@ -1,10 +1,17 @@
 //! Shared pieces of tollgate's load benchmarks: the fixed upstream, the
 //! participants (tollgate, Envoy, a no-op ext_authz server), wrk runs and
-//! their parsing. The harness itself is `src/bin/loadbench.rs`.
+//! their parsing, oha runs for the rows wrk cannot drive (`CONNECT`), bulk
+//! transfer and memory measurements. The harness itself is `src/bin/loadbench.rs`.
 
+pub mod bulk;
 pub mod envoy;
+pub mod fixtures;
+pub mod memory;
 pub mod noop_authz;
+pub mod oha;
+pub mod pki;
 pub mod process;
+pub mod report;
 pub mod tollgate;
 pub mod upstream;
 pub mod wrk;

@@ -36,6 +36,16 @@ pub fn command(program: &Path, cpu: Option<&str>) -> Command {
 }
 
 impl Participant {
+    /// The process id (`taskset` execs the program, so it is the program's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The folder of files the process was started with, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self._dir.as_ref().map(|d| d.path())
+    }
+
     /// Spawn and wait for a stderr line containing `marker` and an
     /// `address=IP:PORT` field.
     pub fn from_log(

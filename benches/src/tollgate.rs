@@ -2,7 +2,7 @@
 //! `decision`, each with one worker thread.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::process::{command, Participant};
 use crate::{repo_root, WORKLOAD};
@@ -17,7 +17,18 @@ endpoints:
       - { method: GET, path: "/v1/items/{id}", action: items.get, risk: read, resource: "items/{id}" }
 "#;
 
-fn binary() -> anyhow::Result<PathBuf> {
+/// The host the tunnel row reaches: not in the catalog, so a `CONNECT` to
+/// it is decided as the built-in `connect` action and tunnelled blind.
+pub const BULK_AUTHORITY: &str = "bulk.test:443";
+
+/// The tollgate binary built with this harness: next to it in the same
+/// target folder (so `CARGO_TARGET_DIR` and copies of both binaries work),
+/// else in the repository's `target/release`.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let beside = std::env::current_exe()?.with_file_name("tollgate");
+    if beside.exists() {
+        return Ok(beside);
+    }
     let bin = repo_root().join("target/release/tollgate");
     anyhow::ensure!(
         bin.exists(),
@@ -27,8 +38,9 @@ fn binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// A folder with the bench catalog, the shipped guardrails plus one permit
-/// (a realistic policy set, not a single rule), and `tollgate.yaml`.
+/// A folder with the bench catalog, the shipped guardrails plus the
+/// permits the rows need (a realistic policy set, not a single rule), and
+/// `tollgate.yaml`.
 fn prepare(config_body: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let dir = tempfile::tempdir()?;
     let catalog = dir.path().join("catalog");
@@ -43,7 +55,8 @@ fn prepare(config_body: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     std::fs::write(
         policies.join("bench.cedar"),
         format!(
-            "@id(\"bench-read\")\npermit (principal == Workload::\"{WORKLOAD}\", action in Action::\"read\", resource in Target::\"bench\");\n"
+            "@id(\"bench-read\")\npermit (principal == Workload::\"{WORKLOAD}\", action in Action::\"read\", resource in Target::\"bench\");\n\
+             @id(\"bench-bulk-tunnel\")\npermit (principal == Workload::\"{WORKLOAD}\", action == Action::\"connect\", resource == Target::\"{BULK_AUTHORITY}\");\n"
         ),
     )?;
     let config = format!(
@@ -55,22 +68,59 @@ fn prepare(config_body: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     Ok((dir, path))
 }
 
-/// `tollgate run`: explicit proxy to `upstream` for `bench.test`.
-pub fn run(
-    upstream: SocketAddr,
-    cpu: Option<&str>,
-    cache_size: usize,
-    decision_endpoint: Option<SocketAddr>,
-) -> anyhow::Result<Participant> {
-    let remote = decision_endpoint
+/// What one `tollgate run` participant talks to.
+pub struct RunOptions<'a> {
+    /// Plain HTTP upstream for `http://bench.test`.
+    pub upstream: SocketAddr,
+    /// HTTPS upstream for `https://bench.test` (intercepted), with the CA
+    /// folder tollgate intercepts with and that signed the upstream.
+    pub tls: Option<(SocketAddr, &'a Path)>,
+    /// Bulk sender behind [`BULK_AUTHORITY`].
+    pub bulk: Option<SocketAddr>,
+    pub cache_size: usize,
+    pub decision_endpoint: Option<SocketAddr>,
+}
+
+impl RunOptions<'_> {
+    pub fn plain(upstream: SocketAddr) -> RunOptions<'static> {
+        RunOptions {
+            upstream,
+            tls: None,
+            bulk: None,
+            cache_size: 10_000,
+            decision_endpoint: None,
+        }
+    }
+}
+
+/// `tollgate run`: explicit proxy to the upstreams named in `o`.
+pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant> {
+    let remote = o
+        .decision_endpoint
         .map(|a| format!(", endpoint: \"http://{a}\""))
         .unwrap_or_default();
+    let mut resolve = format!("\"bench.test:80\": \"{}\"", o.upstream);
+    let tls = match o.tls {
+        Some((addr, ca_dir)) => {
+            resolve.push_str(&format!(", \"bench.test:443\": \"{addr}\""));
+            format!(
+                "{{ ca_dir: \"{}\", upstream_ca_files: [\"{}\"], system_roots: false }}",
+                ca_dir.display(),
+                ca_dir.join("ca.crt").display()
+            )
+        }
+        None => "{ ca_dir: no-ca, system_roots: false }".to_string(),
+    };
+    if let Some(bulk) = o.bulk {
+        resolve.push_str(&format!(", \"{BULK_AUTHORITY}\": \"{bulk}\""));
+    }
     let (dir, path) = prepare(&format!(
         "listeners:\n  - name: bench\n    address: 127.0.0.1:0\n    identity: {{ static: \"{WORKLOAD}\" }}\n\
          admin: {{ address: 127.0.0.1:0 }}\n\
-         tls: {{ ca_dir: no-ca, system_roots: false }}\n\
-         forward:\n  allow_networks: [127.0.0.0/8]\n  resolve: {{ \"bench.test:80\": \"{upstream}\" }}\n\
-         decision: {{ cache_size: {cache_size}{remote} }}"
+         tls: {tls}\n\
+         forward:\n  allow_networks: [127.0.0.0/8]\n  resolve: {{ {resolve} }}\n\
+         decision: {{ cache_size: {}{remote} }}",
+        o.cache_size
     ))?;
     let mut cmd = command(&binary()?, cpu);
     cmd.args(["run", "--workers", "1", "--config"])

@@ -1,9 +1,11 @@
 //! The upstream every row of a benchmark talks to: HTTP/1.1 keep-alive, a
 //! fixed 20-byte body, on its own single-threaded runtime so its cost is
-//! the same whoever calls it.
+//! the same whoever calls it. The HTTPS variant is the same server behind
+//! rustls, for the interception row.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -11,14 +13,36 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub const BODY: &[u8; 20] = b"hello from upstream\n";
 
-/// Start the upstream on a thread of its own; returns its address.
+/// Start the plain HTTP upstream on a thread of its own; returns its address.
 pub fn start() -> anyhow::Result<SocketAddr> {
+    start_with(None)
+}
+
+/// The same upstream, speaking TLS with `tls`.
+pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<SocketAddr> {
+    start_with(Some(tls))
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
+    let service = service_fn(|_req| async {
+        let mut r = Response::new(Full::new(Bytes::from_static(BODY)));
+        *r.status_mut() = StatusCode::OK;
+        Ok::<_, Infallible>(r)
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     std::thread::Builder::new()
         .name("bench-upstream".into())
         .spawn(move || {
@@ -33,15 +57,16 @@ pub fn start() -> anyhow::Result<SocketAddr> {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let service = service_fn(|_req| async {
-                            let mut r = Response::new(Full::new(Bytes::from_static(BODY)));
-                            *r.status_mut() = StatusCode::OK;
-                            Ok::<_, Infallible>(r)
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        match acceptor {
+                            None => serve(stream).await,
+                            Some(acceptor) => {
+                                if let Ok(tls) = acceptor.accept(stream).await {
+                                    serve(tls).await;
+                                }
+                            }
+                        }
                     });
                 }
             })

@@ -4,8 +4,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// One load run, whichever generator made it (wrk here, oha in `oha.rs`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WrkResult {
+pub struct LoadResult {
     pub requests_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -23,7 +24,7 @@ pub struct WrkRun<'a> {
 }
 
 impl WrkRun<'_> {
-    pub fn run(&self) -> anyhow::Result<WrkResult> {
+    pub fn run(&self) -> anyhow::Result<LoadResult> {
         let mut cmd = match self.cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
@@ -63,8 +64,8 @@ fn millis(value: &str) -> Option<f64> {
     })
 }
 
-pub fn parse(text: &str) -> Option<WrkResult> {
-    let mut result = WrkResult {
+pub fn parse(text: &str) -> Option<LoadResult> {
+    let mut result = LoadResult {
         requests_per_sec: 0.0,
         p50_ms: 0.0,
         p99_ms: 0.0,

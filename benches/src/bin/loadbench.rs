@@ -1,26 +1,47 @@
-//! Load benchmark: the same wrk load against every participant in one run
-//! on one machine, one row at a time; prints a Markdown table and the goal
-//! ratios.
+//! Load benchmark: the same load against every participant in one run on
+//! one machine, one row at a time; prints Markdown tables and the goals.
 //!
 //!     scripts/bench                       # 10 s per run, 2 runs per row
 //!     scripts/bench --duration 3 --runs 1 # quicker
-//!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; wrk and upstream on CPU 1
+//!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
+//!     scripts/bench --only oha --only memory  # some sections: wrk, oha, tunnel, memory, decision
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
+//!
+//! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); oha rows
+//! (tollgate plain HTTP and MITM HTTPS through CONNECT, one generator for
+//! both); a bulk tunnel against a direct transfer; tollgate's memory idle
+//! and with many idle keep-alive connections; Cedar decision latency.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tollgate_benches::wrk::{WrkResult, WrkRun};
-use tollgate_benches::{envoy, noop_authz, process, tollgate};
+use tollgate_benches::memory;
+use tollgate_benches::oha::OhaRun;
+use tollgate_benches::report::*;
+use tollgate_benches::tollgate::{RunOptions, BULK_AUTHORITY};
+use tollgate_benches::wrk::{LoadResult, WrkRun};
+use tollgate_benches::{bulk, envoy, fixtures, noop_authz, pki, process, tollgate};
+
+const SECTIONS: [&str; 5] = ["wrk", "oha", "tunnel", "memory", "decision"];
 
 struct Options {
     duration: Duration,
     runs: usize,
     connections: u32,
     pin: bool,
-    /// No warm-up: only check that every participant answers correctly.
+    /// No warm-up, small counts: only check that every participant answers
+    /// correctly.
     smoke: bool,
+    only: Vec<String>,
+    /// Idle keep-alive connections for the memory figure.
+    idle_connections: usize,
+}
+
+impl Options {
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 fn options() -> anyhow::Result<Option<Options>> {
@@ -30,6 +51,8 @@ fn options() -> anyhow::Result<Option<Options>> {
         connections: 32,
         pin: false,
         smoke: false,
+        only: Vec::new(),
+        idle_connections: 10_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -38,12 +61,22 @@ fn options() -> anyhow::Result<Option<Options>> {
             "--duration" => o.duration = Duration::from_secs(value()?.parse()?),
             "--runs" => o.runs = value()?.parse()?,
             "--connections" => o.connections = value()?.parse()?,
+            "--idle-connections" => o.idle_connections = value()?.parse()?,
             "--pin" => o.pin = true,
+            "--only" => {
+                let section = value()?;
+                anyhow::ensure!(
+                    SECTIONS.contains(&section.as_str()),
+                    "--only takes one of {SECTIONS:?}"
+                );
+                o.only.push(section);
+            }
             "--smoke" => {
                 o.smoke = true;
                 o.duration = Duration::from_secs(1);
                 o.runs = 1;
                 o.connections = 4;
+                o.idle_connections = 1_000;
             }
             // Internal: this binary doubles as the no-op ext_authz server.
             "--noop-authz" => {
@@ -58,14 +91,14 @@ fn options() -> anyhow::Result<Option<Options>> {
 
 /// The median run by throughput; with an even count, the mean of the two
 /// middle runs, field by field.
-fn median(mut results: Vec<WrkResult>) -> WrkResult {
+fn median(mut results: Vec<LoadResult>) -> LoadResult {
     results.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
     let n = results.len();
     if n % 2 == 1 {
         return results[n / 2];
     }
     let (a, b) = (results[n / 2 - 1], results[n / 2]);
-    WrkResult {
+    LoadResult {
         requests_per_sec: (a.requests_per_sec + b.requests_per_sec) / 2.0,
         p50_ms: (a.p50_ms + b.p50_ms) / 2.0,
         p99_ms: (a.p99_ms + b.p99_ms) / 2.0,
@@ -74,36 +107,36 @@ fn median(mut results: Vec<WrkResult>) -> WrkResult {
     }
 }
 
+fn median_f64(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
 struct Bench {
     o: Options,
     load_cpu: Option<&'static str>,
+    proxy_cpu: Option<&'static str>,
     proxy_script: tempfile::TempDir,
 }
 
 impl Bench {
     /// Warm up, then `runs` measured runs; every answer must be 2xx.
-    /// `through_proxy`: absolute-form requests (forward proxy); otherwise
-    /// origin-form with `Host: bench.test` (a gateway like Envoy).
-    fn measure(&self, name: &str, url: &str, through_proxy: bool) -> anyhow::Result<WrkResult> {
-        let script = self.proxy_script.path().join(if through_proxy {
-            "proxy.lua"
-        } else {
-            "host.lua"
-        });
-        let script = Some(script.as_path());
-        let run = |duration| WrkRun {
-            url,
-            connections: self.o.connections,
-            duration,
-            script,
-            cpu: self.load_cpu,
-        };
+    fn measure(
+        &self,
+        name: &str,
+        run: impl Fn(Duration) -> anyhow::Result<LoadResult>,
+    ) -> anyhow::Result<LoadResult> {
         if !self.o.smoke {
-            run(Duration::from_secs(2)).run()?;
+            run(Duration::from_secs(2))?;
         }
         let mut results = Vec::new();
         for _ in 0..self.o.runs {
-            let r = run(self.o.duration).run()?;
+            let r = run(self.o.duration)?;
             anyhow::ensure!(r.non_2xx == 0, "{name}: {} non-2xx answers", r.non_2xx);
             anyhow::ensure!(r.requests > 0, "{name}: no request completed");
             eprintln!(
@@ -113,6 +146,46 @@ impl Bench {
             results.push(r);
         }
         Ok(median(results))
+    }
+
+    /// wrk. `through_proxy`: absolute-form requests (forward proxy);
+    /// otherwise origin-form with `Host: bench.test` (a gateway like Envoy).
+    fn wrk(&self, name: &str, url: &str, through_proxy: bool) -> anyhow::Result<LoadResult> {
+        let script = self.proxy_script.path().join(if through_proxy {
+            "proxy.lua"
+        } else {
+            "host.lua"
+        });
+        self.measure(name, |duration| {
+            WrkRun {
+                url,
+                connections: self.o.connections,
+                duration,
+                script: Some(&script),
+                cpu: self.load_cpu,
+            }
+            .run()
+        })
+    }
+
+    fn oha(
+        &self,
+        name: &str,
+        url: &str,
+        proxy: Option<&str>,
+        cacert: Option<&std::path::Path>,
+    ) -> anyhow::Result<LoadResult> {
+        self.measure(name, |duration| {
+            OhaRun {
+                url,
+                proxy,
+                cacert,
+                connections: self.o.connections,
+                duration,
+                cpu: self.load_cpu,
+            }
+            .run()
+        })
     }
 }
 
@@ -126,28 +199,58 @@ fn require(tool: &str, hint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-const DIRECT: &str = "direct";
-const ENVOY: &str = "Envoy bare route";
-const ENVOY_NOOP: &str = "Envoy + no-op ext_authz";
-const ENVOY_TOLLGATE: &str = "Envoy + tollgate decision";
-const TOLLGATE: &str = "tollgate full authz";
-const TOLLGATE_NO_CACHE: &str = "tollgate full authz, no decision cache";
-const TOLLGATE_REMOTE: &str = "tollgate, remote decision (warm cache)";
+/// Put this process, and every thread it starts later (upstreams, bulk
+/// sender and reader, the memory client), on one CPU.
+fn pin_self(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        anyhow::ensure!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0,
+            "sched_setaffinity failed"
+        );
+    }
+    Ok(())
+}
 
 fn main() -> anyhow::Result<()> {
     let Some(o) = options()? else {
         return Ok(());
     };
-    require("wrk", "apt-get install -y wrk")?;
+    // Other work on the machine skews every row: say how busy it was.
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    if o.wants("wrk") {
+        require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
+    }
+    if o.wants("oha") {
+        anyhow::ensure!(
+            tollgate_benches::oha::binary().is_some(),
+            "oha is missing: cargo install oha --version 1.16.0 --locked (scripts/bench and scripts/setup-test-env install it)"
+        );
+    }
     if o.pin {
         require("taskset", "apt-get install -y util-linux")?;
+        pin_self(1)?;
     }
     let (proxy_cpu, load_cpu) = if o.pin {
         (Some("0"), Some("1"))
     } else {
         (None, None)
     };
-    let upstream = tollgate_benches::upstream::start()?;
+    if o.wants("memory") {
+        // Both ends of every idle connection live on this machine, plus
+        // what the proxy holds upstream.
+        let limit = memory::raise_nofile(2 * o.idle_connections as u64 + 1_024)?;
+        anyhow::ensure!(
+            limit > o.idle_connections as u64 + 256,
+            "open-file limit {limit} is too low for {} connections",
+            o.idle_connections
+        );
+    }
     let proxy_script = tempfile::tempdir()?;
     std::fs::write(
         proxy_script.path().join("proxy.lua"),
@@ -158,9 +261,9 @@ fn main() -> anyhow::Result<()> {
         "wrk.headers[\"Host\"] = \"bench.test\"\n",
     )?;
     let layout = if o.pin {
-        "each proxy (tollgate 1 worker / Envoy --concurrency 1) and its authorization server pinned to CPU 0; wrk and the upstream on CPU 1"
+        "each proxy (tollgate 1 worker / Envoy --concurrency 1) and its authorization server pinned to CPU 0; load generators, upstreams and the harness on CPU 1"
     } else {
-        "unpinned; tollgate 1 worker, Envoy --concurrency 1, authorization servers 1 thread, wrk 1 thread"
+        "unpinned; tollgate 1 worker, Envoy --concurrency 1, authorization servers 1 thread, wrk 1 thread, oha 1 runtime thread"
     };
     eprintln!(
         "loadbench: {} connections, {} s x {} runs per row, {layout}",
@@ -171,22 +274,58 @@ fn main() -> anyhow::Result<()> {
     let bench = Bench {
         o,
         load_cpu,
+        proxy_cpu,
         proxy_script,
     };
+    let upstream = tollgate_benches::upstream::start()?;
+    let mut report = Report::default();
+    if bench.o.wants("wrk") {
+        wrk_rows(&bench, upstream, &mut report)?;
+    }
+    if bench.o.wants("oha") {
+        oha_rows(&bench, upstream, &mut report)?;
+    }
+    if bench.o.wants("tunnel") {
+        report.tunnel = Some(tunnel(&bench, upstream)?);
+    }
+    if bench.o.wants("memory") {
+        report.memory = Some(memory(&bench, upstream)?);
+    }
+    if bench.o.wants("decision") {
+        report.decisions = decisions(bench.o.smoke);
+    }
+    let o = &bench.o;
+    report.print(&format!(
+        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {} s x {} runs (median), {layout}, {} cores; 1-minute load average before the run {load_before}",
+        o.connections,
+        o.duration.as_secs(),
+        o.runs,
+        // Not `available_parallelism`: pinned, that counts only our own CPU.
+        // SAFETY: sysconf has no preconditions.
+        unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }
+    ));
+    Ok(())
+}
+
+fn wrk_rows(
+    bench: &Bench,
+    upstream: std::net::SocketAddr,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let proxy_cpu = bench.proxy_cpu;
     let envoy_url = |p: &process::Participant| format!("http://{}/v1/items/42", p.addr);
     let proxy_url = |p: &process::Participant| format!("http://{}/", p.addr);
-
-    let mut rows: Vec<(&str, WrkResult)> = Vec::new();
+    let rows = &mut report.rows;
     rows.push((
         DIRECT,
-        bench.measure(DIRECT, &format!("http://{upstream}/v1/items/42"), false)?,
+        bench.wrk(DIRECT, &format!("http://{upstream}/v1/items/42"), false)?,
     ));
     // Each participant lives only for its own row, so rows never share
     // the CPU.
     match envoy::binary() {
         Some(bin) => {
             let e = envoy::start(&bin, upstream, None, proxy_cpu)?;
-            rows.push((ENVOY, bench.measure(ENVOY, &envoy_url(&e), false)?));
+            rows.push((ENVOY, bench.wrk(ENVOY, &envoy_url(&e), false)?));
             drop(e);
 
             let me = std::env::current_exe()?;
@@ -194,17 +333,14 @@ fn main() -> anyhow::Result<()> {
             cmd.arg("--noop-authz");
             let noop = process::Participant::from_log(cmd, "noop-authz listening", None)?;
             let e = envoy::start(&bin, upstream, Some(noop.addr), proxy_cpu)?;
-            rows.push((
-                ENVOY_NOOP,
-                bench.measure(ENVOY_NOOP, &envoy_url(&e), false)?,
-            ));
+            rows.push((ENVOY_NOOP, bench.wrk(ENVOY_NOOP, &envoy_url(&e), false)?));
             drop((e, noop));
 
             let decision = tollgate::decision(proxy_cpu)?;
             let e = envoy::start(&bin, upstream, Some(decision.addr), proxy_cpu)?;
             rows.push((
                 ENVOY_TOLLGATE,
-                bench.measure(ENVOY_TOLLGATE, &envoy_url(&e), false)?,
+                bench.wrk(ENVOY_TOLLGATE, &envoy_url(&e), false)?,
             ));
         }
         None => eprintln!(
@@ -212,84 +348,185 @@ fn main() -> anyhow::Result<()> {
         ),
     }
     for (name, cache) in [(TOLLGATE, 10_000), (TOLLGATE_NO_CACHE, 0)] {
-        let t = tollgate::run(upstream, proxy_cpu, cache, None)?;
-        rows.push((name, bench.measure(name, &proxy_url(&t), true)?));
+        let t = tollgate::run(
+            &RunOptions {
+                cache_size: cache,
+                ..RunOptions::plain(upstream)
+            },
+            proxy_cpu,
+        )?;
+        rows.push((name, bench.wrk(name, &proxy_url(&t), true)?));
     }
     let decision = tollgate::decision(proxy_cpu)?;
-    let t = tollgate::run(upstream, proxy_cpu, 10_000, Some(decision.addr))?;
+    let t = tollgate::run(
+        &RunOptions {
+            decision_endpoint: Some(decision.addr),
+            ..RunOptions::plain(upstream)
+        },
+        proxy_cpu,
+    )?;
     rows.push((
         TOLLGATE_REMOTE,
-        bench.measure(TOLLGATE_REMOTE, &proxy_url(&t), true)?,
+        bench.wrk(TOLLGATE_REMOTE, &proxy_url(&t), true)?,
     ));
-    drop((t, decision));
-
-    report(&rows, layout, &bench.o);
     Ok(())
 }
 
-fn report(rows: &[(&str, WrkResult)], layout: &str, o: &Options) {
-    let get = |name: &str| rows.iter().find(|(n, _)| *n == name).map(|(_, r)| *r);
-    let direct = get(DIRECT).expect("direct row");
-    let envoy = get(ENVOY);
-    println!("| row | req/s | p50 ms | p99 ms | req/s vs direct | req/s vs Envoy bare | p99 vs Envoy bare |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, r) in rows {
-        let vs = |a: f64, b: Option<f64>| b.map_or("–".to_string(), |b| format!("{:.2}", a / b));
-        println!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {:.2} | {} | {} |",
-            r.requests_per_sec,
-            r.p50_ms,
-            r.p99_ms,
-            r.requests_per_sec / direct.requests_per_sec,
-            vs(r.requests_per_sec, envoy.map(|e| e.requests_per_sec)),
-            vs(r.p99_ms, envoy.map(|e| e.p99_ms)),
-        );
-    }
-    println!("\n| goal | ratio | target |\n|---|---:|---:|");
-    let ratio = |a: &str, b: &str, p99: bool| {
-        get(a).zip(get(b)).map(|(a, b)| {
-            if p99 {
-                a.p99_ms / b.p99_ms
-            } else {
-                a.requests_per_sec / b.requests_per_sec
-            }
-        })
+/// Plain HTTP and intercepted HTTPS through the same tollgate
+/// configuration, driven by the same generator.
+fn oha_rows(
+    bench: &Bench,
+    upstream: std::net::SocketAddr,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let pki = pki::BenchPki::new()?;
+    let tls_upstream = tollgate_benches::upstream::start_tls(pki.server_config("bench.test")?)?;
+    let options = RunOptions {
+        tls: Some((tls_upstream, pki.ca_dir())),
+        ..RunOptions::plain(upstream)
     };
-    for (label, value, target) in [
-        (
-            "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
-            ratio(TOLLGATE, ENVOY_NOOP, false),
-            "≥ 2.0",
-        ),
-        (
-            "tollgate full authz ÷ Envoy bare (req/s)",
-            ratio(TOLLGATE, ENVOY, false),
-            "≥ 1.0",
-        ),
-        (
-            "tollgate p99 ÷ Envoy bare p99",
-            ratio(TOLLGATE, ENVOY, true),
-            "≤ 1.0",
-        ),
-        (
-            "Envoy + tollgate decision ÷ Envoy + no-op ext_authz (req/s)",
-            ratio(ENVOY_TOLLGATE, ENVOY_NOOP, false),
-            "≥ 0.95",
-        ),
-        (
-            "tollgate remote, warm cache ÷ embedded (req/s)",
-            ratio(TOLLGATE_REMOTE, TOLLGATE, false),
-            "≥ 0.9",
-        ),
-    ] {
-        let shown = value.map_or("–".to_string(), |v| format!("{v:.2}"));
-        println!("| {label} | {shown} | {target} |");
-    }
-    println!(
-        "\n{} connections, HTTP/1.1 keep-alive, 20-byte body, {} s x {} runs (median), {layout}, {} cores",
-        o.connections,
-        o.duration.as_secs(),
-        o.runs,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    let rows = &mut report.oha_rows;
+    rows.push((
+        OHA_DIRECT,
+        bench.oha(
+            OHA_DIRECT,
+            &format!("http://{upstream}/v1/items/42"),
+            None,
+            None,
+        )?,
+    ));
+    let t = tollgate::run(&options, bench.proxy_cpu)?;
+    let proxy = format!("http://{}", t.addr);
+    rows.push((
+        OHA_PLAIN,
+        bench.oha(
+            OHA_PLAIN,
+            "http://bench.test/v1/items/42",
+            Some(&proxy),
+            None,
+        )?,
+    ));
+    drop(t);
+    let t = tollgate::run(&options, bench.proxy_cpu)?;
+    let proxy = format!("http://{}", t.addr);
+    rows.push((
+        MITM,
+        bench.oha(
+            MITM,
+            "https://bench.test/v1/items/42",
+            Some(&proxy),
+            Some(&pki.ca_cert()),
+        )?,
+    ));
+    // The upstream trusts the same CA, so a blind tunnel would answer too:
+    // make sure the requests were read and decided inside the TLS.
+    std::thread::sleep(Duration::from_millis(100));
+    let audit = std::fs::read_to_string(t.dir().context("config dir")?.join("audit.log"))?;
+    anyhow::ensure!(
+        audit.contains("\"mode\":\"intercept\""),
+        "{MITM}: no intercepted request in the audit log"
     );
+    Ok(())
+}
+
+/// Bytes per second of one download: directly from the sender, then
+/// through a blind tollgate tunnel to it.
+fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let sender = bulk::start()?;
+    let t = tollgate::run(
+        &RunOptions {
+            bulk: Some(sender),
+            ..RunOptions::plain(upstream)
+        },
+        bench.proxy_cpu,
+    )?;
+    let mut measured = [Vec::new(), Vec::new()];
+    for (i, route) in [
+        bulk::Route::Direct(sender),
+        bulk::Route::Connect(t.addr, BULK_AUTHORITY),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = ["bulk direct", "bulk tunnel"][i];
+        if !bench.o.smoke {
+            bulk::read_for(route, Duration::from_secs(1))?;
+        }
+        for _ in 0..bench.o.runs {
+            let rate = bulk::read_for(route, bench.o.duration)?;
+            eprintln!("  {name}: {:.0} MiB/s", rate / (1024.0 * 1024.0));
+            measured[i].push(rate);
+        }
+    }
+    let [direct, tunnel] = measured;
+    Ok((median_f64(direct), median_f64(tunnel)))
+}
+
+fn memory(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Memory> {
+    let count = bench.o.idle_connections;
+    let t = tollgate::run(&RunOptions::plain(upstream), bench.proxy_cpu)?;
+    let settle = || std::thread::sleep(Duration::from_millis(500));
+    settle();
+    let idle_kib = memory::rss_kib(t.pid())?;
+    drop(memory::open_idle(t.addr, 1)?);
+    settle();
+    let warm_kib = memory::rss_kib(t.pid())?;
+    let streams = memory::open_idle(t.addr, count)?;
+    settle();
+    let open_kib = memory::rss_kib(t.pid())?;
+    let closed = memory::closed(&streams);
+    anyhow::ensure!(
+        closed == 0,
+        "{closed} of {count} idle connections were closed by tollgate"
+    );
+    drop(streams);
+    settle();
+    let closed_again_kib = memory::rss_kib(t.pid())?;
+    let streams = memory::open_idle(t.addr, count)?;
+    settle();
+    let m = Memory {
+        idle_kib,
+        warm_kib,
+        connections: count,
+        open_kib,
+        closed_again_kib,
+        reopened_kib: memory::rss_kib(t.pid())?,
+    };
+    drop(streams);
+    eprintln!(
+        "  memory: idle {} KiB, {count} connections {} KiB, {:.1} KiB each",
+        m.idle_kib,
+        m.open_kib,
+        m.per_connection_kib()
+    );
+    Ok(m)
+}
+
+/// Single-call Cedar latency with the bench catalog, 10 and 1,000 policies.
+fn decisions(smoke: bool) -> Vec<(usize, fixtures::Percentiles, fixtures::Percentiles)> {
+    let calls = if smoke { 2_000 } else { 100_000 };
+    let catalog = fixtures::catalog();
+    let requests = fixtures::requests(&catalog, 1_000);
+    let n = requests.len();
+    [10, 1_000]
+        .into_iter()
+        .map(|policies| {
+            let engine = fixtures::engine(&catalog, policies);
+            let cache = ::tollgate::decision::DecisionCache::new(10_000);
+            for r in &requests {
+                cache.decide(&engine, r);
+            }
+            let miss = fixtures::percentiles(calls, |i| {
+                std::hint::black_box(engine.evaluate(&requests[i % n]));
+            });
+            let hit = fixtures::percentiles(calls, |i| {
+                std::hint::black_box(cache.decide(&engine, &requests[i % n]));
+            });
+            eprintln!(
+                "  decision, {policies} policies: miss p99 {:.2} µs, hit p99 {:.2} µs",
+                miss.p99, hit.p99
+            );
+            (policies, miss, hit)
+        })
+        .collect()
 }

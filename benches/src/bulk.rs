@@ -1,0 +1,87 @@
+//! Bulk transfer for the tunnel row: a server that sends bytes as fast as
+//! the peer reads them, and a client that reads for a while, directly or
+//! through a proxy's `CONNECT`, and reports bytes per second. Plain
+//! blocking sockets, one thread per connection: nothing between the kernel
+//! and the measurement but one `read`/`write` per buffer.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Both sides move 256 KiB per call, more than tollgate's 64 KiB tunnel
+/// buffer, so neither end of the measurement is the narrower pipe.
+const CHUNK: usize = 256 * 1024;
+
+/// Start the sender; every accepted connection gets an endless stream.
+pub fn start() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("bench-bulk".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let chunk = vec![0x5a_u8; CHUNK];
+                    // Ends when the reader goes away.
+                    while stream.write_all(&chunk).is_ok() {}
+                });
+            }
+        })?;
+    Ok(addr)
+}
+
+/// How a client reaches the sender.
+#[derive(Clone, Copy)]
+pub enum Route<'a> {
+    Direct(SocketAddr),
+    /// `CONNECT authority` through the proxy at the address.
+    Connect(SocketAddr, &'a str),
+}
+
+/// Read for `duration`; bytes per second.
+pub fn read_for(route: Route<'_>, duration: Duration) -> anyhow::Result<f64> {
+    let mut stream = match route {
+        Route::Direct(addr) => TcpStream::connect(addr)?,
+        Route::Connect(proxy, authority) => connect(proxy, authority)?,
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = vec![0u8; CHUNK];
+    let started = Instant::now();
+    let mut total = 0u64;
+    while started.elapsed() < duration {
+        let n = stream.read(&mut buf).context("bulk read")?;
+        anyhow::ensure!(n > 0, "sender closed the stream after {total} bytes");
+        total += n as u64;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Open a tunnel and return the stream positioned after the `200` answer.
+pub fn connect(proxy: SocketAddr, authority: &str) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(proxy)?;
+    write!(
+        stream,
+        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+    )?;
+    // Byte by byte, so nothing after the answer's head is consumed here.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(head.len() < 16 * 1024, "CONNECT answer head too long");
+        if stream.read(&mut byte)? == 0 {
+            bail!(
+                "proxy closed during CONNECT: {}",
+                String::from_utf8_lossy(&head)
+            );
+        }
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head);
+    if !status.starts_with("HTTP/1.1 200") {
+        bail!("CONNECT {authority} refused: {status}");
+    }
+    Ok(stream)
+}

@@ -1,0 +1,257 @@
+//! The load harness's report: Markdown tables for every section that ran,
+//! then one table of goals with the value measured for each.
+
+use crate::fixtures::Percentiles;
+use crate::wrk::LoadResult;
+
+pub const DIRECT: &str = "direct";
+pub const ENVOY: &str = "Envoy bare route";
+pub const ENVOY_NOOP: &str = "Envoy + no-op ext_authz";
+pub const ENVOY_TOLLGATE: &str = "Envoy + tollgate decision";
+pub const TOLLGATE: &str = "tollgate full authz";
+pub const TOLLGATE_NO_CACHE: &str = "tollgate full authz, no decision cache";
+pub const TOLLGATE_REMOTE: &str = "tollgate, remote decision (warm cache)";
+pub const OHA_DIRECT: &str = "direct (oha)";
+pub const OHA_PLAIN: &str = "tollgate plain HTTP (oha)";
+pub const MITM: &str = "tollgate MITM";
+
+/// RSS of one `tollgate run`, KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub idle_kib: u64,
+    /// After one request on a connection since closed: what serving
+    /// traffic allocates once (upstream pool, caches), not per connection.
+    pub warm_kib: u64,
+    pub connections: usize,
+    pub open_kib: u64,
+    pub closed_again_kib: u64,
+    /// The same number opened once more: equal to `open_kib` when closed
+    /// connections' memory is reused, higher if any of it leaked.
+    pub reopened_kib: u64,
+}
+
+impl Memory {
+    pub fn per_connection_kib(&self) -> f64 {
+        (self.open_kib as f64 - self.warm_kib as f64) / self.connections as f64
+    }
+}
+
+#[derive(Default)]
+pub struct Report {
+    /// wrk rows.
+    pub rows: Vec<(&'static str, LoadResult)>,
+    /// oha rows.
+    pub oha_rows: Vec<(&'static str, LoadResult)>,
+    /// Bytes per second: direct, through a tollgate tunnel.
+    pub tunnel: Option<(f64, f64)>,
+    pub memory: Option<Memory>,
+    /// Per policy-set size: cache miss, cache hit.
+    pub decisions: Vec<(usize, Percentiles, Percentiles)>,
+}
+
+fn get(rows: &[(&str, LoadResult)], name: &str) -> Option<LoadResult> {
+    rows.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.zip(b).map(|(a, b)| a / b)
+}
+
+fn shown(v: Option<f64>) -> String {
+    v.map_or("–".to_string(), |v| format!("{v:.2}"))
+}
+
+impl Report {
+    pub fn print(&self, footer: &str) {
+        self.print_wrk();
+        self.print_oha();
+        self.print_tunnel();
+        self.print_memory();
+        self.print_decisions();
+        self.print_goals();
+        println!("\n{footer}");
+    }
+
+    fn print_wrk(&self) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let direct = get(&self.rows, DIRECT).map(|r| r.requests_per_sec);
+        let envoy = get(&self.rows, ENVOY);
+        println!("| row | req/s | p50 ms | p99 ms | req/s vs direct | req/s vs Envoy bare | p99 vs Envoy bare |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for (name, r) in &self.rows {
+            println!(
+                "| {name} | {:.0} | {:.3} | {:.3} | {} | {} | {} |",
+                r.requests_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                shown(ratio(Some(r.requests_per_sec), direct)),
+                shown(ratio(
+                    Some(r.requests_per_sec),
+                    envoy.map(|e| e.requests_per_sec)
+                )),
+                shown(ratio(Some(r.p99_ms), envoy.map(|e| e.p99_ms))),
+            );
+        }
+        println!();
+    }
+
+    fn print_oha(&self) {
+        if self.oha_rows.is_empty() {
+            return;
+        }
+        let plain = get(&self.oha_rows, OHA_PLAIN).map(|r| r.requests_per_sec);
+        println!("| row (oha, CONNECT-capable) | req/s | p50 ms | p99 ms | req/s vs tollgate plain HTTP |");
+        println!("|---|---:|---:|---:|---:|");
+        for (name, r) in &self.oha_rows {
+            println!(
+                "| {name} | {:.0} | {:.3} | {:.3} | {} |",
+                r.requests_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                shown(ratio(Some(r.requests_per_sec), plain)),
+            );
+        }
+        println!();
+    }
+
+    fn print_tunnel(&self) {
+        let Some((direct, tunnel)) = self.tunnel else {
+            return;
+        };
+        let mib = |b: f64| b / (1024.0 * 1024.0);
+        println!("| bulk download, one connection | MiB/s | vs direct |\n|---|---:|---:|");
+        println!("| direct | {:.0} | 1.00 |", mib(direct));
+        println!(
+            "| tollgate tunnel (`connect` action) | {:.0} | {:.2} |\n",
+            mib(tunnel),
+            tunnel / direct
+        );
+    }
+
+    fn print_memory(&self) {
+        let Some(m) = self.memory else { return };
+        println!("| tollgate run, 1 worker | RSS KiB |\n|---|---:|");
+        println!("| idle, after start | {} |", m.idle_kib);
+        println!("| after one request (connection closed) | {} |", m.warm_kib);
+        println!(
+            "| {} idle keep-alive connections open | {} |",
+            m.connections, m.open_kib
+        );
+        println!(
+            "| those connections closed again | {} |",
+            m.closed_again_kib
+        );
+        println!(
+            "| {} opened again after that | {} |",
+            m.connections, m.reopened_kib
+        );
+        println!(
+            "| per open connection (open − after one request) ÷ {} | {:.1} |\n",
+            m.connections,
+            m.per_connection_kib()
+        );
+    }
+
+    fn print_decisions(&self) {
+        if self.decisions.is_empty() {
+            return;
+        }
+        println!("| Cedar decision, 1,000-route catalog | mean µs | p50 µs | p99 µs |\n|---|---:|---:|---:|");
+        for (policies, miss, hit) in &self.decisions {
+            for (what, p) in [("cache miss", miss), ("cache hit", hit)] {
+                println!(
+                    "| {policies} policies, {what} | {:.2} | {:.2} | {:.2} |",
+                    p.mean, p.p50, p.p99
+                );
+            }
+        }
+        println!();
+    }
+
+    fn print_goals(&self) {
+        let rps = |rows: &[(&str, LoadResult)], n: &str| get(rows, n).map(|r| r.requests_per_sec);
+        let p99 = |n: &str| get(&self.rows, n).map(|r| r.p99_ms);
+        let w = |n: &str| rps(&self.rows, n);
+        let decision = |hit: bool| {
+            self.decisions
+                .iter()
+                .find(|(n, ..)| *n == 1_000)
+                .map(|(_, miss, h)| if hit { h.p99 } else { miss.p99 })
+        };
+        // (goal, value, target, higher is better)
+        let goals: [(&str, Option<f64>, f64, bool); 10] = [
+            (
+                "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
+                ratio(w(TOLLGATE), w(ENVOY_NOOP)),
+                2.0,
+                true,
+            ),
+            (
+                "tollgate full authz ÷ Envoy bare (req/s)",
+                ratio(w(TOLLGATE), w(ENVOY)),
+                1.0,
+                true,
+            ),
+            (
+                "tollgate p99 ÷ Envoy bare p99",
+                ratio(p99(TOLLGATE), p99(ENVOY)),
+                1.0,
+                false,
+            ),
+            (
+                "Envoy + tollgate decision ÷ Envoy + no-op ext_authz (req/s)",
+                ratio(w(ENVOY_TOLLGATE), w(ENVOY_NOOP)),
+                0.95,
+                true,
+            ),
+            (
+                "tollgate remote, warm cache ÷ embedded (req/s)",
+                ratio(w(TOLLGATE_REMOTE), w(TOLLGATE)),
+                0.9,
+                true,
+            ),
+            (
+                "tollgate MITM HTTPS ÷ tollgate plain HTTP, both oha (req/s)",
+                ratio(rps(&self.oha_rows, MITM), rps(&self.oha_rows, OHA_PLAIN)),
+                0.8,
+                true,
+            ),
+            (
+                "tollgate tunnel ÷ direct (bytes/s)",
+                self.tunnel.map(|(d, t)| t / d),
+                0.9,
+                true,
+            ),
+            (
+                "Cedar decision p99, 1,000 policies, cache miss (µs)",
+                decision(false),
+                50.0,
+                false,
+            ),
+            (
+                "Cedar decision p99, 1,000 policies, cache hit (µs)",
+                decision(true),
+                1.0,
+                false,
+            ),
+            (
+                "RSS per idle keep-alive connection (KiB)",
+                self.memory.map(|m| m.per_connection_kib()),
+                32.0,
+                false,
+            ),
+        ];
+        println!("| goal | value | target | met |\n|---|---:|---:|:-:|");
+        for (label, value, target, higher) in goals {
+            let Some(v) = value else { continue };
+            let met = if higher { v >= target } else { v <= target };
+            let sign = if higher { "≥" } else { "≤" };
+            println!(
+                "| {label} | {v:.2} | {sign} {target} | {} |",
+                if met { "yes" } else { "**no**" }
+            );
+        }
+    }
+}
