@@ -1,12 +1,15 @@
 //! Data-plane stages without sockets: classification against a 1,000-route
-//! catalog (100 tools × 10 routes), and the spot for credential handling.
+//! catalog (100 tools × 10 routes), and credential strip + inject.
 //!
 //!     cargo bench -p tollgate-benches --bench pipeline
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, Method};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::{HeaderMap, HeaderName, Method, Uri};
+use tollgate::config::{BoundService, CredentialConfig, CredentialInjection, CredentialSource};
+use tollgate::decision::credentials::CredentialStore;
+use tollgate::pipeline::credentials::strip_and_inject;
 use tollgate_benches::fixtures;
 
 fn classify(c: &mut Criterion) {
@@ -49,13 +52,86 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
-// ─── SPOT: credential strip + inject ─────────────────────────────────────
-// To be added once the credential work lands in `pipeline/credentials.rs`:
-// strip every credential an agent sent (Authorization, Proxy-Authorization,
-// the tool's credential_headers) and inject the one the decision names,
-// on a realistic header map. Add it as `fn credentials(c: &mut Criterion)`
-// and list it in `criterion_group!` below.
-// ─────────────────────────────────────────────────────────────────────────
+/// Strip the agent's credentials and inject the one the decision names, on
+/// the headers an SDK sends, from a file source (one `metadata()` call per
+/// use to notice rotation) and from an environment variable (cached).
+fn credentials(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "ghs_benchmark_credential_value_0123456789").unwrap();
+    std::env::set_var(
+        "BENCH_CREDENTIAL",
+        "sk-benchmark-credential-value-0123456789",
+    );
+    let bound = |source, injection| CredentialConfig {
+        source,
+        injection,
+        services: vec![BoundService {
+            tool: "github".into(),
+            at: String::new(),
+        }],
+    };
+    let store = CredentialStore::new([
+        (
+            "file-bearer".to_string(),
+            bound(CredentialSource::File(file), CredentialInjection::Bearer),
+        ),
+        (
+            "env-header".to_string(),
+            bound(
+                CredentialSource::Env("BENCH_CREDENTIAL".into()),
+                CredentialInjection::Header {
+                    name: "x-api-key".into(),
+                    template: "{value}".into(),
+                },
+            ),
+        ),
+    ]);
+    let mut agent = HeaderMap::new();
+    for (k, v) in [
+        ("host", "api.github.com"),
+        ("user-agent", "octokit-rest.js/20.0.0"),
+        ("accept", "application/vnd.github+json"),
+        (
+            "authorization",
+            "Bearer tgt_0123456789abcdef0123456789abcdef",
+        ),
+        ("x-api-key", "agent-key"),
+        ("cookie", "session=agent"),
+        ("content-type", "application/json"),
+    ] {
+        agent.insert(k, v.parse().unwrap());
+    }
+    let uri: Uri = "https://api.github.com/repos/acme/api/pulls"
+        .parse()
+        .unwrap();
+    let tool_headers = [HeaderName::from_static("x-github-token")];
+    let mut group = c.benchmark_group("credential strip + inject");
+    for (name, credential) in [
+        ("strip only (no credential named)", None),
+        ("bearer from a file", Some("file-bearer")),
+        ("header from the environment", Some("env-header")),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || (agent.clone(), uri.clone()),
+                |(headers, uri)| {
+                    strip_and_inject(
+                        &store,
+                        Some("github"),
+                        &tool_headers,
+                        credential,
+                        headers,
+                        uri,
+                    )
+                    .unwrap()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
 
-criterion_group!(benches, classify);
+criterion_group!(benches, classify, credentials);
 criterion_main!(benches);

@@ -30,3 +30,16 @@ fn every_benchmark_participant_answers() {
         assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
     }
 }
+
+/// The revocation benchmark with two trials: both proxies must see the task
+/// end (a 401) after `EndTask`; how fast is the benchmark's business.
+#[test]
+fn the_revocation_benchmark_runs() {
+    let bin = tollgate_e2e::tollgate_bin().with_file_name("revocation");
+    assert!(bin.exists(), "{} missing", bin.display());
+    let out = Command::new(bin).args(["--trials", "2"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(4 samples)"), "{stdout}\n{stderr}");
+}

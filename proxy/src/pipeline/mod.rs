@@ -251,9 +251,6 @@ impl Pipeline {
             .and_then(|tool| snapshot.catalog.credential_headers(tool))
             .unwrap_or_default();
         let task = token_from_headers(&parts.headers, service_headers).or(caller.connect_task);
-        if let Some(token) = task {
-            caller.saw_task(token);
-        }
         let decision_request = authorize::decision_request(
             &workload,
             &named,
@@ -264,6 +261,10 @@ impl Pipeline {
         );
         let (decision, decision_us) =
             authorize::authorize(self.decider.as_ref(), &decision_request).await;
+        // Only tokens of real tasks: made-up ones must not grow the list.
+        if let (Some(token), Some(_)) = (task, &decision.task) {
+            caller.saw_task(token);
+        }
         record.decision_us = decision_us;
         record.decided(&decision);
         if !decision.is_allow() {
