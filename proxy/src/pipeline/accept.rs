@@ -196,7 +196,7 @@ async fn connect(
                 let started = std::time::Instant::now();
                 match hyper::upgrade::on(request).await {
                     Ok(upgraded) => {
-                        let spliced = tunnel::splice(TokioIo::new(upgraded), upstream, half_close);
+                        let spliced = tunnel::splice_upgraded(upgraded, upstream, half_close);
                         let ended = async {
                             match task {
                                 Some(token) => task_ended(revocations, |t| *t == token).await,
