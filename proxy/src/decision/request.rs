@@ -13,7 +13,7 @@ use cedar_policy::{
 };
 
 use super::schema::{NAMESPACE, TARGET, WORKLOAD};
-use super::tasks::Task;
+use super::tasks::{Task, BUDGET_CLASSES};
 use super::{DecisionRequest, CONNECT_ACTION};
 
 /// Per-engine constants for building requests.
@@ -100,14 +100,25 @@ impl RequestBuilder {
         let text = |s: &str| RestrictedExpression::new_string(s.to_string());
         let task_record = task
             .map(|t| {
+                let used = RestrictedExpression::new_record(BUDGET_CLASSES.map(|class| {
+                    (
+                        class.to_string(),
+                        RestrictedExpression::new_long(i64::from(t.used(class))),
+                    )
+                }))?;
                 RestrictedExpression::new_record([
                     ("id".to_string(), text(&t.id)),
                     ("purpose".to_string(), text(&t.purpose)),
+                    (
+                        "scopes".to_string(),
+                        RestrictedExpression::new_set(t.scopes().iter().map(|s| text(s))),
+                    ),
+                    ("used".to_string(), used),
                 ])
                 .map(|record| ("task".to_string(), record))
-                .map_err(|e| format!("building task context: {e}"))
             })
-            .transpose()?;
+            .transpose()
+            .map_err(|e| format!("building task context: {e}"))?;
         let context = Context::from_pairs(
             [
                 ("method".to_string(), text(&ctx.method)),

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use crate::catalog::{ActionInfo, RiskClass};
 
+use super::tasks::BUDGET_CLASSES;
 use super::CONNECT_ACTION;
 
 /// Cedar entity type names. No Cedar namespace: policies say `Workload::"…"`.
@@ -97,10 +98,16 @@ pub(super) fn render(model: &ActionModel) -> String {
     // A named type so every action shares one definition. `task` is there
     // only when the request carried a valid task token: policies test it
     // with `context has task`.
-    out.push_str(
-        "type RequestContext = {\n  method: String,\n  host: String,\n  port: Long,\n  \
+    let used: Vec<String> = BUDGET_CLASSES
+        .iter()
+        .map(|class| format!("{class}: Long"))
+        .collect();
+    let _ = write!(
+        out,
+        "type RequestContext = {{\n  method: String,\n  host: String,\n  port: Long,\n  \
          path: String,\n  tool: String,\n  risk: String,\n  sensitivity: String,\n  \
-         task?: { id: String, purpose: String },\n};\n\n",
+         task?: {{ id: String, purpose: String, scopes: Set<String>, used: {{ {} }} }},\n}};\n\n",
+        used.join(", ")
     );
 
     out.push_str("// Risk classes: `action in Action::\"prod_change\"`.\n");

@@ -192,6 +192,22 @@ impl Task {
         self.budgets.contains_key(class)
     }
 
+    pub fn has_budgets(&self) -> bool {
+        !self.budgets.is_empty()
+    }
+
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// Allowed requests of `class` counted against its budget so far (0
+    /// for a class without one).
+    pub fn used(&self, class: &str) -> u32 {
+        self.budgets
+            .get(class)
+            .map_or(0, |(_, used)| used.load(Ordering::SeqCst))
+    }
+
     /// Use one unit of `class`'s budget; `false` when none is left. A class
     /// without a budget is unlimited.
     pub fn consume(&self, class: &str) -> bool {
@@ -341,8 +357,8 @@ pub struct TaskStore {
     rng: SystemRandom,
 }
 
-/// Known risk classes a budget may name.
-const BUDGET_CLASSES: [&str; 7] = [
+/// Known risk classes a budget may name (and `context.task.used` lists).
+pub const BUDGET_CLASSES: [&str; 7] = [
     "read",
     "write",
     "code_exec",
@@ -561,7 +577,12 @@ pub fn decide_in_task(
             Err((refusal, task)) => return refusal.decision(task.as_deref()),
         },
     };
-    let mut decision = cache.decide_in_task(engine, request, task.as_deref());
+    // Policies may read `context.task.used`, which changes with every
+    // budgeted request: those decisions are never cached.
+    let mut decision = match task.as_deref() {
+        Some(t) if t.has_budgets() => engine.evaluate_in_task(request, Some(t)),
+        t => cache.decide_in_task(engine, request, t),
+    };
     if let Some(task) = task {
         let risk = request.context.risk.as_str();
         let mut task_ref = TaskRef::of(&task);

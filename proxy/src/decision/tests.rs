@@ -596,6 +596,43 @@ forbid (principal, action == Action::"github:repos.delete", resource)
     }
 
     #[test]
+    fn policies_see_the_tasks_scopes_and_budget_use() {
+        let policies = r#"
+@id("coder-github")
+permit (principal == Workload::"spiffe://cluster.local/ns/agents/sa/coder", action in Action::"github", resource)
+when { context has task && context.task.scopes.contains("github:*") };
+
+@id("second-write-needs-less-risk")
+forbid (principal, action in Action::"write", resource)
+when { context has task && context.task.used.write >= 1 && context.task.purpose == "careful" };
+"#;
+        let p = Plane {
+            engine: engine(&[("t.cedar", policies)]),
+            ..Plane::new()
+        };
+        let narrow = p.start(TaskSpec {
+            scopes: vec!["github:pulls.*".into()],
+            ..spec("narrow")
+        });
+        assert_eq!(
+            p.decide(CODER, "github:pulls.list", Some(narrow)).reason,
+            "no_permit"
+        );
+        let careful = p.start(TaskSpec {
+            scopes: vec!["github:*".into()],
+            budgets: BTreeMap::from([("write".to_string(), 10)]),
+            ..spec("careful")
+        });
+        assert!(p
+            .decide(CODER, "github:pulls.create", Some(careful))
+            .is_allow());
+        // The same request again: `used.write` is 1 now, and the decision
+        // is not served from the cache.
+        let d = p.decide(CODER, "github:pulls.create", Some(careful));
+        assert_eq!(d.policy_ids, ["second-write-needs-less-risk"]);
+    }
+
+    #[test]
     fn task_specs_are_checked() {
         let tasks = TaskStore::new(TaskLimits {
             default_ttl: Duration::from_secs(60),
