@@ -2,6 +2,7 @@
 //! answers as embedded mode, fail closed while the service is away, and a
 //! policy change on the service reaches the proxy's cache.
 
+use tollgate_e2e::tasks::{task_cli, ADMIN_TOKEN};
 use tollgate_e2e::{DecisionService, Setup, TestPki, Tollgate, Upstream};
 
 const PULLS: &str = "http://api.github.com/repos/acme/api/pulls";
@@ -188,6 +189,7 @@ async fn mutual_tls_between_proxy_and_service() {
         decision_service_yaml: format!(
             "  tls: {{ cert: \"{server_cert}\", key: \"{server_key}\", ca: \"{ca}\" }}\n"
         ),
+        tasks: true,
         ..Setup::default()
     });
     let url = format!("https://{}", service.addr);
@@ -209,7 +211,7 @@ async fn mutual_tls_between_proxy_and_service() {
     // Without a client certificate the service refuses the connection, so
     // the proxy has no decision: deny.
     let without_identity = Tollgate::start(Setup {
-        decision_endpoint: Some(url),
+        decision_endpoint: Some(url.clone()),
         decision_yaml: format!("  tls: {{ ca: \"{ca}\" }}\n"),
         ..Setup::routing("api.github.com:80", upstream.addr)
     });
@@ -217,4 +219,23 @@ async fn mutual_tls_between_proxy_and_service() {
     assert_eq!(out.status, 403);
     assert_eq!(out.json()["reason"], "decision_unavailable");
     assert_eq!(upstream.count(), 1);
+
+    // An operator administers tasks over the same mTLS listener.
+    let listed = task_cli(
+        &url,
+        Some(ADMIN_TOKEN),
+        &[
+            "list",
+            "--ca",
+            &ca,
+            "--cert",
+            &client_cert,
+            "--key",
+            &client_key,
+        ],
+    );
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.json["tasks"], serde_json::json!([]));
+    let refused = task_cli(&url, Some(ADMIN_TOKEN), &["list", "--ca", &ca]);
+    assert_ne!(refused.code, 0, "no client certificate, no admin call");
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::json;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::decision::proto::pb;
 use crate::decision::proto::pb::decision_service_client::DecisionServiceClient;
@@ -32,6 +32,11 @@ pub struct TaskArgs {
     /// CA certificate (PEM) for an https:// endpoint.
     #[arg(long, global = true)]
     ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) when the service requires mTLS.
+    #[arg(long, global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, global = true, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -113,11 +118,13 @@ async fn call(args: TaskArgs) -> Result<serde_json::Value, String> {
         .map_err(|e| format!("endpoint `{}`: {e}", args.endpoint))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10));
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
     if let Some(ca) = &args.ca {
-        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-            .map_err(|e| format!("TLS: {e}"))?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
     }
     let channel = endpoint
         .connect()
