@@ -19,6 +19,18 @@ pub use process::{shipped_policies, DecisionService, Setup, Tollgate, CODER, HAR
 
 pub use upstream::{Seen, Upstream};
 
+/// A value no test could have written down in advance: `<prefix>-` and 128
+/// random bits in hex. Secret-hygiene searches for it then mean something.
+pub fn random_secret(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let part = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    format!("{prefix}-{:016x}{:016x}", part(), part())
+}
+
 /// The repository root (the workspace folder).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -3,8 +3,6 @@
 //! injection style checked at a real upstream), only toward the tools it is
 //! bound to, and a rotated secret is used by the very next request.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
 use tollgate_e2e::{
@@ -34,11 +32,6 @@ fn policies() -> Vec<(String, String)> {
     vec![("test.cedar".into(), text)]
 }
 
-fn random(prefix: &str) -> String {
-    let part = || RandomState::new().build_hasher().finish();
-    format!("{prefix}-{:016x}{:016x}", part(), part())
-}
-
 /// The secret files, as Kubernetes mounts them: a `..data` symlink to a
 /// timestamped folder, and one symlink per key into `..data`.
 struct Secrets {
@@ -56,11 +49,11 @@ impl Secrets {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Secrets {
             dir,
-            bearer: random("bearer"),
-            user: random("user"),
-            password: random("password"),
-            header: random("header"),
-            query: random("query"),
+            bearer: tollgate_e2e::random_secret("bearer"),
+            user: tollgate_e2e::random_secret("user"),
+            password: tollgate_e2e::random_secret("password"),
+            header: tollgate_e2e::random_secret("header"),
+            query: tollgate_e2e::random_secret("query"),
             version: 0,
         };
         std::fs::write(s.file("bearer-token"), format!("{}\n", s.bearer)).unwrap();
@@ -282,10 +275,10 @@ async fn a_rotated_secret_is_used_by_the_very_next_request() {
             "round {round}"
         );
         // Rewritten in place (same length, so only content differs)…
-        secrets.bearer = random("bearer");
+        secrets.bearer = tollgate_e2e::random_secret("bearer");
         std::fs::write(secrets.file("bearer-token"), &secrets.bearer).unwrap();
         // …and the basic-auth Secret swapped the way the kubelet does it.
-        secrets.password = random("password");
+        secrets.password = tollgate_e2e::random_secret("password");
         secrets.swap_basic();
     }
 }

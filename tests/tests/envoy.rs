@@ -3,9 +3,6 @@
 //! `tollgate decision` about every request. Agents talk plain HTTP to Envoy
 //! with `Host: api.github.com`; "GitHub" is a local recording upstream.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-
 use tollgate_e2e::envoy::{self, Envoy};
 use tollgate_e2e::tasks::{end_task, start_task};
 use tollgate_e2e::{curl, CurlOutput, DecisionService, Setup, Upstream};
@@ -39,11 +36,6 @@ impl Answer {
     }
 }
 
-fn random_secret() -> String {
-    let part = || RandomState::new().build_hasher().finish();
-    format!("ghs_test_{:016x}{:016x}", part(), part())
-}
-
 async fn gateway() -> Gateway {
     gateway_with_secret(true).await
 }
@@ -62,7 +54,7 @@ async fn gateway_with(
     policies: Option<Vec<(String, String)>>,
 ) -> Gateway {
     let github = Upstream::http().await;
-    let secret = random_secret();
+    let secret = tollgate_e2e::random_secret("ghs_test");
     let env = if with_secret {
         vec![
             ("GITHUB_READONLY_TOKEN".into(), secret.clone()),

@@ -6,17 +6,9 @@
 //! tollgate wrote or answered, and searches it for every secret in every
 //! encoding. To cover a new path, add a step that feeds `Collected`.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-
 use tollgate_e2e::hygiene::{assert_no_secrets, leak_forms, Collected};
 use tollgate_e2e::tasks::{end_task, start_task, task_cli, ADMIN_TOKEN};
 use tollgate_e2e::{curl, DecisionService, Setup, Tollgate, Upstream, CODER};
-
-fn random(prefix: &str) -> String {
-    let part = || RandomState::new().build_hasher().finish();
-    format!("{prefix}-{:016x}{:016x}", part(), part())
-}
 
 /// The secrets and where they live.
 struct Secrets {
@@ -32,11 +24,11 @@ impl Secrets {
     fn new() -> Secrets {
         let s = Secrets {
             dir: tempfile::tempdir().unwrap(),
-            bearer: random("bearer"),
-            user: random("user"),
-            password: random("password"),
-            header: random("header-env"),
-            query: random("query"),
+            bearer: tollgate_e2e::random_secret("bearer"),
+            user: tollgate_e2e::random_secret("user"),
+            password: tollgate_e2e::random_secret("password"),
+            header: tollgate_e2e::random_secret("header-env"),
+            query: tollgate_e2e::random_secret("query"),
         };
         let basic = s.dir.path().join("basic");
         std::fs::create_dir(&basic).unwrap();

@@ -219,7 +219,7 @@ async fn expired_foreign_and_out_of_scope_tokens_are_refused() {
     let out = get(&tg, &bearer("tgt_0000000000000000")).await;
     assert_eq!(out.status, 401, "{}", out.body);
     assert_eq!(out.json()["reason"], "task_unknown");
-    // Only the three allowed GETs reached the upstream.
+    // Only the two allowed GETs reached the upstream.
     assert_eq!(upstream.requests().len(), 2);
 }
 

@@ -23,24 +23,16 @@ use hyper_util::rt::TokioIo;
 use tollgate::decision::proto::pb;
 use tollgate::decision::proto::pb::decision_service_client::DecisionServiceClient;
 use tollgate_benches::process::{command, Participant};
-use tollgate_benches::{repo_root, WORKLOAD};
+use tollgate_benches::tollgate as participant;
+use tollgate_benches::WORKLOAD;
 
 const ADMIN_TOKEN: &str = "revocation-bench-admin";
-
-const CATALOG: &str = r#"
-tool: bench
-description: benchmark upstream
-endpoints:
-  - hosts: [bench.test]
-    routes:
-      - { method: GET, path: "/v1/items/{id}", action: items.get, risk: read, resource: "items/{id}" }
-"#;
 
 fn prepare(config: &str) -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("catalog"))?;
     std::fs::create_dir_all(dir.path().join("policies"))?;
-    std::fs::write(dir.path().join("catalog/bench.yaml"), CATALOG)?;
+    std::fs::write(dir.path().join("catalog/bench.yaml"), participant::CATALOG)?;
     std::fs::write(
         dir.path().join("policies/bench.cedar"),
         format!(
@@ -52,20 +44,12 @@ fn prepare(config: &str) -> anyhow::Result<(tempfile::TempDir, std::path::PathBu
     Ok((dir, path))
 }
 
-fn binary() -> std::path::PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("tollgate")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| repo_root().join("target/release/tollgate"))
-}
-
 fn decision() -> anyhow::Result<Participant> {
     let (dir, path) = prepare(
         "decision_service: { address: 127.0.0.1:0, admin: 127.0.0.1:0 }\n\
          tasks: { admin_token: { env: TOLLGATE_ADMIN_TOKEN } }",
     )?;
-    let mut cmd = command(&binary(), None);
+    let mut cmd = command(&participant::binary()?, None);
     cmd.args(["decision", "--workers", "1", "--config"])
         .arg(path)
         .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -81,7 +65,7 @@ fn proxy(upstream: SocketAddr, decision: SocketAddr) -> anyhow::Result<Participa
          forward:\n  allow_networks: [127.0.0.0/8]\n  resolve: {{ \"bench.test:80\": \"{upstream}\" }}\n\
          decision: {{ endpoint: \"http://{decision}\", cache_ttl: 10m }}"
     ))?;
-    let mut cmd = command(&binary(), None);
+    let mut cmd = command(&participant::binary()?, None);
     cmd.args(["run", "--workers", "1", "--config"])
         .arg(path)
         .env("TOLLGATE_LOG", "warn,tollgate::cli=info");

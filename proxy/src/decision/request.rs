@@ -13,8 +13,9 @@ use cedar_policy::{
 };
 
 use super::schema::{NAMESPACE, TARGET, WORKLOAD};
-use super::tasks::{Task, BUDGET_CLASSES};
+use super::tasks::Task;
 use super::{DecisionRequest, CONNECT_ACTION};
+use crate::catalog::RiskClass;
 
 /// Per-engine constants for building requests.
 pub(super) struct RequestBuilder {
@@ -100,7 +101,8 @@ impl RequestBuilder {
         let text = |s: &str| RestrictedExpression::new_string(s.to_string());
         let task_record = task
             .map(|t| {
-                let used = RestrictedExpression::new_record(BUDGET_CLASSES.map(|class| {
+                let used = RestrictedExpression::new_record(RiskClass::ALL.map(|class| {
+                    let class = class.as_str();
                     (
                         class.to_string(),
                         RestrictedExpression::new_long(i64::from(t.used(class))),

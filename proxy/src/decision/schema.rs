@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 
 use crate::catalog::{ActionInfo, RiskClass};
 
-use super::tasks::BUDGET_CLASSES;
 use super::CONNECT_ACTION;
 
 /// Cedar entity type names. No Cedar namespace: policies say `Workload::"…"`.
@@ -98,9 +97,9 @@ pub(super) fn render(model: &ActionModel) -> String {
     // A named type so every action shares one definition. `task` is there
     // only when the request carried a valid task token: policies test it
     // with `context has task`.
-    let used: Vec<String> = BUDGET_CLASSES
+    let used: Vec<String> = RiskClass::ALL
         .iter()
-        .map(|class| format!("{class}: Long"))
+        .map(|class| format!("{}: Long", class.as_str()))
         .collect();
     let _ = write!(
         out,

@@ -18,6 +18,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use super::credentials::Secret;
 use super::{Decision, DecisionCache, DecisionRequest, Outcome, PolicyEngine};
+use crate::catalog::RiskClass;
 
 /// Every task token starts with this, so tollgate (and secret scanners)
 /// can tell a task token from a real credential the agent was given.
@@ -357,17 +358,6 @@ pub struct TaskStore {
     rng: SystemRandom,
 }
 
-/// Known risk classes a budget may name (and `context.task.used` lists).
-pub const BUDGET_CLASSES: [&str; 7] = [
-    "read",
-    "write",
-    "code_exec",
-    "secrets_read",
-    "data_export",
-    "prod_change",
-    "unknown",
-];
-
 impl TaskStore {
     pub fn new(limits: TaskLimits) -> TaskStore {
         let (revoked, _) = tokio::sync::broadcast::channel(1024);
@@ -411,10 +401,11 @@ impl TaskStore {
             }
         }
         for class in spec.budgets.keys() {
-            if !BUDGET_CLASSES.contains(&class.as_str()) {
+            if !RiskClass::ALL.iter().any(|r| r.as_str() == class) {
+                let known: Vec<&str> = RiskClass::ALL.iter().map(|r| r.as_str()).collect();
                 return Err(TaskError::Invalid(format!(
                     "budget class `{class}`: one of {}",
-                    BUDGET_CLASSES.join(", ")
+                    known.join(", ")
                 )));
             }
         }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, HeaderName, Method, Uri};
 
 use crate::catalog::{Catalog, RiskClass};
 use crate::decision::CONNECT_ACTION;
@@ -32,6 +32,15 @@ impl Named {
             risk: RiskClass::Unknown.as_str(),
             sensitivity: Arc::from("unknown"),
         }
+    }
+
+    /// Headers that carry credentials for this request's tool (none for
+    /// an uncovered host): where a task token may sit, and what is stripped.
+    pub fn credential_headers<'c>(&self, catalog: &'c Catalog) -> &'c [HeaderName] {
+        self.tool
+            .as_deref()
+            .and_then(|tool| catalog.credential_headers(tool))
+            .unwrap_or_default()
     }
 }
 

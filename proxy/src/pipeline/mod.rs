@@ -245,11 +245,7 @@ impl Pipeline {
 
         // authorize, under the task whose token the request (or, inside a
         // tunnel, its CONNECT) carried
-        let service_headers = named
-            .tool
-            .as_deref()
-            .and_then(|tool| snapshot.catalog.credential_headers(tool))
-            .unwrap_or_default();
+        let service_headers = named.credential_headers(&snapshot.catalog);
         let task = token_from_headers(&parts.headers, service_headers).or(caller.connect_task);
         let decision_request = authorize::decision_request(
             &workload,
@@ -289,12 +285,10 @@ impl Pipeline {
         if self.via {
             credentials::add_via(headers, inbound_version);
         }
-        let tool = named.tool.as_deref();
         credentials::strip_and_inject(
             &self.credentials,
-            tool,
-            tool.and_then(|t| snapshot.catalog.credential_headers(t))
-                .unwrap_or_default(),
+            named.tool.as_deref(),
+            service_headers,
             decision.credential.as_deref(),
             outbound.headers_mut(),
             &mut uri,

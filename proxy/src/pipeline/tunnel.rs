@@ -36,6 +36,24 @@ where
     }
 }
 
+/// Run both directions; once one ends, the other gets `half_close` to
+/// finish. The error that ended the tunnel, if one did.
+async fn both_ways(
+    up: impl std::future::Future<Output = std::io::Result<()>>,
+    down: impl std::future::Future<Output = std::io::Result<()>>,
+    half_close: Duration,
+) -> Option<String> {
+    tokio::pin!(up, down);
+    let (first, second) = tokio::select! {
+        r = &mut up => (r, tokio::time::timeout(half_close, &mut down).await),
+        r = &mut down => (r, tokio::time::timeout(half_close, &mut up).await),
+    };
+    match (first, second) {
+        (Err(e), _) | (_, Ok(Err(e))) => Some(format!("tunnel ended: {e}")),
+        _ => None,
+    }
+}
+
 pub async fn splice<A, U>(agent: A, upstream: U, half_close: Duration) -> Spliced
 where
     A: AsyncRead + AsyncWrite,
@@ -46,15 +64,7 @@ where
     let (from_agent, from_upstream) = (AtomicU64::new(0), AtomicU64::new(0));
     let up = pump(agent_read, upstream_write, &from_agent);
     let down = pump(upstream_read, agent_write, &from_upstream);
-    tokio::pin!(up, down);
-    let (first, second) = tokio::select! {
-        r = &mut up => (r, tokio::time::timeout(half_close, &mut down).await),
-        r = &mut down => (r, tokio::time::timeout(half_close, &mut up).await),
-    };
-    let error = match (first, second) {
-        (Err(e), _) | (_, Ok(Err(e))) => Some(format!("tunnel ended: {e}")),
-        _ => None,
-    };
+    let error = both_ways(up, down, half_close).await;
     Spliced {
         from_agent: from_agent.load(Ordering::Relaxed),
         from_upstream: from_upstream.load(Ordering::Relaxed),
@@ -104,15 +114,7 @@ pub async fn splice_tcp(
     }
     let up = kernel::pump(&agent, &upstream, &from_agent);
     let down = kernel::pump(&upstream, &agent, &from_upstream);
-    tokio::pin!(up, down);
-    let (first, second) = tokio::select! {
-        r = &mut up => (r, tokio::time::timeout(half_close, &mut down).await),
-        r = &mut down => (r, tokio::time::timeout(half_close, &mut up).await),
-    };
-    let error = match (first, second) {
-        (Err(e), _) | (_, Ok(Err(e))) => Some(format!("tunnel ended: {e}")),
-        _ => None,
-    };
+    let error = both_ways(up, down, half_close).await;
     Spliced {
         from_agent: from_agent.load(Ordering::Relaxed),
         from_upstream: from_upstream.load(Ordering::Relaxed),

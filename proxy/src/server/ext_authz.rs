@@ -160,11 +160,7 @@ impl ExtAuthz {
             &attrs.headers,
         )?;
         record.named(&named);
-        let service_headers = named
-            .tool
-            .as_deref()
-            .and_then(|tool| snapshot.catalog.credential_headers(tool))
-            .unwrap_or_default();
+        let service_headers = named.credential_headers(&snapshot.catalog);
         let request = authorize::decision_request(
             workload,
             &named,
@@ -195,14 +191,9 @@ impl ExtAuthz {
 
         // Only the headers the request carries: Envoy's work per listed
         // header is not free, and absent ones need no removal.
-        let tool_headers = named
-            .tool
-            .as_deref()
-            .and_then(|tool| snapshot.catalog.credential_headers(tool))
-            .unwrap_or_default();
         let mut remove: Vec<String> = AGENT_CREDENTIAL_HEADERS
             .iter()
-            .chain(tool_headers)
+            .chain(service_headers)
             .filter(|h| attrs.headers.contains_key(*h))
             .map(|h| h.as_str().to_string())
             .collect();
