@@ -308,19 +308,22 @@ async fn echo() -> std::net::SocketAddr {
     addr
 }
 
-/// CONNECT through the proxy; returns the stream and the status line.
+/// CONNECT through the proxy to `authority`, with `proxy_auth` as the
+/// `Proxy-Authorization` value; returns the stream and the status line.
 async fn connect(
     tg: &Tollgate,
-    to: std::net::SocketAddr,
-    token: Option<&str>,
+    authority: &str,
+    proxy_auth: Option<String>,
 ) -> (tokio::net::TcpStream, String) {
     let mut s = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
-    let auth = token
-        .map(|t| format!("Proxy-Authorization: Bearer {t}\r\n"))
+    let auth = proxy_auth
+        .map(|a| format!("Proxy-Authorization: {a}\r\n"))
         .unwrap_or_default();
-    s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n{auth}\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -342,11 +345,12 @@ async fn ending_a_task_closes_the_tunnels_that_carry_it() {
     let tg = Tollgate::start(setup(&upstream));
     let api = tg.decision_url();
 
-    let (_, status) = connect(&tg, echo, None).await;
+    let echo = echo.to_string();
+    let (_, status) = connect(&tg, &echo, None).await;
     assert!(status.contains(" 403"), "{status}");
 
     let task = start_task(&api, CODER, &[]);
-    let (mut tunnel, status) = connect(&tg, echo, Some(&task.token)).await;
+    let (mut tunnel, status) = connect(&tg, &echo, Some(format!("Bearer {}", task.token))).await;
     assert!(status.contains(" 200"), "{status}");
     tunnel.write_all(b"ping").await.unwrap();
     let mut got = [0u8; 4];
@@ -386,26 +390,8 @@ async fn ending_a_task_closes_intercepted_http2_connections_that_carry_it() {
 
     // What `HTTPS_PROXY=http://agent:<token>@proxy` makes a client send.
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("agent:{}", task.token));
-    let mut tcp = tokio::net::TcpStream::connect(tg.proxy).await.unwrap();
-    tcp.write_all(
-        format!(
-            "CONNECT api.github.com:443 HTTP/1.1\r\nHost: api.github.com:443\r\nProxy-Authorization: Basic {basic}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1);
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let (tcp, status) = connect(&tg, "api.github.com:443", Some(format!("Basic {basic}"))).await;
+    assert!(status.contains(" 200"), "{status}");
 
     let mut roots = rustls::RootCertStore::empty();
     roots
