@@ -33,6 +33,75 @@ pub fn start() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The least any proxy that terminates TCP has to do, as a reference row:
+/// accept, connect to `target`, and splice(2) the download through a pipe
+/// inside the kernel. No HTTP, no decision, one direction, a blocking
+/// thread per connection, on `cpu` when given (the proxies' CPU). What it
+/// loses against a direct transfer is the price of the second loopback
+/// connection itself, which no proxy can avoid.
+#[cfg(target_os = "linux")]
+pub fn start_relay(target: SocketAddr, cpu: Option<usize>) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("bench-relay".into())
+        .spawn(move || {
+            // Threads started here inherit the CPU.
+            if let Some(cpu) = cpu {
+                let _ = crate::process::pin_thread(cpu);
+            }
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                std::thread::spawn(move || {
+                    if let Ok(upstream) = TcpStream::connect(target) {
+                        let _ = relay_down(&upstream, &client);
+                    }
+                });
+            }
+        })?;
+    Ok(addr)
+}
+
+#[cfg(target_os = "linux")]
+fn relay_down(from: &TcpStream, to: &TcpStream) -> std::io::Result<()> {
+    use std::io::Error;
+    use std::os::fd::AsRawFd;
+    const PIPE: usize = 1024 * 1024;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    let splice = |a: i32, b: i32, len: usize| -> std::io::Result<usize> {
+        // SAFETY: plain descriptors, no offsets, no user memory.
+        let n = unsafe { libc::splice(a, std::ptr::null_mut(), b, std::ptr::null_mut(), len, 0) };
+        if n < 0 {
+            Err(Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    };
+    let result = (|| {
+        // SAFETY: F_SETPIPE_SZ on the pipe just made; the default stays if refused.
+        unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, PIPE as libc::c_int) };
+        loop {
+            let mut n = splice(from.as_raw_fd(), fds[1], PIPE)?;
+            if n == 0 {
+                return Ok(());
+            }
+            while n > 0 {
+                n -= splice(fds[0], to.as_raw_fd(), n)?;
+            }
+        }
+    })();
+    // SAFETY: closing the pipe made above, once.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    result
+}
+
 /// How a client reaches the sender.
 #[derive(Clone, Copy)]
 pub enum Route<'a> {

@@ -1,5 +1,6 @@
 //! Envoy 1.40 participants: a bare route, or the same route behind the
-//! ext_authz filter pointing at an authorization server.
+//! ext_authz filter pointing at an authorization server; and a `CONNECT`
+//! tunnel for the bulk rows.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,7 +65,6 @@ pub fn start(
     authz: Option<SocketAddr>,
     cpu: Option<&str>,
 ) -> anyhow::Result<Participant> {
-    let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let config = format!(
         r#"static_resources:
@@ -103,6 +103,56 @@ pub fn start(
         upstream.port(),
         authz_cluster(authz),
     );
+    launch(bin, port, &config, cpu)
+}
+
+/// Envoy with `--concurrency 1` terminating HTTP/1.1 `CONNECT` and
+/// tunnelling every one to `target`: the peer of tollgate's blind tunnel.
+pub fn start_connect(
+    bin: &Path,
+    target: SocketAddr,
+    cpu: Option<&str>,
+) -> anyhow::Result<Participant> {
+    let port = free_port()?;
+    let config = format!(
+        r#"static_resources:
+  listeners:
+  - name: tunnel
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: tunnel
+          upgrade_configs: [{{ upgrade_type: CONNECT }}]
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ connect_matcher: {{}} }}
+                route:
+                  cluster: target
+                  upgrade_configs: [{{ upgrade_type: CONNECT, connect_config: {{}} }}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: target
+    type: STATIC
+    load_assignment:
+      cluster_name: target
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]
+"#,
+        target.ip(),
+        target.port(),
+    );
+    launch(bin, port, &config, cpu)
+}
+
+fn launch(bin: &Path, port: u16, config: &str, cpu: Option<&str>) -> anyhow::Result<Participant> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("envoy.yaml");
     std::fs::write(&path, config)?;
     let mut cmd = command(bin, cpu);

@@ -96,6 +96,20 @@ impl Participant {
     }
 }
 
+/// Put the calling thread, and every thread it starts later, on one CPU.
+pub fn pin_thread(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        anyhow::ensure!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0,
+            "sched_setaffinity failed"
+        );
+    }
+    Ok(())
+}
+
 /// A free loopback port (bound and released: fine for a benchmark).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

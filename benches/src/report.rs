@@ -14,25 +14,29 @@ pub const TOLLGATE_REMOTE: &str = "tollgate, remote decision (warm cache)";
 pub const OHA_DIRECT: &str = "direct (oha)";
 pub const OHA_PLAIN: &str = "tollgate plain HTTP (oha)";
 pub const MITM: &str = "tollgate MITM";
+pub const BULK_DIRECT: &str = "direct";
+pub const BULK_RELAY: &str = "minimal splice relay (no HTTP, no decision)";
+pub const BULK_ENVOY: &str = "Envoy `CONNECT` tunnel";
+pub const BULK_TOLLGATE: &str = "tollgate tunnel (`connect` action)";
 
 /// RSS of one `tollgate run`, KiB.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Memory {
     pub idle_kib: u64,
     /// After one request on a connection since closed: what serving
     /// traffic allocates once (upstream pool, caches), not per connection.
     pub warm_kib: u64,
     pub connections: usize,
-    pub open_kib: u64,
-    pub closed_again_kib: u64,
-    /// The same number opened once more: equal to `open_kib` when closed
-    /// connections' memory is reused, higher if any of it leaked.
-    pub reopened_kib: u64,
+    /// Per round of opening `connections` and closing them all again: RSS
+    /// with them open, then after they closed. Rounds that level off mean
+    /// closed connections' memory is reused; a climb every round, a leak.
+    pub rounds: Vec<(u64, u64)>,
 }
 
 impl Memory {
     pub fn per_connection_kib(&self) -> f64 {
-        (self.open_kib as f64 - self.warm_kib as f64) / self.connections as f64
+        let open = self.rounds.first().map_or(0, |r| r.0);
+        (open as f64 - self.warm_kib as f64) / self.connections as f64
     }
 }
 
@@ -42,8 +46,8 @@ pub struct Report {
     pub rows: Vec<(&'static str, LoadResult)>,
     /// oha rows.
     pub oha_rows: Vec<(&'static str, LoadResult)>,
-    /// Bytes per second: direct, through a tollgate tunnel.
-    pub tunnel: Option<(f64, f64)>,
+    /// Bytes per second of one download, per route.
+    pub tunnel: Vec<(&'static str, f64)>,
     pub memory: Option<Memory>,
     /// Per policy-set size: cache miss, cache hit.
     pub decisions: Vec<(usize, Percentiles, Percentiles)>,
@@ -116,39 +120,42 @@ impl Report {
         println!();
     }
 
+    fn bulk(&self, name: &str) -> Option<f64> {
+        self.tunnel.iter().find(|(n, _)| *n == name).map(|r| r.1)
+    }
+
     fn print_tunnel(&self) {
-        let Some((direct, tunnel)) = self.tunnel else {
+        if self.tunnel.is_empty() {
             return;
-        };
-        let mib = |b: f64| b / (1024.0 * 1024.0);
-        println!("| bulk download, one connection | MiB/s | vs direct |\n|---|---:|---:|");
-        println!("| direct | {:.0} | 1.00 |", mib(direct));
-        println!(
-            "| tollgate tunnel (`connect` action) | {:.0} | {:.2} |\n",
-            mib(tunnel),
-            tunnel / direct
-        );
+        }
+        let (direct, envoy) = (self.bulk(BULK_DIRECT), self.bulk(BULK_ENVOY));
+        println!("| bulk download, one connection | MiB/s | vs direct | vs Envoy tunnel |\n|---|---:|---:|---:|");
+        for (name, rate) in &self.tunnel {
+            println!(
+                "| {name} | {:.0} | {} | {} |",
+                rate / (1024.0 * 1024.0),
+                shown(ratio(Some(*rate), direct)),
+                shown(ratio(Some(*rate), envoy)),
+            );
+        }
+        println!();
     }
 
     fn print_memory(&self) {
-        let Some(m) = self.memory else { return };
+        let Some(m) = &self.memory else { return };
         println!("| tollgate run, 1 worker | RSS KiB |\n|---|---:|");
         println!("| idle, after start | {} |", m.idle_kib);
         println!("| after one request (connection closed) | {} |", m.warm_kib);
+        for (i, (open, closed)) in m.rounds.iter().enumerate() {
+            let round = i + 1;
+            println!(
+                "| round {round}: {} idle keep-alive connections open | {open} |",
+                m.connections
+            );
+            println!("| round {round}: all closed again | {closed} |");
+        }
         println!(
-            "| {} idle keep-alive connections open | {} |",
-            m.connections, m.open_kib
-        );
-        println!(
-            "| those connections closed again | {} |",
-            m.closed_again_kib
-        );
-        println!(
-            "| {} opened again after that | {} |",
-            m.connections, m.reopened_kib
-        );
-        println!(
-            "| per open connection (open − after one request) ÷ {} | {:.1} |\n",
+            "| per open connection (round 1 open − after one request) ÷ {} | {:.1} |\n",
             m.connections,
             m.per_connection_kib()
         );
@@ -174,6 +181,7 @@ impl Report {
         let rps = |rows: &[(&str, LoadResult)], n: &str| get(rows, n).map(|r| r.requests_per_sec);
         let p99 = |n: &str| get(&self.rows, n).map(|r| r.p99_ms);
         let w = |n: &str| rps(&self.rows, n);
+        let bulk = |n| self.bulk(n);
         let decision = |hit: bool| {
             self.decisions
                 .iter()
@@ -220,7 +228,7 @@ impl Report {
             ),
             (
                 "tollgate tunnel ÷ direct (bytes/s)",
-                self.tunnel.map(|(d, t)| t / d),
+                ratio(bulk(BULK_TOLLGATE), bulk(BULK_DIRECT)),
                 0.9,
                 true,
             ),
@@ -238,7 +246,7 @@ impl Report {
             ),
             (
                 "RSS per idle keep-alive connection (KiB)",
-                self.memory.map(|m| m.per_connection_kib()),
+                self.memory.as_ref().map(|m| m.per_connection_kib()),
                 32.0,
                 false,
             ),

@@ -1,8 +1,9 @@
 //! The load harness must keep working: a smoke run (1 s per row, no
 //! warm-up) where every participant — direct, Envoy bare, Envoy + no-op
 //! ext_authz, Envoy + tollgate decision, tollgate embedded with and without
-//! the cache, tollgate remote — answers every request with 2xx. No timing
-//! is asserted.
+//! the cache, tollgate remote — answers every request with 2xx, and every
+//! bulk route (direct, the minimal relay, Envoy's `CONNECT` tunnel,
+//! tollgate's) delivers bytes. No timing is asserted.
 
 use std::process::Command;
 
@@ -26,6 +27,10 @@ fn every_benchmark_participant_answers() {
         "| tollgate full authz |",
         "| tollgate full authz, no decision cache |",
         "| tollgate, remote decision (warm cache) |",
+        "| minimal splice relay (no HTTP, no decision) |",
+        "| Envoy `CONNECT` tunnel |",
+        "| tollgate tunnel (`connect` action) |",
+        "| round 2: all closed again |",
     ] {
         assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
     }

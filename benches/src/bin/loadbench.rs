@@ -9,8 +9,10 @@
 //!
 //! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); oha rows
 //! (tollgate plain HTTP and MITM HTTPS through CONNECT, one generator for
-//! both); a bulk tunnel against a direct transfer; tollgate's memory idle
-//! and with many idle keep-alive connections; Cedar decision latency.
+//! both); a bulk download direct, through a minimal splice relay, Envoy's
+//! `CONNECT` tunnel and tollgate's; tollgate's memory idle and over rounds
+//! of opening and closing many idle keep-alive connections; Cedar decision
+//! latency.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -36,6 +38,8 @@ struct Options {
     only: Vec<String>,
     /// Idle keep-alive connections for the memory figure.
     idle_connections: usize,
+    /// How many times those are opened and closed again.
+    memory_rounds: usize,
 }
 
 impl Options {
@@ -53,6 +57,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         smoke: false,
         only: Vec::new(),
         idle_connections: 10_000,
+        memory_rounds: 4,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -62,6 +67,7 @@ fn options() -> anyhow::Result<Option<Options>> {
             "--runs" => o.runs = value()?.parse()?,
             "--connections" => o.connections = value()?.parse()?,
             "--idle-connections" => o.idle_connections = value()?.parse()?,
+            "--memory-rounds" => o.memory_rounds = value()?.parse::<usize>()?.max(1),
             "--pin" => o.pin = true,
             "--only" => {
                 let section = value()?;
@@ -77,6 +83,7 @@ fn options() -> anyhow::Result<Option<Options>> {
                 o.runs = 1;
                 o.connections = 4;
                 o.idle_connections = 1_000;
+                o.memory_rounds = 2;
             }
             // Internal: this binary doubles as the no-op ext_authz server.
             "--noop-authz" => {
@@ -199,21 +206,6 @@ fn require(tool: &str, hint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Put this process, and every thread it starts later (upstreams, bulk
-/// sender and reader, the memory client), on one CPU.
-fn pin_self(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        anyhow::ensure!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0,
-            "sched_setaffinity failed"
-        );
-    }
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     let Some(o) = options()? else {
         return Ok(());
@@ -234,7 +226,9 @@ fn main() -> anyhow::Result<()> {
     }
     if o.pin {
         require("taskset", "apt-get install -y util-linux")?;
-        pin_self(1)?;
+        // This process, and every thread it starts later (upstreams, bulk
+        // sender and reader, the memory client).
+        process::pin_thread(1)?;
     }
     let (proxy_cpu, load_cpu) = if o.pin {
         (Some("0"), Some("1"))
@@ -286,7 +280,7 @@ fn main() -> anyhow::Result<()> {
         oha_rows(&bench, upstream, &mut report)?;
     }
     if bench.o.wants("tunnel") {
-        report.tunnel = Some(tunnel(&bench, upstream)?);
+        report.tunnel = tunnel(&bench, upstream)?;
     }
     if bench.o.wants("memory") {
         report.memory = Some(memory(&bench, upstream)?);
@@ -429,10 +423,18 @@ fn oha_rows(
     Ok(())
 }
 
-/// Bytes per second of one download: directly from the sender, then
-/// through a blind tollgate tunnel to it.
-fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<(f64, f64)> {
+/// Bytes per second of one download: straight from the sender, through
+/// the minimal relay, through Envoy's `CONNECT` tunnel (when Envoy is
+/// here) and through a blind tollgate tunnel, each proxy on the proxy CPU.
+fn tunnel(
+    bench: &Bench,
+    upstream: std::net::SocketAddr,
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let sender = bulk::start()?;
+    let relay = bulk::start_relay(sender, bench.proxy_cpu.map(|c| c.parse()).transpose()?)?;
+    let envoy = envoy::binary()
+        .map(|bin| envoy::start_connect(&bin, sender, bench.proxy_cpu))
+        .transpose()?;
     let t = tollgate::run(
         &RunOptions {
             bulk: Some(sender),
@@ -440,26 +442,31 @@ fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<(f64,
         },
         bench.proxy_cpu,
     )?;
-    let mut measured = [Vec::new(), Vec::new()];
-    for (i, route) in [
-        bulk::Route::Direct(sender),
-        bulk::Route::Connect(t.addr, BULK_AUTHORITY),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let name = ["bulk direct", "bulk tunnel"][i];
+    let mut routes = vec![
+        (BULK_DIRECT, bulk::Route::Direct(sender)),
+        (BULK_RELAY, bulk::Route::Direct(relay)),
+    ];
+    match &envoy {
+        Some(e) => routes.push((BULK_ENVOY, bulk::Route::Connect(e.addr, BULK_AUTHORITY))),
+        None => eprintln!(
+            "  envoy not found (scripts/bench installs it into .venv): its tunnel row skipped"
+        ),
+    }
+    routes.push((BULK_TOLLGATE, bulk::Route::Connect(t.addr, BULK_AUTHORITY)));
+    let mut rows = Vec::new();
+    for (name, route) in routes {
         if !bench.o.smoke {
             bulk::read_for(route, Duration::from_secs(1))?;
         }
+        let mut measured = Vec::new();
         for _ in 0..bench.o.runs {
             let rate = bulk::read_for(route, bench.o.duration)?;
-            eprintln!("  {name}: {:.0} MiB/s", rate / (1024.0 * 1024.0));
-            measured[i].push(rate);
+            eprintln!("  bulk, {name}: {:.0} MiB/s", rate / (1024.0 * 1024.0));
+            measured.push(rate);
         }
+        rows.push((name, median_f64(measured)));
     }
-    let [direct, tunnel] = measured;
-    Ok((median_f64(direct), median_f64(tunnel)))
+    Ok(rows)
 }
 
 fn memory(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Memory> {
@@ -471,32 +478,30 @@ fn memory(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Memor
     drop(memory::open_idle(t.addr, 1)?);
     settle();
     let warm_kib = memory::rss_kib(t.pid())?;
-    let streams = memory::open_idle(t.addr, count)?;
-    settle();
-    let open_kib = memory::rss_kib(t.pid())?;
-    let closed = memory::closed(&streams);
-    anyhow::ensure!(
-        closed == 0,
-        "{closed} of {count} idle connections were closed by tollgate"
-    );
-    drop(streams);
-    settle();
-    let closed_again_kib = memory::rss_kib(t.pid())?;
-    let streams = memory::open_idle(t.addr, count)?;
-    settle();
+    let mut rounds = Vec::new();
+    for _ in 0..bench.o.memory_rounds {
+        let streams = memory::open_idle(t.addr, count)?;
+        settle();
+        let open_kib = memory::rss_kib(t.pid())?;
+        let closed = memory::closed(&streams);
+        anyhow::ensure!(
+            closed == 0,
+            "{closed} of {count} idle connections were closed by tollgate"
+        );
+        drop(streams);
+        settle();
+        rounds.push((open_kib, memory::rss_kib(t.pid())?));
+    }
     let m = Memory {
         idle_kib,
         warm_kib,
         connections: count,
-        open_kib,
-        closed_again_kib,
-        reopened_kib: memory::rss_kib(t.pid())?,
+        rounds,
     };
-    drop(streams);
     eprintln!(
         "  memory: idle {} KiB, {count} connections {} KiB, {:.1} KiB each",
         m.idle_kib,
-        m.open_kib,
+        m.rounds[0].0,
         m.per_connection_kib()
     );
     Ok(m)
