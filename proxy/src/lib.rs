@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod error;
+pub mod memory;
 pub mod pipeline;
 pub mod reload;
 pub mod server;

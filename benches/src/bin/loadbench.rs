@@ -489,7 +489,8 @@ fn memory(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Memor
             "{closed} of {count} idle connections were closed by tollgate"
         );
         drop(streams);
-        settle();
+        // tollgate looks for an ended burst once a second, then trims.
+        std::thread::sleep(Duration::from_secs(2));
         rounds.push((open_kib, memory::rss_kib(t.pid())?));
     }
     let m = Memory {

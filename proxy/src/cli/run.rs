@@ -48,8 +48,10 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// The runtime: `workers` threads (default: one per core).
+/// The runtime: `workers` threads (default: one per core). Every serving
+/// command starts here, so this is also where the open-file limit is raised.
 pub(super) fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    raise_open_file_limit();
     // One worker: a current-thread runtime does the same work without the
     // work-stealing scheduler's bookkeeping.
     let mut builder = if workers == Some(1) {
@@ -66,6 +68,34 @@ pub(super) fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime>
         .build()
         .map_err(|e| eprintln!("cannot start the runtime: {e}"))
         .ok()
+}
+
+/// Every agent connection, and its upstream, is a descriptor: a proxy
+/// behind the common soft limit of 1,024 would refuse agents long before it
+/// runs short of memory. Raise the soft limit to the hard one, as far as
+/// the system allows, and say what it is.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit read and write the struct passed in only.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                limit.rlim_cur = soft;
+            }
+        }
+        tracing::debug!(
+            soft_before = soft,
+            soft = limit.rlim_cur,
+            hard = limit.rlim_max,
+            "open-file limit"
+        );
+    }
 }
 
 /// The embedded decider, or a client of a remote `tollgate decision`.
@@ -172,6 +202,7 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
         ));
     }
     super::start_reloader(snapshot, &config);
+    tokio::spawn(crate::memory::return_freed_memory());
     ready.store(true, Ordering::Release);
     super::terminated().await
 }

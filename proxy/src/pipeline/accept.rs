@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener, config: ListenerConfig, pipeline: Arc<
         ));
         let pipeline = pipeline.clone();
         tokio::spawn(async move {
-            metrics::gauge!("tollgate_open_connections").increment(1.0);
+            let _open = crate::memory::OpenConnection::new();
             let service = service_fn(move |request| {
                 let pipeline = pipeline.clone();
                 let caller = caller.clone();
@@ -61,7 +61,6 @@ pub async fn serve(listener: TcpListener, config: ListenerConfig, pipeline: Arc<
             if let Err(e) = served {
                 tracing::debug!(error = %e, %peer, "agent connection ended with an error");
             }
-            metrics::gauge!("tollgate_open_connections").decrement(1.0);
         });
     }
 }
