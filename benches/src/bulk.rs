@@ -65,41 +65,31 @@ pub fn start_relay(target: SocketAddr, cpu: Option<usize>) -> anyhow::Result<Soc
 #[cfg(target_os = "linux")]
 fn relay_down(from: &TcpStream, to: &TcpStream) -> std::io::Result<()> {
     use std::io::Error;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     const PIPE: usize = 1024 * 1024;
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(Error::last_os_error());
     }
-    let splice = |a: i32, b: i32, len: usize| -> std::io::Result<usize> {
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (out, into) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ on the pipe just made; the default stays if refused.
+    unsafe { libc::fcntl(into.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE as libc::c_int) };
+    let splice = |a: RawFd, b: RawFd, len: usize| -> std::io::Result<usize> {
         // SAFETY: plain descriptors, no offsets, no user memory.
         let n = unsafe { libc::splice(a, std::ptr::null_mut(), b, std::ptr::null_mut(), len, 0) };
-        if n < 0 {
-            Err(Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        usize::try_from(n).map_err(|_| Error::last_os_error())
     };
-    let result = (|| {
-        // SAFETY: F_SETPIPE_SZ on the pipe just made; the default stays if refused.
-        unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, PIPE as libc::c_int) };
-        loop {
-            let mut n = splice(from.as_raw_fd(), fds[1], PIPE)?;
-            if n == 0 {
-                return Ok(());
-            }
-            while n > 0 {
-                n -= splice(fds[0], to.as_raw_fd(), n)?;
-            }
+    loop {
+        let mut n = splice(from.as_raw_fd(), into.as_raw_fd(), PIPE)?;
+        if n == 0 {
+            return Ok(());
         }
-    })();
-    // SAFETY: closing the pipe made above, once.
-    unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
+        while n > 0 {
+            n -= splice(out.as_raw_fd(), to.as_raw_fd(), n)?;
+        }
     }
-    result
 }
 
 /// How a client reaches the sender.
