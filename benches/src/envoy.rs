@@ -65,7 +65,69 @@ pub fn start(
     authz: Option<SocketAddr>,
     cpu: Option<&str>,
 ) -> anyhow::Result<Participant> {
+    let route = format!(
+        r#"
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    check_settings: {{ context_extensions: {{ tollgate_workload: "{WORKLOAD}" }} }}"#
+    );
+    let listener = Listener {
+        upgrade: "",
+        route: &route,
+        filters: &authz_filter(authz),
+        clusters: &authz_cluster(authz),
+    };
+    launch(bin, &listener, upstream, cpu)
+}
+
+/// Envoy with `--concurrency 1` terminating HTTP/1.1 `CONNECT` and
+/// tunnelling every one to `target`: the peer of tollgate's blind tunnel.
+pub fn start_connect(
+    bin: &Path,
+    target: SocketAddr,
+    cpu: Option<&str>,
+) -> anyhow::Result<Participant> {
+    let listener = Listener {
+        upgrade: "\n          upgrade_configs: [{ upgrade_type: CONNECT }]",
+        route: r#"
+              - match: { connect_matcher: {} }
+                route:
+                  cluster: upstream
+                  upgrade_configs: [{ upgrade_type: CONNECT, connect_config: {} }]"#,
+        filters: "",
+        clusters: "",
+    };
+    launch(bin, &listener, target, cpu)
+}
+
+/// What differs between the participants: YAML spliced into one listener
+/// with one route to the `upstream` cluster.
+struct Listener<'a> {
+    upgrade: &'a str,
+    route: &'a str,
+    /// HTTP filters before the router.
+    filters: &'a str,
+    /// Clusters besides `upstream`.
+    clusters: &'a str,
+}
+
+fn launch(
+    bin: &Path,
+    listener: &Listener,
+    upstream: SocketAddr,
+    cpu: Option<&str>,
+) -> anyhow::Result<Participant> {
     let port = free_port()?;
+    let Listener {
+        upgrade,
+        route,
+        filters,
+        clusters,
+    } = listener;
+    let (ip, upstream_port) = (upstream.ip(), upstream.port());
     let config = format!(
         r#"static_resources:
   listeners:
@@ -76,19 +138,13 @@ pub fn start(
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
+          stat_prefix: bench{upgrade}
           route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: upstream }}
-                typed_per_filter_config:
-                  envoy.filters.http.ext_authz:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                    check_settings: {{ context_extensions: {{ tollgate_workload: "{WORKLOAD}" }} }}
-          http_filters:{}
+              routes:{route}
+          http_filters:{filters}
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
   clusters:
@@ -96,62 +152,9 @@ pub fn start(
     type: STATIC
     load_assignment:
       cluster_name: upstream
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]{}
-"#,
-        authz_filter(authz),
-        upstream.ip(),
-        upstream.port(),
-        authz_cluster(authz),
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {upstream_port} }} }} }} }}] }}]{clusters}
+"#
     );
-    launch(bin, port, &config, cpu)
-}
-
-/// Envoy with `--concurrency 1` terminating HTTP/1.1 `CONNECT` and
-/// tunnelling every one to `target`: the peer of tollgate's blind tunnel.
-pub fn start_connect(
-    bin: &Path,
-    target: SocketAddr,
-    cpu: Option<&str>,
-) -> anyhow::Result<Participant> {
-    let port = free_port()?;
-    let config = format!(
-        r#"static_resources:
-  listeners:
-  - name: tunnel
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: tunnel
-          upgrade_configs: [{{ upgrade_type: CONNECT }}]
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ connect_matcher: {{}} }}
-                route:
-                  cluster: target
-                  upgrade_configs: [{{ upgrade_type: CONNECT, connect_config: {{}} }}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: target
-    type: STATIC
-    load_assignment:
-      cluster_name: target
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]
-"#,
-        target.ip(),
-        target.port(),
-    );
-    launch(bin, port, &config, cpu)
-}
-
-fn launch(bin: &Path, port: u16, config: &str, cpu: Option<&str>) -> anyhow::Result<Participant> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("envoy.yaml");
     std::fs::write(&path, config)?;
