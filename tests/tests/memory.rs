@@ -1,6 +1,7 @@
-//! A burst of agent connections does not leave its memory behind: once it
-//! has ended, tollgate gives the heap the connections used back to the
-//! system, so a pod's resident memory follows its traffic.
+//! A burst of agent connections beyond the open-file limit tollgate
+//! inherited is served, and does not leave its memory behind: once it has
+//! ended, tollgate gives the heap the connections used back to the system,
+//! so a pod's resident memory follows its traffic.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,13 @@ const BURST: usize = 2_000;
 /// One allowed request on a new connection, answered 200; the connection
 /// stays open and idle.
 async fn idle_connection_after_one_request(proxy: &str) -> TcpStream {
+    // A proxy out of descriptors accepts nothing: the answer never comes.
+    tokio::time::timeout(Duration::from_secs(10), one_request(proxy))
+        .await
+        .expect("no answer from tollgate in 10 s")
+}
+
+async fn one_request(proxy: &str) -> TcpStream {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
     stream
         .write_all(b"GET http://api.github.com/repos/acme/api/pulls HTTP/1.1\r\nHost: api.github.com\r\n\r\n")
@@ -41,10 +49,31 @@ async fn idle_connection_after_one_request(proxy: &str) -> TcpStream {
     }
 }
 
+/// Set this process's soft limit on open files (children inherit it).
+fn soft_open_files(wanted: u64) {
+    // SAFETY: getrlimit/setrlimit read and write the struct passed in only.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        assert!(
+            limit.rlim_max >= wanted,
+            "the hard limit on open files ({}) is below {wanted}",
+            limit.rlim_max
+        );
+        limit.rlim_cur = wanted;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
 #[tokio::test]
-async fn memory_of_a_burst_of_connections_is_given_back_after_it_ends() {
+async fn a_burst_beyond_the_inherited_file_limit_is_served_and_its_memory_given_back() {
+    // tollgate starts under the common soft limit of 1,024 open files, below
+    // the burst: it has to lift its own. This process then lifts its own to
+    // hold the agents' ends.
+    soft_open_files(1_024);
     let upstream = Upstream::http().await;
     let tg = Tollgate::start(Setup::routing("api.github.com:80", upstream.addr));
+    soft_open_files(BURST as u64 + 1_024);
     let proxy = tg.proxy_url().trim_start_matches("http://").to_string();
     // What serving allocates once (pools, caches) belongs to the baseline.
     drop(idle_connection_after_one_request(&proxy).await);
