@@ -15,7 +15,7 @@ const BURST: usize = 2_000;
 /// One allowed request on a new connection, answered 200; the connection
 /// stays open and idle.
 async fn idle_connection_after_one_request(proxy: &str) -> TcpStream {
-    // A proxy out of descriptors accepts nothing: the answer never comes.
+    // A proxy out of descriptors may not even accept: then no answer comes.
     tokio::time::timeout(Duration::from_secs(10), one_request(proxy))
         .await
         .expect("no answer from tollgate in 10 s")
