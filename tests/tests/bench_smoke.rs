@@ -1,9 +1,10 @@
 //! The load harness must keep working: a smoke run (1 s per row, no
 //! warm-up) where every participant — direct, Envoy bare, Envoy + no-op
-//! ext_authz, Envoy + tollgate decision, tollgate embedded with and without
-//! the cache, tollgate remote — answers every request with 2xx, and every
-//! bulk route (direct, the minimal relay, Envoy's `CONNECT` tunnel,
-//! tollgate's) delivers bytes. No timing is asserted.
+//! ext_authz, Envoy + tollgate decision (alone, and alternated with the no-op
+//! stack), tollgate embedded with and without the cache, tollgate remote —
+//! answers every request with 2xx, and every bulk route (direct, the minimal
+//! relay, Envoy's `CONNECT` tunnel, tollgate's) delivers bytes. No timing is
+//! asserted.
 
 use std::process::Command;
 
@@ -24,6 +25,8 @@ fn every_benchmark_participant_answers() {
         "| Envoy bare route |",
         "| Envoy + no-op ext_authz |",
         "| Envoy + tollgate decision |",
+        "| **Envoy + no-op ext_authz, median** |",
+        "| **Envoy + tollgate decision, median** |",
         "| tollgate full authz |",
         "| tollgate full authz, no decision cache |",
         "| tollgate, remote decision (warm cache) |",
@@ -34,6 +37,25 @@ fn every_benchmark_participant_answers() {
     ] {
         assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
     }
+}
+
+/// The calibration stand-in (a no-op ext_authz server that sends tollgate's
+/// metadata, burns CPU and reads memory) answers too, in tollgate
+/// decision's place.
+#[test]
+fn the_ext_authz_calibration_runs() {
+    let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
+    let out = Command::new(bin)
+        .args(["--smoke", "--only", "ext_authz", "--calibrate"])
+        .arg("metadata,spin-us=2,touch-kib=16")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let row = "| **Envoy + no-op ext_authz doing calibration work, median** |";
+    assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
+    assert!(!stdout.contains("Envoy + tollgate decision"), "{stdout}");
 }
 
 /// The revocation benchmark with two trials: both proxies must see the task

@@ -4,10 +4,13 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
-//!     scripts/bench --only oha --only memory  # some sections: wrk, oha, tunnel, memory, decision
+//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, decision
+//!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 //!
-//! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); oha rows
+//! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the two
+//! ext_authz stacks again with their runs alternated and the CPU each
+//! process spends per request; oha rows
 //! (tollgate plain HTTP and MITM HTTPS through CONNECT, one generator for
 //! both); a bulk download direct, through a minimal splice relay, Envoy's
 //! `CONNECT` tunnel and tollgate's; tollgate's memory idle and over rounds
@@ -25,7 +28,7 @@ use tollgate_benches::tollgate::{RunOptions, BULK_AUTHORITY};
 use tollgate_benches::wrk::{LoadResult, WrkRun};
 use tollgate_benches::{bulk, envoy, fixtures, noop_authz, pki, process, tollgate};
 
-const SECTIONS: [&str; 5] = ["wrk", "oha", "tunnel", "memory", "decision"];
+const SECTIONS: [&str; 6] = ["wrk", "ext_authz", "oha", "tunnel", "memory", "decision"];
 
 struct Options {
     duration: Duration,
@@ -40,6 +43,9 @@ struct Options {
     idle_connections: usize,
     /// How many times those are opened and closed again.
     memory_rounds: usize,
+    /// In the ext_authz pairs, a second no-op server doing this work
+    /// stands in for tollgate decision (see `noop_authz::Work`).
+    calibrate: Option<String>,
 }
 
 impl Options {
@@ -58,6 +64,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         only: Vec::new(),
         idle_connections: 10_000,
         memory_rounds: 4,
+        calibrate: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -85,9 +92,16 @@ fn options() -> anyhow::Result<Option<Options>> {
                 o.idle_connections = 1_000;
                 o.memory_rounds = 2;
             }
-            // Internal: this binary doubles as the no-op ext_authz server.
+            "--calibrate" => {
+                let work = value()?;
+                noop_authz::Work::parse(&work)?;
+                o.calibrate = Some(work);
+            }
+            // Internal: this binary doubles as the no-op ext_authz server;
+            // the argument after it says what work it does per check.
             "--noop-authz" => {
-                noop_authz::serve()?;
+                let work = args.next().unwrap_or_default();
+                noop_authz::serve(noop_authz::Work::parse(&work)?)?;
                 return Ok(None);
             }
             other => bail!("unknown argument {other}"),
@@ -111,16 +125,6 @@ fn median(mut results: Vec<LoadResult>) -> LoadResult {
         p99_ms: (a.p99_ms + b.p99_ms) / 2.0,
         non_2xx: a.non_2xx + b.non_2xx,
         requests: a.requests + b.requests,
-    }
-}
-
-fn median_f64(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
 
@@ -276,6 +280,9 @@ fn main() -> anyhow::Result<()> {
     if bench.o.wants("wrk") {
         wrk_rows(&bench, upstream, &mut report)?;
     }
+    if bench.o.wants("ext_authz") {
+        report.ext_authz = ext_authz_pairs(&bench, upstream)?;
+    }
     if bench.o.wants("oha") {
         oha_rows(&bench, upstream, &mut report)?;
     }
@@ -322,10 +329,7 @@ fn wrk_rows(
             rows.push((ENVOY, bench.wrk(ENVOY, &envoy_url(&e), false)?));
             drop(e);
 
-            let me = std::env::current_exe()?;
-            let mut cmd = process::command(&me, proxy_cpu);
-            cmd.arg("--noop-authz");
-            let noop = process::Participant::from_log(cmd, "noop-authz listening", None)?;
+            let noop = noop_authz(proxy_cpu, "")?;
             let e = envoy::start(&bin, upstream, Some(noop.addr), proxy_cpu)?;
             rows.push((ENVOY_NOOP, bench.wrk(ENVOY_NOOP, &envoy_url(&e), false)?));
             drop((e, noop));
@@ -364,6 +368,85 @@ fn wrk_rows(
         bench.wrk(TOLLGATE_REMOTE, &proxy_url(&t), true)?,
     ));
     Ok(())
+}
+
+/// This binary as the no-op ext_authz server, doing `work` per check.
+fn noop_authz(cpu: Option<&str>, work: &str) -> anyhow::Result<process::Participant> {
+    let mut cmd = process::command(&std::env::current_exe()?, cpu);
+    cmd.args(["--noop-authz", work]);
+    process::Participant::from_log(cmd, "noop-authz listening", None)
+}
+
+/// The two ext_authz rows once more, with both stacks up throughout and
+/// their runs alternated, so drift on the machine (another process, the
+/// CPU's clock) falls on both alike; and the CPU Envoy and its
+/// authorization server each spend per request, which varies less from
+/// run to run than req/s.
+fn ext_authz_pairs(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<AuthzRun>> {
+    let Some(bin) = envoy::binary() else {
+        eprintln!(
+            "  envoy not found (scripts/bench installs it into .venv): ext_authz pairs skipped"
+        );
+        return Ok(Vec::new());
+    };
+    let cpu = bench.proxy_cpu;
+    let noop = noop_authz(cpu, "")?;
+    let noop_envoy = envoy::start(&bin, upstream, Some(noop.addr), cpu)?;
+    let (second, row) = match &bench.o.calibrate {
+        Some(work) => (noop_authz(cpu, work)?, ENVOY_CALIBRATION),
+        None => (tollgate::decision(cpu)?, ENVOY_TOLLGATE),
+    };
+    let second_envoy = envoy::start(&bin, upstream, Some(second.addr), cpu)?;
+    let stacks = [
+        (ENVOY_NOOP, &noop_envoy, &noop),
+        (row, &second_envoy, &second),
+    ];
+    let script = bench.proxy_script.path().join("host.lua");
+    let wrk = |envoy: &process::Participant, duration| {
+        WrkRun {
+            url: &format!("http://{}/v1/items/42", envoy.addr),
+            connections: bench.o.connections,
+            duration,
+            script: Some(&script),
+            cpu: bench.load_cpu,
+        }
+        .run()
+    };
+    if !bench.o.smoke {
+        for (_, envoy, _) in &stacks {
+            wrk(envoy, Duration::from_secs(2))?;
+        }
+    }
+    let mut runs = Vec::new();
+    for _ in 0..bench.o.runs {
+        for (row, envoy, authz) in &stacks {
+            let cpu = || -> anyhow::Result<_> {
+                Ok((
+                    process::cpu_time(envoy.pid())?,
+                    process::cpu_time(authz.pid())?,
+                ))
+            };
+            let before = cpu()?;
+            let load = wrk(envoy, bench.o.duration)?;
+            let after = cpu()?;
+            anyhow::ensure!(load.non_2xx == 0, "{row}: {} non-2xx answers", load.non_2xx);
+            anyhow::ensure!(load.requests > 0, "{row}: no request completed");
+            let per_request =
+                |a: Duration, b: Duration| (a - b).as_secs_f64() * 1e6 / load.requests as f64;
+            let run = AuthzRun {
+                row,
+                load,
+                envoy_us: per_request(after.0, before.0),
+                authz_us: per_request(after.1, before.1),
+            };
+            eprintln!(
+                "  {row} (alternated): {:.0} req/s, CPU per request: Envoy {:.1} µs, authz {:.1} µs",
+                load.requests_per_sec, run.envoy_us, run.authz_us
+            );
+            runs.push(run);
+        }
+    }
+    Ok(runs)
 }
 
 /// Plain HTTP and intercepted HTTPS through the same tollgate
@@ -464,7 +547,7 @@ fn tunnel(
             eprintln!("  bulk, {name}: {:.0} MiB/s", rate / (1024.0 * 1024.0));
             measured.push(rate);
         }
-        rows.push((name, median_f64(measured)));
+        rows.push((name, median_f64(measured).context("no bulk run")?));
     }
     Ok(rows)
 }
