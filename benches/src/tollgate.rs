@@ -40,8 +40,8 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 
 /// A folder with the bench catalog, the shipped guardrails plus the
 /// permits the rows need (a realistic policy set, not a single rule), and
-/// `tollgate.yaml`.
-fn prepare(config_body: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+/// `tollgate.yaml` (its folder: `catalog/`, `policies/`, `audit.log`).
+pub fn prepare(config_body: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let dir = tempfile::tempdir()?;
     let catalog = dir.path().join("catalog");
     let policies = dir.path().join("policies");

@@ -1,0 +1,148 @@
+//! `tollgate decision`'s ext_authz `Check` handler without sockets: what
+//! tollgate does per check on top of what any gRPC server pays (h2,
+//! protobuf decoding of the request, encoding of the answer). Classification
+//! against the bench catalog, the cached decision under the shipped
+//! guardrails, the answer with its dynamic metadata, and one audit line
+//! (to /dev/null, its writer thread outside the measurement), with the
+//! Prometheus recorder installed as in the service.
+//!
+//!     cargo bench -p tollgate-benches --bench ext_authz
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
+use envoy_types::pb::envoy::config::core::v3::{address, Address, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use tollgate::config::AuditOutput;
+use tollgate::decision::tasks::TaskLimits;
+use tollgate::decision::TaskStore;
+use tollgate::pipeline::audit::AuditSink;
+use tollgate::server::ext_authz::WORKLOAD_EXTENSION;
+use tollgate::server::{DecisionPlane, ExtAuthz, ExtAuthzConfig};
+use tollgate::snapshot::{EmbeddedDecider, Snapshot, SnapshotHandle};
+use tollgate_benches::WORKLOAD;
+
+/// The handler never waits on anything: one poll finishes it.
+fn finish<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the Check handler waited"),
+    }
+}
+
+fn peer(ip: &str, port: u32, principal: &str) -> Peer {
+    Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.into(),
+                port_specifier: Some(
+                    envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(port),
+                ),
+                ..Default::default()
+            })),
+        }),
+        principal: principal.into(),
+        ..Default::default()
+    }
+}
+
+/// What Envoy sends for the load benchmark's `GET /v1/items/42` with
+/// `Host: bench.test`: the pseudo-headers, the two headers Envoy adds, the
+/// route's context extension naming the workload.
+fn check_request(path: &str) -> CheckRequest {
+    let headers: HashMap<String, String> = [
+        (":authority", "bench.test"),
+        (":path", path),
+        (":method", "GET"),
+        (":scheme", "http"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "5b0e2c4a-91d7-4c43-9d1e-2f3f6a0b7c11"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer("127.0.0.1", 40312, "")),
+            destination: Some(peer("127.0.0.1", 10000, "")),
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    id: "1234567890".into(),
+                    method: "GET".into(),
+                    headers,
+                    path: path.into(),
+                    host: "bench.test".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: HashMap::from([(
+                WORKLOAD_EXTENSION.to_string(),
+                WORKLOAD.to_string(),
+            )]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn check(c: &mut Criterion) {
+    // The recorder spawns its upkeep task; it never needs to run here.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    tollgate::admin::install_metrics().unwrap();
+    let (dir, _) = tollgate_benches::tollgate::prepare("").unwrap();
+    let folder = |name: &str| -> PathBuf { dir.path().join(name) };
+    let snapshot = Snapshot::load(&folder("catalog"), &folder("policies"), 1, 10_000).unwrap();
+    let snapshot = SnapshotHandle::new(snapshot, 10_000);
+    let tasks = Arc::new(TaskStore::new(TaskLimits::default()));
+    let plane = Arc::new(DecisionPlane {
+        decider: Arc::new(EmbeddedDecider::new(snapshot.clone(), tasks)),
+        snapshot,
+        audit: AuditSink::start(&AuditOutput::File("/dev/null".into())).unwrap(),
+        ext_authz: ExtAuthzConfig::default(),
+        admin_token: None,
+    });
+    let authz = ExtAuthz::new(plane);
+
+    let mut group = c.benchmark_group("ext_authz Check handler");
+    for (name, path, allowed) in [
+        ("allowed, cached decision", "/v1/items/42", true),
+        ("denied, no route", "/v2/other", false),
+    ] {
+        let request = check_request(path);
+        let answer = finish(authz.check(tonic::Request::new(request.clone())))
+            .unwrap()
+            .into_inner();
+        let code = answer.status.map_or(-1, |s| s.code);
+        assert_eq!(code == 0, allowed, "{name}: status {code}");
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || tonic::Request::new(request.clone()),
+                |r| black_box(finish(authz.check(r))),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, check);
+criterion_main!(benches);
