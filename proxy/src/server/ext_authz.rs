@@ -57,7 +57,7 @@ struct Attributes {
 
 fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
     let malformed = |m: &str| ProxyError::MalformedRequest(m.to_string());
-    let attrs = check.attributes.ok_or_else(|| malformed("no attributes"))?;
+    let mut attrs = check.attributes.ok_or_else(|| malformed("no attributes"))?;
     let http = attrs
         .request
         .and_then(|r| r.http)
@@ -66,7 +66,7 @@ fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
         .source
         .map(|s| s.principal)
         .filter(|p| !p.is_empty())
-        .or_else(|| attrs.context_extensions.get(WORKLOAD_EXTENSION).cloned());
+        .or_else(|| attrs.context_extensions.remove(WORKLOAD_EXTENSION));
     let method = Method::from_bytes(http.method.as_bytes()).map_err(|_| malformed("bad method"))?;
     let tls = http.scheme == "https";
     let authority: http::uri::Authority = http
@@ -82,8 +82,10 @@ fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
         .path
         .parse()
         .map_err(|_| malformed("bad path attribute"))?;
-    let mut headers = HeaderMap::new();
-    for (name, value) in &http.headers {
+    let mut headers = HeaderMap::with_capacity(http.headers.len());
+    // Envoy lists the pseudo-headers too; their content is in the
+    // attributes already and a header name cannot start with ':'.
+    for (name, value) in http.headers.iter().filter(|(n, _)| !n.starts_with(':')) {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             http::HeaderValue::from_str(value),
