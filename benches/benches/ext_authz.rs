@@ -43,7 +43,8 @@ fn finish<F: Future>(future: F) -> F::Output {
     }
 }
 
-fn peer(ip: &str, port: u32, principal: &str) -> Peer {
+/// A peer as Envoy names it without mTLS: an address, no principal.
+fn peer(ip: &str, port: u32) -> Peer {
     Peer {
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
@@ -54,7 +55,6 @@ fn peer(ip: &str, port: u32, principal: &str) -> Peer {
                 ..Default::default()
             })),
         }),
-        principal: principal.into(),
         ..Default::default()
     }
 }
@@ -76,8 +76,8 @@ fn check_request(path: &str) -> CheckRequest {
     .collect();
     CheckRequest {
         attributes: Some(AttributeContext {
-            source: Some(peer("127.0.0.1", 40312, "")),
-            destination: Some(peer("127.0.0.1", 10000, "")),
+            source: Some(peer("127.0.0.1", 40312)),
+            destination: Some(peer("127.0.0.1", 10000)),
             request: Some(AttrRequest {
                 http: Some(HttpRequest {
                     id: "1234567890".into(),
