@@ -162,21 +162,29 @@ impl Bench {
     /// wrk. `through_proxy`: absolute-form requests (forward proxy);
     /// otherwise origin-form with `Host: bench.test` (a gateway like Envoy).
     fn wrk(&self, name: &str, url: &str, through_proxy: bool) -> anyhow::Result<LoadResult> {
+        self.measure(name, |duration| self.wrk_once(url, through_proxy, duration))
+    }
+
+    /// One wrk run, no warm-up.
+    fn wrk_once(
+        &self,
+        url: &str,
+        through_proxy: bool,
+        duration: Duration,
+    ) -> anyhow::Result<LoadResult> {
         let script = self.proxy_script.path().join(if through_proxy {
             "proxy.lua"
         } else {
             "host.lua"
         });
-        self.measure(name, |duration| {
-            WrkRun {
-                url,
-                connections: self.o.connections,
-                duration,
-                script: Some(&script),
-                cpu: self.load_cpu,
-            }
-            .run()
-        })
+        WrkRun {
+            url,
+            connections: self.o.connections,
+            duration,
+            script: Some(&script),
+            cpu: self.load_cpu,
+        }
+        .run()
     }
 
     fn oha(
@@ -401,16 +409,12 @@ fn ext_authz_pairs(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Res
         (ENVOY_NOOP, &noop_envoy, &noop),
         (row, &second_envoy, &second),
     ];
-    let script = bench.proxy_script.path().join("host.lua");
     let wrk = |envoy: &process::Participant, duration| {
-        WrkRun {
-            url: &format!("http://{}/v1/items/42", envoy.addr),
-            connections: bench.o.connections,
+        bench.wrk_once(
+            &format!("http://{}/v1/items/42", envoy.addr),
+            false,
             duration,
-            script: Some(&script),
-            cpu: bench.load_cpu,
-        }
-        .run()
+        )
     };
     if !bench.o.smoke {
         for (_, envoy, _) in &stacks {
