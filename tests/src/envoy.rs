@@ -59,7 +59,7 @@ impl Drop for Envoy {
 
 /// Replace the one occurrence of `from`; a shipped file that no longer has
 /// it exactly once fails the test instead of silently testing something else.
-fn replace_once(text: &str, from: &str, to: &str) -> String {
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
     let n = text.matches(from).count();
     assert_eq!(
         n, 1,
@@ -107,6 +107,15 @@ impl Envoy {
     /// The shipped gateway: ext_authz asks `decision`; `api.github.com` is
     /// `github`, over plain HTTP. Everything else is the file as shipped.
     pub fn gateway(decision: SocketAddr, github: SocketAddr) -> Envoy {
+        Envoy::gateway_edited(decision, github, |text| text)
+    }
+
+    /// The same, with `edit` applied to the file after the addresses.
+    pub fn gateway_edited(
+        decision: SocketAddr,
+        github: SocketAddr,
+        edit: impl FnOnce(String) -> String,
+    ) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.log");
         let shipped = std::fs::read_to_string(shipped_gateway_config()).unwrap();
@@ -136,7 +145,7 @@ impl Envoy {
             &format!("path: {}", log.display()),
         );
         text = remove_block(&text, "    transport_socket:");
-        Envoy::start(dir, &text)
+        Envoy::start(dir, &edit(text))
     }
 
     /// Run Envoy on `config` (listener and admin on port 0) with one worker

@@ -53,6 +53,16 @@ async fn gateway_with(
     credentials: &str,
     policies: Option<Vec<(String, String)>>,
 ) -> Gateway {
+    gateway_edited(with_secret, credentials, policies, |text| text).await
+}
+
+/// The same, with `edit` applied to Envoy's configuration.
+async fn gateway_edited(
+    with_secret: bool,
+    credentials: &str,
+    policies: Option<Vec<(String, String)>>,
+    edit: impl FnOnce(String) -> String,
+) -> Gateway {
     let github = Upstream::http().await;
     let secret = tollgate_e2e::random_secret("ghs_test");
     let env = if with_secret {
@@ -70,7 +80,7 @@ async fn gateway_with(
         tasks: true,
         ..Setup::default()
     });
-    let envoy = Envoy::gateway(decision.addr, github.addr);
+    let envoy = Envoy::gateway_edited(decision.addr, github.addr, edit);
     Gateway {
         github,
         decision,
@@ -194,6 +204,43 @@ async fn an_allowed_request_goes_out_with_the_policy_credential_not_the_agents()
     assert_eq!(audit["method"], "GET");
     assert_eq!(audit["host"], "api.github.com");
 
+    gw.assert_secret_kept(&[&answer]);
+}
+
+#[tokio::test]
+async fn with_raw_header_encoding_the_agents_credentials_are_still_stripped() {
+    // `encode_raw_headers: true` makes Envoy send the headers as a list
+    // with byte values (`header_map`) instead of the `headers` map. A
+    // header tollgate did not see would not be removed.
+    let gw = gateway_edited(true, CREDENTIALS, None, |text| {
+        envoy::replace_once(
+            &text,
+            "              include_peer_certificate: true\n",
+            "              include_peer_certificate: true\n              encode_raw_headers: true\n",
+        )
+    })
+    .await;
+    let answer = gw
+        .send(
+            "GET",
+            PULLS,
+            &[
+                "-H",
+                "X-Api-Key: agent-own-key",
+                "-H",
+                "Cookie: session=agent",
+            ],
+        )
+        .await;
+    assert_eq!(answer.out.status, 200, "{}", answer.out.body);
+    let seen = gw.github.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {}", gw.secret).as_str())
+    );
+    assert_eq!(seen[0].header("x-api-key"), None);
+    assert_eq!(seen[0].header("cookie"), None);
     gw.assert_secret_kept(&[&answer]);
 }
 

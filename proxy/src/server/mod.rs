@@ -8,7 +8,6 @@ mod tasks;
 
 use std::sync::Arc;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
@@ -20,7 +19,7 @@ use crate::pipeline::audit::AuditSink;
 use crate::snapshot::{EmbeddedDecider, SnapshotHandle};
 
 pub use decide::DecisionApi;
-pub use ext_authz::{ExtAuthz, ExtAuthzConfig};
+pub use ext_authz::{AuthorizationService, ExtAuthz, ExtAuthzConfig};
 
 /// What every RPC decides against.
 pub struct DecisionPlane {
@@ -44,7 +43,7 @@ pub async fn serve(
     health
         .set_serving::<DecisionServiceServer<DecisionApi>>()
         .await;
-    health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
+    health.set_serving::<AuthorizationService>().await;
     // Both reflection versions: grpcurl 1.8 and many tools still ask v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -60,7 +59,7 @@ pub async fn serve(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(DecisionServiceServer::new(DecisionApi::new(plane.clone())))
-        .add_service(AuthorizationServer::new(ExtAuthz::new(plane)))
+        .add_service(AuthorizationService::new(ExtAuthz::new(plane)))
         .serve_with_incoming(
             // Without nodelay, small gRPC answers wait on Nagle: ~40 ms per
             // decision. `Server::tcp_nodelay` does not reach an incoming

@@ -7,15 +7,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::envoy::config::core::v3::QueryParameter;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc;
+use http::uri::Authority;
 use http::{HeaderMap, HeaderName, Method, Uri};
-use tonic::{Request, Response, Status};
 
 use crate::decision::credentials::{CredentialStore, Placement};
 use crate::decision::tasks::token_from_headers;
@@ -26,6 +27,10 @@ use crate::pipeline::credentials::{names_param, AGENT_CREDENTIAL_HEADERS};
 use crate::pipeline::{authorize, new_decision_id, RequestTarget};
 
 use super::DecisionPlane;
+
+mod wire;
+
+pub use wire::{AuthorizationService, CheckRequest};
 
 /// The route-level context extension an Envoy operator sets to name the
 /// workload when connections carry no mTLS identity.
@@ -57,41 +62,57 @@ struct Attributes {
 
 fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
     let malformed = |m: &str| ProxyError::MalformedRequest(m.to_string());
-    let mut attrs = check.attributes.ok_or_else(|| malformed("no attributes"))?;
+    let attrs = check.attributes.ok_or_else(|| malformed("no attributes"))?;
     let http = attrs
         .request
         .and_then(|r| r.http)
         .ok_or_else(|| malformed("no HTTP request attributes"))?;
-    let workload = attrs
-        .source
-        .map(|s| s.principal)
-        .filter(|p| !p.is_empty())
-        .or_else(|| attrs.context_extensions.remove(WORKLOAD_EXTENSION));
-    let method = Method::from_bytes(http.method.as_bytes()).map_err(|_| malformed("bad method"))?;
-    let tls = http.scheme == "https";
-    let authority: http::uri::Authority = http
-        .host
-        .parse()
-        .map_err(|_| malformed("bad host attribute"))?;
+    let workload = match attrs.source.map(|s| s.principal) {
+        Some(principal) if !principal.is_empty() => Some(principal),
+        _ => attrs
+            .context_extensions
+            .into_iter()
+            .find(|e| e.key == WORKLOAD_EXTENSION.as_bytes())
+            .map(|e| String::from_utf8(e.value.into()))
+            .transpose()
+            .map_err(|_| malformed("workload extension is not UTF-8"))?,
+    };
+    let method = Method::from_bytes(&http.method).map_err(|_| malformed("bad method"))?;
+    let tls = http.scheme == "https".as_bytes();
+    let authority =
+        Authority::from_maybe_shared(http.host).map_err(|_| malformed("bad host attribute"))?;
     let target = RequestTarget {
         tls,
         host: normalize_host(authority.host()),
         port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
     };
-    let uri: Uri = http
-        .path
-        .parse()
-        .map_err(|_| malformed("bad path attribute"))?;
-    let mut headers = HeaderMap::with_capacity(http.headers.len());
+    let uri = Uri::from_maybe_shared(http.path).map_err(|_| malformed("bad path attribute"))?;
+    let raw = http.header_map.map(|m| m.headers).unwrap_or_default();
+    let mut headers = HeaderMap::with_capacity(http.headers.len() + raw.len());
     // Envoy lists the pseudo-headers too; their content is in the
-    // attributes already and a header name cannot start with ':'.
-    for (name, value) in http.headers.iter().filter(|(n, _)| !n.starts_with(':')) {
+    // attributes already and a header name cannot start with ':'. A header
+    // that is not valid HTTP is left out: it names nothing tollgate reads.
+    let mut add = |name: &[u8], value: Bytes| {
+        if name.starts_with(b":") {
+            return;
+        }
         if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value),
+            HeaderName::from_bytes(name),
+            http::HeaderValue::from_maybe_shared(value),
         ) {
             headers.append(n, v);
         }
+    };
+    for entry in http.headers {
+        add(&entry.key, entry.value);
+    }
+    for entry in raw {
+        let value = if entry.raw_value.is_empty() {
+            entry.value
+        } else {
+            entry.raw_value
+        };
+        add(&entry.key, value);
     }
     Ok(Attributes {
         workload,
@@ -233,15 +254,13 @@ impl ExtAuthz {
     }
 }
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthz {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
+impl ExtAuthz {
+    /// Envoy's `Check`: decide, write the audit line, answer. Every outcome
+    /// is an answer; a refusal carries the HTTP status Envoy sends back.
+    pub fn check(&self, request: CheckRequest) -> CheckResponse {
         let started = Instant::now();
         let decision_id = new_decision_id();
-        let attrs = attributes(request.into_inner());
+        let attrs = attributes(request);
         let mut record = match &attrs {
             Ok(a) => AuditRecord::new(
                 &decision_id,
@@ -280,35 +299,63 @@ impl Authorization for ExtAuthz {
             }
         };
         self.plane.audit.emit(&record);
-        Ok(Response::new(response))
+        response
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::ext_authz::v3::pb::CheckRequest as EnvoyCheckRequest;
+    use envoy_types::pb::envoy::config::core::v3 as core;
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
         HttpRequest, Peer, Request as AttrRequest,
     };
     use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use prost::Message;
 
-    fn check(http: HttpRequest, principal: &str, extension: Option<&str>) -> CheckRequest {
-        CheckRequest {
+    fn peer(principal: &str, port: u32) -> Peer {
+        Peer {
+            address: Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: "127.0.0.1".into(),
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(port)),
+                    ..Default::default()
+                })),
+            }),
+            labels: HashMap::from([("app".into(), "agent".into())]),
+            principal: principal.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Envoy's message with the fields tollgate does not read filled in
+    /// too, through the wire as it reaches the service.
+    fn check(mut http: HttpRequest, principal: &str, extension: Option<&str>) -> CheckRequest {
+        http.id = "1234567890".into();
+        http.protocol = "HTTP/1.1".into();
+        http.size = 3;
+        http.body = "{ }".into();
+        let mut extensions = HashMap::from([("route".to_string(), "items".to_string())]);
+        if let Some(w) = extension {
+            extensions.insert(WORKLOAD_EXTENSION.into(), w.into());
+        }
+        let full = EnvoyCheckRequest {
             attributes: Some(AttributeContext {
-                source: Some(Peer {
-                    principal: principal.into(),
-                    ..Default::default()
-                }),
+                source: Some(peer(principal, 40312)),
+                destination: Some(peer("", 10000)),
                 request: Some(AttrRequest {
+                    time: Some(envoy_types::pb::google::protobuf::Timestamp {
+                        seconds: 1_800_000_000,
+                        nanos: 1,
+                    }),
                     http: Some(http),
-                    ..Default::default()
                 }),
-                context_extensions: extension
-                    .map(|w| HashMap::from([(WORKLOAD_EXTENSION.to_string(), w.to_string())]))
-                    .unwrap_or_default(),
+                context_extensions: extensions,
                 ..Default::default()
             }),
-        }
+        };
+        CheckRequest::decode(full.encode_to_vec().as_slice()).unwrap()
     }
 
     fn http(method: &str, host: &str, path: &str) -> HttpRequest {
@@ -338,6 +385,36 @@ mod tests {
         assert_eq!(a.uri.path(), "/repos/a/b/pulls");
         assert_eq!(a.uri.query(), Some("x=1"));
         assert!(a.headers.contains_key("x-amz-copy-source"));
+    }
+
+    #[test]
+    fn raw_headers_are_read_like_the_header_map() {
+        // Envoy's `encode_raw_headers: true`: the headers arrive as a list,
+        // values as bytes, and must still be seen (a credential header the
+        // agent sent is only removed if tollgate sees it).
+        let mut raw = http("GET", "api.github.com", "/");
+        raw.headers.clear();
+        raw.header_map = Some(core::HeaderMap {
+            headers: [
+                (":path", &b"/"[..]),
+                ("x-api-key", b"agent-held"),
+                ("x-opaque", b"\xfe\x80"),
+                ("accept", b"a"),
+                ("accept", b"b"),
+            ]
+            .into_iter()
+            .map(|(key, value)| core::HeaderValue {
+                key: key.into(),
+                raw_value: value.to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+        });
+        let a = attributes(check(raw, "", Some("w"))).unwrap();
+        assert_eq!(a.headers["x-api-key"], "agent-held");
+        assert_eq!(a.headers["x-opaque"].as_bytes(), b"\xfe\x80");
+        assert_eq!(a.headers.get_all("accept").iter().count(), 2);
+        assert!(!a.headers.keys().any(|k| k.as_str().starts_with(':')));
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! The ext_authz `Check` RPC on the wire, decoding only what tollgate
+//! reads.
+//!
+//! Envoy's `CheckRequest` carries much more than a decision needs: peer
+//! addresses, the request time and id, labels, metadata, maybe the body.
+//! The generated message decodes all of it, one allocation per string and
+//! a hashed map of the headers, on every check. These messages keep the
+//! field numbers of `envoy/service/auth/v3/attribute_context.proto` for the
+//! fields tollgate reads and let protobuf skip the rest unread. A map on the
+//! wire is a repeated entry message (key 1, value 2), so the headers arrive
+//! as a list in Envoy's order, without hashing. What ends up in a `Uri` or a
+//! `HeaderMap` is kept as `Bytes`: protobuf's bytes and string share a wire
+//! type, and tonic's buffer hands out slices of the received message, so
+//! those values are validated once, by `http`, and never copied.
+//!
+//! The service is the generated one's twin (same name, same path, same
+//! codec settings) with this request type and no boxing of the answer: the
+//! handler never waits, so it answers with a ready future.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use envoy_types::ext_authz::v3::pb::CheckResponse;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+
+use super::ExtAuthz;
+
+/// `envoy.service.auth.v3.CheckRequest`, the fields tollgate reads.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckRequest {
+    #[prost(message, optional, tag = "1")]
+    pub attributes: Option<AttributeContext>,
+}
+
+/// `envoy.service.auth.v3.AttributeContext`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttributeContext {
+    #[prost(message, optional, tag = "1")]
+    pub source: Option<Peer>,
+    #[prost(message, optional, tag = "4")]
+    pub request: Option<AttributeRequest>,
+    /// `map<string, string> context_extensions`.
+    #[prost(message, repeated, tag = "10")]
+    pub context_extensions: Vec<MapEntry>,
+}
+
+/// `AttributeContext.Peer`: only the mTLS principal.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Peer {
+    #[prost(string, tag = "4")]
+    pub principal: String,
+}
+
+/// `AttributeContext.Request`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttributeRequest {
+    #[prost(message, optional, tag = "2")]
+    pub http: Option<HttpRequest>,
+}
+
+/// `AttributeContext.HttpRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HttpRequest {
+    #[prost(bytes = "bytes", tag = "2")]
+    pub method: Bytes,
+    /// `map<string, string> headers`, Envoy's default encoding.
+    #[prost(message, repeated, tag = "3")]
+    pub headers: Vec<MapEntry>,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub path: Bytes,
+    #[prost(bytes = "bytes", tag = "5")]
+    pub host: Bytes,
+    #[prost(bytes = "bytes", tag = "6")]
+    pub scheme: Bytes,
+    /// `header_map`: what Envoy sends instead of `headers` when the filter
+    /// sets `encode_raw_headers: true`.
+    #[prost(message, optional, tag = "13")]
+    pub header_map: Option<HeaderMap>,
+}
+
+/// One entry of a protobuf `map<string, string>`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MapEntry {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
+}
+
+/// `envoy.config.core.v3.HeaderMap`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeaderMap {
+    #[prost(message, repeated, tag = "1")]
+    pub headers: Vec<HeaderValue>,
+}
+
+/// `envoy.config.core.v3.HeaderValue`: with raw headers the value is in
+/// `raw_value` and may be any bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeaderValue {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub raw_value: Bytes,
+}
+
+/// `envoy.service.auth.v3.Authorization`, served by [`ExtAuthz`].
+#[derive(Clone)]
+pub struct AuthorizationService {
+    inner: Arc<ExtAuthz>,
+}
+
+impl AuthorizationService {
+    pub fn new(inner: ExtAuthz) -> AuthorizationService {
+        AuthorizationService {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl NamedService for AuthorizationService {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+struct Check(Arc<ExtAuthz>);
+
+impl UnaryService<CheckRequest> for Check {
+    type Response = CheckResponse;
+    type Future = Ready<Result<Response<CheckResponse>, Status>>;
+
+    fn call(&mut self, request: Request<CheckRequest>) -> Self::Future {
+        ready(Ok(Response::new(self.0.check(request.into_inner()))))
+    }
+}
+
+impl<B> tower_service::Service<http::Request<B>> for AuthorizationService
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != "/envoy.service.auth.v3.Authorization/Check" {
+            return Box::pin(ready(Ok(Status::unimplemented("").into_http())));
+        }
+        let check = Check(self.inner.clone());
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default();
+            Ok(Grpc::new(codec).unary(check, request).await)
+        })
+    }
+}
