@@ -117,6 +117,35 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Per CPU, time busy and time in all so far (clock ticks, from
+/// /proc/stat). Busy is everything but idle and iowait; softirq counts,
+/// because on loopback a sender's CPU does the receiver's TCP work too.
+pub fn cpu_ticks() -> anyhow::Result<Vec<(u64, u64)>> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| {
+            let ticks = l
+                .split_whitespace()
+                .skip(1)
+                .map(str::parse::<u64>)
+                .collect::<Result<Vec<_>, _>>()?;
+            let all: u64 = ticks.iter().take(8).sum();
+            let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+            Ok((all - idle, all))
+        })
+        .collect()
+}
+
+/// Per CPU, the share of time it was busy between two [`cpu_ticks`].
+pub fn busy_between(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((b0, a0), (b1, a1))| (b1 - b0) as f64 / (a1 - a0).max(1) as f64)
+        .collect()
+}
+
 /// CPU time (user + system, all threads) a process has used so far.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

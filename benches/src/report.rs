@@ -64,6 +64,15 @@ pub fn median_f64(mut values: Vec<f64>) -> Option<f64> {
     }
 }
 
+/// A bulk route's medians over its runs.
+pub struct BulkRow {
+    pub name: &'static str,
+    pub bytes_per_second: f64,
+    /// Per CPU, the share of the run it was busy (all processes, softirq
+    /// included).
+    pub busy: Vec<f64>,
+}
+
 #[derive(Default)]
 pub struct Report {
     /// wrk rows.
@@ -72,8 +81,8 @@ pub struct Report {
     pub ext_authz: Vec<AuthzRun>,
     /// oha rows.
     pub oha_rows: Vec<(&'static str, LoadResult)>,
-    /// Bytes per second of one download, per route.
-    pub tunnel: Vec<(&'static str, f64)>,
+    /// One download per route.
+    pub tunnel: Vec<BulkRow>,
     pub memory: Option<Memory>,
     /// Per policy-set size: cache miss, cache hit.
     pub decisions: Vec<(usize, Percentiles, Percentiles)>,
@@ -196,7 +205,10 @@ impl Report {
     }
 
     fn bulk(&self, name: &str) -> Option<f64> {
-        self.tunnel.iter().find(|(n, _)| *n == name).map(|r| r.1)
+        self.tunnel
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.bytes_per_second)
     }
 
     fn print_tunnel(&self) {
@@ -204,13 +216,25 @@ impl Report {
             return;
         }
         let (direct, envoy) = (self.bulk(BULK_DIRECT), self.bulk(BULK_ENVOY));
-        println!("| bulk download, one connection | MiB/s | vs direct | vs Envoy tunnel |\n|---|---:|---:|---:|");
-        for (name, rate) in &self.tunnel {
+        let cpus = self.tunnel.iter().map(|r| r.busy.len()).max().unwrap_or(0);
+        let busy_heads: String = (0..cpus).map(|c| format!(" CPU {c} busy |")).collect();
+        println!(
+            "| bulk download, one connection | MiB/s | vs direct | vs Envoy tunnel |{busy_heads}\n|---|---:|---:|---:|{}",
+            "---:|".repeat(cpus)
+        );
+        for row in &self.tunnel {
+            let rate = row.bytes_per_second;
+            let busy: String = row
+                .busy
+                .iter()
+                .map(|b| format!(" {:.0} % |", b * 100.0))
+                .collect();
             println!(
-                "| {name} | {:.0} | {} | {} |",
+                "| {} | {:.0} | {} | {} |{busy}",
+                row.name,
                 rate / (1024.0 * 1024.0),
-                shown(ratio(Some(*rate), direct)),
-                shown(ratio(Some(*rate), envoy)),
+                shown(ratio(Some(rate), direct)),
+                shown(ratio(Some(rate), envoy)),
             );
         }
         println!();

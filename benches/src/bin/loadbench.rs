@@ -513,10 +513,7 @@ fn oha_rows(
 /// Bytes per second of one download: straight from the sender, through
 /// the minimal relay, through Envoy's `CONNECT` tunnel (when Envoy is
 /// here) and through a blind tollgate tunnel, each proxy on the proxy CPU.
-fn tunnel(
-    bench: &Bench,
-    upstream: std::net::SocketAddr,
-) -> anyhow::Result<Vec<(&'static str, f64)>> {
+fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<BulkRow>> {
     let sender = bulk::start()?;
     let relay = bulk::start_relay(sender, bench.proxy_cpu.map(|c| c.parse()).transpose()?)?;
     let envoy = envoy::binary()
@@ -548,18 +545,36 @@ fn tunnel(
     // Runs alternate between the routes, all of them up throughout: from
     // one run to the next the direct figure alone can move by half, and
     // whatever moves it should fall on every route alike.
-    let mut measured = vec![Vec::new(); routes.len()];
+    // Per route: rates, and per CPU its busy shares.
+    let mut measured = vec![(Vec::new(), Vec::<Vec<f64>>::new()); routes.len()];
     for _ in 0..bench.o.runs {
-        for ((name, route), rates) in routes.iter().zip(&mut measured) {
+        for ((name, route), (rates, busy)) in routes.iter().zip(&mut measured) {
+            let before = process::cpu_ticks()?;
             let rate = bulk::read_for(*route, bench.o.duration)?;
-            eprintln!("  bulk, {name}: {:.0} MiB/s", rate / (1024.0 * 1024.0));
+            let shares = process::busy_between(&before, &process::cpu_ticks()?);
+            let shown: Vec<String> = shares.iter().map(|b| format!("{:.0}", b * 100.0)).collect();
+            eprintln!(
+                "  bulk, {name}: {:.0} MiB/s, CPUs busy {} %",
+                rate / (1024.0 * 1024.0),
+                shown.join(" / ")
+            );
             rates.push(rate);
+            busy.resize(shares.len(), Vec::new());
+            for (cpu, share) in busy.iter_mut().zip(shares) {
+                cpu.push(share);
+            }
         }
     }
     routes
         .iter()
         .zip(measured)
-        .map(|((name, _), rates)| Ok((*name, median_f64(rates).context("no bulk run")?)))
+        .map(|((name, _), (rates, busy))| {
+            Ok(BulkRow {
+                name,
+                bytes_per_second: median_f64(rates).context("no bulk run")?,
+                busy: busy.into_iter().filter_map(median_f64).collect(),
+            })
+        })
         .collect()
 }
 
