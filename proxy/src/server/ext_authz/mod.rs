@@ -90,21 +90,21 @@ fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
     let raw = http.header_map.map(|m| m.headers).unwrap_or_default();
     let mut headers = HeaderMap::with_capacity(http.headers.len() + raw.len());
     // Envoy lists the pseudo-headers too; their content is in the
-    // attributes already and a header name cannot start with ':'. A header
-    // that is not valid HTTP is left out: it names nothing tollgate reads.
+    // attributes already and a header name cannot start with ':'. Any other
+    // header must be valid HTTP: one left out could be an agent's own
+    // credential that then would not be removed, so it refuses the check.
     let mut add = |name: &[u8], value: Bytes| {
         if name.starts_with(b":") {
-            return;
+            return Ok(());
         }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name),
-            http::HeaderValue::from_maybe_shared(value),
-        ) {
-            headers.append(n, v);
-        }
+        let name = HeaderName::from_bytes(name).map_err(|_| malformed("bad header name"))?;
+        let value = http::HeaderValue::from_maybe_shared(value)
+            .map_err(|_| malformed("bad header value"))?;
+        headers.append(name, value);
+        Ok::<_, ProxyError>(())
     };
     for entry in http.headers {
-        add(&entry.key, entry.value);
+        add(&entry.key, entry.value)?;
     }
     for entry in raw {
         let value = if entry.raw_value.is_empty() {
@@ -112,7 +112,7 @@ fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
         } else {
             entry.raw_value
         };
-        add(&entry.key, value);
+        add(&entry.key, value)?;
     }
     Ok(Attributes {
         workload,
@@ -431,7 +431,12 @@ mod tests {
     #[test]
     fn malformed_attributes_are_refused_not_guessed() {
         assert!(attributes(CheckRequest::default()).is_err());
+        let mut control_byte = http("GET", "api.github.com", "/");
+        control_byte
+            .headers
+            .insert("x-api-key".into(), "agent\u{1}key".into());
         for bad in [
+            control_byte,
             http("GET", "", "/"),
             http("GET", "bad host", "/"),
             http("G E T", "api.github.com", "/"),
