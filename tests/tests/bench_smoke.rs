@@ -3,8 +3,8 @@
 //! ext_authz, Envoy + tollgate decision (alone, and alternated with the no-op
 //! stack), tollgate embedded with and without the cache, tollgate remote —
 //! answers every request with 2xx, and every bulk route (direct, the minimal
-//! relay, Envoy's `CONNECT` tunnel, tollgate's) delivers bytes. No timing is
-//! asserted.
+//! relay, Envoy's `CONNECT` tunnel, tollgate's) delivers bytes and says how
+//! busy each CPU was. No timing is asserted.
 
 use std::process::Command;
 
@@ -37,6 +37,17 @@ fn every_benchmark_participant_answers() {
     ] {
         assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
     }
+    // The bulk rows say which CPU ran out: a share for each CPU, as a %.
+    let direct = stdout
+        .lines()
+        .find(|l| l.starts_with("| direct |") && l.contains(" % |"))
+        .unwrap_or_else(|| panic!("no bulk row with CPU shares:\n{stdout}"));
+    let cpus = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    assert_eq!(direct.matches(" % |").count(), cpus, "{direct}");
 }
 
 /// The calibration stand-in (a no-op ext_authz server that sends tollgate's
