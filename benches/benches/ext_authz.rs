@@ -1,12 +1,15 @@
-//! `tollgate decision`'s ext_authz `Check` handler without sockets: what
-//! tollgate does per check on top of what any gRPC server pays (h2,
-//! encoding of the answer). Decoding of the request as Envoy encodes it,
-//! beside decoding into the generated message as a no-op server does;
-//! classification
-//! against the bench catalog, the cached decision under the shipped
-//! guardrails, the answer with its dynamic metadata, and one audit line
-//! (to /dev/null, its writer thread outside the measurement), with the
-//! Prometheus recorder installed as in the service.
+//! `tollgate decision`'s ext_authz `Check` without sockets: what tollgate
+//! does per check on top of what any gRPC server pays (h2, encoding of the
+//! answer).
+//!
+//! * Decoding the request as Envoy encodes it, into tollgate's own message
+//!   and, for comparison, into envoy-types' generated one (what the no-op
+//!   server in the load benchmark decodes into).
+//! * The handler on the decoded request, decoding included: classification
+//!   against the bench catalog, the cached decision under the shipped
+//!   guardrails, the answer with its dynamic metadata, and one audit line
+//!   (to /dev/null, its writer thread outside the measurement), with the
+//!   Prometheus recorder installed as in the service.
 //!
 //!     cargo bench -p tollgate-benches --bench ext_authz
 
