@@ -14,4 +14,6 @@ pub mod pipeline;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+#[cfg(test)]
+mod testing;
 pub mod tls;

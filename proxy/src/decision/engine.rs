@@ -431,17 +431,9 @@ mod index_tests {
     use crate::catalog::{ActionInfo, RiskClass};
     use crate::decision::RequestContext;
 
-    /// xorshift64*: reproducible without a dependency.
-    struct Rng(u64);
+    use crate::testing::Rng;
 
     impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
-        }
-
         fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
             items[self.below(items.len())]
         }

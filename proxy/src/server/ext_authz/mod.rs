@@ -418,6 +418,46 @@ mod tests {
     }
 
     #[test]
+    fn damaged_requests_are_refused_or_read_never_a_panic() {
+        // Envoy's bytes with a few bytes changed, or cut short: protobuf
+        // either refuses them or yields fields that `attributes` checks.
+        let mut raw = http("POST", "api.github.com:8443", "/repos/a/b/pulls?x=1");
+        raw.header_map = Some(core::HeaderMap {
+            headers: vec![core::HeaderValue {
+                key: "x-raw".into(),
+                raw_value: b"v".to_vec(),
+                ..Default::default()
+            }],
+        });
+        let wire = check(raw, "spiffe://td/ns/a/sa/b", Some("w")).encode_to_vec();
+        let mut rng = crate::testing::Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut decoded, mut read) = (0, 0);
+        for _ in 0..20_000 {
+            let mut bytes = wire.clone();
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.below(256) as u8;
+            }
+            bytes.truncate(bytes.len() - rng.below(4));
+            let Ok(request) = CheckRequest::decode(bytes.as_slice()) else {
+                continue;
+            };
+            decoded += 1;
+            if let Ok(a) = attributes(request) {
+                read += 1;
+                assert!(a.uri.path().starts_with('/'), "{}", a.uri);
+                assert!(!a.headers.keys().any(|k| k.as_str().starts_with(':')));
+            }
+        }
+        // Most damage lands in a value: both outcomes must have been seen.
+        assert!(
+            decoded > 500 && read > 500,
+            "{decoded} decoded, {read} read"
+        );
+        assert!(read < 20_000, "no damaged request was refused");
+    }
+
+    #[test]
     fn the_mtls_principal_wins_over_the_route_extension() {
         let a = attributes(check(
             http("GET", "api.github.com", "/"),
