@@ -545,10 +545,10 @@ fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<B
     // Runs alternate between the routes, all of them up throughout: from
     // one run to the next the direct figure alone can move by half, and
     // whatever moves it should fall on every route alike.
-    // Per route: rates, and per CPU its busy shares.
-    let mut measured = vec![(Vec::new(), Vec::<Vec<f64>>::new()); routes.len()];
+    // Per route, per run: bytes per second and each CPU's busy share.
+    let mut measured = vec![Vec::<(f64, Vec<f64>)>::new(); routes.len()];
     for _ in 0..bench.o.runs {
-        for ((name, route), (rates, busy)) in routes.iter().zip(&mut measured) {
+        for ((name, route), runs) in routes.iter().zip(&mut measured) {
             let before = process::cpu_ticks()?;
             let rate = bulk::read_for(*route, bench.o.duration)?;
             let shares = process::busy_between(&before, &process::cpu_ticks()?);
@@ -558,21 +558,21 @@ fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<B
                 rate / (1024.0 * 1024.0),
                 shown.join(" / ")
             );
-            rates.push(rate);
-            busy.resize(shares.len(), Vec::new());
-            for (cpu, share) in busy.iter_mut().zip(shares) {
-                cpu.push(share);
-            }
+            runs.push((rate, shares));
         }
     }
     routes
         .iter()
         .zip(measured)
-        .map(|((name, _), (rates, busy))| {
+        .map(|((name, _), runs)| {
+            let cpus = runs.first().map_or(0, |r| r.1.len());
             Ok(BulkRow {
                 name,
-                bytes_per_second: median_f64(rates).context("no bulk run")?,
-                busy: busy.into_iter().filter_map(median_f64).collect(),
+                bytes_per_second: median_f64(runs.iter().map(|r| r.0).collect())
+                    .context("no bulk run")?,
+                busy: (0..cpus)
+                    .filter_map(|c| median_f64(runs.iter().map(|r| r.1[c]).collect()))
+                    .collect(),
             })
         })
         .collect()
