@@ -51,22 +51,27 @@ fn every_benchmark_participant_answers() {
 }
 
 /// The calibration stand-in (a no-op ext_authz server that sends tollgate's
-/// metadata, burns CPU and reads memory) answers too, in tollgate
-/// decision's place.
+/// metadata, burns CPU and reads memory, over tonic or over bare HTTP/2)
+/// answers too, in tollgate decision's place: every request through its
+/// Envoy must be allowed.
 #[test]
 fn the_ext_authz_calibration_runs() {
     let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
-    let out = Command::new(bin)
-        .args(["--smoke", "--only", "ext_authz", "--calibrate"])
-        .arg("metadata,spin-us=2,touch-kib=16")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let row = "| **Envoy + no-op ext_authz doing calibration work, median** |";
-    assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
-    assert!(!stdout.contains("Envoy + tollgate decision"), "{stdout}");
+    for work in ["metadata,spin-us=2,touch-kib=16", "h2,metadata"] {
+        let out = Command::new(&bin)
+            .args(["--smoke", "--only", "ext_authz", "--calibrate", work])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{work}: {stdout}\n{stderr}");
+        let row = "| **Envoy + no-op ext_authz doing calibration work, median** |";
+        assert!(
+            stdout.contains(row),
+            "{work}: no row {row}:\n{stdout}\n{stderr}"
+        );
+        assert!(!stdout.contains("Envoy + tollgate decision"), "{stdout}");
+    }
 }
 
 /// The revocation benchmark with two trials: both proxies must see the task

@@ -6,6 +6,7 @@
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
 //!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, decision
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
+//!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 //!
 //! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the two
