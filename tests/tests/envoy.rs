@@ -5,7 +5,7 @@
 
 use tollgate_e2e::envoy::{self, Envoy};
 use tollgate_e2e::tasks::{end_task, start_task};
-use tollgate_e2e::{curl, CurlOutput, DecisionService, Setup, Upstream};
+use tollgate_e2e::{curl, CurlOutput, DecisionService, Setup, TestPki, Upstream};
 
 const CREDENTIALS: &str =
     "credentials:\n  github-readonly: { env: GITHUB_READONLY_TOKEN, services: [github] }\n";
@@ -65,16 +65,12 @@ async fn gateway_edited(
 ) -> Gateway {
     let github = Upstream::http().await;
     let secret = tollgate_e2e::random_secret("ghs_test");
-    let env = if with_secret {
-        vec![
-            ("GITHUB_READONLY_TOKEN".into(), secret.clone()),
-            ("TEST_SECRET".into(), secret.clone()),
-        ]
-    } else {
-        Vec::new()
-    };
     let decision = DecisionService::start(Setup {
-        env,
+        env: if with_secret {
+            secret_env(&secret)
+        } else {
+            Vec::new()
+        },
         extra_yaml: credentials.into(),
         policies,
         tasks: true,
@@ -87,6 +83,13 @@ async fn gateway_edited(
         envoy,
         secret,
     }
+}
+
+fn secret_env(secret: &str) -> Vec<(String, String)> {
+    vec![
+        ("GITHUB_READONLY_TOKEN".into(), secret.into()),
+        ("TEST_SECRET".into(), secret.into()),
+    ]
 }
 
 impl Gateway {
@@ -494,4 +497,96 @@ async fn envoy_sees_the_same_tasks_and_their_end() {
     assert_eq!(answer.out.json()["reason"], "task_ended");
     assert_eq!(gw.github.requests().len(), 1);
     gw.assert_secret_kept(&[&answer]);
+}
+
+/// Envoy's TLS toward the decision service: it trusts `ca` for the
+/// service's address and, with `client`, shows that certificate and key.
+fn decision_tls(ca: &str, client: Option<(&str, &str)>) -> String {
+    let identity = client.map_or(String::new(), |(cert, key)| {
+        format!(
+            "          tls_certificates:\n          - certificate_chain: {{ filename: \"{cert}\" }}\n            private_key: {{ filename: \"{key}\" }}\n"
+        )
+    });
+    format!(
+        "    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          alpn_protocols: [h2]
+{identity}          validation_context:
+            trusted_ca: {{ filename: \"{ca}\" }}
+            match_typed_subject_alt_names:
+            - san_type: IP_ADDRESS
+              matcher: {{ exact: 127.0.0.1 }}
+"
+    )
+}
+
+#[tokio::test]
+async fn envoy_asks_over_mutual_tls_and_without_a_client_certificate_gets_no_decision() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca = write("ca.pem", &pki.ca_pem);
+    let (cert, key) = pki.issue_pem(&["127.0.0.1"]);
+    let (server_cert, server_key) = (write("server.pem", &cert), write("server.key", &key));
+    let (cert, key) = pki.issue_pem(&["envoy.tollgate.test"]);
+    let (client_cert, client_key) = (write("client.pem", &cert), write("client.key", &key));
+
+    let github = Upstream::http().await;
+    let secret = tollgate_e2e::random_secret("ghs_test");
+    let decision = DecisionService::start(Setup {
+        env: secret_env(&secret),
+        extra_yaml: CREDENTIALS.into(),
+        decision_service_yaml: format!(
+            "  tls: {{ cert: \"{server_cert}\", key: \"{server_key}\", ca: \"{ca}\" }}\n"
+        ),
+        ..Setup::default()
+    });
+    let with_tls = |client: Option<(&str, &str)>| {
+        let tls = decision_tls(&ca, client);
+        move |text: String| {
+            envoy::replace_once(
+                &text,
+                "    connect_timeout: 1s\n",
+                &format!("    connect_timeout: 1s\n{tls}"),
+            )
+        }
+    };
+    let envoy = Envoy::gateway_edited(
+        decision.addr,
+        github.addr,
+        with_tls(Some((&client_cert, &client_key))),
+    );
+    let gw = Gateway {
+        github,
+        decision,
+        envoy,
+        secret,
+    };
+
+    // Allowed with the credential swapped, and denied with tollgate's
+    // answer: both came over the mutual-TLS connection.
+    let allowed = send_with_agent_credentials(&gw).await;
+    let denied = gw.send("DELETE", "/repos/acme/api", &[]).await;
+    assert_eq!(denied.out.status, 403, "{}", denied.out.body);
+    assert_eq!(denied.out.json()["policy_ids"][0], "forbid-prod-change");
+
+    // An Envoy without a client certificate gets no decision, so it
+    // refuses on its own (`status_on_error`) and nothing leaves.
+    let gw = Gateway {
+        envoy: Envoy::gateway_edited(gw.decision.addr, gw.github.addr, with_tls(None)),
+        ..gw
+    };
+    let refused = gw.send("GET", PULLS, &[]).await;
+    assert_eq!(refused.out.status, 403, "{}", refused.out.body);
+    assert!(refused.out.body.is_empty(), "{}", refused.out.body);
+    assert_eq!(gw.github.count(), 1);
+    gw.decision.wait_log("TLS handshake refused");
+    gw.assert_secret_kept(&[&allowed, &denied, &refused]);
 }

@@ -88,7 +88,7 @@ pub(super) fn plane(
 /// The decision API's listener and its TLS, as configured.
 pub(super) async fn bind(
     config: &Config,
-) -> anyhow::Result<(TcpListener, Option<tonic::transport::ServerTlsConfig>)> {
+) -> anyhow::Result<(TcpListener, Option<Arc<rustls::ServerConfig>>)> {
     let tls = match &config.decision_tls {
         Some(files) => Some(super::tls_files::server(files)?),
         None => None,

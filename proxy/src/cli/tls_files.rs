@@ -1,10 +1,18 @@
-//! PEM files from configuration → tonic TLS settings for the decision
-//! service and its clients. Errors name the file, never its content.
+//! PEM files from configuration → TLS settings for the decision service
+//! (rustls: its port is served by `server::front`) and for its clients
+//! (tonic). Errors name the file, never its content.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use crate::tls;
 
 use crate::config::TlsFiles;
 
@@ -19,14 +27,49 @@ fn identity(files: &TlsFiles) -> anyhow::Result<Option<Identity>> {
     }
 }
 
+fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(&read(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("cannot read PEM certificates from {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificates in {}", path.display());
+    Ok(certs)
+}
+
 /// Server side: our identity; a `ca` makes client certificates mandatory.
-pub fn server(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
-    let identity = identity(files)?.context("decision_service.tls needs cert and key")?;
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &files.ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(config)
+/// HTTP/2 only, as gRPC needs.
+pub fn server(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (Some(cert_path), Some(key_path)) = (&files.cert, &files.key) else {
+        anyhow::bail!("decision_service.tls needs cert and key");
+    };
+    let chain = certificates(cert_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key_path)?)
+        .map_err(|_| anyhow::anyhow!("no usable private key in {}", key_path.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &files.ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("unusable CA certificate in {}", ca.display()))?;
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), tls::provider())
+                    .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).with_context(|| {
+        format!(
+            "the key in {} does not fit {}",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Client side: the CA the service's certificate must chain to, and our

@@ -1,16 +1,18 @@
 //! `tollgate decision`: the decision plane as a gRPC service. One listener
-//! (h2c) serves tollgate's own API, Envoy's ext_authz `Authorization`, gRPC
-//! health and server reflection, all deciding against the same snapshot.
+//! (h2c, TLS or mutual TLS) serves tollgate's own API, Envoy's ext_authz
+//! `Authorization`, gRPC health and server reflection, all deciding against
+//! the same snapshot.
 
 mod decide;
 pub mod ext_authz;
+pub mod front;
 mod tasks;
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
 
 use crate::config::SecretSource;
 use crate::decision::proto::pb::decision_service_server::DecisionServiceServer;
@@ -19,7 +21,7 @@ use crate::pipeline::audit::AuditSink;
 use crate::snapshot::{EmbeddedDecider, SnapshotHandle};
 
 pub use decide::DecisionApi;
-pub use ext_authz::{AuthorizationService, ExtAuthz, ExtAuthzConfig};
+pub use ext_authz::{ExtAuthz, ExtAuthzConfig};
 
 /// What every RPC decides against.
 pub struct DecisionPlane {
@@ -33,39 +35,30 @@ pub struct DecisionPlane {
 }
 
 /// Serve until the listener fails. `tls`: TLS (with client certificates
-/// required when it carries a client CA); `None`: h2c.
+/// required when it verifies them); `None`: h2c.
 pub async fn serve(
     listener: TcpListener,
     plane: Arc<DecisionPlane>,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<DecisionServiceServer<DecisionApi>>()
         .await;
-    health.set_serving::<AuthorizationService>().await;
+    health
+        .set_service_status(ext_authz::SERVICE_NAME, ServingStatus::Serving)
+        .await;
     // Both reflection versions: grpcurl 1.8 and many tools still ask v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    builder
-        .add_service(health_service)
+    // Envoy's `Check` is answered by the front itself; these are the rest.
+    let routes = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(DecisionServiceServer::new(DecisionApi::new(plane.clone())))
-        .add_service(AuthorizationService::new(ExtAuthz::new(plane)))
-        .serve_with_incoming(
-            // Without nodelay, small gRPC answers wait on Nagle: ~40 ms per
-            // decision. `Server::tcp_nodelay` does not reach an incoming
-            // stream built here, so it is set on the stream itself.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-        )
-        .await?;
+        .add_service(DecisionServiceServer::new(DecisionApi::new(plane.clone())));
+    front::serve(listener, ExtAuthz::new(plane), routes, tls).await?;
     Ok(())
 }

@@ -30,7 +30,10 @@ use super::DecisionPlane;
 
 mod wire;
 
-pub use wire::{AuthorizationService, CheckRequest};
+pub use wire::CheckRequest;
+
+/// The gRPC service Envoy calls, as health checks name it.
+pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 
 /// The route-level context extension an Envoy operator sets to name the
 /// workload when connections carry no mTLS identity.

@@ -10,26 +10,11 @@
 //! wire is a repeated entry message (key 1, value 2), so the headers arrive
 //! as a list in Envoy's order, without hashing. What ends up in a `Uri` or a
 //! `HeaderMap` is kept as `Bytes`: protobuf's bytes and string share a wire
-//! type, and tonic's buffer hands out slices of the received message, so
-//! those values are validated once, by `http`, and never copied.
-//!
-//! The service is the generated one's twin (same name, same path, same
-//! codec settings) with this request type and no boxing of the answer: the
-//! handler never waits, so it answers with a ready future.
-
-use std::convert::Infallible;
-use std::future::{ready, Ready};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+//! type, and decoding from `Bytes` hands out slices of the received frame
+//! (`server::front`), so those values are validated once, by `http`, and
+//! never copied.
 
 use bytes::Bytes;
-use envoy_types::ext_authz::v3::pb::CheckResponse;
-use tonic::body::Body;
-use tonic::codegen::{BoxFuture, StdError};
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
-
-use super::ExtAuthz;
 
 /// `envoy.service.auth.v3.CheckRequest`, the fields tollgate reads.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -110,58 +95,4 @@ pub struct HeaderValue {
     pub value: Bytes,
     #[prost(bytes = "bytes", tag = "3")]
     pub raw_value: Bytes,
-}
-
-/// `envoy.service.auth.v3.Authorization`, served by [`ExtAuthz`].
-#[derive(Clone)]
-pub struct AuthorizationService {
-    inner: Arc<ExtAuthz>,
-}
-
-impl AuthorizationService {
-    pub fn new(inner: ExtAuthz) -> AuthorizationService {
-        AuthorizationService {
-            inner: Arc::new(inner),
-        }
-    }
-}
-
-impl NamedService for AuthorizationService {
-    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
-}
-
-struct Check(Arc<ExtAuthz>);
-
-impl UnaryService<CheckRequest> for Check {
-    type Response = CheckResponse;
-    type Future = Ready<Result<Response<CheckResponse>, Status>>;
-
-    fn call(&mut self, request: Request<CheckRequest>) -> Self::Future {
-        ready(Ok(Response::new(self.0.check(request.into_inner()))))
-    }
-}
-
-impl<B> tower_service::Service<http::Request<B>> for AuthorizationService
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != "/envoy.service.auth.v3.Authorization/Check" {
-            return Box::pin(ready(Ok(Status::unimplemented("").into_http())));
-        }
-        let check = Check(self.inner.clone());
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default();
-            Ok(Grpc::new(codec).unary(check, request).await)
-        })
-    }
 }
