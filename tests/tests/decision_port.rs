@@ -30,6 +30,9 @@ struct Answer {
 
 async fn connect(service: &DecisionService) -> SendRequest<Full<Bytes>> {
     let tcp = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    // As gRPC clients do (Envoy, tonic, grpc-go): otherwise each small
+    // frame after the first waits on the server's delayed ACK.
+    tcp.set_nodelay(true).unwrap();
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await

@@ -60,6 +60,20 @@ async fn remote_decisions_allow_and_deny_like_embedded_ones() {
 }
 
 #[tokio::test]
+async fn a_proxy_that_leaves_is_seen_to_leave() {
+    // The service holds a revocation stream per proxy. When the proxy is
+    // gone, its stream must go too, not wait for an event that may never
+    // come.
+    let upstream = Upstream::http().await;
+    let service = DecisionService::start(Setup::default());
+    let tg = Tollgate::start(remote(&upstream, &service));
+    service.wait_log("revocation subscriber connected");
+    assert!(!service.logs().contains("revocation subscriber gone"));
+    drop(tg);
+    service.wait_log("revocation subscriber gone");
+}
+
+#[tokio::test]
 async fn service_down_denies_with_decision_unavailable_and_recovers() {
     let upstream = Upstream::http().await;
     let mut service = DecisionService::start(Setup::default());

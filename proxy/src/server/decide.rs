@@ -102,7 +102,10 @@ impl DecisionService for DecisionApi {
             Err(_) => Err(Status::data_loss("revocations were missed; resubscribe")),
         });
         let stream = epochs.merge(tokio_stream::iter(ended).chain(live));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(Subscription {
+            subscriber,
+            events: Box::pin(stream),
+        })))
     }
 
     async fn start_task(
@@ -131,6 +134,30 @@ impl DecisionService for DecisionApi {
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         tasks::list(&self.plane, request).map(Response::new)
+    }
+}
+
+/// A subscriber's stream, which says when it is gone: dropped when its
+/// client leaves, so an operator sees every proxy come and go.
+struct Subscription {
+    subscriber: String,
+    events: RevocationStream,
+}
+
+impl Stream for Subscription {
+    type Item = Result<pb::Revocation, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.events.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        tracing::info!(subscriber = %self.subscriber, "revocation subscriber gone");
     }
 }
 

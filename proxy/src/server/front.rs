@@ -2,26 +2,24 @@
 //! and one split by path. Envoy's `Check` is answered here; every other
 //! stream (tollgate's own API, health, reflection) goes to tonic.
 //!
-//! Why `Check` skips tonic: a unary gRPC call is five bytes of framing and a
-//! `grpc-status` trailer, and tonic's router, boxed services and codec cost
-//! 4–5 µs per check, as much as tollgate's whole decision
-//! (`docs/benchmarks.md`, "Where a lever is: tonic's server"). Envoy asks on
-//! every request it forwards, so that is where the time goes.
+//! Why `Check` skips tonic and hyper: a unary gRPC call is five bytes of
+//! framing and a `grpc-status` trailer, and tonic's router, boxed services
+//! and codec with hyper's glue cost 4–5 µs per check, as much as tollgate's
+//! whole decision (`docs/benchmarks.md`). Envoy asks on every request it
+//! forwards, so that is where the time goes.
 
-use std::convert::Infallible;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http_body::{Body, Frame};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -42,6 +40,13 @@ const MAX_MESSAGE: usize = 4 << 20;
 /// a socket only this long.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Streams one connection may have open at once (Envoy opens another
+/// connection beyond that).
+const MAX_STREAMS: u32 = 1024;
+
+/// A gRPC request head is a few hundred bytes.
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+
 /// Accept connections until the listener fails. `tls`: the server's TLS
 /// settings (client certificates required when it verifies them); `None`:
 /// HTTP/2 without TLS (h2c).
@@ -60,8 +65,8 @@ pub async fn serve(
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                // Out of file descriptors, most likely: the ones in use are
-                // served meanwhile, and a busy loop would starve them.
+                // Out of file descriptors, most likely: the connections
+                // open are served meanwhile; a busy loop would starve them.
                 tracing::warn!(listener = "decision", error = %e, "cannot accept a connection");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -72,36 +77,18 @@ pub async fn serve(
         let front = front.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            match tls {
-                None => connection(socket, front, peer).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await
-                    {
-                        Ok(Ok(stream)) => connection(stream, front, peer).await,
-                        Ok(Err(e)) => {
-                            // A client without an acceptable certificate ends here.
-                            tracing::info!(listener = "decision", %peer, error = %e, "TLS handshake refused");
-                        }
-                        Err(_) => {
-                            tracing::info!(listener = "decision", %peer, "TLS handshake timed out");
-                        }
-                    }
+            let Some(acceptor) = tls else {
+                return front.connection(socket, peer).await;
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                Ok(Ok(stream)) => front.connection(stream, peer).await,
+                // A client without an acceptable certificate ends here.
+                Ok(Err(e)) => {
+                    tracing::info!(listener = "decision", %peer, error = %e, "TLS handshake refused");
                 }
+                Err(_) => tracing::info!(listener = "decision", %peer, "TLS handshake timed out"),
             }
         });
-    }
-}
-
-async fn connection<I>(io: I, front: Front, peer: SocketAddr)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(io), front)
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(listener = "decision", %peer, error = %e, "connection ended");
     }
 }
 
@@ -111,62 +98,102 @@ struct Front {
     routes: Routes,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response<Reply>, Infallible>> + Send>>;
-
-impl hyper::service::Service<Request<Incoming>> for Front {
-    type Response = Response<Reply>;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn call(&self, request: Request<Incoming>) -> Answer {
-        if request.uri().path() == CHECK_PATH {
-            let check = self.check.clone();
-            return Box::pin(async move { Ok(answer_check(&check, request.into_body()).await) });
+impl Front {
+    async fn connection<I>(self, io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handshake = h2::server::Builder::new()
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .handshake::<_, Bytes>(io)
+            .await;
+        let mut connection = match handshake {
+            Ok(connection) => connection,
+            // An HTTP/1.1 client ends here: gRPC is HTTP/2 only.
+            Err(e) => {
+                return tracing::debug!(listener = "decision", %peer, error = %e, "no HTTP/2");
+            }
+        };
+        // Accepting also drives the connection: the answers of the streams
+        // are written while this waits for the next stream.
+        while let Some(accepted) = connection.accept().await {
+            match accepted {
+                Ok((request, respond)) => {
+                    tokio::spawn(self.clone().stream(request, respond));
+                }
+                Err(e) => {
+                    return tracing::debug!(listener = "decision", %peer, error = %e, "connection ended");
+                }
+            }
         }
-        let mut routes = self.routes.clone();
-        Box::pin(async move {
-            let ready = poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut routes, cx));
-            let Ok(()) = ready.await;
-            let Ok(response) = routes.call(request).await;
-            Ok(response.map(Reply::Tonic))
-        })
     }
-}
 
-async fn answer_check(check: &ExtAuthz, body: Incoming) -> Response<Reply> {
-    let request = match read_message(body).await {
-        Ok(message) => CheckRequest::decode(message)
-            .map_err(|_| Status::new(Code::InvalidArgument, "not a CheckRequest")),
-        Err(status) => Err(status),
-    };
-    match request {
-        Ok(request) => answer(&check.check(request)),
-        Err(status) => {
-            tracing::warn!(
-                listener = "decision",
-                code = ?status.code(),
-                reason = status.message(),
-                "ext_authz check refused unread"
-            );
-            refusal(&status)
+    async fn stream(self, request: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        if request.uri().path() == CHECK_PATH {
+            let answer = match read_message(request.into_body()).await {
+                Ok(message) => CheckRequest::decode(message)
+                    .map(|check| self.check.check(check))
+                    .map_err(|_| Status::new(Code::InvalidArgument, "not a CheckRequest")),
+                Err(status) => Err(status),
+            };
+            return match answer {
+                Ok(response) => send_message(respond, &response),
+                Err(status) => {
+                    tracing::warn!(
+                        listener = "decision",
+                        code = ?status.code(),
+                        reason = status.message(),
+                        "ext_authz check refused unread"
+                    );
+                    send_status(respond, &status);
+                }
+            };
+        }
+        let mut routes = self.routes;
+        let Ok(()) = poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut routes, cx)).await;
+        let Ok(response) = routes.call(request.map(Incoming)).await;
+        let (head, body) = response.into_parts();
+        let end = body.is_end_stream();
+        if let Ok(send) = respond.send_response(Response::from_parts(head, ()), end) {
+            if !end {
+                send_body(body, send).await;
+            }
         }
     }
 }
 
 /// The one gRPC message of a unary call: a flag byte (compressed or not),
 /// the length as four big-endian bytes, the message.
-async fn read_message(body: Incoming) -> Result<Bytes, Status> {
-    let collected = Limited::new(body, 5 + MAX_MESSAGE)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<LengthLimitError>() {
-                Status::new(Code::ResourceExhausted, "message larger than 4 MiB")
-            } else {
-                Status::new(Code::Cancelled, "request body not received")
+async fn read_message(mut body: RecvStream) -> Result<Bytes, Status> {
+    // Envoy sends a check in one DATA frame: kept as it came, not copied.
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|_| Status::new(Code::Cancelled, "request not received"))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        let held = first.as_ref().map_or(0, Bytes::len) + more.len();
+        if held + chunk.len() > 5 + MAX_MESSAGE {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                "message larger than 4 MiB",
+            ));
+        }
+        match &first {
+            None => first = Some(chunk),
+            Some(head) => {
+                if more.is_empty() {
+                    more.extend_from_slice(head);
+                }
+                more.extend_from_slice(&chunk);
             }
-        })?;
-    let bytes = collected.to_bytes();
+        }
+    }
+    let bytes = if more.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        more.freeze()
+    };
     let (Some(&compressed), Some(length)) = (bytes.first(), bytes.get(1..5)) else {
         return Err(Status::new(Code::Internal, "no request message"));
     };
@@ -187,83 +214,118 @@ async fn read_message(body: Incoming) -> Result<Bytes, Status> {
     Ok(bytes.slice(5..))
 }
 
-fn answer(response: &impl Message) -> Response<Reply> {
+fn grpc_head() -> http::response::Builder {
+    Response::builder().header(http::header::CONTENT_TYPE, "application/grpc")
+}
+
+/// A unary answer: the head, the framed message, `grpc-status: 0`. h2
+/// buffers what the flow-control window does not yet allow.
+fn send_message(mut respond: SendResponse<Bytes>, response: &impl Message) {
     let mut framed = BytesMut::with_capacity(5 + response.encoded_len());
     framed.put_u8(0);
     framed.put_u32(response.encoded_len() as u32);
     response
         .encode(&mut framed)
         .expect("the buffer was sized for the message");
+    let head = grpc_head().body(()).expect("a fixed head");
+    let Ok(mut send) = respond.send_response(head, false) else {
+        return;
+    };
     let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert("grpc-status", HeaderValue::from(Code::Ok as i32));
-    let reply = Reply::Unary {
-        message: Some(framed.freeze()),
-        trailers: Some(trailers),
-    };
-    let mut response = Response::new(reply);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    response
+    let _ = send
+        .send_data(framed.freeze(), false)
+        .and_then(|()| send.send_trailers(trailers));
 }
 
 /// A status alone, in the response head: gRPC's "trailers-only" answer.
 /// The messages are this module's own, so they need no percent-encoding.
-fn refusal(status: &Status) -> Response<Reply> {
-    Response::builder()
-        .header(http::header::CONTENT_TYPE, "application/grpc")
+fn send_status(mut respond: SendResponse<Bytes>, status: &Status) {
+    let head = grpc_head()
         .header("grpc-status", status.code() as i32)
         .header("grpc-message", status.message())
-        .body(Reply::Unary {
-            message: None,
-            trailers: None,
+        .body(())
+        .expect("a status and a fixed message make a valid head");
+    let _ = respond.send_response(head, true);
+}
+
+/// tonic's answer onto the stream: data as the peer's window allows, then
+/// the trailers. A stream the peer resets (a client leaving a
+/// `WatchRevocations`) stops at once rather than at its next message.
+async fn send_body(mut body: tonic::body::Body, mut send: SendStream<Bytes>) {
+    let mut body = Pin::new(&mut body);
+    loop {
+        let frame = poll_fn(|cx| {
+            if send.poll_reset(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            body.as_mut().poll_frame(cx)
         })
-        .expect("a status and a fixed message make a valid head")
+        .await;
+        let (sent, last) = match frame {
+            None => (send.send_data(Bytes::new(), true), true),
+            Some(Err(status)) => {
+                // The service failed mid-stream: end with its status.
+                let (parts, ()) = status.into_http::<()>().into_parts();
+                (send.send_trailers(parts.headers), true)
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => (send_within_window(&mut send, data).await, false),
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => (send.send_trailers(trailers), true),
+                    Err(_) => (Ok(()), false),
+                },
+            },
+        };
+        if sent.is_err() || last {
+            return;
+        }
+    }
 }
 
-/// What the port answers with: a unary answer written here, or tonic's.
-pub enum Reply {
-    Unary {
-        message: Option<Bytes>,
-        trailers: Option<HeaderMap>,
-    },
-    Tonic(tonic::body::Body),
+/// Send `data` in pieces the peer's flow-control window has room for, so
+/// a large answer (reflection's descriptors) is not buffered whole.
+async fn send_within_window(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = poll_fn(|cx| send.poll_capacity(cx))
+            .await
+            .ok_or_else(|| h2::Error::from(h2::Reason::CANCEL))??;
+        send.send_data(data.split_to(granted.min(data.len())), false)?;
+    }
+    Ok(())
 }
 
-impl Body for Reply {
+/// A request body as tonic reads it: h2's data, its window handed back as
+/// it is read, then the trailers.
+struct Incoming(RecvStream);
+
+impl Body for Incoming {
     type Data = Bytes;
-    type Error = Status;
+    type Error = h2::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        match self.get_mut() {
-            Reply::Unary { message, trailers } => Poll::Ready(
-                message
-                    .take()
-                    .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
-                    .map(Ok),
-            ),
-            Reply::Tonic(body) => Pin::new(body).poll_frame(cx),
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let stream = &mut self.0;
+        if let Some(data) = ready!(stream.poll_data(cx)) {
+            return Poll::Ready(Some(data.map(|data| {
+                let _ = stream.flow_control().release_capacity(data.len());
+                Frame::data(data)
+            })));
         }
+        Poll::Ready(
+            ready!(stream.poll_trailers(cx))
+                .transpose()
+                .map(|t| t.map(Frame::trailers)),
+        )
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Reply::Unary { message, trailers } => message.is_none() && trailers.is_none(),
-            Reply::Tonic(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Reply::Unary { message, .. } => {
-                SizeHint::with_exact(message.as_ref().map_or(0, |m| m.len() as u64))
-            }
-            Reply::Tonic(body) => body.size_hint(),
-        }
+        self.0.is_end_stream()
     }
 }
