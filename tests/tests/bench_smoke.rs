@@ -74,6 +74,30 @@ fn the_ext_authz_calibration_runs() {
     }
 }
 
+/// tollgate decision against the bare-HTTP/2 no-op instead of tonic's: both
+/// stacks answer every request, and the output says which no-op it was.
+#[test]
+fn the_ext_authz_pairs_run_against_the_bare_noop() {
+    let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
+    let out = Command::new(&bin)
+        .args(["--smoke", "--only", "ext_authz", "--noop", "h2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the no-op ext_authz server does: h2"),
+        "{stderr}"
+    );
+    for row in [
+        "| **Envoy + no-op ext_authz, median** |",
+        "| **Envoy + tollgate decision, median** |",
+    ] {
+        assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
+    }
+}
+
 /// The revocation benchmark with two trials: both proxies must see the task
 /// end (a 401) after `EndTask`; how fast is the benchmark's business.
 #[test]

@@ -7,6 +7,7 @@
 //!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, decision
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
+//!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 //!
 //! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the two
@@ -47,6 +48,9 @@ struct Options {
     /// In the ext_authz pairs, a second no-op server doing this work
     /// stands in for tollgate decision (see `noop_authz::Work`).
     calibrate: Option<String>,
+    /// What the peer no-op server of the ext_authz pairs does (`""`: a
+    /// tonic server answering OK).
+    noop: String,
 }
 
 impl Options {
@@ -66,6 +70,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         idle_connections: 10_000,
         memory_rounds: 4,
         calibrate: None,
+        noop: String::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -97,6 +102,11 @@ fn options() -> anyhow::Result<Option<Options>> {
                 let work = value()?;
                 noop_authz::Work::parse(&work)?;
                 o.calibrate = Some(work);
+            }
+            "--noop" => {
+                let work = value()?;
+                noop_authz::Work::parse(&work)?;
+                o.noop = work;
             }
             // Internal: this binary doubles as the no-op ext_authz server;
             // the argument after it says what work it does per check.
@@ -399,7 +409,10 @@ fn ext_authz_pairs(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Res
         return Ok(Vec::new());
     };
     let cpu = bench.proxy_cpu;
-    let noop = noop_authz(cpu, "")?;
+    if !bench.o.noop.is_empty() {
+        eprintln!("  the no-op ext_authz server does: {}", bench.o.noop);
+    }
+    let noop = noop_authz(cpu, &bench.o.noop)?;
     let noop_envoy = envoy::start(&bin, upstream, Some(noop.addr), cpu)?;
     let (second, row) = match &bench.o.calibrate {
         Some(work) => (noop_authz(cpu, work)?, ENVOY_CALIBRATION),
