@@ -47,6 +47,11 @@ const MAX_STREAMS: u32 = 1024;
 /// A gRPC request head is a few hundred bytes.
 const MAX_HEADER_LIST: u32 = 64 * 1024;
 
+/// Flow-control windows, per stream and per connection: hyper's (and so
+/// tonic's) defaults. With h2's own 64 KiB, a connection carrying Envoy's
+/// checks needs a window update every few dozen checks.
+const WINDOW: u32 = 1 << 20;
+
 /// Accept connections until the listener fails. `tls`: the server's TLS
 /// settings (client certificates required when it verifies them); `None`:
 /// HTTP/2 without TLS (h2c).
@@ -106,6 +111,8 @@ impl Front {
         let handshake = h2::server::Builder::new()
             .max_concurrent_streams(MAX_STREAMS)
             .max_header_list_size(MAX_HEADER_LIST)
+            .initial_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
             .handshake::<_, Bytes>(io)
             .await;
         let mut connection = match handshake {
