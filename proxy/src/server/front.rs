@@ -40,9 +40,10 @@ const MAX_MESSAGE: usize = 4 << 20;
 /// a socket only this long.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Streams one connection may have open at once (Envoy opens another
-/// connection beyond that).
-const MAX_STREAMS: u32 = 1024;
+/// Streams one connection may have open at once, as hyper (and so tonic)
+/// allows; Envoy opens another connection beyond that. Each may hold a
+/// message of up to `MAX_MESSAGE` while it is read.
+const MAX_STREAMS: u32 = 200;
 
 /// A gRPC request head is a few hundred bytes.
 const MAX_HEADER_LIST: u32 = 64 * 1024;
@@ -174,32 +175,31 @@ impl Front {
 /// the length as four big-endian bytes, the message.
 async fn read_message(mut body: RecvStream) -> Result<Bytes, Status> {
     // Envoy sends a check in one DATA frame: kept as it came, not copied.
-    let mut first: Option<Bytes> = None;
-    let mut more = BytesMut::new();
+    // Only a message in several frames is joined.
+    let mut whole = Bytes::new();
+    let mut joined = BytesMut::new();
+    let mut received = 0;
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|_| Status::new(Code::Cancelled, "request not received"))?;
         let _ = body.flow_control().release_capacity(chunk.len());
-        let held = first.as_ref().map_or(0, Bytes::len) + more.len();
-        if held + chunk.len() > 5 + MAX_MESSAGE {
+        received += chunk.len();
+        if received > 5 + MAX_MESSAGE {
             return Err(Status::new(
                 Code::ResourceExhausted,
                 "message larger than 4 MiB",
             ));
         }
-        match &first {
-            None => first = Some(chunk),
-            Some(head) => {
-                if more.is_empty() {
-                    more.extend_from_slice(head);
-                }
-                more.extend_from_slice(&chunk);
-            }
+        if whole.is_empty() && joined.is_empty() {
+            whole = chunk;
+        } else {
+            joined.extend_from_slice(&std::mem::take(&mut whole));
+            joined.extend_from_slice(&chunk);
         }
     }
-    let bytes = if more.is_empty() {
-        first.unwrap_or_default()
+    let bytes = if joined.is_empty() {
+        whole
     } else {
-        more.freeze()
+        joined.freeze()
     };
     let (Some(&compressed), Some(length)) = (bytes.first(), bytes.get(1..5)) else {
         return Err(Status::new(Code::Internal, "no request message"));
@@ -273,8 +273,11 @@ async fn send_body(mut body: tonic::body::Body, mut send: SendStream<Bytes>) {
             None => (send.send_data(Bytes::new(), true), true),
             Some(Err(status)) => {
                 // The service failed mid-stream: end with its status.
-                let (parts, ()) = status.into_http::<()>().into_parts();
-                (send.send_trailers(parts.headers), true)
+                let mut trailers = HeaderMap::with_capacity(2);
+                if status.add_header(&mut trailers).is_err() {
+                    trailers.insert("grpc-status", HeaderValue::from(Code::Internal as i32));
+                }
+                (send.send_trailers(trailers), true)
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => (send_within_window(&mut send, data).await, false),
