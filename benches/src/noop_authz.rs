@@ -167,9 +167,10 @@ pub fn serve(work: Work) -> anyhow::Result<()> {
 mod bare_h2 {
     use std::sync::Arc;
 
-    use bytes::{BufMut, Bytes, BytesMut};
+    use bytes::{Bytes, BytesMut};
     use envoy_types::ext_authz::v3::pb::CheckRequest;
     use prost::Message;
+    use tollgate::server::front::grpc_frame;
 
     use super::Noop;
 
@@ -212,14 +213,7 @@ mod bare_h2 {
         };
         let mut trailers = http::HeaderMap::new();
         if decoded.is_some() {
-            let answer = noop.answer();
-            let mut framed = BytesMut::with_capacity(5 + answer.encoded_len());
-            framed.put_u8(0);
-            framed.put_u32(answer.encoded_len() as u32);
-            answer
-                .encode(&mut framed)
-                .expect("the buffer was sized for it");
-            let _ = send.send_data(framed.freeze(), false);
+            let _ = send.send_data(grpc_frame(&noop.answer()), false);
             trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
         } else {
             // INVALID_ARGUMENT: Envoy then refuses the request.

@@ -14,7 +14,7 @@ pub mod upstream;
 use std::path::PathBuf;
 
 pub use clients::{curl, python, CurlOutput};
-pub use pki::TestPki;
+pub use pki::{MtlsFiles, TestPki};
 pub use process::{shipped_policies, DecisionService, Setup, Tollgate, CODER, HARNESS_CREDENTIALS};
 
 pub use upstream::{Seen, Upstream};

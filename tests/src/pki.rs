@@ -9,6 +9,15 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// Paths of the files [`TestPki::mtls_files`] wrote.
+pub struct MtlsFiles {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
 pub struct TestPki {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
@@ -56,6 +65,25 @@ impl TestPki {
                 .unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+
+    /// PEM files for mutual TLS in `dir`: this CA, a server certificate
+    /// for 127.0.0.1 and a client certificate for `client`.
+    pub fn mtls_files(&self, dir: &Path, client: &str) -> MtlsFiles {
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let (server_cert, server_key) = self.issue_pem(&["127.0.0.1"]);
+        let (client_cert, client_key) = self.issue_pem(&[client]);
+        MtlsFiles {
+            ca: write("ca.pem", &self.ca_pem),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+        }
     }
 
     /// A rustls server config for `names`, offering h2 and http/1.1.

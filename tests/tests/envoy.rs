@@ -5,7 +5,7 @@
 
 use tollgate_e2e::envoy::{self, Envoy};
 use tollgate_e2e::tasks::{end_task, start_task};
-use tollgate_e2e::{curl, CurlOutput, DecisionService, Setup, TestPki, Upstream};
+use tollgate_e2e::{curl, CurlOutput, DecisionService, MtlsFiles, Setup, TestPki, Upstream};
 
 const CREDENTIALS: &str =
     "credentials:\n  github-readonly: { env: GITHUB_READONLY_TOKEN, services: [github] }\n";
@@ -525,18 +525,14 @@ fn decision_tls(ca: &str, client: Option<(&str, &str)>) -> String {
 
 #[tokio::test]
 async fn envoy_asks_over_mutual_tls_and_without_a_client_certificate_gets_no_decision() {
-    let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let ca = write("ca.pem", &pki.ca_pem);
-    let (cert, key) = pki.issue_pem(&["127.0.0.1"]);
-    let (server_cert, server_key) = (write("server.pem", &cert), write("server.key", &key));
-    let (cert, key) = pki.issue_pem(&["envoy.tollgate.test"]);
-    let (client_cert, client_key) = (write("client.pem", &cert), write("client.key", &key));
+    let MtlsFiles {
+        ca,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    } = TestPki::new().mtls_files(dir.path(), "envoy.tollgate.test");
 
     let github = Upstream::http().await;
     let secret = tollgate_e2e::random_secret("ghs_test");

@@ -3,7 +3,7 @@
 //! policy change on the service reaches the proxy's cache.
 
 use tollgate_e2e::tasks::{task_cli, ADMIN_TOKEN};
-use tollgate_e2e::{DecisionService, Setup, TestPki, Tollgate, Upstream};
+use tollgate_e2e::{DecisionService, MtlsFiles, Setup, TestPki, Tollgate, Upstream};
 
 const PULLS: &str = "http://api.github.com/repos/acme/api/pulls";
 const DELETE_REPO: &str = "http://api.github.com/repos/acme/api";
@@ -186,18 +186,14 @@ async fn a_decide_request_without_context_is_invalid_argument() {
 
 #[tokio::test]
 async fn mutual_tls_between_proxy_and_service() {
-    let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let ca = write("ca.pem", &pki.ca_pem);
-    let (cert, key) = pki.issue_pem(&["127.0.0.1"]);
-    let (server_cert, server_key) = (write("server.pem", &cert), write("server.key", &key));
-    let (cert, key) = pki.issue_pem(&["proxy.tollgate.test"]);
-    let (client_cert, client_key) = (write("client.pem", &cert), write("client.key", &key));
+    let MtlsFiles {
+        ca,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    } = TestPki::new().mtls_files(dir.path(), "proxy.tollgate.test");
 
     let service = DecisionService::start(Setup {
         decision_service_yaml: format!(

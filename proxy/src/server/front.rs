@@ -225,15 +225,20 @@ fn grpc_head() -> http::response::Builder {
     Response::builder().header(http::header::CONTENT_TYPE, "application/grpc")
 }
 
+/// `message` in gRPC's framing: not compressed, its length, its bytes.
+pub fn grpc_frame(message: &impl Message) -> Bytes {
+    let mut framed = BytesMut::with_capacity(5 + message.encoded_len());
+    framed.put_u8(0);
+    framed.put_u32(message.encoded_len() as u32);
+    message
+        .encode(&mut framed)
+        .expect("the buffer was sized for the message");
+    framed.freeze()
+}
+
 /// A unary answer: the head, the framed message, `grpc-status: 0`. h2
 /// buffers what the flow-control window does not yet allow.
 fn send_message(mut respond: SendResponse<Bytes>, response: &impl Message) {
-    let mut framed = BytesMut::with_capacity(5 + response.encoded_len());
-    framed.put_u8(0);
-    framed.put_u32(response.encoded_len() as u32);
-    response
-        .encode(&mut framed)
-        .expect("the buffer was sized for the message");
     let head = grpc_head().body(()).expect("a fixed head");
     let Ok(mut send) = respond.send_response(head, false) else {
         return;
@@ -241,7 +246,7 @@ fn send_message(mut respond: SendResponse<Bytes>, response: &impl Message) {
     let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert("grpc-status", HeaderValue::from(Code::Ok as i32));
     let _ = send
-        .send_data(framed.freeze(), false)
+        .send_data(grpc_frame(response), false)
         .and_then(|()| send.send_trailers(trailers));
 }
 
