@@ -143,6 +143,14 @@ async fn grpcurl_lists_services_checks_health_and_decides() {
     }
     let health = run(&[&addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
+    // What a probe in front of Envoy's ext_authz asks for.
+    let envoy_health = run(&[
+        "-d",
+        r#"{"service":"envoy.service.auth.v3.Authorization"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(envoy_health.contains("SERVING"), "{envoy_health}");
     let request = serde_json::json!({
         "principal": tollgate_e2e::CODER,
         "action": "github:pulls.list",

@@ -12,9 +12,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use crate::tls;
-
 use crate::config::TlsFiles;
+use crate::tls;
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))

@@ -53,15 +53,16 @@ const MAX_HEADER_LIST: u32 = 64 * 1024;
 /// checks needs a window update every few dozen checks.
 const WINDOW: u32 = 1 << 20;
 
-/// Accept connections until the listener fails. `tls`: the server's TLS
-/// settings (client certificates required when it verifies them); `None`:
-/// HTTP/2 without TLS (h2c).
+/// Accept connections for as long as the process runs; a failed accept
+/// is logged and retried. `tls`: the server's TLS settings (client
+/// certificates required when it verifies them); `None`: HTTP/2 without
+/// TLS (h2c).
 pub async fn serve(
     listener: TcpListener,
     check: ExtAuthz,
     routes: Routes,
     tls: Option<Arc<rustls::ServerConfig>>,
-) -> std::io::Result<()> {
+) {
     let front = Front {
         check: Arc::new(check),
         routes: routes.prepare(),

@@ -34,8 +34,9 @@ pub struct DecisionPlane {
     pub admin_token: Option<SecretSource>,
 }
 
-/// Serve until the listener fails. `tls`: TLS (with client certificates
-/// required when it verifies them); `None`: h2c.
+/// Serve for as long as the process runs; an error is a service that could
+/// not be set up. `tls`: TLS (with client certificates required when it
+/// verifies them); `None`: h2c.
 pub async fn serve(
     listener: TcpListener,
     plane: Arc<DecisionPlane>,
@@ -59,6 +60,6 @@ pub async fn serve(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(DecisionServiceServer::new(DecisionApi::new(plane.clone())));
-    front::serve(listener, ExtAuthz::new(plane), routes, tls).await?;
+    front::serve(listener, ExtAuthz::new(plane), routes, tls).await;
     Ok(())
 }
