@@ -28,10 +28,7 @@ use tonic::service::Routes;
 use tonic::{Code, Status};
 use tower_service::Service;
 
-use super::ext_authz::{CheckRequest, ExtAuthz};
-
-/// Envoy's ext_authz RPC, served without tonic.
-pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+use super::ext_authz::{CheckRequest, ExtAuthz, CHECK_PATH};
 
 /// The largest `Check` message read, as tonic limits every other message.
 const MAX_MESSAGE: usize = 4 << 20;
@@ -128,8 +125,12 @@ impl Front {
         // are written while this waits for the next stream.
         while let Some(accepted) = connection.accept().await {
             match accepted {
+                // A check needs only the decider; the rest, tonic's router.
+                Ok((request, respond)) if request.uri().path() == CHECK_PATH => {
+                    tokio::spawn(check(self.check.clone(), request.into_body(), respond));
+                }
                 Ok((request, respond)) => {
-                    tokio::spawn(self.clone().stream(request, respond));
+                    tokio::spawn(to_tonic(self.routes.clone(), request, respond));
                 }
                 Err(e) => {
                     return tracing::debug!(listener = "decision", %peer, error = %e, "connection ended");
@@ -137,37 +138,41 @@ impl Front {
             }
         }
     }
+}
 
-    async fn stream(self, request: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
-        if request.uri().path() == CHECK_PATH {
-            let answer = match read_message(request.into_body()).await {
-                Ok(message) => CheckRequest::decode(message)
-                    .map(|check| self.check.check(check))
-                    .map_err(|_| Status::new(Code::InvalidArgument, "not a CheckRequest")),
-                Err(status) => Err(status),
-            };
-            return match answer {
-                Ok(response) => send_message(respond, &response),
-                Err(status) => {
-                    tracing::warn!(
-                        listener = "decision",
-                        code = ?status.code(),
-                        reason = status.message(),
-                        "ext_authz check refused unread"
-                    );
-                    send_status(respond, &status);
-                }
-            };
+async fn check(authz: Arc<ExtAuthz>, body: RecvStream, respond: SendResponse<Bytes>) {
+    let answer = match read_message(body).await {
+        Ok(message) => CheckRequest::decode(message)
+            .map(|request| authz.check(request))
+            .map_err(|_| Status::new(Code::InvalidArgument, "not a CheckRequest")),
+        Err(status) => Err(status),
+    };
+    match answer {
+        Ok(response) => send_message(respond, &response),
+        Err(status) => {
+            tracing::warn!(
+                listener = "decision",
+                code = ?status.code(),
+                reason = status.message(),
+                "ext_authz check refused unread"
+            );
+            send_status(respond, &status);
         }
-        let mut routes = self.routes;
-        let Ok(()) = poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut routes, cx)).await;
-        let Ok(response) = routes.call(request.map(Incoming)).await;
-        let (head, body) = response.into_parts();
-        let end = body.is_end_stream();
-        if let Ok(send) = respond.send_response(Response::from_parts(head, ()), end) {
-            if !end {
-                send_body(body, send).await;
-            }
+    }
+}
+
+async fn to_tonic(
+    mut routes: Routes,
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let Ok(()) = poll_fn(|cx| Service::<Request<RequestBody>>::poll_ready(&mut routes, cx)).await;
+    let Ok(response) = routes.call(request.map(RequestBody)).await;
+    let (head, body) = response.into_parts();
+    let end = body.is_end_stream();
+    if let Ok(send) = respond.send_response(Response::from_parts(head, ()), end) {
+        if !end {
+            send_body(body, send).await;
         }
     }
 }
@@ -222,8 +227,14 @@ async fn read_message(mut body: RecvStream) -> Result<Bytes, Status> {
     Ok(bytes.slice(5..))
 }
 
-fn grpc_head() -> http::response::Builder {
-    Response::builder().header(http::header::CONTENT_TYPE, "application/grpc")
+/// A response head saying gRPC; the rest is added per answer.
+fn grpc_head() -> Response<()> {
+    let mut head = Response::new(());
+    head.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    head
 }
 
 /// `message` in gRPC's framing: not compressed, its length, its bytes.
@@ -240,12 +251,11 @@ pub fn grpc_frame(message: &impl Message) -> Bytes {
 /// A unary answer: the head, the framed message, `grpc-status: 0`. h2
 /// buffers what the flow-control window does not yet allow.
 fn send_message(mut respond: SendResponse<Bytes>, response: &impl Message) {
-    let head = grpc_head().body(()).expect("a fixed head");
-    let Ok(mut send) = respond.send_response(head, false) else {
+    let Ok(mut send) = respond.send_response(grpc_head(), false) else {
         return;
     };
     let mut trailers = HeaderMap::with_capacity(1);
-    trailers.insert("grpc-status", HeaderValue::from(Code::Ok as i32));
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
     let _ = send
         .send_data(grpc_frame(response), false)
         .and_then(|()| send.send_trailers(trailers));
@@ -254,11 +264,12 @@ fn send_message(mut respond: SendResponse<Bytes>, response: &impl Message) {
 /// A status alone, in the response head: gRPC's "trailers-only" answer.
 /// The messages are this module's own, so they need no percent-encoding.
 fn send_status(mut respond: SendResponse<Bytes>, status: &Status) {
-    let head = grpc_head()
-        .header("grpc-status", status.code() as i32)
-        .header("grpc-message", status.message())
-        .body(())
-        .expect("a status and a fixed message make a valid head");
+    let mut head = grpc_head();
+    let headers = head.headers_mut();
+    headers.insert("grpc-status", HeaderValue::from(status.code() as i32));
+    if let Ok(message) = HeaderValue::from_str(status.message()) {
+        headers.insert("grpc-message", message);
+    }
     let _ = respond.send_response(head, true);
 }
 
@@ -317,9 +328,9 @@ async fn send_within_window(
 
 /// A request body as tonic reads it: h2's data, its window handed back as
 /// it is read, then the trailers.
-struct Incoming(RecvStream);
+struct RequestBody(RecvStream);
 
-impl Body for Incoming {
+impl Body for RequestBody {
     type Data = Bytes;
     type Error = h2::Error;
 

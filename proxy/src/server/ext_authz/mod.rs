@@ -35,6 +35,9 @@ pub use wire::CheckRequest;
 /// The gRPC service Envoy calls, as health checks name it.
 pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 
+/// Its one method, answered by `server::front` without tonic.
+pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
 /// The route-level context extension an Envoy operator sets to name the
 /// workload when connections carry no mTLS identity.
 pub const WORKLOAD_EXTENSION: &str = "tollgate_workload";
