@@ -195,7 +195,7 @@ async fn connect(
                 let started = std::time::Instant::now();
                 match hyper::upgrade::on(request).await {
                     Ok(upgraded) => {
-                        let spliced = tunnel::splice_upgraded(upgraded, upstream, half_close);
+                        let relayed = tunnel::relay_upgraded(upgraded, upstream, half_close);
                         let ended = async {
                             match task {
                                 Some(token) => task_ended(revocations, |t| *t == token).await,
@@ -203,10 +203,10 @@ async fn connect(
                             }
                         };
                         tokio::select! {
-                            spliced = spliced => {
-                                record.bytes_in = spliced.from_agent;
-                                record.bytes_out = spliced.from_upstream;
-                                record.error = spliced.error;
+                            relayed = relayed => {
+                                record.bytes_in = relayed.from_agent;
+                                record.bytes_out = relayed.from_upstream;
+                                record.error = relayed.error;
                             }
                             task = ended => {
                                 tracing::info!(%task, peer = %caller.peer, "task ended; tunnel closed");

@@ -1,11 +1,15 @@
 //! Blind tunnels: bytes both ways between the agent and an upstream the
 //! policy allowed by host:port, counted for the audit line.
 //!
-//! When one side closes, the other gets `half_close` to finish. Without
-//! that bound, an upstream that never answers a half-close (HTTP/2 servers
+//! When one side closes, the other direction goes on for as long as it
+//! moves bytes, and ends after `half_close` without one. Without that
+//! bound, an upstream that never answers a half-close (HTTP/2 servers
 //! commonly wait for the client) would hold the tunnel, and its upstream
-//! connection, for ever after the agent has gone.
+//! connection, for ever after the agent has gone; with a bound on the
+//! whole rest, a download that follows an upload's end would be cut off.
 
+use std::future::Future;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -13,13 +17,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes moved each way and how the tunnel ended.
 #[derive(Debug, Default)]
-pub struct Spliced {
+pub struct Relayed {
     pub from_agent: u64,
     pub from_upstream: u64,
     pub error: Option<String>,
 }
 
-async fn pump<R, W>(mut from: R, mut to: W, count: &AtomicU64) -> std::io::Result<()>
+async fn pump<R, W>(mut from: R, mut to: W, count: &AtomicU64) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -36,25 +40,46 @@ where
     }
 }
 
-/// Run both directions; once one ends, the other gets `half_close` to
-/// finish. The error that ended the tunnel, if one did.
+/// Run both directions, each counting what it moves; once one ends, the
+/// other runs until it ends or stays still for `half_close`. The error
+/// that ended the tunnel, if one did.
 async fn both_ways(
-    up: impl std::future::Future<Output = std::io::Result<()>>,
-    down: impl std::future::Future<Output = std::io::Result<()>>,
+    (up, up_count): (impl Future<Output = io::Result<()>>, &AtomicU64),
+    (down, down_count): (impl Future<Output = io::Result<()>>, &AtomicU64),
     half_close: Duration,
 ) -> Option<String> {
     tokio::pin!(up, down);
     let (first, second) = tokio::select! {
-        r = &mut up => (r, tokio::time::timeout(half_close, &mut down).await),
-        r = &mut down => (r, tokio::time::timeout(half_close, &mut up).await),
+        r = &mut up => (r, while_moving(&mut down, down_count, half_close).await),
+        r = &mut down => (r, while_moving(&mut up, up_count, half_close).await),
     };
     match (first, second) {
-        (Err(e), _) | (_, Ok(Err(e))) => Some(format!("tunnel ended: {e}")),
+        (Err(e), _) | (_, Some(Err(e))) => Some(format!("tunnel ended: {e}")),
         _ => None,
     }
 }
 
-pub async fn splice<A, U>(agent: A, upstream: U, half_close: Duration) -> Spliced
+/// `direction` to its end, or `None` once `count` stood still for `still`.
+async fn while_moving(
+    mut direction: impl Future<Output = io::Result<()>> + Unpin,
+    count: &AtomicU64,
+    still: Duration,
+) -> Option<io::Result<()>> {
+    let mut seen = count.load(Ordering::Relaxed);
+    loop {
+        if let Ok(ended) = tokio::time::timeout(still, &mut direction).await {
+            return Some(ended);
+        }
+        let now = count.load(Ordering::Relaxed);
+        if now == seen {
+            return None;
+        }
+        seen = now;
+    }
+}
+
+/// Relay between any two byte streams, through a buffer per direction.
+pub async fn relay<A, U>(agent: A, upstream: U, half_close: Duration) -> Relayed
 where
     A: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite,
@@ -64,138 +89,221 @@ where
     let (from_agent, from_upstream) = (AtomicU64::new(0), AtomicU64::new(0));
     let up = pump(agent_read, upstream_write, &from_agent);
     let down = pump(upstream_read, agent_write, &from_upstream);
-    let error = both_ways(up, down, half_close).await;
-    Spliced {
+    let error = both_ways((up, &from_agent), (down, &from_upstream), half_close).await;
+    Relayed {
         from_agent: from_agent.load(Ordering::Relaxed),
         from_upstream: from_upstream.load(Ordering::Relaxed),
         error,
     }
 }
 
-/// Splice an upgraded CONNECT to `upstream`: in the kernel when the agent's
-/// side is a plain TCP socket (the explicit proxy listener), else through
-/// user space.
-pub async fn splice_upgraded(
+/// Relay an upgraded CONNECT to `upstream`: with buffers lent per burst
+/// when the agent's side is a plain TCP socket (the explicit proxy
+/// listener), else through `relay`.
+pub async fn relay_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     upstream: tokio::net::TcpStream,
     half_close: Duration,
-) -> Spliced {
+) -> Relayed {
     use hyper_util::rt::TokioIo;
-    #[cfg(target_os = "linux")]
     let upgraded = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => {
-            return splice_tcp(parts.io.into_inner(), parts.read_buf, upstream, half_close).await
+            return relay_tcp(parts.io.into_inner(), parts.read_buf, upstream, half_close).await
         }
         Err(upgraded) => upgraded,
     };
-    splice(TokioIo::new(upgraded), upstream, half_close).await
+    relay(TokioIo::new(upgraded), upstream, half_close).await
 }
 
-/// The same between two TCP sockets, without copying through user space:
-/// splice(2) moves bytes socket → pipe → socket inside the kernel. A blind
-/// tunnel is pure byte moving, so this is most of its cost. `early` holds
-/// bytes the agent sent that the HTTP layer had already read.
-#[cfg(target_os = "linux")]
-pub async fn splice_tcp(
+/// The same between two TCP sockets. `early` holds bytes the agent sent
+/// that the HTTP layer had already read; they go first.
+pub async fn relay_tcp(
     agent: tokio::net::TcpStream,
     early: bytes::Bytes,
     mut upstream: tokio::net::TcpStream,
     half_close: Duration,
-) -> Spliced {
+) -> Relayed {
     let (from_agent, from_upstream) = (AtomicU64::new(early.len() as u64), AtomicU64::new(0));
     if !early.is_empty() {
         if let Err(e) = upstream.write_all(&early).await {
-            return Spliced {
+            return Relayed {
                 from_agent: 0,
                 from_upstream: 0,
                 error: Some(format!("tunnel ended: {e}")),
             };
         }
     }
-    let up = kernel::pump(&agent, &upstream, &from_agent);
-    let down = kernel::pump(&upstream, &agent, &from_upstream);
-    let error = both_ways(up, down, half_close).await;
-    Spliced {
+    lent::queue_less(&agent);
+    lent::queue_less(&upstream);
+    let up = lent::pump(&lent::LENDER, &agent, &upstream, &from_agent);
+    let down = lent::pump(&lent::LENDER, &upstream, &agent, &from_upstream);
+    let error = both_ways((up, &from_agent), (down, &from_upstream), half_close).await;
+    Relayed {
         from_agent: from_agent.load(Ordering::Relaxed),
         from_upstream: from_upstream.load(Ordering::Relaxed),
         error,
     }
 }
 
-#[cfg(target_os = "linux")]
-mod kernel {
+/// Copying between TCP sockets through buffers that a direction borrows
+/// only while bytes are in it.
+///
+/// Measured against splice(2) socket → pipe → socket (`docs/benchmarks.md`,
+/// "Tunnel"): when the reader shares the proxy's machine, as an agent pod
+/// on tollgate's node does, the bytes it reads were just written by
+/// tollgate and are still in the shared cache; relayed pages were written
+/// by the sender tens of megabytes earlier. A direction whose source has
+/// nothing to read gives its buffer back, so an idle tunnel holds none, as
+/// a pipe held no pages; a direction whose reader is backed up keeps one,
+/// as a full pipe did.
+mod lent {
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::ops::{Deref, DerefMut};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
-    use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    const CHUNK: usize = 1024 * 1024;
+    /// Big enough that a bulk transfer moves a megabyte per system call.
+    const BIG: usize = 1024 * 1024;
+    /// What a direction gets once the lender's big ones are all out.
+    const SMALL: usize = 64 * 1024;
+    /// Unsent bytes a tunnel socket takes before it stops taking more.
+    const NOTSENT_LOWAT: libc::c_int = 512 * 1024;
 
-    fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just created and are owned here only.
-        let pipe = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // A bigger pipe moves more per system call; the default (64 KiB)
-        // is kept if the system refuses.
-        // SAFETY: F_SETPIPE_SZ on a pipe we own.
-        unsafe { libc::fcntl(pipe.1.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
-        Ok(pipe)
+    /// The lender every tunnel borrows from: at most 256 MiB in big
+    /// buffers at once, however many tunnels are backed up, and 8 MiB
+    /// kept for the next burst.
+    pub static LENDER: Lender = Lender::new(256, 8);
+
+    pub struct Lender {
+        lent: AtomicUsize,
+        lent_max: usize,
+        kept: Mutex<Vec<Box<[u8]>>>,
+        kept_max: usize,
     }
 
-    fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-        // SAFETY: plain descriptors, no offsets, no user memory involved.
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+    impl Lender {
+        pub const fn new(lent_max: usize, kept_max: usize) -> Lender {
+            Lender {
+                lent: AtomicUsize::new(0),
+                lent_max,
+                kept: Mutex::new(Vec::new()),
+                kept_max,
+            }
+        }
+
+        pub fn lend(&self) -> Buffer<'_> {
+            if self.lent.fetch_add(1, Ordering::Relaxed) < self.lent_max {
+                let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let bytes = kept.unwrap_or_else(|| vec![0; BIG].into_boxed_slice());
+                return Buffer {
+                    bytes,
+                    lender: self,
+                };
+            }
+            self.lent.fetch_sub(1, Ordering::Relaxed);
+            Buffer {
+                bytes: vec![0; SMALL].into_boxed_slice(),
+                lender: self,
+            }
+        }
+
+        /// Big buffers out now.
+        #[cfg(test)]
+        pub fn lent(&self) -> usize {
+            self.lent.load(Ordering::Relaxed)
+        }
+    }
+
+    pub struct Buffer<'a> {
+        bytes: Box<[u8]>,
+        lender: &'a Lender,
+    }
+
+    impl Drop for Buffer<'_> {
+        fn drop(&mut self) {
+            if self.bytes.len() != BIG {
+                return;
+            }
+            self.lender.lent.fetch_sub(1, Ordering::Relaxed);
+            let mut kept = self.lender.kept.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() < self.lender.kept_max {
+                kept.push(std::mem::take(&mut self.bytes));
+            }
+        }
+    }
+
+    impl Deref for Buffer<'_> {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+
+    impl DerefMut for Buffer<'_> {
+        fn deref_mut(&mut self) -> &mut [u8] {
+            &mut self.bytes
+        }
+    }
+
+    /// Keep at most `NOTSENT_LOWAT` unsent in the socket: the rest of a
+    /// burst waits in the lent buffer, and the source's own window holds
+    /// back what follows. Bytes then leave in tollgate's own write, on
+    /// tollgate's CPU, rather than when the reader's acknowledgements
+    /// arrive, on the reader's (`docs/benchmarks.md`, "Tunnel"). Bytes in
+    /// flight are not limited, so a long round trip does not cap a tunnel.
+    pub fn queue_less(socket: &TcpStream) {
+        // SAFETY: setting an integer option on a socket we hold; a kernel
+        // without the option leaves the socket as it was.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&NOTSENT_LOWAT as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
     }
 
     /// `from` → `to` until `from` ends, then pass the half-close on.
-    pub async fn pump(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> io::Result<()> {
-        let (pipe_out, pipe_in) = pipe()?;
+    pub async fn pump(
+        lender: &Lender,
+        from: &TcpStream,
+        to: &TcpStream,
+        count: &AtomicU64,
+    ) -> io::Result<()> {
+        let mut buffer = None;
         loop {
-            // The socket's readiness is cleared only on EAGAIN, so tokio
-            // wakes again when more arrives.
+            // A read that finds nothing clears the socket's readiness, so
+            // tokio wakes this direction again when more arrives; until
+            // then the buffer is back with the lender.
             let n = loop {
-                from.readable().await?;
-                match from.try_io(Interest::READABLE, || {
-                    splice(from.as_raw_fd(), pipe_in.as_raw_fd(), CHUNK)
-                }) {
+                match from.try_read(buffer.get_or_insert_with(|| lender.lend())) {
                     Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        buffer = None;
+                        from.readable().await?;
+                    }
                     Err(e) => return Err(e),
                 }
             };
             if n == 0 {
+                // Pass the half-close on. A peer that has gone already
+                // needs no telling.
                 // SAFETY: shutting down the write side of a socket we hold.
                 unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
                 return Ok(());
             }
-            let mut left = n;
-            while left > 0 {
-                to.writable().await?;
-                match to.try_io(Interest::WRITABLE, || {
-                    splice(pipe_out.as_raw_fd(), to.as_raw_fd(), left)
-                }) {
-                    Ok(m) => left -= m,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            let bytes = &buffer.as_deref().expect("a read filled it")[..n];
+            let mut sent = 0;
+            while sent < n {
+                match to.try_write(&bytes[sent..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(m) => sent += m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
                     Err(e) => return Err(e),
                 }
             }
@@ -212,7 +320,7 @@ mod tests {
     async fn bytes_flow_both_ways_and_are_counted() {
         let (agent, mut agent_peer) = tokio::io::duplex(1024);
         let (upstream, mut upstream_peer) = tokio::io::duplex(1024);
-        let tunnel = tokio::spawn(splice(agent, upstream, Duration::from_secs(5)));
+        let tunnel = tokio::spawn(relay(agent, upstream, Duration::from_secs(5)));
         agent_peer.write_all(b"hello").await.unwrap();
         let mut got = [0u8; 5];
         upstream_peer.read_exact(&mut got).await.unwrap();
@@ -222,22 +330,23 @@ mod tests {
         agent_peer.read_exact(&mut got).await.unwrap();
         drop(agent_peer);
         drop(upstream_peer);
-        let spliced = tunnel.await.unwrap();
-        assert_eq!((spliced.from_agent, spliced.from_upstream), (5, 2));
+        let relayed = tunnel.await.unwrap();
+        assert_eq!((relayed.from_agent, relayed.from_upstream), (5, 2));
     }
 
-    #[cfg(target_os = "linux")]
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        (c, l.accept().await.unwrap().0)
+    }
+
     #[tokio::test]
-    async fn kernel_splice_moves_early_bytes_then_both_ways_and_passes_half_close_on() {
-        use tokio::net::{TcpListener, TcpStream};
-        async fn pair() -> (TcpStream, TcpStream) {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            (c, l.accept().await.unwrap().0)
-        }
+    async fn tcp_tunnel_moves_early_bytes_then_both_ways_and_passes_half_close_on() {
         let (mut agent_peer, agent) = pair().await;
         let (upstream, mut upstream_peer) = pair().await;
-        let tunnel = tokio::spawn(splice_tcp(
+        let tunnel = tokio::spawn(relay_tcp(
             agent,
             bytes::Bytes::from_static(b"early "),
             upstream,
@@ -259,12 +368,34 @@ mod tests {
         upstream_peer.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
         drop(upstream_peer);
-        let spliced = tunnel.await.unwrap();
+        let relayed = tunnel.await.unwrap();
         assert_eq!(
-            (spliced.from_agent, spliced.from_upstream),
+            (relayed.from_agent, relayed.from_upstream),
             (6 + big.len() as u64, 4)
         );
-        assert_eq!(spliced.error, None);
+        assert_eq!(relayed.error, None);
+    }
+
+    #[tokio::test]
+    async fn after_the_agent_closes_a_download_goes_on_while_it_moves() {
+        let (agent, mut agent_peer) = tokio::io::duplex(1024);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(1024);
+        // The grace is a third of the time the download takes, fifty
+        // times the gap between its pieces.
+        let tunnel = tokio::spawn(relay(agent, upstream, Duration::from_millis(500)));
+        agent_peer.shutdown().await.unwrap();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..150 {
+                upstream_peer.write_all(b"x").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let mut got = [0u8; 150];
+        agent_peer.read_exact(&mut got).await.unwrap();
+        trickle.await.unwrap();
+        drop(agent_peer);
+        let relayed = tunnel.await.unwrap();
+        assert_eq!(relayed.from_upstream, 150);
     }
 
     #[tokio::test]
@@ -273,7 +404,81 @@ mod tests {
         let (upstream, _upstream_peer_kept_open) = tokio::io::duplex(1024);
         drop(agent_peer);
         // Completes although the upstream never closes.
-        let spliced = splice(agent, upstream, Duration::from_millis(50)).await;
-        assert_eq!(spliced.from_agent, 0);
+        let relayed = relay(agent, upstream, Duration::from_millis(50)).await;
+        assert_eq!(relayed.from_agent, 0);
+    }
+
+    #[test]
+    fn a_lender_lends_small_once_its_big_buffers_are_out_and_keeps_few() {
+        let lender = lent::Lender::new(2, 1);
+        let (a, b, c) = (lender.lend(), lender.lend(), lender.lend());
+        assert_eq!(
+            (a.len(), b.len(), c.len()),
+            (1024 * 1024, 1024 * 1024, 64 * 1024)
+        );
+        assert_eq!(lender.lent(), 2);
+        drop(c);
+        assert_eq!(lender.lent(), 2);
+        let a_at = a.as_ptr();
+        drop(a);
+        drop(b);
+        assert_eq!(lender.lent(), 0);
+        // The first back is kept and lent again; the second was freed.
+        let again = lender.lend();
+        assert_eq!(again.as_ptr(), a_at);
+        assert_eq!(lender.lent(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_direction_holds_a_buffer_only_while_its_reader_is_behind() {
+        static LENDER: lent::Lender = lent::Lender::new(4, 1);
+        let (mut writer, from) = pair().await;
+        let (to, mut reader) = pair().await;
+        let count = std::sync::Arc::new(AtomicU64::new(0));
+        let pumped = count.clone();
+        let pump = tokio::spawn(async move { lent::pump(&LENDER, &from, &to, &pumped).await });
+
+        writer.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        reader.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        // Nothing more to read: the buffer goes back.
+        wait_until(|| LENDER.lent() == 0).await;
+
+        // The reader stops reading: once both sockets are full the pump
+        // waits to write with a buffer in hand.
+        let feed = tokio::spawn(async move {
+            let chunk = vec![1u8; 256 * 1024];
+            for _ in 0..256 {
+                writer.write_all(&chunk).await.unwrap();
+            }
+            writer
+        });
+        wait_until(|| LENDER.lent() == 1).await;
+        let mut total = 0;
+        let mut buf = vec![0u8; 256 * 1024];
+        while total < 64 * 1024 * 1024 {
+            let n = reader.read(&mut buf).await.unwrap();
+            assert!(buf[..n].iter().all(|b| *b == 1));
+            total += n;
+        }
+        let writer = feed.await.unwrap();
+        wait_until(|| LENDER.lent() == 0).await;
+        assert_eq!(count.load(Ordering::Relaxed), 4 + 64 * 1024 * 1024);
+        drop(writer);
+        pump.await.unwrap().unwrap();
+    }
+
+    /// Poll for a state the pump reaches on its own within milliseconds;
+    /// the bound only keeps a broken pump from hanging the suite.
+    async fn wait_until(done: impl Fn() -> bool) {
+        let polled = async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), polled)
+            .await
+            .expect("the lender never got to the expected count");
     }
 }
