@@ -100,8 +100,22 @@ pub enum Route<'a> {
     Connect(SocketAddr, &'a str),
 }
 
-/// Read for `duration`; bytes per second.
-pub fn read_for(route: Route<'_>, duration: Duration) -> anyhow::Result<f64> {
+/// What one bulk run measured.
+#[derive(Clone)]
+pub struct BulkRun {
+    pub bytes_per_second: f64,
+    /// Bytes that had arrived in the reader's socket but were not read yet:
+    /// the median of samples every 50 ms. A deep queue means the reader
+    /// copies out bytes that have left the caches, which is what slow
+    /// tunnel runs have (`docs/benchmarks.md`, "Tunnel: copying through
+    /// lent buffers").
+    pub reader_queue: f64,
+}
+
+const QUEUE_EVERY: Duration = Duration::from_millis(50);
+
+/// Read for `duration`.
+pub fn read_for(route: Route<'_>, duration: Duration) -> anyhow::Result<BulkRun> {
     let mut stream = match route {
         Route::Direct(addr) => TcpStream::connect(addr)?,
         Route::Connect(proxy, authority) => connect(proxy, authority)?,
@@ -109,13 +123,31 @@ pub fn read_for(route: Route<'_>, duration: Duration) -> anyhow::Result<f64> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = vec![0u8; CHUNK];
     let started = Instant::now();
-    let mut total = 0u64;
+    let (mut total, mut queue, mut sampled) = (0u64, Vec::new(), started);
     while started.elapsed() < duration {
         let n = stream.read(&mut buf).context("bulk read")?;
         anyhow::ensure!(n > 0, "sender closed the stream after {total} bytes");
         total += n as u64;
+        if sampled.elapsed() >= QUEUE_EVERY {
+            queue.push(unread(&stream)? as f64);
+            sampled = Instant::now();
+        }
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok(BulkRun {
+        bytes_per_second: total as f64 / started.elapsed().as_secs_f64(),
+        reader_queue: crate::report::median_f64(queue).unwrap_or(0.0),
+    })
+}
+
+/// Bytes waiting in the socket's receive queue.
+fn unread(stream: &TcpStream) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer given.
+    if unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as u64)
 }
 
 /// Open a tunnel and return the stream positioned after the `200` answer.

@@ -4,6 +4,9 @@
 use crate::fixtures::Percentiles;
 use crate::wrk::LoadResult;
 
+/// Bytes in a MiB, for rates and queues shown in MiB.
+pub const MIB: f64 = 1024.0 * 1024.0;
+
 pub const DIRECT: &str = "direct";
 pub const ENVOY: &str = "Envoy bare route";
 pub const ENVOY_NOOP: &str = "Envoy + no-op ext_authz";
@@ -71,6 +74,8 @@ pub struct BulkRow {
     /// Per CPU, the share of the run it was busy (all processes, softirq
     /// included).
     pub busy: Vec<f64>,
+    /// Bytes queued unread in the reader's socket (`bulk::BulkRun`).
+    pub reader_queue: f64,
 }
 
 #[derive(Default)]
@@ -219,7 +224,7 @@ impl Report {
         let cpus = self.tunnel.iter().map(|r| r.busy.len()).max().unwrap_or(0);
         let busy_heads: String = (0..cpus).map(|c| format!(" CPU {c} busy |")).collect();
         println!(
-            "| bulk download, one connection | MiB/s | vs direct | vs Envoy tunnel |{busy_heads}\n|---|---:|---:|---:|{}",
+            "| bulk download, one connection | MiB/s | vs direct | vs Envoy tunnel |{busy_heads} reader queue MiB |\n|---|---:|---:|---:|{}---:|",
             "---:|".repeat(cpus)
         );
         for row in &self.tunnel {
@@ -230,11 +235,12 @@ impl Report {
                 .map(|b| format!(" {:.0} % |", b * 100.0))
                 .collect();
             println!(
-                "| {} | {:.0} | {} | {} |{busy}",
+                "| {} | {:.0} | {} | {} |{busy} {:.1} |",
                 row.name,
-                rate / (1024.0 * 1024.0),
+                rate / MIB,
                 shown(ratio(Some(rate), direct)),
                 shown(ratio(Some(rate), envoy)),
+                row.reader_queue / MIB,
             );
         }
         println!();

@@ -48,6 +48,11 @@ fn every_benchmark_participant_answers() {
         .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
         .count();
     assert_eq!(direct.matches(" % |").count(), cpus, "{direct}");
+    // And how deep the reader's queue ran, in MiB.
+    assert!(
+        stdout.contains(" busy | reader queue MiB |"),
+        "no reader queue column:\n{stdout}"
+    );
 }
 
 /// The calibration stand-in (a no-op ext_authz server that sends tollgate's

@@ -564,20 +564,21 @@ fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<B
     // Runs alternate between the routes, all of them up throughout: from
     // one run to the next the direct figure alone can move by half, and
     // whatever moves it should fall on every route alike.
-    // Per route, per run: bytes per second and each CPU's busy share.
-    let mut measured = vec![Vec::<(f64, Vec<f64>)>::new(); routes.len()];
+    // Per route, per run: what the reader saw and each CPU's busy share.
+    let mut measured = vec![Vec::<(bulk::BulkRun, Vec<f64>)>::new(); routes.len()];
     for _ in 0..bench.o.runs {
         for ((name, route), runs) in routes.iter().zip(&mut measured) {
             let before = process::cpu_ticks()?;
-            let rate = bulk::read_for(*route, bench.o.duration)?;
+            let run = bulk::read_for(*route, bench.o.duration)?;
             let shares = process::busy_between(&before, &process::cpu_ticks()?);
             let shown: Vec<String> = shares.iter().map(|b| format!("{:.0}", b * 100.0)).collect();
             eprintln!(
-                "  bulk, {name}: {:.0} MiB/s, CPUs busy {} %",
-                rate / (1024.0 * 1024.0),
-                shown.join(" / ")
+                "  bulk, {name}: {:.0} MiB/s, CPUs busy {} %, reader queue {:.1} MiB",
+                run.bytes_per_second / MIB,
+                shown.join(" / "),
+                run.reader_queue / MIB
             );
-            runs.push((rate, shares));
+            runs.push((run, shares));
         }
     }
     routes
@@ -587,7 +588,9 @@ fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<B
             let cpus = runs.first().map_or(0, |r| r.1.len());
             Ok(BulkRow {
                 name,
-                bytes_per_second: median_f64(runs.iter().map(|r| r.0).collect())
+                bytes_per_second: median_f64(runs.iter().map(|r| r.0.bytes_per_second).collect())
+                    .context("no bulk run")?,
+                reader_queue: median_f64(runs.iter().map(|r| r.0.reader_queue).collect())
                     .context("no bulk run")?,
                 busy: (0..cpus)
                     .filter_map(|c| median_f64(runs.iter().map(|r| r.1[c]).collect()))

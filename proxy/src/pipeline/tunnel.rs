@@ -149,10 +149,10 @@ pub async fn relay_tcp(
 /// only while bytes are in it.
 ///
 /// Measured against splice(2) socket → pipe → socket (`docs/benchmarks.md`,
-/// "Tunnel"): when the reader shares the proxy's machine, as an agent pod
-/// on tollgate's node does, the bytes it reads were just written by
-/// tollgate and are still in the shared cache; relayed pages were written
-/// by the sender tens of megabytes earlier. A direction whose source has
+/// "Tunnel: copying through lent buffers"): when the reader shares the
+/// proxy's machine, as an agent pod on tollgate's node does, the bytes it
+/// reads were just written by tollgate and are still in the shared cache;
+/// spliced pages were written by the sender tens of megabytes earlier. A direction whose source has
 /// nothing to read gives its buffer back, so an idle tunnel holds none, as
 /// a pipe held no pages; a direction whose reader is backed up keeps one,
 /// as a full pipe did.
@@ -252,8 +252,9 @@ mod lent {
     /// burst waits in the lent buffer, and the source's own window holds
     /// back what follows. Bytes then leave in tollgate's own write, on
     /// tollgate's CPU, rather than when the reader's acknowledgements
-    /// arrive, on the reader's (`docs/benchmarks.md`, "Tunnel"). Bytes in
-    /// flight are not limited, so a long round trip does not cap a tunnel.
+    /// arrive, on the reader's (`docs/benchmarks.md`, "Tunnel: copying
+    /// through lent buffers"). Bytes in flight are not limited, so a long
+    /// round trip does not cap a tunnel.
     pub fn queue_less(socket: &TcpStream) {
         // SAFETY: setting an integer option on a socket we hold; a kernel
         // without the option leaves the socket as it was.
