@@ -148,14 +148,17 @@ pub async fn relay_tcp(
 /// Copying between TCP sockets through buffers that a direction borrows
 /// only while bytes are in it.
 ///
-/// Measured against splice(2) socket → pipe → socket (`docs/benchmarks.md`,
-/// "Tunnel: copying through lent buffers"): when the reader shares the
-/// proxy's machine, as an agent pod on tollgate's node does, the bytes it
-/// reads were just written by tollgate and are still in the shared cache;
-/// spliced pages were written by the sender tens of megabytes earlier. A direction whose source has
-/// nothing to read gives its buffer back, so an idle tunnel holds none, as
-/// a pipe held no pages; a direction whose reader is backed up keeps one,
-/// as a full pipe did.
+/// Faster than splice(2) socket → pipe → socket when the reader shares
+/// the proxy's machine, as an agent pod on tollgate's node does
+/// (`docs/benchmarks.md`, "Tunnel: copying through lent buffers"), most
+/// likely because the bytes it reads were just written by tollgate and
+/// are still in the shared cache, where spliced pages were written by the
+/// sender tens of megabytes earlier. It costs tollgate a third more CPU
+/// per byte.
+///
+/// A direction whose source has nothing to read gives its buffer back, so
+/// an idle tunnel holds none, as a pipe held no pages; a direction whose
+/// reader is backed up keeps one, as a full pipe did.
 mod lent {
     use std::io;
     use std::ops::{Deref, DerefMut};
