@@ -370,6 +370,9 @@ async fn ending_a_task_closes_the_tunnels_that_carry_it() {
         "{line}"
     );
     assert_eq!(line["task"], task.id.as_str());
+    // What crossed before the end is on record.
+    assert_eq!(line["bytes_in"], 4, "{line}");
+    assert_eq!(line["bytes_out"], 4, "{line}");
 }
 
 #[tokio::test]

@@ -195,24 +195,22 @@ async fn connect(
                 let started = std::time::Instant::now();
                 match hyper::upgrade::on(request).await {
                     Ok(upgraded) => {
-                        let relayed = tunnel::relay_upgraded(upgraded, upstream, half_close);
+                        // Bytes moved until the task ended still go in the
+                        // audit line, so the relay is told to stop rather
+                        // than dropped.
                         let ended = async {
-                            match task {
+                            let task = match task {
                                 Some(token) => task_ended(revocations, |t| *t == token).await,
                                 None => std::future::pending().await,
-                            }
+                            };
+                            tracing::info!(%task, peer = %caller.peer, "task ended; tunnel closed");
+                            format!("tunnel closed: task {task} ended")
                         };
-                        tokio::select! {
-                            relayed = relayed => {
-                                record.bytes_in = relayed.from_agent;
-                                record.bytes_out = relayed.from_upstream;
-                                record.error = relayed.error;
-                            }
-                            task = ended => {
-                                tracing::info!(%task, peer = %caller.peer, "task ended; tunnel closed");
-                                record.error = Some(format!("tunnel closed: task {task} ended"));
-                            }
-                        }
+                        let relayed =
+                            tunnel::relay_upgraded(upgraded, upstream, half_close, ended).await;
+                        record.bytes_in = relayed.from_agent;
+                        record.bytes_out = relayed.from_upstream;
+                        record.error = relayed.error;
                     }
                     Err(e) => record.error = Some(format!("CONNECT upgrade failed: {e}")),
                 }

@@ -78,8 +78,14 @@ async fn while_moving(
     }
 }
 
-/// Relay between any two byte streams, through a buffer per direction.
-pub async fn relay<A, U>(agent: A, upstream: U, half_close: Duration) -> Relayed
+/// Relay between any two byte streams, through a buffer per direction,
+/// until both directions end or `stop` gives the reason to close.
+pub async fn relay<A, U>(
+    agent: A,
+    upstream: U,
+    half_close: Duration,
+    stop: impl Future<Output = String>,
+) -> Relayed
 where
     A: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite,
@@ -89,7 +95,10 @@ where
     let (from_agent, from_upstream) = (AtomicU64::new(0), AtomicU64::new(0));
     let up = pump(agent_read, upstream_write, &from_agent);
     let down = pump(upstream_read, agent_write, &from_upstream);
-    let error = both_ways((up, &from_agent), (down, &from_upstream), half_close).await;
+    let error = tokio::select! {
+        error = both_ways((up, &from_agent), (down, &from_upstream), half_close) => error,
+        why = stop => Some(why),
+    };
     Relayed {
         from_agent: from_agent.load(Ordering::Relaxed),
         from_upstream: from_upstream.load(Ordering::Relaxed),
@@ -104,15 +113,17 @@ pub async fn relay_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     upstream: tokio::net::TcpStream,
     half_close: Duration,
+    stop: impl Future<Output = String>,
 ) -> Relayed {
     use hyper_util::rt::TokioIo;
     let upgraded = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => {
-            return relay_tcp(parts.io.into_inner(), parts.read_buf, upstream, half_close).await
+            let agent = parts.io.into_inner();
+            return relay_tcp(agent, parts.read_buf, upstream, half_close, stop).await;
         }
         Err(upgraded) => upgraded,
     };
-    relay(TokioIo::new(upgraded), upstream, half_close).await
+    relay(TokioIo::new(upgraded), upstream, half_close, stop).await
 }
 
 /// The same between two TCP sockets. `early` holds bytes the agent sent
@@ -122,6 +133,7 @@ pub async fn relay_tcp(
     early: bytes::Bytes,
     mut upstream: tokio::net::TcpStream,
     half_close: Duration,
+    stop: impl Future<Output = String>,
 ) -> Relayed {
     let (from_agent, from_upstream) = (AtomicU64::new(early.len() as u64), AtomicU64::new(0));
     if !early.is_empty() {
@@ -137,7 +149,10 @@ pub async fn relay_tcp(
     lent::queue_less(&upstream);
     let up = lent::pump(&lent::LENDER, &agent, &upstream, &from_agent);
     let down = lent::pump(&lent::LENDER, &upstream, &agent, &from_upstream);
-    let error = both_ways((up, &from_agent), (down, &from_upstream), half_close).await;
+    let error = tokio::select! {
+        error = both_ways((up, &from_agent), (down, &from_upstream), half_close) => error,
+        why = stop => Some(why),
+    };
     Relayed {
         from_agent: from_agent.load(Ordering::Relaxed),
         from_upstream: from_upstream.load(Ordering::Relaxed),
@@ -320,11 +335,15 @@ mod lent {
 mod tests {
     use super::*;
 
+    async fn never() -> String {
+        std::future::pending().await
+    }
+
     #[tokio::test]
     async fn bytes_flow_both_ways_and_are_counted() {
         let (agent, mut agent_peer) = tokio::io::duplex(1024);
         let (upstream, mut upstream_peer) = tokio::io::duplex(1024);
-        let tunnel = tokio::spawn(relay(agent, upstream, Duration::from_secs(5)));
+        let tunnel = tokio::spawn(relay(agent, upstream, Duration::from_secs(5), never()));
         agent_peer.write_all(b"hello").await.unwrap();
         let mut got = [0u8; 5];
         upstream_peer.read_exact(&mut got).await.unwrap();
@@ -355,6 +374,7 @@ mod tests {
             bytes::Bytes::from_static(b"early "),
             upstream,
             Duration::from_secs(5),
+            never(),
         ));
         let big = vec![7u8; 3 * 1024 * 1024];
         agent_peer.write_all(&big).await.unwrap();
@@ -386,7 +406,7 @@ mod tests {
         let (upstream, mut upstream_peer) = tokio::io::duplex(1024);
         // The grace is a third of the time the download takes, fifty
         // times the gap between its pieces.
-        let tunnel = tokio::spawn(relay(agent, upstream, Duration::from_millis(500)));
+        let tunnel = tokio::spawn(relay(agent, upstream, Duration::from_millis(500), never()));
         agent_peer.shutdown().await.unwrap();
         let trickle = tokio::spawn(async move {
             for _ in 0..150 {
@@ -408,7 +428,7 @@ mod tests {
         let (upstream, _upstream_peer_kept_open) = tokio::io::duplex(1024);
         drop(agent_peer);
         // Completes although the upstream never closes.
-        let relayed = relay(agent, upstream, Duration::from_millis(50)).await;
+        let relayed = relay(agent, upstream, Duration::from_millis(50), never()).await;
         assert_eq!(relayed.from_agent, 0);
     }
 
