@@ -135,22 +135,22 @@ pub async fn relay_tcp(
     half_close: Duration,
     stop: impl Future<Output = String>,
 ) -> Relayed {
-    let (from_agent, from_upstream) = (AtomicU64::new(early.len() as u64), AtomicU64::new(0));
-    if !early.is_empty() {
+    let (from_agent, from_upstream) = (AtomicU64::new(0), AtomicU64::new(0));
+    // `stop` applies from the first byte: an upstream that does not read
+    // could hold even the early bytes.
+    let moved = async {
         if let Err(e) = upstream.write_all(&early).await {
-            return Relayed {
-                from_agent: 0,
-                from_upstream: 0,
-                error: Some(format!("tunnel ended: {e}")),
-            };
+            return Some(format!("tunnel ended: {e}"));
         }
-    }
-    lent::queue_less(&agent);
-    lent::queue_less(&upstream);
-    let up = lent::pump(&lent::LENDER, &agent, &upstream, &from_agent);
-    let down = lent::pump(&lent::LENDER, &upstream, &agent, &from_upstream);
+        from_agent.store(early.len() as u64, Ordering::Relaxed);
+        lent::queue_less(&agent);
+        lent::queue_less(&upstream);
+        let up = lent::pump(&lent::LENDER, &agent, &upstream, &from_agent);
+        let down = lent::pump(&lent::LENDER, &upstream, &agent, &from_upstream);
+        both_ways((up, &from_agent), (down, &from_upstream), half_close).await
+    };
     let error = tokio::select! {
-        error = both_ways((up, &from_agent), (down, &from_upstream), half_close) => error,
+        error = moved => error,
         why = stop => Some(why),
     };
     Relayed {
