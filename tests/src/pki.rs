@@ -18,6 +18,17 @@ pub struct MtlsFiles {
     pub client_key: String,
 }
 
+impl MtlsFiles {
+    /// `decision_service.tls` for a listener that asks for client
+    /// certificates signed by this CA.
+    pub fn service_tls_yaml(&self) -> String {
+        format!(
+            "  tls: {{ cert: \"{}\", key: \"{}\", ca: \"{}\" }}\n",
+            self.server_cert, self.server_key, self.ca
+        )
+    }
+}
+
 pub struct TestPki {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,

@@ -526,26 +526,24 @@ fn decision_tls(ca: &str, client: Option<(&str, &str)>) -> String {
 #[tokio::test]
 async fn envoy_asks_over_mutual_tls_and_without_a_client_certificate_gets_no_decision() {
     let dir = tempfile::tempdir().unwrap();
+    let files = TestPki::new().mtls_files(dir.path(), "envoy.tollgate.test");
     let MtlsFiles {
         ca,
-        server_cert,
-        server_key,
         client_cert,
         client_key,
-    } = TestPki::new().mtls_files(dir.path(), "envoy.tollgate.test");
+        ..
+    } = &files;
 
     let github = Upstream::http().await;
     let secret = tollgate_e2e::random_secret("ghs_test");
     let decision = DecisionService::start(Setup {
         env: secret_env(&secret),
         extra_yaml: CREDENTIALS.into(),
-        decision_service_yaml: format!(
-            "  tls: {{ cert: \"{server_cert}\", key: \"{server_key}\", ca: \"{ca}\" }}\n"
-        ),
+        decision_service_yaml: files.service_tls_yaml(),
         ..Setup::default()
     });
     let with_tls = |client: Option<(&str, &str)>| {
-        let tls = decision_tls(&ca, client);
+        let tls = decision_tls(ca, client);
         move |text: String| {
             envoy::replace_once(
                 &text,
@@ -557,7 +555,7 @@ async fn envoy_asks_over_mutual_tls_and_without_a_client_certificate_gets_no_dec
     let envoy = Envoy::gateway_edited(
         decision.addr,
         github.addr,
-        with_tls(Some((&client_cert, &client_key))),
+        with_tls(Some((client_cert, client_key))),
     );
     let gw = Gateway {
         github,

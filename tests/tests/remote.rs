@@ -195,18 +195,16 @@ async fn a_decide_request_without_context_is_invalid_argument() {
 #[tokio::test]
 async fn mutual_tls_between_proxy_and_service() {
     let dir = tempfile::tempdir().unwrap();
+    let files = TestPki::new().mtls_files(dir.path(), "proxy.tollgate.test");
     let MtlsFiles {
         ca,
-        server_cert,
-        server_key,
         client_cert,
         client_key,
-    } = TestPki::new().mtls_files(dir.path(), "proxy.tollgate.test");
+        ..
+    } = &files;
 
     let service = DecisionService::start(Setup {
-        decision_service_yaml: format!(
-            "  tls: {{ cert: \"{server_cert}\", key: \"{server_key}\", ca: \"{ca}\" }}\n"
-        ),
+        decision_service_yaml: files.service_tls_yaml(),
         tasks: true,
         ..Setup::default()
     });
@@ -245,15 +243,15 @@ async fn mutual_tls_between_proxy_and_service() {
         &[
             "list",
             "--ca",
-            &ca,
+            ca,
             "--cert",
-            &client_cert,
+            client_cert,
             "--key",
-            &client_key,
+            client_key,
         ],
     );
     assert_eq!(listed.code, 0, "{}", listed.stderr);
     assert_eq!(listed.json["tasks"], serde_json::json!([]));
-    let refused = task_cli(&url, Some(ADMIN_TOKEN), &["list", "--ca", &ca]);
+    let refused = task_cli(&url, Some(ADMIN_TOKEN), &["list", "--ca", ca]);
     assert_ne!(refused.code, 0, "no client certificate, no admin call");
 }
