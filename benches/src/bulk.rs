@@ -14,23 +14,14 @@ use anyhow::{bail, Context};
 /// system calls are not what a relay is measured against.
 const CHUNK: usize = 256 * 1024;
 
-/// Start the sender; every accepted connection gets an endless stream.
-pub fn start() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("bench-bulk".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                std::thread::spawn(move || {
-                    let chunk = vec![0x5a_u8; CHUNK];
-                    // Ends when the reader goes away.
-                    while stream.write_all(&chunk).is_ok() {}
-                });
-            }
-        })?;
-    Ok(addr)
+/// Start the sender; every accepted connection gets an endless stream,
+/// written on `cpu` when given.
+pub fn start(cpu: Option<usize>) -> anyhow::Result<SocketAddr> {
+    serve("bench-bulk", cpu, |mut stream| {
+        let chunk = vec![0x5a_u8; CHUNK];
+        // Ends when the reader goes away.
+        while stream.write_all(&chunk).is_ok() {}
+    })
 }
 
 /// The least any proxy that terminates TCP has to do, as a reference row:
@@ -41,22 +32,32 @@ pub fn start() -> anyhow::Result<SocketAddr> {
 /// connection itself, which no proxy can avoid.
 #[cfg(target_os = "linux")]
 pub fn start_relay(target: SocketAddr, cpu: Option<usize>) -> anyhow::Result<SocketAddr> {
+    serve("bench-relay", cpu, move |client| {
+        if let Ok(upstream) = TcpStream::connect(target) {
+            let _ = relay_down(&upstream, &client);
+        }
+    })
+}
+
+/// Listen on loopback and give every connection a thread of its own
+/// running `each`, all on `cpu` when given.
+fn serve(
+    name: &str,
+    cpu: Option<usize>,
+    each: impl Fn(TcpStream) + Clone + Send + 'static,
+) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     std::thread::Builder::new()
-        .name("bench-relay".into())
+        .name(name.into())
         .spawn(move || {
             // Threads started here inherit the CPU.
             if let Some(cpu) = cpu {
                 let _ = crate::process::pin_thread(cpu);
             }
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                std::thread::spawn(move || {
-                    if let Ok(upstream) = TcpStream::connect(target) {
-                        let _ = relay_down(&upstream, &client);
-                    }
-                });
+            for stream in listener.incoming().flatten() {
+                let each = each.clone();
+                std::thread::spawn(move || each(stream));
             }
         })?;
     Ok(addr)

@@ -21,6 +21,7 @@ pub const OHA_DIRECT: &str = "direct (oha)";
 pub const OHA_PLAIN: &str = "tollgate plain HTTP (oha)";
 pub const MITM: &str = "tollgate MITM";
 pub const BULK_DIRECT: &str = "direct";
+pub const BULK_ACROSS: &str = "direct, sender on the proxy CPU";
 pub const BULK_RELAY: &str = "minimal splice relay (no HTTP, no decision)";
 pub const BULK_ENVOY: &str = "Envoy `CONNECT` tunnel";
 pub const BULK_TOLLGATE: &str = "tollgate tunnel (`connect` action)";

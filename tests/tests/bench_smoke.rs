@@ -55,6 +55,27 @@ fn every_benchmark_participant_answers() {
     );
 }
 
+/// Pinned, the tunnel table also has a direct download whose sender runs on
+/// the proxy CPU: it delivers bytes, and the tollgate row still does.
+#[test]
+fn the_pinned_tunnel_section_has_the_cross_cpu_row() {
+    let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
+    let out = Command::new(&bin)
+        .args(["--smoke", "--pin", "--only", "tunnel"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for row in [
+        "| direct |",
+        "| direct, sender on the proxy CPU |",
+        "| tollgate tunnel (`connect` action) |",
+    ] {
+        assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
+    }
+}
+
 /// The calibration stand-in (a no-op ext_authz server that sends tollgate's
 /// metadata, burns CPU and reads memory, over tonic or over bare HTTP/2)
 /// answers too, in tollgate decision's place: every request through its

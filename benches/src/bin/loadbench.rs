@@ -14,8 +14,9 @@
 //! ext_authz stacks again with their runs alternated and the CPU each
 //! process spends per request; oha rows
 //! (tollgate plain HTTP and MITM HTTPS through CONNECT, one generator for
-//! both); a bulk download direct, through a minimal splice relay, Envoy's
-//! `CONNECT` tunnel and tollgate's; tollgate's memory idle and over rounds
+//! both); a bulk download direct, direct with its sender on the proxy CPU
+//! (pinned only), through a minimal splice relay, Envoy's `CONNECT` tunnel
+//! and tollgate's; tollgate's memory idle and over rounds
 //! of opening and closing many idle keep-alive connections; Cedar decision
 //! latency.
 
@@ -529,12 +530,15 @@ fn oha_rows(
     Ok(())
 }
 
-/// Bytes per second of one download: straight from the sender, through
+/// Bytes per second of one download: straight from the sender, from a
+/// sender on the proxy CPU (pinned: what handing the bytes from one CPU to
+/// the other costs by itself, measured beside every proxy run), through
 /// the minimal relay, through Envoy's `CONNECT` tunnel (when Envoy is
 /// here) and through a blind tollgate tunnel, each proxy on the proxy CPU.
 fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<BulkRow>> {
-    let sender = bulk::start()?;
-    let relay = bulk::start_relay(sender, bench.proxy_cpu.map(|c| c.parse()).transpose()?)?;
+    let proxy_cpu = bench.proxy_cpu.map(|c| c.parse()).transpose()?;
+    let sender = bulk::start(None)?;
+    let relay = bulk::start_relay(sender, proxy_cpu)?;
     let envoy = envoy::binary()
         .map(|bin| envoy::start_connect(&bin, sender, bench.proxy_cpu))
         .transpose()?;
@@ -545,10 +549,11 @@ fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<B
         },
         bench.proxy_cpu,
     )?;
-    let mut routes = vec![
-        (BULK_DIRECT, bulk::Route::Direct(sender)),
-        (BULK_RELAY, bulk::Route::Direct(relay)),
-    ];
+    let mut routes = vec![(BULK_DIRECT, bulk::Route::Direct(sender))];
+    if let Some(cpu) = proxy_cpu {
+        routes.push((BULK_ACROSS, bulk::Route::Direct(bulk::start(Some(cpu))?)));
+    }
+    routes.push((BULK_RELAY, bulk::Route::Direct(relay)));
     match &envoy {
         Some(e) => routes.push((BULK_ENVOY, bulk::Route::Connect(e.addr, BULK_AUTHORITY))),
         None => eprintln!(
