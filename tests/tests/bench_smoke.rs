@@ -8,18 +8,25 @@
 
 use std::process::Command;
 
-#[test]
-fn every_benchmark_participant_answers() {
-    let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
+/// Run one of the bench binaries built beside tollgate with `args`; it must
+/// succeed. Its standard output and error.
+fn bench(name: &str, args: &[&str]) -> (String, String) {
+    let bin = tollgate_e2e::tollgate_bin().with_file_name(name);
     assert!(
         bin.exists(),
         "{} missing: cargo build --release --bins",
         bin.display()
     );
-    let out = Command::new(bin).arg("--smoke").output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let out = Command::new(&bin).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn every_benchmark_participant_answers() {
+    let (stdout, stderr) = bench("loadbench", &["--smoke"]);
     for row in [
         "| direct |",
         "| Envoy bare route |",
@@ -59,14 +66,7 @@ fn every_benchmark_participant_answers() {
 /// the proxy CPU: it delivers bytes, and the tollgate row still does.
 #[test]
 fn the_pinned_tunnel_section_has_the_cross_cpu_row() {
-    let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
-    let out = Command::new(&bin)
-        .args(["--smoke", "--pin", "--only", "tunnel"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = bench("loadbench", &["--smoke", "--pin", "--only", "tunnel"]);
     for row in [
         "| direct |",
         "| direct, sender on the proxy CPU |",
@@ -82,15 +82,9 @@ fn the_pinned_tunnel_section_has_the_cross_cpu_row() {
 /// Envoy must be allowed.
 #[test]
 fn the_ext_authz_calibration_runs() {
-    let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
     for work in ["metadata,spin-us=2,touch-kib=16", "h2,metadata"] {
-        let out = Command::new(&bin)
-            .args(["--smoke", "--only", "ext_authz", "--calibrate", work])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{work}: {stdout}\n{stderr}");
+        let args = ["--smoke", "--only", "ext_authz", "--calibrate", work];
+        let (stdout, stderr) = bench("loadbench", &args);
         let row = "| **Envoy + no-op ext_authz doing calibration work, median** |";
         assert!(
             stdout.contains(row),
@@ -104,14 +98,10 @@ fn the_ext_authz_calibration_runs() {
 /// stacks answer every request, and the output says which no-op it was.
 #[test]
 fn the_ext_authz_pairs_run_against_the_bare_noop() {
-    let bin = tollgate_e2e::tollgate_bin().with_file_name("loadbench");
-    let out = Command::new(&bin)
-        .args(["--smoke", "--only", "ext_authz", "--noop", "h2"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = bench(
+        "loadbench",
+        &["--smoke", "--only", "ext_authz", "--noop", "h2"],
+    );
     assert!(
         stderr.contains("the no-op ext_authz server does: h2"),
         "{stderr}"
@@ -128,11 +118,6 @@ fn the_ext_authz_pairs_run_against_the_bare_noop() {
 /// end (a 401) after `EndTask`; how fast is the benchmark's business.
 #[test]
 fn the_revocation_benchmark_runs() {
-    let bin = tollgate_e2e::tollgate_bin().with_file_name("revocation");
-    assert!(bin.exists(), "{} missing", bin.display());
-    let out = Command::new(bin).args(["--trials", "2"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = bench("revocation", &["--trials", "2"]);
     assert!(stdout.contains("(4 samples)"), "{stdout}\n{stderr}");
 }
