@@ -110,6 +110,19 @@ pub fn pin_thread(cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long an idle vCPU polls before it halts, when the guest's
+/// `haltpoll` cpuidle driver is loaded. At 0 every idle vCPU halts at once,
+/// and waking it again goes through the hypervisor: that slows whatever
+/// hands work between the two CPUs (`docs/benchmarks.md`, "Tunnel: where
+/// the last tenth goes").
+pub fn guest_halt_poll_ns() -> Option<u64> {
+    std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A free loopback port (bound and released: fine for a benchmark).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

@@ -36,6 +36,11 @@ const SECTIONS: [&str; 6] = ["wrk", "ext_authz", "oha", "tunnel", "memory", "dec
 struct Options {
     duration: Duration,
     runs: usize,
+    /// The tunnel rows' own run length and count, 3 s x 7 by default;
+    /// `--duration` and `--runs` set them too. The machine has slow spells
+    /// lasting seconds that slow every relay at once, and more, shorter
+    /// runs let the median step over them.
+    tunnel_plan: (Duration, usize),
     connections: u32,
     pin: bool,
     /// No warm-up, small counts: only check that every participant answers
@@ -64,6 +69,7 @@ fn options() -> anyhow::Result<Option<Options>> {
     let mut o = Options {
         duration: Duration::from_secs(10),
         runs: 2,
+        tunnel_plan: (Duration::from_secs(3), 7),
         connections: 32,
         pin: false,
         smoke: false,
@@ -77,8 +83,14 @@ fn options() -> anyhow::Result<Option<Options>> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().context("missing value");
         match arg.as_str() {
-            "--duration" => o.duration = Duration::from_secs(value()?.parse()?),
-            "--runs" => o.runs = value()?.parse()?,
+            "--duration" => {
+                o.duration = Duration::from_secs(value()?.parse()?);
+                o.tunnel_plan.0 = o.duration;
+            }
+            "--runs" => {
+                o.runs = value()?.parse()?;
+                o.tunnel_plan.1 = o.runs;
+            }
             "--connections" => o.connections = value()?.parse()?,
             "--idle-connections" => o.idle_connections = value()?.parse()?,
             "--memory-rounds" => o.memory_rounds = value()?.parse::<usize>()?.max(1),
@@ -95,6 +107,7 @@ fn options() -> anyhow::Result<Option<Options>> {
                 o.smoke = true;
                 o.duration = Duration::from_secs(1);
                 o.runs = 1;
+                o.tunnel_plan = (o.duration, o.runs);
                 o.connections = 4;
                 o.idle_connections = 1_000;
                 o.memory_rounds = 2;
@@ -283,12 +296,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         "unpinned; tollgate 1 worker, Envoy --concurrency 1, authorization servers 1 thread, wrk 1 thread, oha 1 runtime thread"
     };
-    eprintln!(
-        "loadbench: {} connections, {} s x {} runs per row, {layout}",
-        o.connections,
+    let plan = format!(
+        "{} s x {} runs per row (tunnel rows {} s x {})",
         o.duration.as_secs(),
-        o.runs
+        o.runs,
+        o.tunnel_plan.0.as_secs(),
+        o.tunnel_plan.1
     );
+    eprintln!("loadbench: {} connections, {plan}, {layout}", o.connections);
     let bench = Bench {
         o,
         load_cpu,
@@ -316,11 +331,12 @@ fn main() -> anyhow::Result<()> {
         report.decisions = decisions(bench.o.smoke);
     }
     let o = &bench.o;
+    let halt_poll = process::guest_halt_poll_ns()
+        .map(|ns| format!("; guest halt-polling {ns} ns"))
+        .unwrap_or_default();
     report.print(&format!(
-        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {} s x {} runs (median), {layout}, {} cores; 1-minute load average before the run {load_before}",
+        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {plan} (medians), {layout}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
         o.connections,
-        o.duration.as_secs(),
-        o.runs,
         // Not `available_parallelism`: pinned, that counts only our own CPU.
         // SAFETY: sysconf has no preconditions.
         unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }
@@ -571,10 +587,11 @@ fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<B
     // whatever moves it should fall on every route alike.
     // Per route, per run: what the reader saw and each CPU's busy share.
     let mut measured = vec![Vec::<(bulk::BulkRun, Vec<f64>)>::new(); routes.len()];
-    for _ in 0..bench.o.runs {
+    let (duration, count) = bench.o.tunnel_plan;
+    for _ in 0..count {
         for ((name, route), runs) in routes.iter().zip(&mut measured) {
             let before = process::cpu_ticks()?;
-            let run = bulk::read_for(*route, bench.o.duration)?;
+            let run = bulk::read_for(*route, duration)?;
             let shares = process::busy_between(&before, &process::cpu_ticks()?);
             let shown: Vec<String> = shares.iter().map(|b| format!("{:.0}", b * 100.0)).collect();
             eprintln!(
