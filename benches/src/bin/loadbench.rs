@@ -1,7 +1,7 @@
 //! Load benchmark: the same load against every participant in one run on
 //! one machine, one row at a time; prints Markdown tables and the goals.
 //!
-//!     scripts/bench                       # 10 s per run, 2 runs per row
+//!     scripts/bench                       # 10 s per run, 2 runs per row (tunnel rows 3 s x 7)
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
 //!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, decision
