@@ -95,8 +95,19 @@ where
     let (from_agent, from_upstream) = (AtomicU64::new(0), AtomicU64::new(0));
     let up = pump(agent_read, upstream_write, &from_agent);
     let down = pump(upstream_read, agent_write, &from_upstream);
+    let moved = both_ways((up, &from_agent), (down, &from_upstream), half_close);
+    until_stopped(moved, stop, (&from_agent, &from_upstream)).await
+}
+
+/// `moved` to its end unless `stop` comes first; either way, the bytes
+/// counted so far.
+async fn until_stopped(
+    moved: impl Future<Output = Option<String>>,
+    stop: impl Future<Output = String>,
+    (from_agent, from_upstream): (&AtomicU64, &AtomicU64),
+) -> Relayed {
     let error = tokio::select! {
-        error = both_ways((up, &from_agent), (down, &from_upstream), half_close) => error,
+        error = moved => error,
         why = stop => Some(why),
     };
     Relayed {
@@ -149,15 +160,7 @@ pub async fn relay_tcp(
         let down = lent::pump(&lent::LENDER, &upstream, &agent, &from_upstream);
         both_ways((up, &from_agent), (down, &from_upstream), half_close).await
     };
-    let error = tokio::select! {
-        error = moved => error,
-        why = stop => Some(why),
-    };
-    Relayed {
-        from_agent: from_agent.load(Ordering::Relaxed),
-        from_upstream: from_upstream.load(Ordering::Relaxed),
-        error,
-    }
+    until_stopped(moved, stop, (&from_agent, &from_upstream)).await
 }
 
 /// Copying between TCP sockets through buffers that a direction borrows
