@@ -1,7 +1,12 @@
-//! Real agent-side clients: curl and Python `requests`.
+//! Real agent-side clients: curl and Python `requests`; and, for what they
+//! cannot be made to send, HTTP/1.1 written by hand on a socket.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::repo_root;
 
@@ -96,4 +101,42 @@ pub async fn python(code: &str, env: &[(&str, String)]) -> (i32, String, String)
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Read an HTTP/1.1 head, up to and including its blank line, and no
+/// further: what follows belongs to whatever the connection carries next.
+pub async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Ask the explicit proxy at `proxy` to switch the absolute `url` to
+/// `protocol`, sending `headers` (`Name: value`) besides; the stream and
+/// the answer's head.
+pub async fn ask_to_switch(
+    proxy: SocketAddr,
+    url: &str,
+    protocol: &str,
+    headers: &[&str],
+) -> (TcpStream, String) {
+    let uri: http::Uri = url.parse().unwrap();
+    let host = uri.host().unwrap();
+    let mut request = format!(
+        "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await;
+    (stream, head)
 }

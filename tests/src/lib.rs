@@ -13,9 +13,11 @@ pub mod upstream;
 
 use std::path::PathBuf;
 
-pub use clients::{curl, python, CurlOutput};
+pub use clients::{ask_to_switch, curl, python, read_head, CurlOutput};
 pub use pki::{MtlsFiles, TestPki};
-pub use process::{shipped_policies, DecisionService, Setup, Tollgate, CODER, HARNESS_CREDENTIALS};
+pub use process::{
+    github_tls, shipped_policies, DecisionService, Setup, Tollgate, CODER, HARNESS_CREDENTIALS,
+};
 
 pub use upstream::{Seen, Upstream};
 

@@ -90,6 +90,20 @@ impl Setup {
     }
 }
 
+/// An HTTPS upstream for api.github.com with a certificate from a CA minted
+/// for the test, and tollgate (set up as `base` says besides) trusting that
+/// CA and sending api.github.com:443 there.
+pub async fn github_tls(base: Setup) -> (crate::TestPki, crate::Upstream, Tollgate) {
+    let pki = crate::TestPki::new();
+    let upstream = crate::Upstream::https(pki.server_config(&["api.github.com"])).await;
+    let tg = Tollgate::start(Setup {
+        resolve: vec![("api.github.com:443".into(), upstream.addr)],
+        upstream_ca: Some(pki.ca_pem.clone()),
+        ..base
+    });
+    (pki, upstream, tg)
+}
+
 /// A tollgate process (`run` or `decision`) with its output captured.
 pub struct Process {
     child: Child,

@@ -1,7 +1,9 @@
 //! A real upstream that records what reaches it. Request headers steer it,
 //! so any catalog route can be used: `x-test-body-bytes: N` streams N bytes
-//! back; `x-test-delay-ms: N` answers late. Request bodies are read as a
-//! stream and only their length is kept.
+//! back; `x-test-delay-ms: N` answers late. A request to switch to
+//! `Upgrade: websocket` is answered `101`, and the switched connection
+//! echoes every byte until the client closes it. Request bodies are read as
+//! a stream and only their length is kept.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -80,12 +82,14 @@ impl Upstream {
                     match acceptor {
                         Some(acceptor) => {
                             if let Ok(tls) = acceptor.accept(stream).await {
-                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                    .await;
                             }
                         }
                         None => {
                             let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                                 .await;
                         }
                     }
@@ -107,9 +111,14 @@ impl Upstream {
 type Out = BoxBody<Bytes, Infallible>;
 
 async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     record: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<Out>, Infallible> {
+    let websocket = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let switched = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, mut body) = req.into_parts();
     let mut body_len = 0u64;
     while let Some(Ok(frame)) = body.frame().await {
@@ -145,6 +154,23 @@ async fn answer(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
     };
+    if let Some(switched) = switched {
+        tokio::spawn(async move {
+            if let Ok(upgraded) = switched.await {
+                let (mut from, mut to) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut from, &mut to).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut to).await;
+            }
+        });
+        let mut switching = Response::builder()
+            .status(http::StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket");
+        if let Some(key) = parts.headers.get("sec-websocket-key") {
+            switching = switching.header("sec-websocket-accept", websocket_accept(key.as_bytes()));
+        }
+        return Ok(switching.body(Full::new(Bytes::new()).boxed()).unwrap());
+    }
     if let Some(ms) = number("x-test-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -164,6 +190,17 @@ async fn answer(
         .headers_mut()
         .insert("x-upstream", "test".parse().unwrap());
     Ok(response)
+}
+
+/// What a WebSocket client checks the server's `101` for (RFC 6455 §4.2.2).
+/// The echo sends the client's frames back as they came, still masked,
+/// which clients read all the same.
+fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine;
+    let mut keyed = key.to_vec();
+    keyed.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &keyed);
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 /// A body of `left` zero bytes, produced in 64 KiB frames as it is read.

@@ -5,14 +5,7 @@
 use tollgate_e2e::{python, CurlOutput, Setup, TestPki, Tollgate, Upstream};
 
 async fn github_tls() -> (TestPki, Upstream, Tollgate) {
-    let pki = TestPki::new();
-    let upstream = Upstream::https(pki.server_config(&["api.github.com"])).await;
-    let tg = Tollgate::start(Setup {
-        resolve: vec![("api.github.com:443".into(), upstream.addr)],
-        upstream_ca: Some(pki.ca_pem.clone()),
-        ..Setup::default()
-    });
-    (pki, upstream, tg)
+    tollgate_e2e::github_tls(Setup::default()).await
 }
 
 /// curl as an agent that trusts tollgate's CA, through tollgate.

@@ -2,13 +2,13 @@
 //! injected into: a scenario exercises every path that could print one
 //! (allow, deny, an unreadable credential, a binding refusal, a reload,
 //! remote decisions, metrics, `validate` errors, a task token in use and
-//! after its task ended, task administration), collects everything
-//! tollgate wrote or answered, and searches it for every secret in every
-//! encoding. To cover a new path, add a step that feeds `Collected`.
+//! after its task ended, task administration, WebSockets), collects
+//! everything tollgate wrote or answered, and searches it for every secret
+//! in every encoding. To cover a new path, add a step that feeds `Collected`.
 
 use tollgate_e2e::hygiene::{assert_no_secrets, leak_forms, Collected};
 use tollgate_e2e::tasks::{end_task, start_task, task_cli, ADMIN_TOKEN};
-use tollgate_e2e::{curl, DecisionService, Setup, Tollgate, Upstream, CODER};
+use tollgate_e2e::{ask_to_switch, curl, DecisionService, Setup, Tollgate, Upstream, CODER};
 
 /// The secrets and where they live.
 struct Secrets {
@@ -114,6 +114,24 @@ async fn traffic(tg: &Tollgate, collected: &mut Collected, round: &str, agent_ke
         collected.add(format!("{round}: answer to {method} {url}"), out.body);
         collected.add(format!("{round}: curl stderr for {url}"), out.stderr);
     }
+    // A WebSocket: the credential goes into its opening request, and the
+    // session's audit line is written when it closes.
+    let head = websocket_ping(tg, &auth).await;
+    collected.add(format!("{round}: answer to a WebSocket request"), head);
+}
+
+/// Open a WebSocket to the pulls route, see one echo, close it; the head
+/// of the answer.
+async fn websocket_ping(tg: &Tollgate, auth: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = "http://api.github.com/repos/acme/api/pulls";
+    let (mut socket, head) = ask_to_switch(tg.proxy, url, "websocket", &[auth]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    socket.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    socket.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    head
 }
 
 fn collect_process(collected: &mut Collected, name: &str, logs: String, stdout: String) {
@@ -213,6 +231,9 @@ async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
     );
 
     tg.wait_audit(|l| l["reason"] == "credential_not_bound");
+    // The WebSockets' lines are written when they close.
+    tg.wait_audit(|l| l["status"] == 101);
+    remote.wait_audit(|l| l["status"] == 101);
     collect_process(&mut collected, "run", tg.logs(), tg.stdout_text());
     collect_process(
         &mut collected,

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tollgate_e2e::tasks::{end_task, start_task, task_cli, ADMIN_TOKEN};
-use tollgate_e2e::{DecisionService, Setup, Tollgate, Upstream, CODER};
+use tollgate_e2e::tasks::{end_task, start_task, task_cli, StartedTask, ADMIN_TOKEN};
+use tollgate_e2e::{ask_to_switch, read_head, DecisionService, Setup, Tollgate, Upstream, CODER};
 
 const OTHER: &str = "spiffe://cluster.local/ns/agents/sa/triage";
 
@@ -324,17 +324,7 @@ async fn connect(
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).await.unwrap(),
-            1,
-            "proxy closed mid-answer"
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let head = read_head(&mut s).await;
     (s, head.lines().next().unwrap_or("").to_string())
 }
 
@@ -350,27 +340,55 @@ async fn ending_a_task_closes_the_tunnels_that_carry_it() {
     assert!(status.contains(" 403"), "{status}");
 
     let task = start_task(&api, CODER, &[]);
-    let (mut tunnel, status) = connect(&tg, &echo, Some(format!("Bearer {}", task.token))).await;
+    let (tunnel, status) = connect(&tg, &echo, Some(format!("Bearer {}", task.token))).await;
     assert!(status.contains(" 200"), "{status}");
-    tunnel.write_all(b"ping").await.unwrap();
+    echo_then_end_task(&tg, tunnel, &task, |l| {
+        l["mode"] == "tunnel" && l["status"] == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ending_a_task_closes_the_websockets_opened_under_it() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(setup(&upstream));
+    let task = start_task(&tg.decision_url(), CODER, &[]);
+    let (socket, head) = ask_to_switch(
+        tg.proxy,
+        "http://items.test/items/7",
+        "websocket",
+        &[&bearer(&task.token)],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo_then_end_task(&tg, socket, &task, |l| l["status"] == 101).await;
+}
+
+/// One echo of four bytes through `carrier`, then end `task`: `carrier`
+/// must close, and its audit line (the one `is_line` picks) must say why
+/// and count what crossed before the end.
+async fn echo_then_end_task(
+    tg: &Tollgate,
+    mut carrier: tokio::net::TcpStream,
+    task: &StartedTask,
+    is_line: impl Fn(&serde_json::Value) -> bool,
+) {
+    carrier.write_all(b"ping").await.unwrap();
     let mut got = [0u8; 4];
-    tunnel.read_exact(&mut got).await.unwrap();
+    carrier.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"ping");
 
-    end_task(&api, &task.id);
+    end_task(&tg.decision_url(), &task.id);
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), tunnel.read_to_end(&mut rest)).await;
-    assert!(
-        closed.is_ok(),
-        "the tunnel stayed open after the task ended"
-    );
-    let line = tg.wait_audit(|l| l["mode"] == "tunnel" && l["status"] == 200);
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), carrier.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "it stayed open after the task ended");
+    let line = tg.wait_audit(is_line);
     assert!(
         line["error"].as_str().unwrap_or("").contains("ended"),
         "{line}"
     );
     assert_eq!(line["task"], task.id.as_str());
-    // What crossed before the end is on record.
     assert_eq!(line["bytes_in"], 4, "{line}");
     assert_eq!(line["bytes_out"], 4, "{line}");
 }
@@ -381,14 +399,11 @@ async fn ending_a_task_closes_intercepted_http2_connections_that_carry_it() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
 
-    let pki = tollgate_e2e::TestPki::new();
-    let upstream = Upstream::https(pki.server_config(&["api.github.com"])).await;
-    let tg = Tollgate::start(Setup {
-        resolve: vec![("api.github.com:443".into(), upstream.addr)],
-        upstream_ca: Some(pki.ca_pem.clone()),
+    let (_pki, _upstream, tg) = tollgate_e2e::github_tls(Setup {
         tasks: true,
         ..Setup::default()
-    });
+    })
+    .await;
     let task = start_task(&tg.decision_url(), CODER, &[]);
 
     // What `HTTPS_PROXY=http://agent:<token>@proxy` makes a client send.

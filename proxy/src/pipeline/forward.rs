@@ -188,6 +188,9 @@ impl tower_service::Service<Uri> for GuardedConnector {
 /// The upstream side of the data plane.
 pub struct Forwarder {
     client: Client<HttpsConnector<GuardedConnector>, ProxyBody>,
+    /// HTTP/1.1 only, not pooled: a request to switch protocols exists only
+    /// in HTTP/1.1, and a connection that switched is never reused.
+    upgrade_client: Client<HttpsConnector<GuardedConnector>, ProxyBody>,
     connector: GuardedConnector,
     response_timeout: Duration,
 }
@@ -201,25 +204,40 @@ impl Forwarder {
             .enable_http1()
             .enable_http2()
             .wrap_connector(connector.clone());
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .build(https);
+        let http1 = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector.clone());
+        let client = |https, max_idle_per_host| {
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(config.idle_timeout)
+                .pool_max_idle_per_host(max_idle_per_host)
+                .build(https)
+        };
         Forwarder {
-            client,
+            client: client(https, config.max_idle_per_host),
+            upgrade_client: client(http1, 0),
             connector,
             response_timeout: config.response_timeout,
         }
     }
 
     /// Send and wait for the response head; the body streams afterwards.
+    /// `upgrade`: the request asks to switch protocols.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
+        upgrade: bool,
     ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+        let client = if upgrade {
+            &self.upgrade_client
+        } else {
+            &self.client
+        };
+        match tokio::time::timeout(self.response_timeout, client.request(request)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(client_error(err)),

@@ -78,7 +78,7 @@ pub async fn serve(
         }
     });
     if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(tls), service)
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .await
     {
         tracing::debug!(error = %e, "intercepted connection ended with an error");

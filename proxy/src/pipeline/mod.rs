@@ -17,6 +17,7 @@ pub mod forward;
 pub mod identify;
 pub mod intercept;
 pub mod tunnel;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,8 +146,8 @@ pub struct Pipeline {
     pub credentials: CredentialStore,
     pub audit: AuditSink,
     pub via: bool,
-    /// How long a blind tunnel's second direction may stay open after the
-    /// first has closed.
+    /// How long the second direction of a blind tunnel or a WebSocket may
+    /// stay open without a byte after the first has closed.
     pub tunnel_half_close: std::time::Duration,
 }
 
@@ -231,6 +232,15 @@ impl Pipeline {
             intercept::check_authority(target, &request)?;
         }
 
+        // A request to switch protocols: the agent's side of the switch is
+        // taken before the request is, and task ends are listened for
+        // before deciding, so one ending in between still closes it.
+        let mut request = request;
+        let upgrade = upgrade::requested(&request).map(|protocol| {
+            let agent = hyper::upgrade::on(&mut request);
+            (protocol, agent, self.decider.revocations())
+        });
+
         // classify
         let snapshot = self.snapshot.load();
         let (parts, body) = request.into_parts();
@@ -280,6 +290,9 @@ impl Pipeline {
         *outbound.version_mut() = http::Version::HTTP_11;
         let headers = outbound.headers_mut();
         credentials::strip_hop_by_hop(headers);
+        if let Some((protocol, ..)) = &upgrade {
+            upgrade::restore(headers, protocol.clone());
+        }
         // The client writes Host from the URI, which is the checked target.
         headers.remove(http::header::HOST);
         if self.via {
@@ -298,9 +311,29 @@ impl Pipeline {
 
         // forward
         let upstream_started = Instant::now();
-        let response = self.forwarder.send(outbound).await?;
+        let response = self.forwarder.send(outbound, upgrade.is_some()).await?;
         metrics::histogram!("tollgate_upstream_duration_seconds")
             .record(upstream_started.elapsed().as_secs_f64());
+        if let Some((_, agent, revocations)) = upgrade {
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                let switched_to = response.headers().get(http::header::UPGRADE);
+                if !switched_to.is_some_and(upgrade::is_websocket) {
+                    return Err(ProxyError::UpstreamFailed(
+                        "the upstream switched to a protocol other than websocket".into(),
+                    ));
+                }
+                let peer = caller.peer;
+                let ended = async move {
+                    let task = match task {
+                        Some(token) => task_ended(revocations, |t| *t == token).await,
+                        None => std::future::pending().await,
+                    };
+                    tracing::info!(%task, %peer, "task ended; upgraded connection closed");
+                    format!("upgraded connection closed: task {task} ended")
+                };
+                return Ok(self.switch(agent, response, record, ended, started));
+            }
+        }
 
         // audit, when the response body has been delivered
         let (mut parts, body) = response.into_parts();
@@ -327,6 +360,38 @@ impl Pipeline {
             sink.emit(&finished);
         });
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// The upstream agreed to switch protocols: answer the agent with its
+    /// `101` and join the two connections once both have switched.
+    fn switch(
+        &self,
+        agent: hyper::upgrade::OnUpgrade,
+        mut response: Response<Incoming>,
+        record: &mut AuditRecord,
+        ended: impl std::future::Future<Output = String> + Send + 'static,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let upstream = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(http::header::UPGRADE).cloned();
+        credentials::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = protocol {
+            upgrade::restore(&mut parts.headers, protocol);
+        }
+        if self.via {
+            credentials::add_via(&mut parts.headers, parts.version);
+        }
+        record.status = parts.status.as_u16();
+        tokio::spawn(upgrade::join(
+            (agent, upstream),
+            std::mem::take(record),
+            self.audit.clone(),
+            self.tunnel_half_close,
+            ended,
+            started,
+        ));
+        Response::from_parts(parts, crate::body::empty())
     }
 
     /// Decide a CONNECT to a host the catalog does not cover (or that cannot

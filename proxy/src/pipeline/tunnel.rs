@@ -28,9 +28,17 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 64 * 1024];
+    // Held for the stream's life, idle or not (a WebSocket mostly is), so
+    // small: its messages are, and a TLS record holds at most 16 KiB.
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = match from.read(&mut buf).await {
+            // A TLS peer that closed its socket without a close_notify
+            // (Python's `ssl`, many HTTP clients) is done, not failed: what
+            // the tunnel carries has endings of its own.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            read => read?,
+        };
         if n == 0 {
             // Pass the half-close on, so the peer sees end of input.
             return to.shutdown().await;
