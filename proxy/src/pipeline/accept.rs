@@ -20,7 +20,8 @@ use crate::error::ProxyError;
 
 use super::classify::normalize_host;
 use super::{
-    intercept, new_decision_id, task_ended, tunnel, Caller, Mode, Pipeline, RequestTarget,
+    closed_at_task_end, intercept, new_decision_id, task_ended, tunnel, Caller, Mode, Pipeline,
+    RequestTarget,
 };
 use crate::decision::tasks::proxy_authorization_token;
 
@@ -198,14 +199,7 @@ async fn connect(
                         // Bytes moved until the task ended still go in the
                         // audit line, so the relay is told to stop rather
                         // than dropped.
-                        let ended = async {
-                            let task = match task {
-                                Some(token) => task_ended(revocations, |t| *t == token).await,
-                                None => std::future::pending().await,
-                            };
-                            tracing::info!(%task, peer = %caller.peer, "task ended; tunnel closed");
-                            format!("tunnel closed: task {task} ended")
-                        };
+                        let ended = closed_at_task_end(revocations, task, caller.peer, "tunnel");
                         let relayed =
                             tunnel::relay_upgraded(upgraded, upstream, half_close, ended).await;
                         record.bytes_in = relayed.from_agent;

@@ -170,6 +170,23 @@ pub async fn task_ended(
     }
 }
 
+/// For a connection that outlives its decision (a tunnel, a WebSocket):
+/// resolves when the task it was opened under ends, with the reason for its
+/// audit line; never, if it was opened under none.
+pub async fn closed_at_task_end(
+    revocations: tokio::sync::broadcast::Receiver<TaskRevoked>,
+    task: Option<TokenHash>,
+    peer: SocketAddr,
+    what: &'static str,
+) -> String {
+    let task = match task {
+        Some(token) => task_ended(revocations, |t| *t == token).await,
+        None => std::future::pending().await,
+    };
+    tracing::info!(%task, %peer, "task ended; {what} closed");
+    format!("{what} closed: task {task} ended")
+}
+
 pub fn new_decision_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -322,15 +339,8 @@ impl Pipeline {
                         "the upstream switched to a protocol other than websocket".into(),
                     ));
                 }
-                let peer = caller.peer;
-                let ended = async move {
-                    let task = match task {
-                        Some(token) => task_ended(revocations, |t| *t == token).await,
-                        None => std::future::pending().await,
-                    };
-                    tracing::info!(%task, %peer, "task ended; upgraded connection closed");
-                    format!("upgraded connection closed: task {task} ended")
-                };
+                let ended =
+                    closed_at_task_end(revocations, task, caller.peer, "upgraded connection");
                 return Ok(self.switch(agent, response, record, ended, started));
             }
         }

@@ -75,8 +75,8 @@ pub async fn join(
                 stop,
             )
             .await;
-            record.bytes_in += relayed.from_agent;
-            record.bytes_out += relayed.from_upstream;
+            record.bytes_in = relayed.from_agent;
+            record.bytes_out = relayed.from_upstream;
             record.error = relayed.error;
         }
         Err(e) => record.error = Some(format!("upgrade failed: {e}")),
