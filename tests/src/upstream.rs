@@ -2,7 +2,8 @@
 //! so any catalog route can be used: `x-test-body-bytes: N` streams N bytes
 //! back; `x-test-delay-ms: N` answers late. A request to switch to
 //! `Upgrade: websocket` is answered `101`, and the switched connection
-//! echoes every byte until the client closes it. Request bodies are read as
+//! echoes every byte until the client closes it; `x-test-switch-to: P`
+//! makes that `101` name protocol P instead. Request bodies are read as
 //! a stream and only their length is kept.
 
 use std::convert::Infallible;
@@ -165,7 +166,14 @@ async fn answer(
         let mut switching = Response::builder()
             .status(http::StatusCode::SWITCHING_PROTOCOLS)
             .header("connection", "upgrade")
-            .header("upgrade", "websocket");
+            .header(
+                "upgrade",
+                parts
+                    .headers
+                    .get("x-test-switch-to")
+                    .cloned()
+                    .unwrap_or_else(|| http::HeaderValue::from_static("websocket")),
+            );
         if let Some(key) = parts.headers.get("sec-websocket-key") {
             switching = switching.header("sec-websocket-accept", websocket_accept(key.as_bytes()));
         }

@@ -110,6 +110,37 @@ async fn a_switch_to_anything_but_websocket_is_not_passed_on() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_switches_to_another_protocol_is_not_joined() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(Setup::routing("api.github.com:80", upstream.addr));
+    let (mut stream, head) = ask_to_switch(
+        tg.proxy,
+        PULLS,
+        "websocket",
+        &[AGENTS_OWN, "X-Test-Switch-To: h2c"],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    // Nothing is carried to the upstream's switched connection: the agent's
+    // bytes are read as HTTP, and the garbage gets a 400.
+    stream.write_all(b"not a request\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("upstream_failed"), "{rest}");
+    assert!(rest.contains("HTTP/1.1 400"), "{rest}");
+    let line = tg.wait_audit(|l| l["action"] == "github:pulls.list");
+    assert_eq!(line["status"], 502, "{line}");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("other than websocket"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
 async fn python_websocket_client_over_intercepted_https() {
     let (_pki, upstream, tg) = github_tls(Setup::default()).await;
     // websocket-client reaches a proxy through CONNECT; tollgate intercepts
