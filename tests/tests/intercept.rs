@@ -93,6 +93,32 @@ async fn http1_inside_the_tunnel_and_keep_alive() {
 }
 
 #[tokio::test]
+async fn plain_http_inside_a_tunnel_to_a_catalog_host_is_decided_too() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(Setup::routing("api.github.com:80", upstream.addr));
+    // `-p`: curl opens a CONNECT tunnel even for http://, as WebSocket
+    // clients do for ws://.
+    let allowed = tg
+        .curl(&["-p", "http://api.github.com/repos/acme/api/pulls"])
+        .await;
+    assert_eq!(allowed.status, 200, "{} {}", allowed.body, allowed.stderr);
+    let denied = tg
+        .curl(&["-p", "-X", "DELETE", "http://api.github.com/repos/acme/api"])
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "the refused request reached the upstream");
+    let (_, value) = tollgate_e2e::HARNESS_CREDENTIALS[0];
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {value}").as_str())
+    );
+    let line = tg.wait_audit(|l| l["action"] == "github:pulls.list");
+    assert_eq!(line["mode"], "intercept", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+}
+
+#[tokio::test]
 async fn request_for_another_host_inside_the_tunnel_is_misdirected() {
     let (_pki, upstream, tg) = github_tls().await;
     let out = agent(

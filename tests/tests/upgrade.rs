@@ -184,3 +184,39 @@ print("echoed")
     // session, it does not fail it.
     assert!(line["error"].is_null(), "{line}");
 }
+
+#[tokio::test]
+async fn python_websocket_client_to_ws_url_through_connect() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(Setup::routing("api.github.com:80", upstream.addr));
+    // For ws:// too, websocket-client opens a CONNECT tunnel and speaks
+    // plain HTTP inside it; tollgate reads and decides it all the same.
+    let code = r#"
+import os, websocket
+ws = websocket.create_connection(
+    "ws://api.github.com/repos/acme/api/pulls",
+    http_proxy_host=os.environ["PROXY_HOST"], http_proxy_port=int(os.environ["PROXY_PORT"]),
+    proxy_type="http", header=["Authorization: Bearer agents-own-token"], timeout=20)
+ws.send("over plain http")
+assert ws.recv() == "over plain http"
+ws.close()
+print("echoed")
+"#;
+    let (exit, stdout, stderr) = python(
+        code,
+        &[
+            ("PROXY_HOST", tg.proxy.ip().to_string()),
+            ("PROXY_PORT", tg.proxy.port().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(exit, 0, "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "echoed");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(injected(&seen[0]), "{:?}", seen[0].headers);
+    let line = tg.wait_audit(|l| l["status"] == 101);
+    assert_eq!(line["mode"], "intercept", "{line}");
+    assert_eq!(line["port"], 80, "{line}");
+    assert!(line["error"].is_null(), "{line}");
+}

@@ -1,6 +1,11 @@
 //! Intercept: terminate the agent's TLS inside a CONNECT tunnel with a leaf
 //! certificate minted for the CONNECT host, then serve HTTP/1.1 or HTTP/2
 //! (by ALPN) and send every inner request through the pipeline.
+//!
+//! An agent that speaks plain HTTP inside the tunnel instead (WebSocket
+//! clients open `ws://` URLs through a proxy with CONNECT) is served the
+//! same way without the TLS: its first byte tells, since a TLS connection
+//! starts with a handshake record.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,6 +17,8 @@ use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::error::ProxyError;
@@ -22,15 +29,47 @@ use super::{Caller, Mode, Pipeline, RequestTarget};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 pub async fn serve(
     pipeline: Arc<Pipeline>,
     leaves: Arc<LeafCache>,
     caller: Arc<Caller>,
-    target: RequestTarget,
+    mut target: RequestTarget,
     upgraded: Upgraded,
 ) {
-    let acceptor =
-        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
+    // The explicit proxy listener is plain TCP: take the socket back from
+    // hyper, with whatever the agent sent after the CONNECT head.
+    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        tracing::error!(host = %target.host, "tunnel is not a TCP connection; closing");
+        return;
+    };
+    let tcp = parts.io.into_inner();
+    let first = match parts.read_buf.first() {
+        Some(&byte) => byte,
+        None => {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut byte)).await {
+                Ok(Ok(1)) => byte[0],
+                _ => {
+                    tracing::debug!(host = %target.host, "agent sent nothing into the tunnel");
+                    return;
+                }
+            }
+        }
+    };
+    let (from_agent, to_agent) = tcp.into_split();
+    let agent = tokio::io::join(
+        std::io::Cursor::new(parts.read_buf).chain(from_agent),
+        to_agent,
+    );
+    if first != TLS_HANDSHAKE {
+        target.tls = false;
+        return serve_http(pipeline, caller, target, agent).await;
+    }
+
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), agent);
     let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
         Ok(Ok(start)) => start,
         Ok(Err(e)) => {
@@ -65,6 +104,16 @@ pub async fn serve(
         }
         Err(_) => return,
     };
+    serve_http(pipeline, caller, target, tls).await;
+}
+
+/// HTTP/1.1 or HTTP/2 from the agent, each request through the pipeline.
+async fn serve_http(
+    pipeline: Arc<Pipeline>,
+    caller: Arc<Caller>,
+    target: RequestTarget,
+    agent: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) {
     let service = service_fn(move |request: Request<Incoming>| {
         let pipeline = pipeline.clone();
         let caller = caller.clone();
@@ -78,7 +127,7 @@ pub async fn serve(
         }
     });
     if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .serve_connection_with_upgrades(TokioIo::new(agent), service)
         .await
     {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
