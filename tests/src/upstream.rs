@@ -202,7 +202,7 @@ async fn answer(
 
 /// What a WebSocket client checks the server's `101` for (RFC 6455 §4.2.2).
 /// The echo sends the client's frames back as they came, still masked,
-/// which clients read all the same.
+/// which Python's websocket-client reads all the same.
 fn websocket_accept(key: &[u8]) -> String {
     use base64::Engine;
     let mut keyed = key.to_vec();
