@@ -57,7 +57,8 @@ pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// Once the agent has the `101`, join its connection to the upstream's
 /// until both directions end, `half_close` passes without a byte after one
-/// has, or `stop` says why to close; then write the audit line.
+/// has, or `stop` says why to close (also while the two are switching);
+/// then write the audit line.
 pub async fn join(
     (agent, upstream): (OnUpgrade, OnUpgrade),
     mut record: AuditRecord,
@@ -66,8 +67,18 @@ pub async fn join(
     stop: impl Future<Output = String>,
     started: Instant,
 ) {
-    match tokio::try_join!(agent, upstream) {
-        Ok((agent, upstream)) => {
+    // The task may end while the two sides are still switching: that
+    // closes the session before it starts.
+    tokio::pin!(stop);
+    let switched = tokio::select! {
+        switched = async { tokio::try_join!(agent, upstream) } => Some(switched),
+        why = &mut stop => {
+            record.error = Some(why);
+            None
+        }
+    };
+    match switched {
+        Some(Ok((agent, upstream))) => {
             let relayed = tunnel::relay(
                 TokioIo::new(agent),
                 TokioIo::new(upstream),
@@ -79,7 +90,8 @@ pub async fn join(
             record.bytes_out = relayed.from_upstream;
             record.error = relayed.error;
         }
-        Err(e) => record.error = Some(format!("upgrade failed: {e}")),
+        Some(Err(e)) => record.error = Some(format!("upgrade failed: {e}")),
+        None => {}
     }
     record.latency_us = started.elapsed().as_micros() as u64;
     sink.emit(&record);
