@@ -32,7 +32,7 @@ use tollgate::decision::tasks::TaskLimits;
 use tollgate::decision::TaskStore;
 use tollgate::pipeline::audit::AuditSink;
 use tollgate::server::ext_authz::{CheckRequest, WORKLOAD_EXTENSION};
-use tollgate::server::{DecisionPlane, ExtAuthz, ExtAuthzConfig};
+use tollgate::server::{DecisionPlane, ExtAuthz};
 use tollgate::snapshot::{EmbeddedDecider, Snapshot, SnapshotHandle};
 use tollgate_benches::WORKLOAD;
 
@@ -103,14 +103,14 @@ fn check(c: &mut Criterion) {
     tollgate::admin::install_metrics().unwrap();
     let (dir, _) = tollgate_benches::tollgate::prepare("").unwrap();
     let folder = |name: &str| -> PathBuf { dir.path().join(name) };
-    let snapshot = Snapshot::load(&folder("catalog"), &folder("policies"), 1, 10_000).unwrap();
+    let snapshot =
+        Snapshot::without_credentials(&folder("catalog"), &folder("policies"), 1, 10_000).unwrap();
     let snapshot = SnapshotHandle::new(snapshot, 10_000);
     let tasks = Arc::new(TaskStore::new(TaskLimits::default()));
     let plane = Arc::new(DecisionPlane {
         decider: Arc::new(EmbeddedDecider::new(snapshot.clone(), tasks)),
         snapshot,
         audit: AuditSink::start(&AuditOutput::File("/dev/null".into())).unwrap(),
-        ext_authz: ExtAuthzConfig::default(),
         admin_token: None,
     });
     let authz = ExtAuthz::new(plane);

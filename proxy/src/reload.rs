@@ -1,6 +1,9 @@
-//! Reload: on SIGHUP, and when a file under the catalog or policy folder
-//! changes, load and validate a new snapshot and swap it in. A set that fails
-//! is refused with its error and the running set stays.
+//! Reload: on SIGHUP, and when the configuration file or a file under the
+//! catalog or policy folder changes, load and validate a new snapshot
+//! (catalog, policies and the file's `credentials:` section) and swap it in.
+//! A set that fails is refused with its error and the running set stays.
+//! The rest of the configuration file is read once at start; a reload that
+//! finds it changed says which sections wait for a restart.
 //!
 //! Changes are found by polling (mtime, size, name) rather than inotify:
 //! Kubernetes updates mounted ConfigMaps by swapping a symlink, which inotify
@@ -9,31 +12,40 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::ReloadConfig;
-use crate::snapshot::SnapshotHandle;
+use crate::config::Config;
+use crate::snapshot::{SnapshotError, SnapshotHandle};
 
 pub struct Reloader {
     pub snapshot: Arc<SnapshotHandle>,
-    pub catalog_dir: PathBuf,
-    pub policy_dir: PathBuf,
+    /// The configuration the process started with: its folders, and
+    /// everything but `credentials:`, stay as they were.
+    pub started: Config,
 }
 
 impl Reloader {
     /// One reload attempt, logged either way.
     pub fn reload(&self, trigger: &str) -> bool {
-        match self.snapshot.reload(&self.catalog_dir, &self.policy_dir) {
-            Ok(epoch) => {
+        match self.load() {
+            Ok((epoch, restart_needed)) => {
                 let snapshot = self.snapshot.load();
                 tracing::info!(
                     trigger,
                     epoch,
                     routes = snapshot.catalog.route_count(),
                     policies = snapshot.engine.policy_count(),
-                    "catalog and policies reloaded"
+                    credentials = snapshot.credentials.len(),
+                    "catalog, policies and credentials reloaded"
                 );
+                if !restart_needed.is_empty() {
+                    tracing::warn!(
+                        sections = restart_needed.join(", "),
+                        "the configuration file changed outside `credentials:`; \
+                         those sections take effect on restart"
+                    );
+                }
                 metrics::counter!("tollgate_reloads_total", "result" => "ok").increment(1);
                 true
             }
@@ -45,15 +57,30 @@ impl Reloader {
         }
     }
 
+    /// The file's `credentials:` section as it reads now, with the folders
+    /// and settings of the start: swapped in, or why not.
+    fn load(&self) -> Result<(u64, Vec<&'static str>), SnapshotError> {
+        let fresh = Config::load(&self.started.file)?;
+        let restart_needed = self.started.changed_outside_credentials(&fresh);
+        let effective = Config {
+            credentials: fresh.credentials,
+            ..self.started.clone()
+        };
+        let epoch = self.snapshot.reload(&effective)?;
+        Ok((epoch, restart_needed))
+    }
+
     pub fn fingerprint(&self) -> u64 {
         let mut hasher = DefaultHasher::new();
-        for dir in [&self.catalog_dir, &self.policy_dir] {
+        hash_file(&self.started.file, &mut hasher);
+        for dir in [&self.started.catalog_dir, &self.started.policy_dir] {
             hash_dir(dir, &mut hasher);
         }
         hasher.finish()
     }
 
-    pub async fn run(self, config: ReloadConfig) {
+    pub async fn run(self) {
+        let config = self.started.reload.clone();
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             Ok(s) => Some(s),
@@ -97,13 +124,17 @@ fn hash_dir(dir: &Path, hasher: &mut DefaultHasher) {
     let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
     files.sort();
     for path in files {
-        // metadata() follows symlinks, so a swapped ConfigMap target shows.
-        if let Ok(meta) = std::fs::metadata(&path) {
-            path.hash(hasher);
-            meta.len().hash(hasher);
-            if let Ok(modified) = meta.modified() {
-                modified.hash(hasher);
-            }
+        hash_file(&path, hasher);
+    }
+}
+
+fn hash_file(path: &Path, hasher: &mut DefaultHasher) {
+    // metadata() follows symlinks, so a swapped ConfigMap target shows.
+    if let Ok(meta) = std::fs::metadata(path) {
+        path.hash(hasher);
+        meta.len().hash(hasher);
+        if let Ok(modified) = meta.modified() {
+            modified.hash(hasher);
         }
     }
 }

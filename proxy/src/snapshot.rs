@@ -1,6 +1,7 @@
-//! The catalog and the policies, loaded and validated together, swapped as
-//! one unit. A request reads one snapshot from start to end, so a reload can
-//! never pair an old catalog with new policies.
+//! The catalog, the policies and the credentials, loaded and validated
+//! together, swapped as one unit. A request reads one snapshot from start to
+//! end, so a reload can never pair an old catalog with new policies, nor a
+//! policy with a credential binding from another set.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::config::{Config, ConfigError};
+use crate::decision::credentials::CredentialStore;
 use crate::decision::tasks::decide_in_task;
 use crate::decision::{
     Decider, Decision, DecisionCache, DecisionFuture, DecisionRequest, PolicyEngine, PolicyError,
@@ -19,6 +22,9 @@ use crate::decision::{
 pub struct Snapshot {
     pub catalog: Catalog,
     pub engine: PolicyEngine,
+    /// The secrets policies name with `@credential`, bound to this
+    /// catalog's tools.
+    pub credentials: CredentialStore,
     /// Decisions made with exactly this catalog and these policies.
     pub decisions: DecisionCache,
     /// Grows by one on every successful reload; decision caches key on it.
@@ -32,11 +38,31 @@ pub enum SnapshotError {
     Catalog(#[from] CatalogError),
     #[error("policies: {0}")]
     Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
 }
 
 impl Snapshot {
-    /// `cache_size` 0: decide every request afresh (offline verbs).
-    pub fn load(
+    /// The catalog and policies from the folders `config` names, and its
+    /// credentials, each bound only to tools of that catalog. `cache_size`
+    /// 0: decide every request afresh (offline verbs).
+    pub fn load(config: &Config, epoch: u64, cache_size: usize) -> Result<Snapshot, SnapshotError> {
+        let mut snapshot = Snapshot::without_credentials(
+            &config.catalog_dir,
+            &config.policy_dir,
+            epoch,
+            cache_size,
+        )?;
+        config.check_credential_bindings(|tool| {
+            snapshot.catalog.credential_headers(tool).is_some()
+        })?;
+        snapshot.credentials = CredentialStore::new(config.credentials.clone());
+        Ok(snapshot)
+    }
+
+    /// Catalog and policies only: a decision naming a credential finds none
+    /// (benches that decide without injecting).
+    pub fn without_credentials(
         catalog_dir: &Path,
         policy_dir: &Path,
         epoch: u64,
@@ -47,6 +73,7 @@ impl Snapshot {
         Ok(Snapshot {
             catalog,
             engine,
+            credentials: CredentialStore::default(),
             decisions: DecisionCache::new(cache_size),
             epoch,
             loaded_at: SystemTime::now(),
@@ -85,11 +112,11 @@ impl SnapshotHandle {
         self.current.load_full()
     }
 
-    /// Load from disk and swap in, or keep the running snapshot and return
-    /// why the new one was refused.
-    pub fn reload(&self, catalog_dir: &Path, policy_dir: &Path) -> Result<u64, SnapshotError> {
+    /// Load what `config` names and swap it in, or keep the running
+    /// snapshot and return why the new one was refused.
+    pub fn reload(&self, config: &Config) -> Result<u64, SnapshotError> {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
-        let snapshot = Snapshot::load(catalog_dir, policy_dir, epoch, self.cache_size)?;
+        let snapshot = Snapshot::load(config, epoch, self.cache_size)?;
         self.current.store(Arc::new(snapshot));
         self.epochs.send_replace(epoch);
         Ok(epoch)

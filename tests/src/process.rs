@@ -387,6 +387,16 @@ impl Process {
         self.dir.path().join(relative)
     }
 
+    /// Edit a file in the process's folder and replace it in one rename,
+    /// as a ConfigMap update does, so a reload never reads half of it.
+    pub fn rewrite(&self, relative: &str, edit: impl FnOnce(String) -> String) {
+        let path = self.path(relative);
+        let text = edit(std::fs::read_to_string(&path).unwrap());
+        let staged = path.with_extension("staged");
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &path).unwrap();
+    }
+
     pub fn audit_lines(&self) -> Vec<Value> {
         self.stdout
             .lock()

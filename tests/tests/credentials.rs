@@ -283,6 +283,101 @@ async fn a_rotated_secret_is_used_by_the_very_next_request() {
     }
 }
 
+/// `text` with each line that starts with `prefix` (after its indent)
+/// passed through `edit`; `None` drops the line.
+fn edit_line(text: &str, prefix: &str, edit: impl Fn(&str) -> Option<String>) -> String {
+    text.lines()
+        .filter_map(|line| {
+            if line.trim_start().starts_with(prefix) {
+                edit(line)
+            } else {
+                Some(line.to_string())
+            }
+        })
+        .map(|line| line + "\n")
+        .collect()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_credentials_section_and_refuses_a_bad_one() {
+    let upstream = Upstream::http().await;
+    let secrets = Secrets::new();
+    let tg = Tollgate::start(Setup {
+        watch: false,
+        ..setup(&upstream, &secrets)
+    });
+    let repo = "http://api.github.com/repos/acme/api";
+    let issue = "http://api.github.com/repos/acme/api/issues/3";
+    let slack = "http://slack.com/api/auth.test";
+    assert_eq!(get(&tg, repo).await.status, 503);
+    assert_eq!(get(&tg, issue).await.status, 200);
+    assert_eq!(
+        get(&tg, slack).await.json()["reason"],
+        "credential_not_bound"
+    );
+
+    // The operator points the broken credential at a real file, drops the
+    // query credential, binds the bearer one to Slack too, and turns on
+    // `Via` (which only a restart applies).
+    let later = tollgate_e2e::random_secret("later");
+    std::fs::write(secrets.file("later-token"), &later).unwrap();
+    let missing = secrets.file("missing").display().to_string();
+    let later_file = secrets.file("later-token").display().to_string();
+    tg.rewrite("tollgate.yaml", |text| {
+        let text = edit_line(&text, "gh-bearer:", |l| {
+            Some(l.replace("[github]", "[github, slack]"))
+        });
+        let text = edit_line(&text, "gh-query:", |_| None);
+        text.replace(&missing, &later_file)
+            .replace("forward:\n", "forward:\n  via: true\n")
+    });
+    tg.signal("HUP");
+    tg.wait_log("catalog, policies and credentials reloaded");
+    assert!(
+        tg.logs().contains("take effect on restart") && tg.logs().contains("forward"),
+        "{}",
+        tg.logs()
+    );
+
+    let out = get(&tg, repo).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {later}").as_str())
+    );
+    assert_eq!(seen.header("via"), None, "a forward setting was reloaded");
+    let out = get(&tg, issue).await;
+    assert_eq!(out.status, 503, "{}", out.body);
+    assert!(out.body.contains("`gh-query`"), "{}", out.body);
+    let out = get(&tg, slack).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(
+        upstream.requests().pop().unwrap().header("authorization"),
+        Some(format!("Bearer {}", secrets.bearer).as_str())
+    );
+
+    // A binding to a tool the catalog lacks: refused whole, with its line;
+    // the running credentials keep working.
+    tg.rewrite("tollgate.yaml", |text| {
+        edit_line(&text, "gh-basic:", |l| {
+            Some(l.replace("[github]", "[github, gihtub]"))
+        })
+    });
+    tg.signal("HUP");
+    tg.wait_log("reload refused");
+    assert!(
+        tg.logs()
+            .contains("credentials.gh-basic.services: `gihtub` is not a tool in the catalog"),
+        "{}",
+        tg.logs()
+    );
+    let out = get(&tg, repo).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(get(&tg, slack).await.status, 200);
+    assert_eq!(upstream.count(), 5);
+}
+
 #[tokio::test]
 async fn intercepted_https_gets_the_credential_too() {
     let pki = TestPki::new();

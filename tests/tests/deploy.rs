@@ -41,7 +41,8 @@ fn the_sidecar_configuration_validates() {
     let config = std::fs::read_to_string(root.join("deploy/kubernetes/config/tollgate.yaml"))
         .unwrap()
         .replace("/etc/tollgate", dir.path().to_str().unwrap());
-    std::fs::write(dir.path().join("tollgate.yaml"), config).unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("config/tollgate.yaml"), config).unwrap();
     for sub in ["catalog", "policies"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for e in std::fs::read_dir(root.join("config").join(sub)).unwrap() {
@@ -57,7 +58,7 @@ fn the_sidecar_configuration_validates() {
     assert!(ca.status.success());
     let out = Command::new(tollgate_bin())
         .args(["validate", "--config"])
-        .arg(dir.path().join("tollgate.yaml"))
+        .arg(dir.path().join("config/tollgate.yaml"))
         .output()
         .unwrap();
     assert!(

@@ -584,3 +584,34 @@ async fn envoy_asks_over_mutual_tls_and_without_a_client_certificate_gets_no_dec
     gw.decision.wait_log("TLS handshake refused");
     gw.assert_secret_kept(&[&allowed, &denied, &refused]);
 }
+
+#[tokio::test]
+async fn a_credential_rebound_in_the_configuration_file_applies_without_a_restart() {
+    let (credentials, policies) = styled_gateway();
+    let gw = gateway_with(true, &credentials, Some(policies)).await;
+    let commits = "/repos/acme/api/commits";
+    let refused = gw.send("GET", commits, &[]).await;
+    assert_eq!(refused.out.json()["reason"], "credential_not_bound");
+
+    // Watching is on: the file's change alone reloads it.
+    gw.decision.rewrite("tollgate.yaml", |text| {
+        text.replace("services: [slack] }", "services: [slack, github] }")
+    });
+    gw.decision
+        .wait_log("catalog, policies and credentials reloaded");
+    let allowed = gw
+        .send(
+            "GET",
+            commits,
+            &["-H", "Authorization: Bearer agent-own-token"],
+        )
+        .await;
+    assert_eq!(allowed.out.status, 200, "{}", allowed.out.body);
+    let seen = gw.github.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {}", gw.secret).as_str())
+    );
+    gw.assert_secret_kept(&[&refused, &allowed]);
+}

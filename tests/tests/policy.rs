@@ -72,7 +72,7 @@ async fn broken_reload_is_refused_and_a_good_one_applies() {
         "@id(\"no-reads\")\nforbid(principal, action in Action::\"read\", resource);\n",
     )
     .unwrap();
-    tg.wait_log("catalog and policies reloaded");
+    tg.wait_log("catalog, policies and credentials reloaded");
     let out = tg.curl(&[PULLS]).await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert_eq!(out.json()["policy_ids"][0], "no-reads");
@@ -98,6 +98,6 @@ async fn sighup_reloads_when_watching_is_off() {
     assert_eq!(tg.curl(&[PULLS]).await.status, 200);
     // ...until SIGHUP.
     tg.signal("HUP");
-    tg.wait_log("catalog and policies reloaded");
+    tg.wait_log("catalog, policies and credentials reloaded");
     assert_eq!(tg.curl(&[PULLS]).await.status, 403);
 }

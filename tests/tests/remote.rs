@@ -110,7 +110,7 @@ async fn a_policy_reload_on_the_service_reaches_the_proxy_cache() {
         "@id(\"no-reads\")\nforbid(principal, action in Action::\"read\", resource);\n",
     )
     .unwrap();
-    service.wait_log("catalog and policies reloaded");
+    service.wait_log("catalog, policies and credentials reloaded");
     tg.wait_log("policy epoch changed; decision cache dropped");
     let out = tg.curl(&[PULLS]).await;
     assert_eq!(out.status, 403, "{}", out.body);

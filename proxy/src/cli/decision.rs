@@ -10,10 +10,9 @@ use tokio::net::TcpListener;
 use super::{init_logging, load, ConfigArg, EXIT_INVALID_CONFIG};
 use crate::admin;
 use crate::config::Config;
-use crate::decision::credentials::CredentialStore;
 use crate::decision::tasks::{spawn_sweeper, TaskLimits, TaskStore};
 use crate::pipeline::audit::AuditSink;
-use crate::server::{self, DecisionPlane, ExtAuthzConfig};
+use crate::server::{self, DecisionPlane};
 use crate::snapshot::{EmbeddedDecider, Snapshot, SnapshotHandle};
 
 #[derive(Debug, clap::Args)]
@@ -78,9 +77,6 @@ pub(super) fn plane(
         snapshot,
         decider,
         audit,
-        ext_authz: ExtAuthzConfig {
-            credentials: CredentialStore::new(config.credentials.clone()),
-        },
         admin_token: config.tasks.as_ref().and_then(|t| t.admin_token.clone()),
     })
 }

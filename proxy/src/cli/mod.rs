@@ -80,11 +80,7 @@ pub fn main() -> ExitCode {
 /// Load the configuration and the snapshot it names, or say why not.
 fn load(path: &Path) -> Result<(Config, Snapshot), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    let snapshot =
-        Snapshot::load(&config.catalog_dir, &config.policy_dir, 1, 0).map_err(|e| e.to_string())?;
-    config
-        .check_credential_bindings(|tool| snapshot.catalog.credential_headers(tool).is_some())
-        .map_err(|e| e.to_string())?;
+    let snapshot = Snapshot::load(&config, 1, 0).map_err(|e| e.to_string())?;
     Ok((config, snapshot))
 }
 
@@ -108,14 +104,14 @@ async fn start_admin(
     Ok(ready)
 }
 
-/// Reload catalog and policies into `snapshot` on SIGHUP and file change.
+/// Reload catalog, policies and credentials into `snapshot` on SIGHUP and
+/// file change.
 fn start_reloader(snapshot: std::sync::Arc<crate::snapshot::SnapshotHandle>, config: &Config) {
     let reloader = crate::reload::Reloader {
         snapshot,
-        catalog_dir: config.catalog_dir.clone(),
-        policy_dir: config.policy_dir.clone(),
+        started: config.clone(),
     };
-    tokio::spawn(reloader.run(config.reload.clone()));
+    tokio::spawn(reloader.run());
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -169,7 +169,6 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
         decider: decider(&config, embedded.as_ref())?,
         forwarder: Forwarder::new(&config.forward, upstream_tls),
         leaves,
-        credentials: crate::decision::credentials::CredentialStore::new(config.credentials.clone()),
         audit: audit.clone(),
         via: config.forward.via,
         tunnel_half_close: config.forward.tunnel_half_close_timeout,

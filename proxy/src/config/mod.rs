@@ -72,7 +72,7 @@ pub struct Config {
     pub tasks: Option<TasksConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TasksConfig {
     /// `None`: admin calls are refused (nobody can start tasks).
     pub admin_token: Option<SecretSource>,
@@ -88,7 +88,7 @@ pub enum SecretSource {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: Arc<str>,
     pub address: SocketAddr,
@@ -97,7 +97,7 @@ pub struct ListenerConfig {
     pub static_identity: Option<Arc<str>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     pub ca_dir: PathBuf,
     pub create_ca_if_missing: bool,
@@ -106,7 +106,7 @@ pub struct TlsConfig {
     pub leaf_cache_size: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwardConfig {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -199,7 +199,7 @@ pub enum AuditOutput {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReloadConfig {
     pub watch: bool,
     pub interval: Duration,
@@ -600,6 +600,39 @@ fn credential(
 }
 
 impl Config {
+    /// The sections of `fresh` (the file as it reads now) that differ from
+    /// this running configuration outside `credentials:`. Those are read
+    /// once at start, so a reload leaves them as they were.
+    pub fn changed_outside_credentials(&self, fresh: &Config) -> Vec<&'static str> {
+        let sections = [
+            ("listeners", self.listeners == fresh.listeners),
+            ("admin", self.admin_address == fresh.admin_address),
+            ("catalog", self.catalog_dir == fresh.catalog_dir),
+            ("policies", self.policy_dir == fresh.policy_dir),
+            ("tls", self.tls == fresh.tls),
+            ("forward", self.forward == fresh.forward),
+            (
+                "decision",
+                self.decision_cache_size == fresh.decision_cache_size
+                    && self.remote_decision == fresh.remote_decision,
+            ),
+            (
+                "decision_service",
+                self.decision_address == fresh.decision_address
+                    && self.decision_admin_address == fresh.decision_admin_address
+                    && self.decision_tls == fresh.decision_tls,
+            ),
+            ("audit", self.audit == fresh.audit),
+            ("reload", self.reload == fresh.reload),
+            ("tasks", self.tasks == fresh.tasks),
+        ];
+        sections
+            .into_iter()
+            .filter(|(_, same)| !same)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
     /// Every tool a credential is bound to exists in the catalog: a typo in
     /// `services` would otherwise silently make a credential unusable.
     /// `is_tool` answers for the loaded catalog.

@@ -198,3 +198,25 @@ fn a_binding_to_a_tool_the_catalog_lacks_points_at_its_line() {
     );
     assert!(c.check_credential_bindings(|_| true).is_ok());
 }
+
+#[test]
+fn a_reload_names_the_sections_that_wait_for_a_restart() {
+    let running = load_str(
+        "listeners: [{address: 127.0.0.1:3128}]\ncredentials:\n  gh: { env: A, services: [github] }\n",
+    )
+    .unwrap();
+    // Credentials alone, even moved to other lines: nothing waits.
+    let rebound = load_str(
+        "\n\nlisteners: [{address: 127.0.0.1:3128}]\ncredentials:\n  gh: { file: /run/gh, services: [github, slack] }\n  new: { env: B, services: [slack] }\n",
+    )
+    .unwrap();
+    assert!(running.changed_outside_credentials(&rebound).is_empty());
+    let moved = load_str(
+        "listeners: [{address: 127.0.0.1:3129}]\nforward: {via: true}\ndecision_service: {address: 127.0.0.1:1}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        running.changed_outside_credentials(&moved),
+        ["listeners", "forward", "decision_service"]
+    );
+}

@@ -202,6 +202,15 @@ impl CredentialStore {
         }
     }
 
+    /// How many credentials are configured.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The credential `name`, for a request toward `tool`: refused unless
     /// `tool` is in the credential's binding, checked before any secret is
     /// read.

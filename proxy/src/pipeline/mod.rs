@@ -29,7 +29,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Counted, Finish, OnFinish, ProxyBody};
-use crate::decision::credentials::CredentialStore;
 use crate::decision::tasks::token_from_headers;
 use crate::decision::{SharedDecider, TaskRevoked, TokenHash};
 use crate::error::ProxyError;
@@ -141,9 +140,6 @@ pub struct Pipeline {
     /// `None` when no CA is loaded: covered hosts cannot be intercepted and
     /// CONNECT to them is decided as an uncovered tunnel instead.
     pub leaves: Option<Arc<LeafCache>>,
-    /// The secrets injected into allowed requests (also in remote mode: the
-    /// decision service only names the credential).
-    pub credentials: CredentialStore,
     pub audit: AuditSink,
     pub via: bool,
     /// How long the second direction of a blind tunnel or a WebSocket may
@@ -315,8 +311,10 @@ impl Pipeline {
         if self.via {
             credentials::add_via(headers, inbound_version);
         }
+        // Also in remote mode: the decision service only names the
+        // credential; the secrets are this process's own.
         credentials::strip_and_inject(
-            &self.credentials,
+            &snapshot.credentials,
             named.tool.as_deref(),
             service_headers,
             decision.credential.as_deref(),

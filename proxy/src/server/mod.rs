@@ -21,7 +21,7 @@ use crate::pipeline::audit::AuditSink;
 use crate::snapshot::{EmbeddedDecider, SnapshotHandle};
 
 pub use decide::DecisionApi;
-pub use ext_authz::{ExtAuthz, ExtAuthzConfig};
+pub use ext_authz::ExtAuthz;
 
 /// What every RPC decides against.
 pub struct DecisionPlane {
@@ -29,7 +29,6 @@ pub struct DecisionPlane {
     /// Policy and tasks together: the same answers the embedded proxy gives.
     pub decider: Arc<EmbeddedDecider>,
     pub audit: AuditSink,
-    pub ext_authz: ExtAuthzConfig,
     /// The bearer token task administration needs; `None` refuses it.
     pub admin_token: Option<SecretSource>,
 }

@@ -18,7 +18,7 @@ use envoy_types::pb::google::rpc;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use crate::decision::credentials::{CredentialStore, Placement};
+use crate::decision::credentials::Placement;
 use crate::decision::tasks::token_from_headers;
 use crate::error::ProxyError;
 use crate::pipeline::audit::AuditRecord;
@@ -41,11 +41,6 @@ pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// The route-level context extension an Envoy operator sets to name the
 /// workload when connections carry no mTLS identity.
 pub const WORKLOAD_EXTENSION: &str = "tollgate_workload";
-
-#[derive(Debug, Clone, Default)]
-pub struct ExtAuthzConfig {
-    pub credentials: CredentialStore,
-}
 
 pub struct ExtAuthz {
     plane: Arc<DecisionPlane>,
@@ -210,8 +205,7 @@ impl ExtAuthz {
         // decided about headers: a refusal sends nothing upstream.
         let injected = match &decision.credential {
             Some(name) => Some(
-                self.plane
-                    .ext_authz
+                snapshot
                     .credentials
                     .injection_for(name, named.tool.as_deref())?,
             ),
