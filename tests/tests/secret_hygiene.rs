@@ -1,6 +1,7 @@
 //! No secret value ever leaves tollgate except in the one request it is
 //! injected into: a scenario exercises every path that could print one
-//! (allow, deny, an unreadable credential, a binding refusal, a reload,
+//! (allow, deny, an unreadable credential, a binding refusal, a reload
+//! with a new credential source, a refused reload,
 //! remote decisions, metrics, `validate` errors, a task token in use and
 //! after its task ended, task administration, WebSockets), collects
 //! everything tollgate wrote or answered, and searches it for every secret
@@ -172,10 +173,33 @@ async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
         .any(|(_, v)| v.contains(&secrets.bearer)));
     assert!(seen[3].path_and_query.contains(&secrets.query));
 
-    // A reload (SIGHUP), then the same traffic on the new snapshot.
+    // A reload (SIGHUP) that points the bearer credential at a new file,
+    // then the same traffic on the new snapshot.
+    let reloaded = tollgate_e2e::random_secret("bearer-reloaded");
+    let (old_file, new_file) = (
+        secrets.dir.path().join("bearer"),
+        secrets.dir.path().join("bearer-2"),
+    );
+    std::fs::write(&new_file, &reloaded).unwrap();
+    tg.rewrite("tollgate.yaml", |text| {
+        text.replace(
+            &format!("\"{}\"", old_file.display()),
+            &format!("\"{}\"", new_file.display()),
+        )
+    });
     tg.signal("HUP");
     tg.wait_log("trigger=\"sighup\"");
     traffic(&tg, &mut collected, "after reload", "agent-fake-key").await;
+    assert!(upstream
+        .requests()
+        .iter()
+        .any(|r| r.headers.iter().any(|(_, v)| v.contains(&reloaded))));
+    // A reload refused for a bad binding: its error is searched too.
+    tg.rewrite("tollgate.yaml", |text| {
+        text.replace("services: [github] }", "services: [gihtub] }")
+    });
+    tg.signal("HUP");
+    tg.wait_log("reload refused");
     let metrics = curl(&[&format!("http://{}/metrics", tg.admin)]).await;
     collected.add("metrics", metrics.body);
 
@@ -212,15 +236,11 @@ async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
     assert_ne!(refused.code, 0);
     collected.add("task list with a task token", refused.stderr);
 
-    // An error message about the credential configuration.
-    let broken = tg.path("broken.yaml");
-    let config = std::fs::read_to_string(tg.path("tollgate.yaml"))
-        .unwrap()
-        .replace("services: [github] }", "services: [gihtub] }");
-    std::fs::write(&broken, config).unwrap();
+    // An error message about the credential configuration: the file the
+    // refused reload read.
     let validate = std::process::Command::new(tollgate_e2e::tollgate_bin())
         .args(["validate", "--config"])
-        .arg(&broken)
+        .arg(tg.path("tollgate.yaml"))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
@@ -249,7 +269,7 @@ async fn no_secret_appears_in_any_log_audit_line_answer_or_error() {
     );
 
     let mut all = secrets.all();
-    all.extend([task.token.as_str(), ADMIN_TOKEN]);
+    all.extend([reloaded.as_str(), task.token.as_str(), ADMIN_TOKEN]);
     assert_no_secrets(&all, &collected);
 }
 
