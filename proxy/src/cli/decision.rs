@@ -101,6 +101,12 @@ pub(super) async fn bind(
 
 async fn serve(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     let metrics = admin::install_metrics()?;
+    tracing::info!(
+        routes = snapshot.catalog.route_count(),
+        policies = snapshot.engine.policy_count(),
+        credentials = snapshot.credentials.len(),
+        "catalog, policies and credentials loaded"
+    );
     let snapshot = SnapshotHandle::new(snapshot, config.decision_cache_size);
     let decider = embedded_decider(&config, &snapshot);
     let plane = plane(

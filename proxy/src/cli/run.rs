@@ -156,7 +156,8 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
     tracing::info!(
         routes = snapshot.catalog.route_count(),
         policies = snapshot.engine.policy_count(),
-        "catalog and policies loaded"
+        credentials = snapshot.credentials.len(),
+        "catalog, policies and credentials loaded"
     );
     let snapshot = SnapshotHandle::new(snapshot, config.decision_cache_size);
     let audit = AuditSink::start(&config.audit)?;
