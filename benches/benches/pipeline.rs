@@ -8,8 +8,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderName, Method, Uri};
 use tollgate::config::{BoundService, CredentialConfig, CredentialInjection, CredentialSource};
+use tollgate::core::plan::CredentialPlan;
 use tollgate::decision::credentials::CredentialStore;
-use tollgate::pipeline::credentials::strip_and_inject;
 use tollgate_benches::fixtures;
 
 fn classify(c: &mut Criterion) {
@@ -116,15 +116,10 @@ fn credentials(c: &mut Criterion) {
             b.iter_batched_ref(
                 || (agent.clone(), uri.clone()),
                 |(headers, uri)| {
-                    strip_and_inject(
-                        &store,
-                        Some("github"),
-                        &tool_headers,
-                        credential,
-                        headers,
-                        uri,
-                    )
-                    .unwrap()
+                    CredentialPlan::new(&store, Some("github"), &tool_headers, credential)
+                        .unwrap()
+                        .apply(headers, uri)
+                        .unwrap()
                 },
                 BatchSize::SmallInput,
             )

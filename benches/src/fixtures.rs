@@ -176,7 +176,7 @@ pub fn requests(catalog: &Catalog, count: usize) -> Vec<DecisionRequest> {
                     port: 443,
                     path,
                     tool: c.tool.to_string(),
-                    risk: c.risk.as_str().to_string(),
+                    risk: c.risk,
                     sensitivity: c.sensitivity.to_string(),
                 },
                 task: None,

@@ -1,17 +1,16 @@
 //! The one place an error becomes an HTTP answer. Every refusal is a clear
-//! status with a JSON body an agent can act on.
+//! status with a JSON body an agent can act on, whichever front answers it:
+//! the proxy sends [`ProxyError::to_response`], ext_authz has Envoy send the
+//! same status, headers and body.
 
 use std::net::IpAddr;
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use crate::body::{full, ProxyBody};
 use crate::decision::credentials::CredentialError;
 use crate::decision::Decision;
-
-/// Decision reasons about the task token itself: answered 401.
-const TOKEN_REFUSALS: [&str; 2] = ["task_ended", "task_unknown"];
 
 /// Why a request was not forwarded (or failed on its way), named as a fact.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +71,7 @@ impl ProxyError {
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             // A task token that no longer works is an authentication
             // problem the agent can fix (ask for a new task), not policy.
-            ProxyError::Denied(d) if TOKEN_REFUSALS.contains(&d.decision.reason.as_str()) => {
+            ProxyError::Denied(d) if d.decision.reason.is_about_the_token() => {
                 StatusCode::UNAUTHORIZED
             }
             ProxyError::Denied(_)
@@ -87,12 +86,12 @@ impl ProxyError {
     }
 
     /// Stable machine code for the audit line and the JSON body.
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::Unidentified => "unidentified",
             ProxyError::MalformedRequest(_) => "malformed_request",
             ProxyError::Misdirected { .. } => "misdirected_request",
-            ProxyError::Denied(d) => &d.decision.reason,
+            ProxyError::Denied(d) => d.decision.reason.as_str(),
             ProxyError::DestinationBlocked { .. } => "destination_blocked",
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -109,7 +108,7 @@ impl ProxyError {
             ProxyError::Denied(d) => json!({
                 "decision": d.decision.outcome.as_str(),
                 "action": d.action,
-                "reason": d.decision.reason,
+                "reason": d.decision.reason.as_str(),
                 "message": d.decision.message,
                 "policy_ids": d.decision.policy_ids,
                 "task_id": d.decision.task.as_ref().map(|t| t.id.as_str()),
@@ -130,20 +129,25 @@ impl ProxyError {
         }
     }
 
+    /// The headers every refusal carries besides its body.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        if matches!(self, ProxyError::Unidentified) {
+            headers.push((
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tollgate\""),
+            ));
+        }
+        headers
+    }
+
     pub fn to_response(&self, decision_id: &str) -> Response<ProxyBody> {
         let mut response = Response::new(full(self.body(decision_id).to_string()));
         *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if matches!(self, ProxyError::Unidentified) {
-            headers.insert(
-                header::PROXY_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"tollgate\""),
-            );
-        }
+        response.headers_mut().extend(self.headers());
         response
     }
 }

@@ -27,7 +27,7 @@ pub struct OpenConnection(());
 
 impl OpenConnection {
     pub fn new() -> OpenConnection {
-        metrics::gauge!("tollgate_open_connections").increment(1.0);
+        metrics::gauge!(crate::telemetry::OPEN_CONNECTIONS).increment(1.0);
         let open = OPEN.fetch_add(1, Ordering::Relaxed) + 1;
         PEAK.fetch_max(open, Ordering::Relaxed);
         OpenConnection(())
@@ -42,7 +42,7 @@ impl Default for OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        metrics::gauge!("tollgate_open_connections").decrement(1.0);
+        metrics::gauge!(crate::telemetry::OPEN_CONNECTIONS).decrement(1.0);
         OPEN.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::snapshot::{SnapshotError, SnapshotHandle};
+use crate::decision::snapshot::{SnapshotError, SnapshotHandle};
+use crate::telemetry;
 
 pub struct Reloader {
     pub snapshot: Arc<SnapshotHandle>,
@@ -46,12 +47,13 @@ impl Reloader {
                          those sections take effect on restart"
                     );
                 }
-                metrics::counter!("tollgate_reloads_total", "result" => "ok").increment(1);
+                crate::core::audit::register_request_series(snapshot.catalog.actions());
+                metrics::counter!(telemetry::RELOADS, "result" => "ok").increment(1);
                 true
             }
             Err(e) => {
                 tracing::error!(trigger, error = %e, "reload refused; the running policy set stays");
-                metrics::counter!("tollgate_reloads_total", "result" => "refused").increment(1);
+                metrics::counter!(telemetry::RELOADS, "result" => "refused").increment(1);
                 false
             }
         }

@@ -23,10 +23,12 @@ const LATENCY_BUCKETS: [f64; 16] = [
     0.1, 0.5, 1.0, 10.0,
 ];
 
+/// Install the Prometheus recorder, with every fixed series at zero.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
         .install_recorder()?;
+    crate::telemetry::register();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {

@@ -24,7 +24,9 @@ use http::{HeaderMap, HeaderName, Method};
 
 /// Risk classes, ordered from least to most dangerous. The names are the
 /// Cedar action groups (`Action::"prod_change"`) and appear in audit lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskClass {
     Read,
@@ -57,6 +59,11 @@ impl RiskClass {
             RiskClass::ProdChange => "prod_change",
             RiskClass::Unknown => "unknown",
         }
+    }
+
+    /// The class spelled `name` (its Cedar group name).
+    pub fn from_name(name: &str) -> Option<RiskClass> {
+        RiskClass::ALL.into_iter().find(|r| r.as_str() == name)
     }
 }
 

@@ -1,10 +1,21 @@
+//! `tollgate check`: one request through the decision core, offline, the
+//! verdict printed as one JSON object: the fields of the audit line the
+//! proxy would write, the policy's message, and the credential plan (names,
+//! never values). No task is known offline: a task token in a header is
+//! decided as the running proxy decides an unknown one.
+
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{load, ConfigArg, EXIT_INVALID_CONFIG};
-use crate::pipeline::{accept, authorize, classify};
+use crate::core::{Caller, Core, Inbound, Mode, Verdict};
+use crate::decision::tasks::TaskLimits;
+use crate::decision::{EmbeddedDecider, TaskStore};
+use crate::error::ProxyError;
+use crate::pipeline::accept;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -59,26 +70,53 @@ pub fn check(args: CheckArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage(e.to_string()),
     };
-    let named = match classify::classify(&snapshot.catalog, &target, &method, &uri, &headers) {
-        Ok(named) => named,
-        Err(e) => return usage(e.to_string()),
+    let caller = Caller {
+        listener: "check".into(),
+        mode: Mode::Check,
+        identity: Some(args.identity.as_str().into()),
+        connect_task: None,
     };
-    let request =
-        authorize::decision_request(&args.identity, &named, &target, &method, uri.path(), None);
-    let decision = snapshot.engine.evaluate(&request);
-    let out = json!({
-        "workload": args.identity,
-        "tool": named.tool.as_deref(),
-        "action": named.action.as_ref(),
-        "resource": named.resource,
-        "risk": named.risk,
-        "sensitivity": named.sensitivity.as_ref(),
-        "decision": decision.outcome.as_str(),
-        "reason": decision.reason,
-        "message": decision.message,
-        "policy_ids": decision.policy_ids,
-        "credential": decision.credential,
-    });
+    let core = Core::new(Arc::new(EmbeddedDecider::new(Arc::new(TaskStore::new(
+        TaskLimits::default(),
+    )))));
+    let inbound = Inbound {
+        target: &target,
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tollgate check: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Verdict {
+        mut record,
+        outcome,
+    } = runtime.block_on(core.http(&snapshot, &caller, inbound));
+    let (message, credential, plan) = match &outcome {
+        Ok(allowed) => {
+            record.answered(http::StatusCode::OK.as_u16());
+            (
+                allowed.decision.message.clone(),
+                allowed.decision.credential.clone(),
+                allowed.credentials.describe(),
+            )
+        }
+        Err(ProxyError::Denied(denied)) => (denied.decision.message.clone(), None, Value::Null),
+        Err(err) => (err.to_string(), None, Value::Null),
+    };
+    let mut out = serde_json::to_value(&record).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut out {
+        for key in ["time", "latency_us", "bytes_in", "bytes_out"] {
+            fields.remove(key);
+        }
+        fields.insert("message".into(), json!(message));
+        fields.insert("credential".into(), json!(credential));
+        fields.insert("credentials".into(), plan);
+    }
     println!("{out}");
     ExitCode::SUCCESS
 }

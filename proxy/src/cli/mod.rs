@@ -5,6 +5,7 @@ mod check;
 mod decision;
 mod run;
 mod schema;
+mod serve;
 mod task;
 mod tls_files;
 mod validate;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::snapshot::Snapshot;
+use crate::decision::snapshot::Snapshot;
 
 /// Exit code for a configuration, catalog or policy that does not validate.
 pub const EXIT_INVALID_CONFIG: u8 = 64;
@@ -82,55 +83,4 @@ fn load(path: &Path) -> Result<(Config, Snapshot), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let snapshot = Snapshot::load(&config, 1, 0).map_err(|e| e.to_string())?;
     Ok((config, snapshot))
-}
-
-/// Bind the admin listener (`/metrics`, `/healthz`, `/readyz`), log its
-/// address under `name`, and serve it. Readiness starts false.
-async fn start_admin(
-    name: &str,
-    address: std::net::SocketAddr,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-) -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
-    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(listener = name, address = %listener.local_addr()?, "listening");
-    tokio::spawn(crate::admin::serve(
-        listener,
-        crate::admin::AdminState {
-            metrics,
-            ready: ready.clone(),
-        },
-    ));
-    Ok(ready)
-}
-
-/// Reload catalog, policies and credentials into `snapshot` on SIGHUP and
-/// file change.
-fn start_reloader(snapshot: std::sync::Arc<crate::snapshot::SnapshotHandle>, config: &Config) {
-    let reloader = crate::reload::Reloader {
-        snapshot,
-        started: config.clone(),
-    };
-    tokio::spawn(reloader.run());
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn terminated() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down");
-    Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }

@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::{init_logging, load, ConfigArg, EXIT_INVALID_CONFIG};
-use crate::admin;
+use super::serve;
+use super::{load, ConfigArg, EXIT_INVALID_CONFIG};
 use crate::config::Config;
+use crate::core::audit::AuditSink;
+use crate::core::Core;
 use crate::decision::client::{RemoteConfig, RemoteDecider};
-use crate::decision::SharedDecider;
-use crate::pipeline::audit::AuditSink;
+use crate::decision::snapshot::Snapshot;
+use crate::decision::{EmbeddedDecider, SharedDecider, TaskStore};
 use crate::pipeline::forward::Forwarder;
 use crate::pipeline::{accept, Pipeline};
-use crate::snapshot::{EmbeddedDecider, SnapshotHandle};
 use crate::tls::{self, CertificateAuthority, LeafCache};
 
 #[derive(Debug, clap::Args)]
@@ -27,7 +28,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    init_logging();
+    serve::init_logging();
     let (config, snapshot) = match load(&args.config.config) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -36,10 +37,10 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    let Some(runtime) = runtime(args.workers) else {
+    let Some(runtime) = serve::runtime(args.workers) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(serve(config, snapshot)) {
+    match runtime.block_on(start(config, snapshot)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -48,64 +49,12 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// The runtime: `workers` threads (default: one per core). Every serving
-/// command starts here, so this is also where the open-file limit is raised.
-pub(super) fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime> {
-    raise_open_file_limit();
-    // One worker: a current-thread runtime does the same work without the
-    // work-stealing scheduler's bookkeeping.
-    let mut builder = if workers == Some(1) {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = workers {
-            b.worker_threads(n.max(1));
-        }
-        b
-    };
-    builder
-        .enable_all()
-        .build()
-        .map_err(|e| eprintln!("cannot start the runtime: {e}"))
-        .ok()
-}
-
-/// Every agent connection, and its upstream, is a descriptor: a proxy
-/// behind the common soft limit of 1,024 would refuse agents long before it
-/// runs short of memory. Raise the soft limit to the hard one, as far as
-/// the system allows, and say what it is.
-fn raise_open_file_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit read and write the struct passed in only.
-    unsafe {
-        let mut limit = std::mem::zeroed::<libc::rlimit>();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
-        }
-        let soft = limit.rlim_cur;
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                limit.rlim_cur = soft;
-            }
-        }
-        tracing::debug!(
-            soft_before = soft,
-            soft = limit.rlim_cur,
-            hard = limit.rlim_max,
-            "open-file limit"
-        );
-    }
-}
-
-/// The embedded decider, or a client of a remote `tollgate decision`.
-fn decider(
-    config: &Config,
-    embedded: Option<&Arc<EmbeddedDecider>>,
-) -> anyhow::Result<SharedDecider> {
+/// The embedded decider (over `tasks`), or a client of a remote
+/// `tollgate decision`.
+fn decider(config: &Config, tasks: Option<&Arc<TaskStore>>) -> anyhow::Result<SharedDecider> {
     let Some(remote) = &config.remote_decision else {
-        let embedded = embedded.expect("an embedded decider without a remote endpoint");
-        return Ok(embedded.clone());
+        let tasks = tasks.expect("tasks are kept wherever decisions are embedded");
+        return Ok(Arc::new(EmbeddedDecider::new(tasks.clone())));
     };
     let client = RemoteDecider::new(
         &RemoteConfig {
@@ -148,26 +97,19 @@ fn load_ca(config: &Config) -> anyhow::Result<Option<Arc<LeafCache>>> {
     ))))
 }
 
-async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::Result<()> {
-    let metrics = admin::install_metrics()?;
+async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
+    let (metrics, snapshot) = serve::start_snapshot(snapshot, &config)?;
     let leaves = load_ca(&config)?;
     let upstream_tls =
         tls::upstream::client_config(config.tls.system_roots, &config.tls.upstream_ca_files)?;
-    tracing::info!(
-        routes = snapshot.catalog.route_count(),
-        policies = snapshot.engine.policy_count(),
-        credentials = snapshot.credentials.len(),
-        "catalog, policies and credentials loaded"
-    );
-    let snapshot = SnapshotHandle::new(snapshot, config.decision_cache_size);
     let audit = AuditSink::start(&config.audit)?;
-    let embedded = config
+    let tasks = config
         .remote_decision
         .is_none()
-        .then(|| super::decision::embedded_decider(&config, &snapshot));
+        .then(|| serve::task_store(&config));
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
-        decider: decider(&config, embedded.as_ref())?,
+        core: Core::new(decider(&config, tasks.as_ref())?),
         forwarder: Forwarder::new(&config.forward, upstream_tls),
         leaves,
         audit: audit.clone(),
@@ -176,17 +118,17 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
     });
     // Deciding in-process with tasks configured: this process is the
     // decision plane, so it serves the API that starts and ends tasks.
-    if let (Some(embedded), Some(_)) = (embedded, &config.tasks) {
-        let plane = super::decision::plane(&config, snapshot.clone(), embedded, audit);
-        let listener = super::decision::bind(&config).await?;
+    if let (Some(tasks), Some(_)) = (tasks, &config.tasks) {
+        let plane = serve::decision_plane(&config, snapshot.clone(), tasks, audit);
+        let (listener, tls) = serve::bind_decision(&config).await?;
         tokio::spawn(async move {
-            if let Err(e) = crate::server::serve(listener.0, plane, listener.1).await {
+            if let Err(e) = crate::server::serve(listener, plane, tls).await {
                 tracing::error!("decision API stopped: {e:#}");
             }
         });
     }
 
-    let ready = super::start_admin("admin", config.admin_address, metrics).await?;
+    let ready = serve::start_admin("admin", config.admin_address, metrics).await?;
     for listener_config in &config.listeners {
         let listener = TcpListener::bind(listener_config.address).await?;
         tracing::info!(
@@ -201,8 +143,8 @@ async fn serve(config: Config, snapshot: crate::snapshot::Snapshot) -> anyhow::R
             pipeline.clone(),
         ));
     }
-    super::start_reloader(snapshot, &config);
+    serve::start_reloader(snapshot, &config);
     tokio::spawn(crate::memory::return_freed_memory());
     ready.store(true, Ordering::Release);
-    super::terminated().await
+    serve::terminated().await
 }

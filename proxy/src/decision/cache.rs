@@ -7,8 +7,10 @@
 
 use quick_cache::sync::Cache;
 
+use super::engine::PolicyEngine;
+use super::outcome::Decision;
+use super::request::DecisionRequest;
 use super::tasks::Task;
-use super::{Decision, DecisionRequest, PolicyEngine};
 
 pub struct DecisionCache {
     entries: Option<Cache<DecisionRequest, Decision>>,
@@ -39,10 +41,10 @@ impl DecisionCache {
             return engine.evaluate_in_task(request, task);
         };
         if let Some(hit) = entries.get(request) {
-            metrics::counter!("tollgate_decision_cache_total", "result" => "hit").increment(1);
+            metrics::counter!(crate::telemetry::DECISION_CACHE, "result" => "hit").increment(1);
             return hit;
         }
-        metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
+        metrics::counter!(crate::telemetry::DECISION_CACHE, "result" => "miss").increment(1);
         let decision = engine.evaluate_in_task(request, task);
         entries.insert(request.clone(), decision.clone());
         decision

@@ -14,10 +14,13 @@ use std::time::{Duration, Instant, SystemTime};
 use quick_cache::sync::Cache;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::outcome::{Decision, TaskRef};
 use super::proto::pb;
 use super::proto::pb::decision_service_client::DecisionServiceClient;
-use super::tasks::TaskRefusal;
-use super::{Decider, Decision, DecisionFuture, DecisionRequest, TaskRevoked, TokenHash};
+use super::request::DecisionRequest;
+use super::snapshot::Snapshot;
+use super::tasks::{TaskRefusal, TaskRevoked, TokenHash};
+use super::{Decider, DecisionFuture};
 
 /// Epoch value meaning "not connected to the revocation stream".
 const UNKNOWN_EPOCH: u64 = u64::MAX;
@@ -45,8 +48,9 @@ struct Shared {
     cache: Option<Cache<DecisionRequest, (Decision, Instant)>>,
     epoch: AtomicU64,
     ttl: Duration,
-    /// Tokens of tasks the revocation stream announced as ended.
-    revoked: Cache<TokenHash, ()>,
+    /// Tokens of tasks the revocation stream announced as ended, with the
+    /// task as a refusal names it (ended when the announcement came).
+    revoked: Cache<TokenHash, TaskRef>,
     /// Those announcements, for the connections that carry a task.
     revocations: tokio::sync::broadcast::Sender<TaskRevoked>,
 }
@@ -72,7 +76,7 @@ impl Shared {
         // has been announced yet.
         match &decision.task {
             Some(task) if SystemTime::now() >= task.expires => {
-                Some(TaskRefusal::Ended.decision(None))
+                Some(TaskRefusal::Ended.decision(Some(task.clone())))
             }
             _ => Some(decision),
         }
@@ -81,7 +85,12 @@ impl Shared {
     /// A task ended: refuse its token from now on, drop what was decided
     /// under it, and tell the connections carrying it.
     fn revoke(&self, revoked: TaskRevoked) {
-        self.revoked.insert(revoked.token, ());
+        let ended = TaskRef {
+            id: revoked.task_id.clone(),
+            expires: SystemTime::now(),
+            no_cache: true,
+        };
+        self.revoked.insert(revoked.token, ended);
         if let Some(cache) = &self.cache {
             cache.retain(|request, _| request.task != Some(revoked.token));
         }
@@ -160,12 +169,12 @@ impl RemoteDecider {
 
     async fn ask(&self, request: &DecisionRequest) -> Decision {
         if let Some(token) = &request.task {
-            if self.shared.revoked.get(token).is_some() {
-                return TaskRefusal::Ended.decision(None);
+            if let Some(ended) = self.shared.revoked.get(token) {
+                return TaskRefusal::Ended.decision(Some(ended));
             }
         }
         if let Some(hit) = self.shared.lookup(request) {
-            metrics::counter!("tollgate_remote_decisions_total", "result" => "cache_hit")
+            metrics::counter!(crate::telemetry::REMOTE_DECISIONS, "result" => "cache_hit")
                 .increment(1);
             return hit;
         }
@@ -193,12 +202,12 @@ impl RemoteDecider {
         };
         match result {
             Ok(decision) => {
-                metrics::counter!("tollgate_remote_decisions_total", "result" => "answered")
+                metrics::counter!(crate::telemetry::REMOTE_DECISIONS, "result" => "answered")
                     .increment(1);
                 decision
             }
             Err(message) => {
-                metrics::counter!("tollgate_remote_decisions_total", "result" => "unavailable")
+                metrics::counter!(crate::telemetry::REMOTE_DECISIONS, "result" => "unavailable")
                     .increment(1);
                 tracing::warn!(%message, "no decision; denying");
                 Decision::unavailable(message)
@@ -208,7 +217,9 @@ impl RemoteDecider {
 }
 
 impl Decider for RemoteDecider {
-    fn decide<'a>(&'a self, request: &'a DecisionRequest) -> DecisionFuture<'a> {
+    /// The decision service decides with its own snapshot; this proxy's
+    /// named the request and will plan its credentials.
+    fn decide<'a>(&'a self, _: &'a Snapshot, request: &'a DecisionRequest) -> DecisionFuture<'a> {
         Box::pin(self.ask(request))
     }
 

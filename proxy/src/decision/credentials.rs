@@ -80,12 +80,38 @@ pub enum Placement {
     Query(String),
 }
 
-/// A credential ready to inject: where, and the full value (for headers,
-/// `Bearer …`, `Basic …` or the rendered template).
-#[derive(Debug)]
-pub struct Injected<'a> {
-    pub placement: &'a Placement,
-    pub value: Arc<Secret>,
+/// A credential a decision named, checked against its binding for the
+/// request's tool. Its value is read when it is sent ([`Bound::value`]), so
+/// naming it (an offline `check`, a plan) reads no secret.
+#[derive(Clone, Copy)]
+pub struct Bound<'a> {
+    entry: &'a Entry,
+}
+
+impl fmt::Debug for Bound<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bound")
+            .field("name", &self.entry.name)
+            .field("placement", &self.entry.placement)
+            .finish()
+    }
+}
+
+impl<'a> Bound<'a> {
+    pub fn name(&self) -> &'a str {
+        &self.entry.name
+    }
+
+    /// Where it goes.
+    pub fn placement(&self) -> &'a Placement {
+        &self.entry.placement
+    }
+
+    /// The full value to send (for headers, `Bearer …`, `Basic …` or the
+    /// rendered template): cached, re-read when a source file changed.
+    pub fn value(&self) -> Result<Arc<Secret>, CredentialError> {
+        self.entry.value()
+    }
 }
 
 /// How recently a file may have changed before its cached value is trusted
@@ -212,13 +238,8 @@ impl CredentialStore {
     }
 
     /// The credential `name`, for a request toward `tool`: refused unless
-    /// `tool` is in the credential's binding, checked before any secret is
-    /// read.
-    pub fn injection_for(
-        &self,
-        name: &str,
-        tool: Option<&str>,
-    ) -> Result<Injected<'_>, CredentialError> {
+    /// `tool` is in the credential's binding. Reads no secret.
+    pub fn bound(&self, name: &str, tool: Option<&str>) -> Result<Bound<'_>, CredentialError> {
         let entry = self
             .entries
             .get(name)
@@ -229,10 +250,7 @@ impl CredentialStore {
                 tool: tool.map(str::to_string),
             });
         }
-        Ok(Injected {
-            placement: &entry.placement,
-            value: entry.value()?,
-        })
+        Ok(Bound { entry })
     }
 }
 

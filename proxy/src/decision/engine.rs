@@ -17,25 +17,12 @@ use cedar_policy::{
 
 use crate::catalog::ActionInfo;
 
-use super::policies::{self, PolicyMeta};
-use super::request::{spiffe_namespace, RequestBuilder};
+use super::cedar::{spiffe_namespace, RequestBuilder};
+use super::outcome::{Decision, Outcome, Reason};
+use super::policies::{self, PolicyError, PolicyMeta};
+use super::request::{DecisionRequest, CONNECT_ACTION};
 use super::schema::{self, ActionModel, NAMESPACE, WORKLOAD};
 use super::tasks::Task;
-use super::{
-    Decider, Decision, DecisionFuture, DecisionRequest, Outcome, TaskRevoked, CONNECT_ACTION,
-};
-
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    /// `location` is `file:line:column` when known.
-    #[error("{location}: {message}")]
-    Invalid { location: String, message: String },
-}
 
 /// Compiled policies plus the schema generated from the catalog. Immutable;
 /// a reload builds a new one.
@@ -144,7 +131,7 @@ impl PolicyEngine {
     ) -> Decision {
         let (cedar_request, entities) = match self.requests.build(request, task) {
             Ok(built) => built,
-            Err(message) => return deny("invalid_request", message, Vec::new()),
+            Err(message) => return Decision::deny(Reason::InvalidRequest, message),
         };
         let verdict = if indexed {
             let sets = self.index.candidates(request);
@@ -163,7 +150,7 @@ impl PolicyEngine {
                 .iter()
                 .find(|(id, _)| id.to_string() == ids[0]);
             let message = first.map_or_else(String::new, |(_, e)| e.clone());
-            return deny("policy_error", message, ids);
+            return deny(Reason::PolicyError, message, ids);
         }
 
         let determining = self.ordered(verdict.reason.iter());
@@ -174,7 +161,7 @@ impl PolicyEngine {
                     .find_map(|id| self.meta_of(id)?.credential.clone());
                 Decision {
                     outcome: Outcome::Allow,
-                    reason: "allowed".into(),
+                    reason: Reason::Allowed,
                     message: format!("allowed by {}", quoted_ids(&determining)),
                     policy_ids: determining,
                     credential,
@@ -182,7 +169,7 @@ impl PolicyEngine {
                 }
             }
             CedarDecision::Deny if determining.is_empty() => deny(
-                "no_permit",
+                Reason::NoPermit,
                 format!(
                     "no policy permits `{}` for `{}` on `{}`",
                     request.action, request.principal, request.resource
@@ -199,7 +186,7 @@ impl PolicyEngine {
                             determining[0], request.action, request.principal, request.resource
                         )
                     });
-                deny("forbidden", message, determining)
+                deny(Reason::Forbidden, message, determining)
             }
         }
     }
@@ -392,25 +379,10 @@ impl PolicyIndex {
     }
 }
 
-impl Decider for PolicyEngine {
-    fn decide<'a>(&'a self, request: &'a DecisionRequest) -> DecisionFuture<'a> {
-        Box::pin(std::future::ready(self.evaluate(request)))
-    }
-
-    /// A bare engine has no tasks: the stream is closed from the start.
-    fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
-        tokio::sync::broadcast::channel(1).1
-    }
-}
-
-fn deny(reason: &str, message: String, policy_ids: Vec<String>) -> Decision {
+fn deny(reason: Reason, message: String, policy_ids: Vec<String>) -> Decision {
     Decision {
-        outcome: Outcome::Deny,
-        reason: reason.into(),
-        message,
         policy_ids,
-        credential: None,
-        task: None,
+        ..Decision::deny(reason, message)
     }
 }
 
@@ -575,7 +547,7 @@ mod index_tests {
                 port: [1, 443, 8443][rng.below(3)],
                 path: rng.pick(&["/repos/acme/api", "/chat", "/"]).into(),
                 tool: "github".into(),
-                risk: "read".into(),
+                risk: RiskClass::Read,
                 sensitivity: rng.pick(&["public", "restricted"]).into(),
             },
             task: None,
@@ -595,7 +567,7 @@ mod index_tests {
                 let r = request(&mut rng);
                 let indexed = engine.evaluate_with(&r, None, true);
                 assert_eq!(indexed, engine.evaluate_with(&r, None, false), "{r:?}");
-                reasons.insert(indexed.reason);
+                reasons.insert(indexed.reason.as_str());
             }
         }
         // The sample reaches every kind of outcome, or it proves little.

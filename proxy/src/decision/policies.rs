@@ -10,7 +10,17 @@ use std::collections::HashMap;
 
 use cedar_policy::{Policy, PolicyId, PolicySet, ValidationMode, Validator};
 
-use super::engine::PolicyError;
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// `location` is `file:line:column` when known.
+    #[error("{location}: {message}")]
+    Invalid { location: String, message: String },
+}
 
 /// What evaluation needs to know about one policy beyond Cedar's AST.
 #[derive(Debug, Clone)]

@@ -9,8 +9,10 @@ pub mod pb {
 /// For gRPC server reflection (`grpcurl list`).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tollgate_descriptor");
 
-use super::tasks::{from_unix_ms, unix_ms, TaskView};
-use super::{Decision, DecisionRequest, Outcome, RequestContext, TaskRef, TokenHash};
+use super::outcome::{Decision, Outcome, Reason, TaskRef};
+use super::request::{DecisionRequest, RequestContext};
+use super::tasks::{from_unix_ms, unix_ms, TaskView, TokenHash};
+use crate::catalog::RiskClass;
 
 impl From<&DecisionRequest> for pb::DecideRequest {
     fn from(r: &DecisionRequest) -> pb::DecideRequest {
@@ -25,7 +27,7 @@ impl From<&DecisionRequest> for pb::DecideRequest {
                 port: u32::from(c.port),
                 path: c.path.clone(),
                 tool: c.tool.clone(),
-                risk: c.risk.clone(),
+                risk: c.risk.as_str().to_string(),
                 sensitivity: c.sensitivity.clone(),
             }),
             task_token_sha256: r.task.map(|h| h.0.to_vec()).unwrap_or_default(),
@@ -42,6 +44,8 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
         if r.principal.is_empty() || r.action.is_empty() {
             return Err("principal and action are required".into());
         }
+        let risk = RiskClass::from_name(&c.risk)
+            .ok_or_else(|| format!("risk `{}` is not a risk class", c.risk))?;
         let task = match r.task_token_sha256.len() {
             0 => None,
             _ => Some(
@@ -59,7 +63,7 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
                 port,
                 path: c.path,
                 tool: c.tool,
-                risk: c.risk,
+                risk,
                 sensitivity: c.sensitivity,
             },
             task,
@@ -75,7 +79,7 @@ impl Decision {
                 Outcome::Deny => pb::Outcome::Deny,
                 Outcome::ApprovalRequired => pb::Outcome::ApprovalRequired,
             } as i32,
-            reason: self.reason.clone(),
+            reason: self.reason.as_str().to_string(),
             message: self.message.clone(),
             policy_ids: self.policy_ids.clone(),
             decision_id: decision_id.to_string(),
@@ -89,21 +93,34 @@ impl Decision {
 }
 
 impl From<pb::DecideResponse> for Decision {
-    /// An outcome this version does not know is a deny.
+    /// An outcome or reason this version does not know is a deny: a newer
+    /// decision service is never taken to allow what this proxy cannot
+    /// name.
     fn from(r: pb::DecideResponse) -> Decision {
         let outcome = match pb::Outcome::try_from(r.outcome) {
-            Ok(pb::Outcome::Allow) => Outcome::Allow,
-            Ok(pb::Outcome::ApprovalRequired) => Outcome::ApprovalRequired,
-            _ => Outcome::Deny,
+            Ok(pb::Outcome::Allow) => Some(Outcome::Allow),
+            Ok(pb::Outcome::Deny) => Some(Outcome::Deny),
+            Ok(pb::Outcome::ApprovalRequired) => Some(Outcome::ApprovalRequired),
+            _ => None,
         };
-        let unknown = outcome == Outcome::Deny && r.outcome != pb::Outcome::Deny as i32;
+        let (outcome, reason) = match (outcome, Reason::from_code(&r.reason)) {
+            (Some(outcome), Some(reason)) => (outcome, reason),
+            (None, _) => {
+                return Decision::unavailable(format!(
+                    "the decision service answered an unknown outcome ({})",
+                    r.outcome
+                ))
+            }
+            (Some(_), None) => {
+                return Decision::unavailable(format!(
+                    "the decision service answered an unknown reason `{}`",
+                    r.reason
+                ))
+            }
+        };
         Decision {
             outcome,
-            reason: if unknown {
-                "decision_unavailable".into()
-            } else {
-                r.reason
-            },
+            reason,
             message: r.message,
             policy_ids: r.policy_ids,
             credential: (!r.credential.is_empty()).then_some(r.credential),
@@ -127,7 +144,7 @@ impl From<&TaskView> for pb::Task {
                 .budgets
                 .iter()
                 .map(|(class, (limit, used))| pb::Budget {
-                    class: class.clone(),
+                    class: class.as_str().to_string(),
                     limit: *limit,
                     used: *used,
                 })
@@ -155,7 +172,7 @@ mod tests {
                 port: 443,
                 path: "/repos/acme/api/pulls".into(),
                 tool: "github".into(),
-                risk: "write".into(),
+                risk: RiskClass::Write,
                 sensitivity: "internal".into(),
             },
             task: Some(TokenHash::of("tgt_example")),
@@ -185,13 +202,16 @@ mod tests {
         let mut m = pb::DecideRequest::from(&request());
         m.task_token_sha256 = vec![1, 2, 3];
         assert!(DecisionRequest::try_from(m).is_err());
+        let mut m = pb::DecideRequest::from(&request());
+        m.context.as_mut().unwrap().risk = "dangerous".into();
+        assert!(DecisionRequest::try_from(m).is_err());
     }
 
     #[test]
     fn decisions_round_trip_with_their_task() {
         let d = Decision {
             outcome: Outcome::Allow,
-            reason: "allowed".into(),
+            reason: Reason::Allowed,
             message: String::new(),
             policy_ids: vec!["p".into()],
             credential: Some("github".into()),
@@ -205,18 +225,35 @@ mod tests {
     }
 
     #[test]
-    fn unspecified_outcome_is_a_deny() {
+    fn unspecified_outcome_or_unknown_reason_is_a_deny() {
         let d = Decision::from(pb::DecideResponse {
             outcome: 0,
             reason: "allowed".into(),
             ..Default::default()
         });
-        assert_eq!(d.outcome, Outcome::Deny);
-        assert_eq!(d.reason, "decision_unavailable");
+        assert_eq!(
+            (d.outcome, d.reason),
+            (Outcome::Deny, Reason::DecisionUnavailable)
+        );
         let d = Decision::from(pb::DecideResponse {
             outcome: 99,
+            reason: "allowed".into(),
             ..Default::default()
         });
         assert_eq!(d.outcome, Outcome::Deny);
+        let d = Decision::from(pb::DecideResponse {
+            outcome: pb::Outcome::Allow as i32,
+            reason: "allowed_by_a_newer_rule".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            (d.outcome, d.reason),
+            (Outcome::Deny, Reason::DecisionUnavailable)
+        );
+        assert!(
+            d.message.contains("allowed_by_a_newer_rule"),
+            "{}",
+            d.message
+        );
     }
 }

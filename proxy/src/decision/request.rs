@@ -1,173 +1,55 @@
-//! A `DecisionRequest` → Cedar request and entities.
-//!
-//! This runs once per decision, so it builds only the three entities a
-//! request touches (principal, action, resource) and skips schema checks:
-//! every value here is built by tollgate itself with the types the schema
-//! declares, so checking them again per request would only cost time.
+//! What a decision is asked: the principal, the action, the resource, the
+//! request's attributes and the task token presented. Two equal requests get
+//! equal decisions (for one policy snapshot), which is what makes a decision
+//! cache sound.
 
-use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
-
-use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
-};
-
-use super::schema::{NAMESPACE, TARGET, WORKLOAD};
-use super::tasks::Task;
-use super::{DecisionRequest, CONNECT_ACTION};
 use crate::catalog::RiskClass;
 
-/// Per-engine constants for building requests.
-pub(super) struct RequestBuilder {
-    workload: EntityTypeName,
-    namespace: EntityTypeName,
-    target: EntityTypeName,
-    /// Action name → an entity store holding just that action with its
-    /// groups (from the schema, so `action in Action::"write"` sees the
-    /// hierarchy validation saw). Built once: adding the two per-request
-    /// entities to it costs about a third of building all three each time.
-    actions: HashMap<String, (EntityUid, Entities)>,
+use super::tasks::TokenHash;
+
+/// The built-in action for traffic the catalog does not cover: decided on
+/// host:port alone and tunnelled blind if allowed.
+pub const CONNECT_ACTION: &str = "connect";
+
+/// Everything a decision depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DecisionRequest {
+    /// Workload identity, e.g. `spiffe://cluster.local/ns/agents/sa/coder`.
+    pub principal: String,
+    /// `github:pulls.create`, or [`CONNECT_ACTION`].
+    pub action: String,
+    /// `github/repos/acme/api`, or `host:port` for `connect`.
+    pub resource: String,
+    pub context: RequestContext,
+    /// The task token the agent presented, hashed; `None` when it presented
+    /// none. The decision plane resolves it to a task.
+    pub task: Option<TokenHash>,
 }
 
-impl RequestBuilder {
-    pub fn new(
-        actions: impl IntoIterator<Item = (String, Entity)>,
-    ) -> Result<RequestBuilder, String> {
-        let ty = |name: &str| {
-            EntityTypeName::from_str(name).map_err(|e| format!("entity type `{name}`: {e}"))
-        };
-        let actions = actions
-            .into_iter()
-            .map(|(name, entity)| {
-                let uid = entity.uid();
-                let store = Entities::from_entities([entity], None)
-                    .map_err(|e| format!("action `{name}`: {e}"))?;
-                Ok((name, (uid, store)))
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(RequestBuilder {
-            workload: ty(WORKLOAD)?,
-            namespace: ty(NAMESPACE)?,
-            target: ty(TARGET)?,
-            actions,
-        })
-    }
+/// The request attributes policies may look at (Cedar `context`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestContext {
+    pub method: String,
+    pub host: String,
+    pub port: u16,
+    /// Path without the query string.
+    pub path: String,
+    /// Empty for traffic the catalog does not cover.
+    pub tool: String,
+    pub risk: RiskClass,
+    pub sensitivity: String,
+}
 
-    /// `Err` holds a message for an `invalid_request` deny.
-    pub fn build(
-        &self,
-        req: &DecisionRequest,
-        task: Option<&Task>,
-    ) -> Result<(Request, Entities), String> {
-        if req.principal.is_empty() {
-            return Err("request has no principal".into());
+impl Default for RequestContext {
+    fn default() -> RequestContext {
+        RequestContext {
+            method: String::new(),
+            host: String::new(),
+            port: 0,
+            path: String::new(),
+            tool: String::new(),
+            risk: RiskClass::Unknown,
+            sensitivity: String::new(),
         }
-        let Some((action, action_store)) = self.actions.get(&req.action) else {
-            return Err(format!(
-                "action `{}` is not in the catalog's schema",
-                req.action
-            ));
-        };
-
-        let principal = self.uid(&self.workload, &req.principal);
-        let namespaces = spiffe_namespace(&req.principal)
-            .map(|ns| self.uid(&self.namespace, ns))
-            .into_iter()
-            .collect();
-
-        let resource = self.uid(&self.target, &req.resource);
-        // Every ancestor is listed directly, so Cedar's transitive closure
-        // has nothing to add and `in Target::"github"` needs no extra entity.
-        let ancestors: HashSet<EntityUid> = if req.action == CONNECT_ACTION {
-            HashSet::new()
-        } else {
-            target_ancestors(&req.resource)
-                .map(|t| self.uid(&self.target, t))
-                .collect()
-        };
-
-        let entities = action_store
-            .clone()
-            .add_entities(
-                [
-                    Entity::new_no_attrs(principal.clone(), namespaces),
-                    Entity::new_no_attrs(resource.clone(), ancestors),
-                ],
-                None,
-            )
-            .map_err(|e| format!("building entities: {e}"))?;
-
-        let ctx = &req.context;
-        let text = |s: &str| RestrictedExpression::new_string(s.to_string());
-        let task_record = task
-            .map(|t| {
-                let used = RestrictedExpression::new_record(RiskClass::ALL.map(|class| {
-                    let class = class.as_str();
-                    (
-                        class.to_string(),
-                        RestrictedExpression::new_long(i64::from(t.used(class))),
-                    )
-                }))?;
-                RestrictedExpression::new_record([
-                    ("id".to_string(), text(&t.id)),
-                    ("purpose".to_string(), text(&t.purpose)),
-                    (
-                        "scopes".to_string(),
-                        RestrictedExpression::new_set(t.scopes().iter().map(|s| text(s))),
-                    ),
-                    ("used".to_string(), used),
-                ])
-                .map(|record| ("task".to_string(), record))
-            })
-            .transpose()
-            .map_err(|e| format!("building task context: {e}"))?;
-        let context = Context::from_pairs(
-            [
-                ("method".to_string(), text(&ctx.method)),
-                ("host".to_string(), text(&ctx.host)),
-                (
-                    "port".to_string(),
-                    RestrictedExpression::new_long(i64::from(ctx.port)),
-                ),
-                ("path".to_string(), text(&ctx.path)),
-                ("tool".to_string(), text(&ctx.tool)),
-                ("risk".to_string(), text(&ctx.risk)),
-                ("sensitivity".to_string(), text(&ctx.sensitivity)),
-            ]
-            .into_iter()
-            .chain(task_record),
-        )
-        .map_err(|e| format!("building context: {e}"))?;
-
-        let request = Request::new(principal, action.clone(), resource, context, None)
-            .map_err(|e| format!("building request: {e}"))?;
-        Ok((request, entities))
     }
-
-    fn uid(&self, ty: &EntityTypeName, id: &str) -> EntityUid {
-        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
-    }
-}
-
-/// The Kubernetes namespace in a SPIFFE ID of the usual shape
-/// `spiffe://<trust domain>/ns/<ns>/sa/<service account>`. Only a path that
-/// *starts* with `/ns/` counts, so an ID whose issuer uses another layout is
-/// never placed in a namespace by accident.
-pub(super) fn spiffe_namespace(id: &str) -> Option<&str> {
-    let rest = id.strip_prefix("spiffe://")?;
-    let (_domain, path) = rest.split_once('/')?;
-    let mut segments = path.split('/');
-    match (segments.next(), segments.next()) {
-        (Some("ns"), Some(ns)) if !ns.is_empty() => Some(ns),
-        _ => None,
-    }
-}
-
-/// The `/`-prefixes of a target, nearest last: `github/repos/acme/api` →
-/// `github`, `github/repos`, `github/repos/acme`.
-pub(super) fn target_ancestors(resource: &str) -> impl Iterator<Item = &str> {
-    resource
-        .match_indices('/')
-        .map(|(i, _)| &resource[..i])
-        .filter(|prefix| !prefix.is_empty() && !prefix.ends_with('/'))
 }

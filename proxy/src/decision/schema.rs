@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::catalog::{ActionInfo, RiskClass};
 
-use super::CONNECT_ACTION;
+use super::request::CONNECT_ACTION;
 
 /// Cedar entity type names. No Cedar namespace: policies say `Workload::"…"`.
 pub(super) const WORKLOAD: &str = "Workload";

@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderMap, HeaderName};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::credentials::Secret;
-use super::{Decision, DecisionCache, DecisionRequest, Outcome, PolicyEngine};
+use super::outcome::{Decision, Reason, TaskRef};
 use crate::catalog::RiskClass;
 
 /// Every task token starts with this, so tollgate (and secret scanners)
@@ -56,66 +55,6 @@ impl fmt::Debug for TokenHash {
     }
 }
 
-/// The task token an agent presented, hashed, from the first place that
-/// holds one:
-/// * `Proxy-Authorization: Bearer tgt_…`, or `Basic` with the token as the
-///   password (what `HTTPS_PROXY=http://agent:tgt_…@proxy:3128` sends);
-/// * `Authorization: Bearer tgt_…` or `X-Api-Key: tgt_…`, and any header
-///   the catalog names for the service: the placeholder pattern, where an
-///   unmodified SDK is given the task token as its API key.
-///
-/// A value without the prefix is not a task token (it is stripped like any
-/// other agent credential, and the request is decided without a task).
-pub fn token_from_headers(
-    headers: &HeaderMap,
-    service_headers: &[HeaderName],
-) -> Option<TokenHash> {
-    if let Some(hash) = headers
-        .get_all(header::PROXY_AUTHORIZATION)
-        .iter()
-        .find_map(|v| proxy_authorization_token(v.to_str().ok()?))
-    {
-        return Some(hash);
-    }
-    let from_value = |v: &str| {
-        let v = bearer(v).unwrap_or(v.trim());
-        v.starts_with(TOKEN_PREFIX).then(|| TokenHash::of(v))
-    };
-    [header::AUTHORIZATION, HeaderName::from_static("x-api-key")]
-        .iter()
-        .chain(service_headers)
-        .flat_map(|name| headers.get_all(name))
-        .find_map(|v| from_value(v.to_str().ok()?))
-}
-
-fn bearer(v: &str) -> Option<&str> {
-    let (scheme, rest) = v.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-}
-
-/// `Bearer tgt_…` or `Basic base64(user:tgt_…)`.
-pub fn proxy_authorization_token(value: &str) -> Option<TokenHash> {
-    use base64::Engine;
-    let (scheme, rest) = value.trim().split_once(' ')?;
-    let rest = rest.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return rest.starts_with(TOKEN_PREFIX).then(|| TokenHash::of(rest));
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = zeroize::Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .ok()?,
-        );
-        let text = std::str::from_utf8(&decoded).ok()?;
-        let (_, password) = text.split_once(':')?;
-        return password
-            .starts_with(TOKEN_PREFIX)
-            .then(|| TokenHash::of(password));
-    }
-    None
-}
-
 /// What `StartTask` asks for.
 #[derive(Debug, Clone, Default)]
 pub struct TaskSpec {
@@ -124,6 +63,7 @@ pub struct TaskSpec {
     /// Zero: the store's default.
     pub ttl: Duration,
     pub scopes: Vec<String>,
+    /// Risk class name → how many allowed requests of that class.
     pub budgets: BTreeMap<String, u32>,
 }
 
@@ -152,7 +92,7 @@ pub struct TaskView {
     pub purpose: String,
     pub scopes: Vec<String>,
     /// class → (limit, used)
-    pub budgets: BTreeMap<String, (u32, u32)>,
+    pub budgets: BTreeMap<RiskClass, (u32, u32)>,
     pub created: SystemTime,
     pub expires: SystemTime,
     pub state: TaskState,
@@ -164,7 +104,7 @@ pub struct Task {
     pub workload: String,
     pub purpose: String,
     scopes: Vec<String>,
-    budgets: BTreeMap<String, (u32, AtomicU32)>,
+    budgets: BTreeMap<RiskClass, (u32, AtomicU32)>,
     token: TokenHash,
     created: SystemTime,
     pub expires: SystemTime,
@@ -189,8 +129,8 @@ impl Task {
             })
     }
 
-    pub fn has_budget_for(&self, class: &str) -> bool {
-        self.budgets.contains_key(class)
+    pub fn has_budget_for(&self, class: RiskClass) -> bool {
+        self.budgets.contains_key(&class)
     }
 
     pub fn has_budgets(&self) -> bool {
@@ -203,22 +143,31 @@ impl Task {
 
     /// Allowed requests of `class` counted against its budget so far (0
     /// for a class without one).
-    pub fn used(&self, class: &str) -> u32 {
+    pub fn used(&self, class: RiskClass) -> u32 {
         self.budgets
-            .get(class)
+            .get(&class)
             .map_or(0, |(_, used)| used.load(Ordering::SeqCst))
     }
 
     /// Use one unit of `class`'s budget; `false` when none is left. A class
     /// without a budget is unlimited.
-    pub fn consume(&self, class: &str) -> bool {
-        let Some((limit, used)) = self.budgets.get(class) else {
+    pub fn consume(&self, class: RiskClass) -> bool {
+        let Some((limit, used)) = self.budgets.get(&class) else {
             return true;
         };
         used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
             (u < *limit).then_some(u + 1)
         })
         .is_ok()
+    }
+
+    /// The task as a decision names it.
+    pub fn reference(&self) -> TaskRef {
+        TaskRef {
+            id: self.id.clone(),
+            expires: self.expires,
+            no_cache: false,
+        }
     }
 
     pub fn view(&self) -> TaskView {
@@ -232,9 +181,7 @@ impl Task {
             budgets: self
                 .budgets
                 .iter()
-                .map(|(class, (limit, used))| {
-                    (class.clone(), (*limit, used.load(Ordering::SeqCst)))
-                })
+                .map(|(class, (limit, used))| (*class, (*limit, used.load(Ordering::SeqCst))))
                 .collect(),
             created: self.created,
             expires: self.expires,
@@ -263,18 +210,19 @@ pub enum TaskRefusal {
 }
 
 impl TaskRefusal {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            TaskRefusal::Ended => "task_ended",
-            TaskRefusal::Unknown => "task_unknown",
-            TaskRefusal::OtherWorkload => "task_workload_mismatch",
-            TaskRefusal::OutOfScope => "out_of_scope",
-            TaskRefusal::BudgetExhausted => "budget_exhausted",
+            TaskRefusal::Ended => Reason::TaskEnded,
+            TaskRefusal::Unknown => Reason::TaskUnknown,
+            TaskRefusal::OtherWorkload => Reason::TaskWorkloadMismatch,
+            TaskRefusal::OutOfScope => Reason::OutOfScope,
+            TaskRefusal::BudgetExhausted => Reason::BudgetExhausted,
         }
     }
 
-    pub fn decision(self, task: Option<&Task>) -> Decision {
-        let message = match (self, task) {
+    /// The refusal as a decision, naming the task when it is known.
+    pub fn decision(self, task: Option<TaskRef>) -> Decision {
+        let message = match (self, &task) {
             (TaskRefusal::Ended, Some(t)) => format!("task {} has ended", t.id),
             (TaskRefusal::Ended, None) => "the task has ended".into(),
             (TaskRefusal::Unknown, _) => "the task token is not known".into(),
@@ -290,31 +238,8 @@ impl TaskRefusal {
             (_, None) => String::new(),
         };
         Decision {
-            outcome: Outcome::Deny,
-            reason: self.reason().into(),
-            message,
-            policy_ids: Vec::new(),
-            credential: None,
-            task: task.map(TaskRef::of),
-        }
-    }
-}
-
-/// The task a decision was made under, as the data plane needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskRef {
-    pub id: String,
-    pub expires: SystemTime,
-    /// The decision used a budget: never serve it from a cache.
-    pub no_cache: bool,
-}
-
-impl TaskRef {
-    pub fn of(task: &Task) -> TaskRef {
-        TaskRef {
-            id: task.id.clone(),
-            expires: task.expires,
-            no_cache: false,
+            task,
+            ..Decision::deny(self.reason(), message)
         }
     }
 }
@@ -400,14 +325,16 @@ impl TaskStore {
                 )));
             }
         }
-        for class in spec.budgets.keys() {
-            if !RiskClass::ALL.iter().any(|r| r.as_str() == class) {
+        let mut budgets = BTreeMap::new();
+        for (class, limit) in spec.budgets {
+            let Some(risk) = RiskClass::from_name(&class) else {
                 let known: Vec<&str> = RiskClass::ALL.iter().map(|r| r.as_str()).collect();
                 return Err(TaskError::Invalid(format!(
                     "budget class `{class}`: one of {}",
                     known.join(", ")
                 )));
-            }
+            };
+            budgets.insert(risk, (limit, AtomicU32::new(0)));
         }
         let mut raw = zeroize::Zeroizing::new([0u8; TOKEN_BYTES]);
         self.rng
@@ -425,11 +352,7 @@ impl TaskStore {
             workload: spec.workload,
             purpose: spec.purpose,
             scopes: spec.scopes,
-            budgets: spec
-                .budgets
-                .into_iter()
-                .map(|(class, limit)| (class, (limit, AtomicU32::new(0))))
-                .collect(),
+            budgets,
             token: TokenHash::of(token.expose()),
             created: now,
             expires: now + ttl,
@@ -456,12 +379,6 @@ impl TaskStore {
         let mut all: Vec<TaskView> = read(&self.by_id).values().map(|t| t.view()).collect();
         all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
         all
-    }
-
-    /// The task itself, for code that holds its id (never for a request:
-    /// requests are admitted by token).
-    pub fn admit_by_id(&self, id: &str) -> Result<Arc<Task>, TaskError> {
-        self.by_id_or_err(id)
     }
 
     /// Tasks that have stopped and are still remembered.
@@ -549,43 +466,6 @@ impl TaskStore {
             .cloned()
             .ok_or_else(|| TaskError::NotFound(id.to_string()))
     }
-}
-
-/// A decision under tasks: the token's task must be known, active, this
-/// workload's and in scope; then policy decides (seeing `context.task`);
-/// then an allowed request uses one unit of the task's budget for its risk
-/// class, if it has one.
-pub fn decide_in_task(
-    tasks: &TaskStore,
-    cache: &DecisionCache,
-    engine: &PolicyEngine,
-    request: &DecisionRequest,
-) -> Decision {
-    let task = match &request.task {
-        None => None,
-        Some(token) => match tasks.admit(token, &request.principal, &request.action) {
-            Ok(task) => Some(task),
-            Err((refusal, task)) => return refusal.decision(task.as_deref()),
-        },
-    };
-    // Policies may read `context.task.used`, which changes with every
-    // budgeted request: those decisions are never cached.
-    let mut decision = match task.as_deref() {
-        Some(t) if t.has_budgets() => engine.evaluate_in_task(request, Some(t)),
-        t => cache.decide_in_task(engine, request, t),
-    };
-    if let Some(task) = task {
-        let risk = request.context.risk.as_str();
-        let mut task_ref = TaskRef::of(&task);
-        if decision.is_allow() && task.has_budget_for(risk) {
-            task_ref.no_cache = true;
-            if !task.consume(risk) {
-                return TaskRefusal::BudgetExhausted.decision(Some(&task));
-            }
-        }
-        decision.task = Some(task_ref);
-    }
-    decision
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -68,7 +68,7 @@ fn req(principal: &str, action: &str, resource: &str, sensitivity: &str) -> Deci
     let risk = actions()
         .iter()
         .find(|a| &*a.name == action)
-        .map_or("unknown", |a| a.risk.as_str());
+        .map_or(RiskClass::Unknown, |a| a.risk);
     DecisionRequest {
         principal: principal.into(),
         action: action.into(),
@@ -79,7 +79,7 @@ fn req(principal: &str, action: &str, resource: &str, sensitivity: &str) -> Deci
             port: 443,
             path: format!("/{resource}"),
             tool: tool.into(),
-            risk: risk.into(),
+            risk,
             sensitivity: sensitivity.into(),
         },
         task: None,
@@ -133,7 +133,7 @@ fn check(engine: &PolicyEngine, cases: Vec<Case>) {
         let d = engine.evaluate(&c.request);
         let ctx = format!("case `{}`: {d:?}", c.name);
         assert_eq!(d.outcome, c.outcome, "{ctx}");
-        assert_eq!(d.reason, c.reason, "{ctx}");
+        assert_eq!(d.reason.as_str(), c.reason, "{ctx}");
         assert_eq!(d.policy_ids, c.policy_ids, "{ctx}");
         assert_eq!(d.credential.as_deref(), c.credential, "{ctx}");
         assert!(d.message.contains(c.message_has), "{ctx}");
@@ -409,14 +409,16 @@ fn shipped_policies() {
 
     // Inside a task, the same pull request is allowed, with its credential.
     let tasks = TaskStore::new(crate::decision::tasks::TaskLimits::default());
-    let (view, _token) = tasks
+    let (_, token) = tasks
         .start(crate::decision::tasks::TaskSpec {
             workload: CODER.into(),
             purpose: "open the fix".into(),
             ..Default::default()
         })
         .unwrap();
-    let task = tasks.admit_by_id(&view.id).unwrap();
+    let task = tasks
+        .admit(&TokenHash::of(token.expose()), CODER, "github:pulls.create")
+        .unwrap_or_else(|(refusal, _)| panic!("{refusal:?}"));
     let d = e.evaluate_in_task(
         &req(CODER, "github:pulls.create", acme, "internal"),
         Some(&task),
@@ -438,17 +440,57 @@ fn guardrails_load_when_a_risk_group_has_no_actions() {
     PolicyEngine::load_dir(&only_github, &dir).unwrap_or_else(|err| panic!("{err}"));
 }
 
+/// A snapshot of `engine` with an empty catalog and no credentials.
+fn snapshot(engine: PolicyEngine, cache_size: usize) -> crate::decision::snapshot::Snapshot {
+    crate::decision::snapshot::Snapshot {
+        catalog: crate::catalog::Catalog::default(),
+        engine,
+        credentials: Default::default(),
+        decisions: DecisionCache::new(cache_size),
+        epoch: 1,
+        loaded_at: std::time::SystemTime::now(),
+    }
+}
+
 #[tokio::test]
-async fn decider_matches_evaluate() {
-    let e = engine(&[("test.cedar", POLICIES)]);
-    let r = req(
-        CODER,
-        "github:contents.get",
-        "github/repos/acme/api",
-        "internal",
+async fn the_embedded_decider_decides_as_the_engine_evaluates() {
+    let s = snapshot(engine(&[("test.cedar", POLICIES)]), 100);
+    let decider: SharedDecider = Arc::new(EmbeddedDecider::new(Arc::new(TaskStore::new(
+        tasks::TaskLimits::default(),
+    ))));
+    let acme = "github/repos/acme/api";
+    let requests = [
+        req(CODER, "github:contents.get", acme, "internal"),
+        req(CODER, "github:repos.delete", acme, "internal"),
+        req(OUTSIDER, "github:contents.get", acme, "internal"),
+        req(CODER, "github:contents.get", acme, "restricted"),
+        req(CODER, "github:repos.nuke", acme, "internal"),
+    ];
+    let mut reasons = std::collections::HashSet::new();
+    // Twice: the second round is answered from the snapshot's cache.
+    for round in 0..2 {
+        for r in &requests {
+            let through_the_seam = decider.decide(&s, r).await;
+            assert_eq!(
+                through_the_seam,
+                s.engine.evaluate(r),
+                "round {round}: {r:?}"
+            );
+            reasons.insert(through_the_seam.reason);
+        }
+    }
+    assert!(
+        s.decisions.len() >= requests.len() - 1,
+        "the cache was not used"
     );
-    let shared: SharedDecider = Arc::new(e);
-    assert!(shared.decide(&r).await.is_allow());
+    for reason in [
+        Reason::Allowed,
+        Reason::Forbidden,
+        Reason::NoPermit,
+        Reason::InvalidRequest,
+    ] {
+        assert!(reasons.contains(&reason), "no {reason} among {reasons:?}");
+    }
 }
 
 mod task_decisions {
@@ -456,7 +498,7 @@ mod task_decisions {
     use std::time::Duration;
 
     use super::*;
-    use crate::decision::tasks::{decide_in_task, TaskLimits, TaskSpec, TaskState, TOKEN_PREFIX};
+    use crate::decision::tasks::{TaskLimits, TaskSpec, TaskState, TOKEN_PREFIX};
 
     const POLICIES: &str = r#"
 @id("coder-github")
@@ -472,17 +514,22 @@ forbid (principal, action == Action::"github:repos.delete", resource)
 "#;
 
     struct Plane {
-        tasks: TaskStore,
-        cache: DecisionCache,
-        engine: PolicyEngine,
+        tasks: Arc<TaskStore>,
+        decider: EmbeddedDecider,
+        snapshot: crate::decision::snapshot::Snapshot,
     }
 
     impl Plane {
         fn new() -> Plane {
+            Plane::with_policies(POLICIES)
+        }
+
+        fn with_policies(policies: &str) -> Plane {
+            let tasks = Arc::new(TaskStore::new(TaskLimits::default()));
             Plane {
-                tasks: TaskStore::new(TaskLimits::default()),
-                cache: DecisionCache::new(100),
-                engine: engine(&[("tasks.cedar", POLICIES)]),
+                decider: EmbeddedDecider::new(tasks.clone()),
+                tasks,
+                snapshot: snapshot(engine(&[("tasks.cedar", policies)]), 100),
             }
         }
 
@@ -495,7 +542,7 @@ forbid (principal, action == Action::"github:repos.delete", resource)
         fn decide(&self, principal: &str, action: &str, task: Option<TokenHash>) -> Decision {
             let mut request = req(principal, action, "github/repos/acme/api", "internal");
             request.task = task;
-            decide_in_task(&self.tasks, &self.cache, &self.engine, &request)
+            self.decider.decide_in(&self.snapshot, &request)
         }
     }
 
@@ -528,7 +575,7 @@ forbid (principal, action == Action::"github:repos.delete", resource)
             "github:pulls.create",
             Some(TokenHash::of("tgt_forged")),
         );
-        assert_eq!(d.reason, "task_unknown");
+        assert_eq!(d.reason, Reason::TaskUnknown);
         assert!(d.task.is_none());
     }
 
@@ -541,9 +588,9 @@ forbid (principal, action == Action::"github:repos.delete", resource)
         });
         assert!(p.decide(CODER, "github:pulls.list", Some(token)).is_allow());
         let d = p.decide(CODER, "github:contents.get", Some(token));
-        assert_eq!(d.reason, "out_of_scope");
+        assert_eq!(d.reason, Reason::OutOfScope);
         let d = p.decide(TRIAGE, "github:pulls.list", Some(token));
-        assert_eq!(d.reason, "task_workload_mismatch");
+        assert_eq!(d.reason, Reason::TaskWorkloadMismatch);
 
         let id = p.tasks.list()[0].id.clone();
         let mut revoked = p.tasks.subscribe();
@@ -565,7 +612,7 @@ forbid (principal, action == Action::"github:repos.delete", resource)
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(
             p.decide(CODER, "github:pulls.list", Some(short)).reason,
-            "task_ended"
+            Reason::TaskEnded
         );
         p.tasks.sweep();
         let expired = p.tasks.list().into_iter().find(|t| t.purpose == "short");
@@ -586,13 +633,13 @@ forbid (principal, action == Action::"github:repos.delete", resource)
             assert!(d.task.as_ref().is_some_and(|t| t.no_cache));
         }
         let d = p.decide(CODER, "github:pulls.create", Some(token));
-        assert_eq!(d.reason, "budget_exhausted");
+        assert_eq!(d.reason, Reason::BudgetExhausted);
         // Other classes are not counted, and denied requests use nothing.
         for _ in 0..5 {
             assert!(p.decide(CODER, "github:pulls.list", Some(token)).is_allow());
         }
         let view = &p.tasks.list()[0];
-        assert_eq!(view.budgets["write"], (3, 3));
+        assert_eq!(view.budgets[&RiskClass::Write], (3, 3));
     }
 
     #[test]
@@ -606,17 +653,14 @@ when { context has task && context.task.scopes.contains("github:*") };
 forbid (principal, action in Action::"write", resource)
 when { context has task && context.task.used.write >= 1 && context.task.purpose == "careful" };
 "#;
-        let p = Plane {
-            engine: engine(&[("t.cedar", policies)]),
-            ..Plane::new()
-        };
+        let p = Plane::with_policies(policies);
         let narrow = p.start(TaskSpec {
             scopes: vec!["github:pulls.*".into()],
             ..spec("narrow")
         });
         assert_eq!(
             p.decide(CODER, "github:pulls.list", Some(narrow)).reason,
-            "no_permit"
+            Reason::NoPermit
         );
         let careful = p.start(TaskSpec {
             scopes: vec!["github:*".into()],
@@ -667,44 +711,5 @@ when { context has task && context.task.used.write >= 1 && context.task.purpose 
         // The token is never shown by the store's views or its Debug.
         assert_eq!(format!("{token:?}"), "[redacted]");
         assert!(!format!("{view:?}").contains(token.expose()));
-    }
-
-    #[test]
-    fn task_tokens_are_found_where_agents_put_them() {
-        use base64::Engine;
-        use http::{HeaderMap, HeaderName, HeaderValue};
-        let token = "tgt_abc";
-        let want = Some(TokenHash::of(token));
-        let find = |name: &str, value: String, extra: &[HeaderName]| {
-            let mut h = HeaderMap::new();
-            h.insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(&value).unwrap(),
-            );
-            crate::decision::tasks::token_from_headers(&h, extra)
-        };
-        assert_eq!(find("authorization", format!("Bearer {token}"), &[]), want);
-        assert_eq!(find("x-api-key", token.into(), &[]), want);
-        assert_eq!(
-            find("proxy-authorization", format!("bearer {token}"), &[]),
-            want
-        );
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("agent:{token}"));
-        assert_eq!(
-            find("proxy-authorization", format!("Basic {basic}"), &[]),
-            want
-        );
-        let custom = HeaderName::from_static("x-goog-api-key");
-        assert_eq!(
-            find(
-                "x-goog-api-key",
-                token.into(),
-                std::slice::from_ref(&custom)
-            ),
-            want
-        );
-        assert_eq!(find("x-goog-api-key", token.into(), &[]), None);
-        // A real credential is not a task token.
-        assert_eq!(find("authorization", "Bearer ghp_real".into(), &[]), None);
     }
 }

@@ -16,14 +16,12 @@ use tokio::net::TcpListener;
 
 use crate::body::{empty, ProxyBody};
 use crate::config::ListenerConfig;
+use crate::core::audit::RequestLine;
+use crate::core::classify::{normalize_host, RequestTarget};
+use crate::core::{self, token, Caller, Mode};
 use crate::error::ProxyError;
 
-use super::classify::normalize_host;
-use super::{
-    closed_at_task_end, intercept, new_decision_id, task_ended, tunnel, Caller, Mode, Pipeline,
-    RequestTarget,
-};
-use crate::decision::tasks::proxy_authorization_token;
+use super::{closed_at_task_end, intercept, task_ended, tunnel, Connection, Pipeline};
 
 /// Slow or silent clients are cut off rather than holding a connection.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,7 +38,7 @@ pub async fn serve(listener: TcpListener, config: ListenerConfig, pipeline: Arc<
             }
         };
         let _ = stream.set_nodelay(true);
-        let caller = Arc::new(Caller::new(
+        let connection = Arc::new(Connection::new(
             config.name.clone(),
             peer,
             config.static_identity.clone(),
@@ -50,8 +48,8 @@ pub async fn serve(listener: TcpListener, config: ListenerConfig, pipeline: Arc<
             let _open = crate::memory::OpenConnection::new();
             let service = service_fn(move |request| {
                 let pipeline = pipeline.clone();
-                let caller = caller.clone();
-                async move { Ok::<_, Infallible>(route(pipeline, caller, request).await) }
+                let connection = connection.clone();
+                async move { Ok::<_, Infallible>(route(pipeline, connection, request).await) }
             });
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -68,23 +66,35 @@ pub async fn serve(listener: TcpListener, config: ListenerConfig, pipeline: Arc<
 
 async fn route(
     pipeline: Arc<Pipeline>,
-    caller: Arc<Caller>,
+    connection: Arc<Connection>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if request.method() == Method::CONNECT {
-        return connect(pipeline, caller, request).await;
+        return connect(pipeline, connection, request).await;
     }
     match absolute_target(request.uri()) {
-        Ok(target) => pipeline.handle(caller, target, Mode::Plain, request).await,
-        Err(err) => refuse(&caller, err),
+        Ok(target) => pipeline.handle(connection, target, request).await,
+        Err(err) => refuse_unread(&pipeline, &connection.caller, &request, err),
     }
 }
 
-/// A refusal before there is anything to decide: still logged, still JSON.
-fn refuse(caller: &Caller, err: ProxyError) -> Response<ProxyBody> {
-    let decision_id = new_decision_id();
-    tracing::warn!(peer = %caller.peer, listener = %caller.listener, %decision_id, error = %err, "request refused");
-    err.to_response(&decision_id)
+/// A request whose target cannot be read: refused before there is anything
+/// to decide, and audited like every refusal.
+fn refuse_unread(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &Request<Incoming>,
+    err: ProxyError,
+) -> Response<ProxyBody> {
+    let uri = request.uri();
+    let line = RequestLine {
+        method: request.method().as_str(),
+        host: uri.host().unwrap_or(""),
+        port: uri.port_u16().unwrap_or(0),
+        path_and_query: uri.path_and_query().map_or("", |pq| pq.as_str()),
+    };
+    tracing::info!(listener = %caller.listener, error = %err, "request refused unread");
+    pipeline.refuse(core::refused(caller, line, &err), &err)
 }
 
 pub fn absolute_target(uri: &http::Uri) -> Result<RequestTarget, ProxyError> {
@@ -145,15 +155,27 @@ fn connect_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyErr
 
 async fn connect(
     pipeline: Arc<Pipeline>,
-    caller: Arc<Caller>,
+    connection: Arc<Connection>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let tunnel_caller = Caller {
+        mode: Mode::Tunnel,
+        ..connection.caller.clone()
+    };
     let target = match connect_target(&request) {
         Ok(target) => target,
-        Err(err) => return refuse(&caller, err),
+        Err(err) => return refuse_unread(&pipeline, &tunnel_caller, &request, err),
     };
-    if caller.identity.is_none() {
-        return refuse(&caller, ProxyError::Unidentified);
+    // Nobody unidentified gets a tunnel, intercepted or not: the agent
+    // learns it must authenticate to the proxy.
+    if let Err(err) = core::identify(&tunnel_caller) {
+        let line = RequestLine {
+            method: "CONNECT",
+            host: &target.host,
+            port: target.port,
+            path_and_query: "",
+        };
+        return pipeline.refuse(core::refused(&tunnel_caller, line, &err), &err);
     }
 
     // `HTTPS_PROXY=http://agent:<task token>@proxy` puts the task token
@@ -162,20 +184,23 @@ async fn connect(
         .headers()
         .get_all(http::header::PROXY_AUTHORIZATION)
         .iter()
-        .find_map(|v| proxy_authorization_token(v.to_str().ok()?));
+        .find_map(|v| token::from_proxy_authorization(v.to_str().ok()?));
     // Subscribed before deciding, so a task ending in between still closes
     // the tunnel.
-    let revocations = pipeline.decider.revocations();
-    let covered = pipeline.snapshot.load().catalog.covers(&target.host);
-    if let (true, Some(leaves)) = (covered, pipeline.leaves.clone()) {
+    let revocations = pipeline.core.decider().revocations();
+    let snapshot = pipeline.snapshot.load();
+    if let (true, Some(leaves)) = (
+        snapshot.catalog.covers(&target.host),
+        pipeline.leaves.clone(),
+    ) {
         // Every request inside is decided on its own; nothing to decide yet.
-        let caller = Arc::new(caller.in_tunnel(task));
+        let connection = Arc::new(connection.in_tunnel(task));
         tokio::spawn(async move {
             match hyper::upgrade::on(request).await {
                 Ok(upgraded) => {
-                    let watched = caller.clone();
+                    let watched = connection.clone();
                     tokio::select! {
-                        () = intercept::serve(pipeline, leaves, caller, target, upgraded) => {}
+                        () = intercept::serve(pipeline, leaves, connection, target, upgraded) => {}
                         task = task_ended(revocations, |t| watched.carries(t)) => {
                             tracing::info!(%task, peer = %watched.peer, "task ended; intercepted connection closed");
                         }
@@ -187,33 +212,43 @@ async fn connect(
         return ok_empty();
     }
 
-    match pipeline.open_tunnel(&caller, &target, task).await {
-        Err((err, decision_id)) => err.to_response(&decision_id),
-        Ok((upstream, mut record)) => {
-            let sink = pipeline.audit.clone();
-            let half_close = pipeline.tunnel_half_close;
-            tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                match hyper::upgrade::on(request).await {
-                    Ok(upgraded) => {
-                        // Bytes moved until the task ended still go in the
-                        // audit line, so the relay is told to stop rather
-                        // than dropped.
-                        let ended = closed_at_task_end(revocations, task, caller.peer, "tunnel");
-                        let relayed =
-                            tunnel::relay_upgraded(upgraded, upstream, half_close, ended).await;
-                        record.bytes_in = relayed.from_agent;
-                        record.bytes_out = relayed.from_upstream;
-                        record.error = relayed.error;
-                    }
-                    Err(e) => record.error = Some(format!("CONNECT upgrade failed: {e}")),
-                }
-                record.latency_us += started.elapsed().as_micros() as u64;
-                sink.emit(&record);
-            });
-            ok_empty()
+    let caller = Caller {
+        connect_task: task,
+        ..tunnel_caller
+    };
+    let core::Verdict {
+        mut record,
+        outcome,
+    } = pipeline.core.tunnel(&snapshot, &caller, &target).await;
+    let task = match outcome {
+        Ok(allowed) => allowed.task,
+        Err(err) => return pipeline.refuse(record, &err),
+    };
+    let upstream = match pipeline.forwarder.connect(&target.host, target.port).await {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            record.refused(&err);
+            return pipeline.refuse(record, &err);
         }
-    }
+    };
+    record.answered(StatusCode::OK.as_u16());
+    let sink = pipeline.audit.clone();
+    let half_close = pipeline.tunnel_half_close;
+    tokio::spawn(async move {
+        match hyper::upgrade::on(request).await {
+            Ok(upgraded) => {
+                // Bytes moved until the task ended still go in the audit
+                // line, so the relay is told to stop rather than dropped.
+                let ended = closed_at_task_end(revocations, task, connection.peer, "tunnel");
+                let relayed = tunnel::relay_upgraded(upgraded, upstream, half_close, ended).await;
+                record.moved(relayed.from_agent, relayed.from_upstream);
+                record.ended_by(relayed.error);
+            }
+            Err(e) => record.ended_by(Some(format!("CONNECT upgrade failed: {e}"))),
+        }
+        sink.emit(record);
+    });
+    ok_empty()
 }
 
 fn ok_empty() -> Response<ProxyBody> {

@@ -21,11 +21,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use crate::core::classify::{normalize_host, RequestTarget};
 use crate::error::ProxyError;
 use crate::tls::LeafCache;
 
-use super::classify::normalize_host;
-use super::{Caller, Mode, Pipeline, RequestTarget};
+use super::{Connection, Pipeline};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,7 +35,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub async fn serve(
     pipeline: Arc<Pipeline>,
     leaves: Arc<LeafCache>,
-    caller: Arc<Caller>,
+    connection: Arc<Connection>,
     mut target: RequestTarget,
     upgraded: Upgraded,
 ) {
@@ -66,7 +66,7 @@ pub async fn serve(
     );
     if first != TLS_HANDSHAKE {
         target.tls = false;
-        return serve_http(pipeline, caller, target, agent).await;
+        return serve_http(pipeline, connection, target, agent).await;
     }
 
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), agent);
@@ -85,7 +85,7 @@ pub async fn serve(
     // request to somewhere we did not decide the tunnel for.
     if let Some(sni) = start.client_hello().server_name() {
         if normalize_host(sni) != target.host {
-            tracing::warn!(sni, host = %target.host, peer = %caller.peer, "TLS server name does not match CONNECT host; closing");
+            tracing::warn!(sni, host = %target.host, peer = %connection.peer, "TLS server name does not match CONNECT host; closing");
             return;
         }
     }
@@ -104,27 +104,21 @@ pub async fn serve(
         }
         Err(_) => return,
     };
-    serve_http(pipeline, caller, target, tls).await;
+    serve_http(pipeline, connection, target, tls).await;
 }
 
 /// HTTP/1.1 or HTTP/2 from the agent, each request through the pipeline.
 async fn serve_http(
     pipeline: Arc<Pipeline>,
-    caller: Arc<Caller>,
+    connection: Arc<Connection>,
     target: RequestTarget,
     agent: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
         let pipeline = pipeline.clone();
-        let caller = caller.clone();
+        let connection = connection.clone();
         let target = target.clone();
-        async move {
-            Ok::<_, Infallible>(
-                pipeline
-                    .handle(caller, target, Mode::Intercepted, request)
-                    .await,
-            )
-        }
+        async move { Ok::<_, Infallible>(pipeline.handle(connection, target, request).await) }
     });
     if let Err(e) = auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(TokioIo::new(agent), service)

@@ -1,20 +1,18 @@
-//! The data plane, in request order:
+//! The data plane's fronts: the explicit proxy listener, intercepted
+//! `CONNECT` tunnels, blind tunnels. A request flows
 //!
-//! accept → identify → intercept → classify → authorize → credentials →
-//! forward → audit
+//! accept → (intercept) → core: identify · classify · decide · plan →
+//! credentials applied → forward → audit
 //!
 //! `accept` owns the sockets and hands each request (plain, or read from
-//! inside an intercepted TLS tunnel) to [`Pipeline::handle`], which runs the
-//! remaining stages top to bottom. Errors from any stage become an answer in
-//! one place (`crate::error`).
+//! inside an intercepted TLS tunnel) to [`Pipeline::handle`]. The decision
+//! itself is the core's (`crate::core`), the same for every front; this
+//! module applies what it planned and carries the bytes. Errors from any
+//! stage become an answer in one place (`crate::error`).
 
 pub mod accept;
-pub mod audit;
-pub mod authorize;
-pub mod classify;
-pub mod credentials;
 pub mod forward;
-pub mod identify;
+pub mod headers;
 pub mod intercept;
 pub mod tunnel;
 pub mod upgrade;
@@ -29,48 +27,52 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Counted, Finish, OnFinish, ProxyBody};
-use crate::decision::tasks::token_from_headers;
-use crate::decision::{SharedDecider, TaskRevoked, TokenHash};
+use crate::core::audit::{AuditRecord, AuditSink, RequestLine};
+use crate::core::classify::RequestTarget;
+use crate::core::{self, Caller, Core, Inbound, Mode};
+use crate::decision::snapshot::SnapshotHandle;
+use crate::decision::{TaskRevoked, TokenHash};
 use crate::error::ProxyError;
-use crate::snapshot::SnapshotHandle;
+use crate::telemetry;
 use crate::tls::LeafCache;
 
-use audit::{AuditRecord, AuditSink};
-use classify::Named;
 use forward::Forwarder;
 
-/// Who is on the other end of an agent connection.
+/// One agent connection: who is on the other end, and the tasks its
+/// requests have run under.
 #[derive(Debug)]
-pub struct Caller {
-    pub listener: Arc<str>,
+pub struct Connection {
+    /// Its requests' caller facts; `mode` is how they arrive on it.
+    pub caller: Caller,
     pub peer: SocketAddr,
-    pub identity: Option<Arc<str>>,
-    /// Inside an intercepted tunnel: the task token the CONNECT carried in
-    /// `Proxy-Authorization`, for requests that carry none themselves.
-    pub connect_task: Option<TokenHash>,
     /// Task tokens requests on this connection have carried: when one of
     /// those tasks ends, the connection is closed.
-    pub tasks_seen: std::sync::Mutex<Vec<TokenHash>>,
+    tasks_seen: std::sync::Mutex<Vec<TokenHash>>,
 }
 
-impl Caller {
-    pub fn new(listener: Arc<str>, peer: SocketAddr, identity: Option<Arc<str>>) -> Caller {
-        Caller {
-            listener,
+impl Connection {
+    pub fn new(listener: Arc<str>, peer: SocketAddr, identity: Option<Arc<str>>) -> Connection {
+        Connection {
+            caller: Caller {
+                listener,
+                mode: Mode::Http,
+                identity,
+                connect_task: None,
+            },
             peer,
-            identity,
-            connect_task: None,
             tasks_seen: std::sync::Mutex::default(),
         }
     }
 
-    /// The same caller, on a tunnel opened with `connect_task`.
-    pub fn in_tunnel(&self, connect_task: Option<TokenHash>) -> Caller {
-        Caller {
-            listener: self.listener.clone(),
+    /// The same caller, on an intercepted tunnel opened with `connect_task`.
+    pub fn in_tunnel(&self, connect_task: Option<TokenHash>) -> Connection {
+        Connection {
+            caller: Caller {
+                mode: Mode::Intercept,
+                connect_task,
+                ..self.caller.clone()
+            },
             peer: self.peer,
-            identity: self.identity.clone(),
-            connect_task,
             tasks_seen: std::sync::Mutex::new(connect_task.into_iter().collect()),
         }
     }
@@ -90,52 +92,17 @@ impl Caller {
     }
 }
 
-/// Where a request goes: from the absolute-form URI, or from the CONNECT
-/// authority for requests read inside a tunnel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestTarget {
-    pub tls: bool,
-    /// Normalized: lower-case, no brackets, no trailing dot.
-    pub host: String,
-    pub port: u16,
-}
-
-impl RequestTarget {
-    pub fn host_port(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    fn upstream_uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}{path_and_query}", self.host_port())
-            .parse()
-            .map_err(|_| ProxyError::MalformedRequest("request target is not a valid URI".into()))
-    }
-}
-
-/// How a request reached the pipeline (for the audit line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Plain,
-    Intercepted,
-}
-
-impl Mode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Plain => "http",
-            Mode::Intercepted => "intercept",
-        }
-    }
+/// The URI the request leaves with: the checked target, the agent's path.
+fn upstream_uri(target: &RequestTarget, path_and_query: &str) -> Result<Uri, ProxyError> {
+    let scheme = if target.tls { "https" } else { "http" };
+    format!("{scheme}://{}{path_and_query}", target.host_port())
+        .parse()
+        .map_err(|_| ProxyError::MalformedRequest("request target is not a valid URI".into()))
 }
 
 pub struct Pipeline {
     pub snapshot: Arc<SnapshotHandle>,
-    pub decider: SharedDecider,
+    pub core: Core,
     pub forwarder: Forwarder,
     /// `None` when no CA is loaded: covered hosts cannot be intercepted and
     /// CONNECT to them is decided as an uncovered tunnel instead.
@@ -183,189 +150,171 @@ pub async fn closed_at_task_end(
     format!("{what} closed: task {task} ended")
 }
 
-pub fn new_decision_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+/// Leave a request-handling function when a step after the decision
+/// fails: the error goes in the record, and both go to the answer.
+macro_rules! or_refuse {
+    ($result:expr, $record:ident) => {
+        match $result {
+            Ok(value) => value,
+            Err(err) => {
+                let err = ProxyError::from(err);
+                $record.refused(&err);
+                return Err(($record, err));
+            }
+        }
+    };
 }
 
 impl Pipeline {
-    /// Run one request through identify → … → audit. Always answers.
+    /// Run one request through the core, then forward it. Always answers.
     pub async fn handle(
         self: Arc<Self>,
-        caller: Arc<Caller>,
+        connection: Arc<Connection>,
         target: RequestTarget,
-        mode: Mode,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let decision_id = new_decision_id();
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        let mut record = AuditRecord::new(
-            &decision_id,
-            caller.listener.clone(),
-            mode.as_str(),
-            request.method().as_str(),
-            &target.host,
-            target.port,
-            path_and_query,
-        );
-        match self
-            .run(&caller, &target, mode, request, &mut record, started)
-            .await
-        {
+        match self.run(&connection, &target, request).await {
             Ok(response) => response,
-            Err(err) => {
-                record.failed(&err);
-                record.latency_us = started.elapsed().as_micros() as u64;
-                tracing::debug!(decision_id, error = %err, "request refused");
-                self.audit.emit(&record);
-                err.to_response(&decision_id)
-            }
+            Err((record, err)) => self.refuse(record, &err),
         }
+    }
+
+    /// Answer a refusal and write its audit line.
+    pub fn refuse(&self, record: AuditRecord, err: &ProxyError) -> Response<ProxyBody> {
+        tracing::debug!(decision_id = record.decision_id(), error = %err, "request refused");
+        let response = err.to_response(record.decision_id());
+        self.audit.emit(record);
+        response
     }
 
     async fn run(
         &self,
-        caller: &Caller,
+        connection: &Connection,
         target: &RequestTarget,
-        mode: Mode,
-        request: Request<Incoming>,
-        record: &mut AuditRecord,
-        started: Instant,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        // identify
-        let workload = identify::identify(caller)?;
-        record.workload = Some(workload.clone());
-
-        // intercept: a request inside a tunnel must be for the tunnel's host.
-        if mode == Mode::Intercepted {
-            intercept::check_authority(target, &request)?;
+        mut request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, (AuditRecord, ProxyError)> {
+        let caller = &connection.caller;
+        // A request inside a tunnel must be for the tunnel's host.
+        if caller.mode == Mode::Intercept {
+            if let Err(err) = intercept::check_authority(target, &request) {
+                let line = RequestLine {
+                    method: request.method().as_str(),
+                    host: &target.host,
+                    port: target.port,
+                    path_and_query: request.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+                };
+                return Err((core::refused(caller, line, &err), err));
+            }
         }
 
         // A request to switch protocols: the agent's side of the switch is
         // taken before the request is, and task ends are listened for
         // before deciding, so one ending in between still closes it.
-        let mut request = request;
         let upgrade = upgrade::requested(&request).map(|protocol| {
             let agent = hyper::upgrade::on(&mut request);
-            (protocol, agent, self.decider.revocations())
+            (protocol, agent, self.core.decider().revocations())
         });
 
-        // classify
         let snapshot = self.snapshot.load();
         let (parts, body) = request.into_parts();
-        let named = classify::classify(
-            &snapshot.catalog,
+        let inbound = Inbound {
             target,
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-        )?;
-        record.named(&named);
-
-        // authorize, under the task whose token the request (or, inside a
-        // tunnel, its CONNECT) carried
-        let service_headers = named.credential_headers(&snapshot.catalog);
-        let task = token_from_headers(&parts.headers, service_headers).or(caller.connect_task);
-        let decision_request = authorize::decision_request(
-            &workload,
-            &named,
-            target,
-            &parts.method,
-            parts.uri.path(),
-            task,
-        );
-        let (decision, decision_us) =
-            authorize::authorize(self.decider.as_ref(), &decision_request).await;
-        // Only tokens of real tasks: made-up ones must not grow the list.
-        if let (Some(token), Some(_)) = (task, &decision.task) {
-            caller.saw_task(token);
-        }
-        record.decision_us = decision_us;
-        record.decided(&decision);
-        if !decision.is_allow() {
-            return Err(ProxyError::denied(named.action.to_string(), decision));
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+        };
+        let core::Verdict { mut record, outcome } = self.core.http(&snapshot, caller, inbound).await;
+        // A refusal of the core's is in its record already.
+        let allowed = match outcome {
+            Ok(allowed) => allowed,
+            Err(err) => return Err((record, err)),
+        };
+        if let Some(token) = allowed.task {
+            connection.saw_task(token);
         }
 
-        // credentials
-        let bytes_in = Arc::new(AtomicU64::new(0));
-        let mut outbound = Request::from_parts(parts, body);
-        let path_and_query = outbound
-            .uri()
+        // credentials, on a request shaped for the next hop
+        let path_and_query = parts
+            .uri
             .path_and_query()
-            .map(|pq| pq.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let mut uri = target.upstream_uri(&path_and_query)?;
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let mut outbound = Request::from_parts(parts, body);
+        let mut uri = or_refuse!(upstream_uri(target, &path_and_query), record);
         let inbound_version = outbound.version();
         *outbound.version_mut() = http::Version::HTTP_11;
         let headers = outbound.headers_mut();
-        credentials::strip_hop_by_hop(headers);
+        headers::strip_hop_by_hop(headers);
         if let Some((protocol, ..)) = &upgrade {
             upgrade::restore(headers, protocol.clone());
         }
         // The client writes Host from the URI, which is the checked target.
         headers.remove(http::header::HOST);
         if self.via {
-            credentials::add_via(headers, inbound_version);
+            headers::add_via(headers, inbound_version);
         }
         // Also in remote mode: the decision service only names the
         // credential; the secrets are this process's own.
-        credentials::strip_and_inject(
-            &snapshot.credentials,
-            named.tool.as_deref(),
-            service_headers,
-            decision.credential.as_deref(),
-            outbound.headers_mut(),
-            &mut uri,
-        )?;
+        or_refuse!(
+            allowed.credentials.apply(outbound.headers_mut(), &mut uri),
+            record
+        );
         *outbound.uri_mut() = uri;
+        let bytes_in = Arc::new(AtomicU64::new(0));
         let outbound = outbound.map(|b| Counted::new(b, bytes_in.clone()).boxed());
 
         // forward
         let upstream_started = Instant::now();
-        let response = self.forwarder.send(outbound, upgrade.is_some()).await?;
-        metrics::histogram!("tollgate_upstream_duration_seconds")
+        let response = or_refuse!(
+            self.forwarder.send(outbound, upgrade.is_some()).await,
+            record
+        );
+        metrics::histogram!(telemetry::UPSTREAM_DURATION)
             .record(upstream_started.elapsed().as_secs_f64());
         if let Some((_, agent, revocations)) = upgrade {
             if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 let switched_to = response.headers().get(http::header::UPGRADE);
                 if !switched_to.is_some_and(upgrade::is_websocket) {
-                    return Err(ProxyError::UpstreamFailed(
+                    let err = ProxyError::UpstreamFailed(
                         "the upstream switched to a protocol other than websocket".into(),
-                    ));
+                    );
+                    record.refused(&err);
+                    return Err((record, err));
                 }
-                let ended =
-                    closed_at_task_end(revocations, task, caller.peer, "upgraded connection");
-                return Ok(self.switch(agent, response, record, ended, started));
+                let ended = closed_at_task_end(
+                    revocations,
+                    allowed.task,
+                    connection.peer,
+                    "upgraded connection",
+                );
+                return Ok(self.switch(agent, response, record, ended));
             }
         }
 
         // audit, when the response body has been delivered
         let (mut parts, body) = response.into_parts();
-        credentials::strip_hop_by_hop(&mut parts.headers);
+        headers::strip_hop_by_hop(&mut parts.headers);
         if self.via {
-            credentials::add_via(&mut parts.headers, parts.version);
+            headers::add_via(&mut parts.headers, parts.version);
         }
-        record.status = parts.status.as_u16();
+        record.answered(parts.status.as_u16());
         let bytes_out = Arc::new(AtomicU64::new(0));
         let sink = self.audit.clone();
+        let counted_out = bytes_out.clone();
         // The record moves into the body: nothing else writes it after this.
-        let mut finished = std::mem::take(record);
-        let (bytes_in_c, bytes_out_c) = (bytes_in, bytes_out.clone());
         let body = OnFinish::new(Counted::new(body, bytes_out), move |how| {
-            finished.bytes_in = bytes_in_c.load(Ordering::Relaxed);
-            finished.bytes_out = bytes_out_c.load(Ordering::Relaxed);
-            finished.latency_us = started.elapsed().as_micros() as u64;
-            if how != Finish::Complete {
-                finished.error = Some(match how {
-                    Finish::Failed => "upstream response body failed".into(),
-                    _ => "client went away before the response ended".into(),
-                });
+            record.moved(
+                bytes_in.load(Ordering::Relaxed),
+                counted_out.load(Ordering::Relaxed),
+            );
+            match how {
+                Finish::Complete => {}
+                Finish::Failed => record.ended_by(Some("upstream response body failed".into())),
+                Finish::Abandoned => {
+                    record.ended_by(Some("client went away before the response ended".into()))
+                }
             }
-            sink.emit(&finished);
+            sink.emit(record);
         });
         Ok(Response::from_parts(parts, body.boxed()))
     }
@@ -376,86 +325,27 @@ impl Pipeline {
         &self,
         agent: hyper::upgrade::OnUpgrade,
         mut response: Response<Incoming>,
-        record: &mut AuditRecord,
+        mut record: AuditRecord,
         ended: impl std::future::Future<Output = String> + Send + 'static,
-        started: Instant,
     ) -> Response<ProxyBody> {
         let upstream = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
         let protocol = parts.headers.get(http::header::UPGRADE).cloned();
-        credentials::strip_hop_by_hop(&mut parts.headers);
+        headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(protocol) = protocol {
             upgrade::restore(&mut parts.headers, protocol);
         }
         if self.via {
-            credentials::add_via(&mut parts.headers, parts.version);
+            headers::add_via(&mut parts.headers, parts.version);
         }
-        record.status = parts.status.as_u16();
+        record.answered(parts.status.as_u16());
         tokio::spawn(upgrade::join(
             (agent, upstream),
-            std::mem::take(record),
+            record,
             self.audit.clone(),
             self.tunnel_half_close,
             ended,
-            started,
         ));
         Response::from_parts(parts, crate::body::empty())
-    }
-
-    /// Decide a CONNECT to a host the catalog does not cover (or that cannot
-    /// be intercepted) on host:port alone. On allow, returns the connected
-    /// upstream stream and the audit record to finish when the tunnel closes.
-    pub async fn open_tunnel(
-        &self,
-        caller: &Caller,
-        target: &RequestTarget,
-        task: Option<TokenHash>,
-    ) -> Result<(tokio::net::TcpStream, AuditRecord), (ProxyError, String)> {
-        let started = Instant::now();
-        let decision_id = new_decision_id();
-        let mut record = AuditRecord::new(
-            &decision_id,
-            caller.listener.clone(),
-            "tunnel",
-            "CONNECT",
-            &target.host,
-            target.port,
-            "",
-        );
-        let result = async {
-            let workload = identify::identify(caller)?;
-            record.workload = Some(workload.clone());
-            let named = Named::connect(target);
-            record.named(&named);
-            let request = authorize::decision_request(
-                &workload,
-                &named,
-                target,
-                &http::Method::CONNECT,
-                "",
-                task,
-            );
-            let (decision, decision_us) =
-                authorize::authorize(self.decider.as_ref(), &request).await;
-            record.decision_us = decision_us;
-            record.decided(&decision);
-            if !decision.is_allow() {
-                return Err(ProxyError::denied(named.action.to_string(), decision));
-            }
-            self.forwarder.connect(&target.host, target.port).await
-        }
-        .await;
-        record.latency_us = started.elapsed().as_micros() as u64;
-        match result {
-            Ok(stream) => {
-                record.status = 200;
-                Ok((stream, record))
-            }
-            Err(err) => {
-                record.failed(&err);
-                self.audit.emit(&record);
-                Err((err, decision_id))
-            }
-        }
     }
 }

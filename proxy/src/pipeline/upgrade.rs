@@ -13,15 +13,15 @@
 //! say, the agent could send requests tollgate never decides.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, HeaderValue, Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::audit::{AuditRecord, AuditSink};
 use super::tunnel;
+use crate::core::audit::{AuditRecord, AuditSink};
 
 /// `websocket`, if an HTTP/1.1 request asks to switch to it: `Upgrade:
 /// websocket` and `upgrade` among the `Connection` options. HTTP/2 has no
@@ -65,7 +65,6 @@ pub async fn join(
     sink: AuditSink,
     half_close: Duration,
     stop: impl Future<Output = String>,
-    started: Instant,
 ) {
     // The task may end while the two sides are still switching: that
     // closes the session before it starts.
@@ -73,7 +72,7 @@ pub async fn join(
     let switched = tokio::select! {
         switched = async { tokio::try_join!(agent, upstream) } => Some(switched),
         why = &mut stop => {
-            record.error = Some(why);
+            record.ended_by(Some(why));
             None
         }
     };
@@ -86,15 +85,13 @@ pub async fn join(
                 stop,
             )
             .await;
-            record.bytes_in = relayed.from_agent;
-            record.bytes_out = relayed.from_upstream;
-            record.error = relayed.error;
+            record.moved(relayed.from_agent, relayed.from_upstream);
+            record.ended_by(relayed.error);
         }
-        Some(Err(e)) => record.error = Some(format!("upgrade failed: {e}")),
+        Some(Err(e)) => record.ended_by(Some(format!("upgrade failed: {e}"))),
         None => {}
     }
-    record.latency_us = started.elapsed().as_micros() as u64;
-    sink.emit(&record);
+    sink.emit(record);
 }
 
 #[cfg(test)]

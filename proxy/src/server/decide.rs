@@ -2,28 +2,37 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::catalog::RiskClass;
+use crate::core::audit::RequestLine;
+use crate::core::{self, Caller, Mode};
 use crate::decision::proto::pb;
 use crate::decision::proto::pb::decision_service_server::DecisionService;
 use crate::decision::{DecisionRequest, TokenHash};
-use crate::pipeline::audit::AuditRecord;
-use crate::pipeline::new_decision_id;
+use crate::error::ProxyError;
 
 use super::{tasks, DecisionPlane};
 
 pub struct DecisionApi {
     plane: Arc<DecisionPlane>,
+    /// The `listener` and `mode` of its audit lines.
+    caller: Caller,
 }
 
 impl DecisionApi {
     pub fn new(plane: Arc<DecisionPlane>) -> DecisionApi {
-        DecisionApi { plane }
+        DecisionApi {
+            plane,
+            caller: Caller {
+                listener: "grpc".into(),
+                mode: Mode::Decide,
+                identity: None,
+                connect_task: None,
+            },
+        }
     }
 }
 
@@ -35,38 +44,25 @@ impl DecisionService for DecisionApi {
         &self,
         request: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::DecideResponse>, Status> {
-        let started = Instant::now();
-        let request =
-            DecisionRequest::try_from(request.into_inner()).map_err(Status::invalid_argument)?;
+        let request = match DecisionRequest::try_from(request.into_inner()) {
+            Ok(request) => request,
+            Err(message) => {
+                let err = ProxyError::MalformedRequest(message);
+                let record = core::refused(&self.caller, RequestLine::default(), &err);
+                tracing::info!(decision_id = record.decision_id(), error = %err, "Decide refused unread");
+                self.plane.audit.emit(record);
+                return Err(Status::invalid_argument(err.to_string()));
+            }
+        };
         let snapshot = self.plane.snapshot.load();
-        let decision = self.plane.decider.decide_in(&snapshot, &request);
-        let decision_id = new_decision_id();
-
-        let c = &request.context;
-        let mut record = AuditRecord::new(
-            &decision_id,
-            "grpc".into(),
-            "decide",
-            &c.method,
-            &c.host,
-            c.port,
-            &c.path,
-        );
-        record.workload = Some(request.principal.as_str().into());
-        record.tool = (!c.tool.is_empty()).then(|| c.tool.as_str().into());
-        record.action = Some(request.action.as_str().into());
-        record.resource = Some(request.resource.clone());
-        record.risk = RiskClass::ALL
-            .iter()
-            .map(|r| r.as_str())
-            .find(|r| *r == c.risk);
-        record.sensitivity = Some(c.sensitivity.as_str().into());
-        record.decided(&decision);
-        record.decision_us = started.elapsed().as_micros() as u64;
-        record.latency_us = record.decision_us;
-        self.plane.audit.emit(&record);
-
-        Ok(Response::new(decision.to_pb(&decision_id, snapshot.epoch)))
+        let (record, decision) = self
+            .plane
+            .core
+            .named(&snapshot, &self.caller, &request)
+            .await;
+        let response = decision.to_pb(record.decision_id(), snapshot.epoch);
+        self.plane.audit.emit(record);
+        Ok(Response::new(response))
     }
 
     type WatchRevocationsStream = RevocationStream;
@@ -77,7 +73,7 @@ impl DecisionService for DecisionApi {
     ) -> Result<Response<RevocationStream>, Status> {
         let subscriber = request.into_inner().subscriber;
         tracing::info!(subscriber, "revocation subscriber connected");
-        let tasks = self.plane.decider.tasks();
+        let tasks = &self.plane.tasks;
         // Subscribe before listing, so a task ending in between is sent
         // twice rather than never.
         let live = BroadcastStream::new(tasks.subscribe());

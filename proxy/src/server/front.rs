@@ -141,10 +141,13 @@ impl Front {
 }
 
 async fn check(authz: Arc<ExtAuthz>, body: RecvStream, respond: SendResponse<Bytes>) {
-    let answer = match read_message(body).await {
+    let decoded = match read_message(body).await {
         Ok(message) => CheckRequest::decode(message)
-            .map(|request| authz.check(request))
             .map_err(|_| Status::new(Code::InvalidArgument, "not a CheckRequest")),
+        Err(status) => Err(status),
+    };
+    let answer = match decoded {
+        Ok(request) => Ok(authz.check(request).await),
         Err(status) => Err(status),
     };
     match answer {

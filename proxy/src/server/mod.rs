@@ -15,10 +15,12 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 use crate::config::SecretSource;
+use crate::core::audit::AuditSink;
+use crate::core::Core;
 use crate::decision::proto::pb::decision_service_server::DecisionServiceServer;
 use crate::decision::proto::FILE_DESCRIPTOR_SET;
-use crate::pipeline::audit::AuditSink;
-use crate::snapshot::{EmbeddedDecider, SnapshotHandle};
+use crate::decision::snapshot::SnapshotHandle;
+use crate::decision::TaskStore;
 
 pub use decide::DecisionApi;
 pub use ext_authz::ExtAuthz;
@@ -26,8 +28,12 @@ pub use ext_authz::ExtAuthz;
 /// What every RPC decides against.
 pub struct DecisionPlane {
     pub snapshot: Arc<SnapshotHandle>,
-    /// Policy and tasks together: the same answers the embedded proxy gives.
-    pub decider: Arc<EmbeddedDecider>,
+    /// Deciding in this process, policy and tasks together: the same
+    /// answers the embedded proxy gives.
+    pub core: Core,
+    /// The tasks `core` decides under, for their administration and the
+    /// revocation stream.
+    pub tasks: Arc<TaskStore>,
     pub audit: AuditSink,
     /// The bearer token task administration needs; `None` refuses it.
     pub admin_token: Option<SecretSource>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tonic::{Request, Status};
 
+use crate::authorization;
 use crate::config::SecretSource;
 use crate::decision::proto::pb;
 use crate::decision::tasks::{TaskError, TaskSpec};
@@ -32,10 +33,7 @@ pub fn require_admin<T>(plane: &DecisionPlane, request: &Request<T>) -> Result<(
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
+        .and_then(authorization::bearer)
         .ok_or_else(|| Status::unauthenticated("an admin bearer token is required"))?;
     if TokenHash::of(presented) != TokenHash::of(expected.trim()) {
         return Err(Status::permission_denied("the admin token is not valid"));
@@ -74,7 +72,7 @@ pub fn start(
         scopes: r.scopes,
         budgets: r.budgets.into_iter().collect::<BTreeMap<_, _>>(),
     };
-    let (task, token) = plane.decider.tasks().start(spec).map_err(status)?;
+    let (task, token) = plane.tasks.start(spec).map_err(status)?;
     Ok(pb::StartTaskResponse {
         task: Some(pb::Task::from(&task)),
         token: token.expose().to_string(),
@@ -87,8 +85,7 @@ pub fn end(
 ) -> Result<pb::Task, Status> {
     require_admin(plane, &request)?;
     let task = plane
-        .decider
-        .tasks()
+        .tasks
         .end(&request.into_inner().task_id)
         .map_err(status)?;
     Ok(pb::Task::from(&task))
@@ -100,8 +97,7 @@ pub fn get(
 ) -> Result<pb::Task, Status> {
     require_admin(plane, &request)?;
     let task = plane
-        .decider
-        .tasks()
+        .tasks
         .get(&request.into_inner().task_id)
         .map_err(status)?;
     Ok(pb::Task::from(&task))
@@ -113,12 +109,6 @@ pub fn list(
 ) -> Result<pb::ListTasksResponse, Status> {
     require_admin(plane, &request)?;
     Ok(pb::ListTasksResponse {
-        tasks: plane
-            .decider
-            .tasks()
-            .list()
-            .iter()
-            .map(pb::Task::from)
-            .collect(),
+        tasks: plane.tasks.list().iter().map(pb::Task::from).collect(),
     })
 }

@@ -47,11 +47,11 @@ impl LeafCache {
         let fresh = |leaf: &Leaf| leaf.minted.elapsed() + REMINT_MARGIN < LEAF_LIFETIME;
         if let Some(leaf) = self.cache.get(name) {
             if fresh(&leaf) {
-                metrics::counter!("tollgate_leaf_cache_total", "result" => "hit").increment(1);
+                metrics::counter!(crate::telemetry::LEAF_CACHE, "result" => "hit").increment(1);
                 return Ok(leaf.config);
             }
         }
-        metrics::counter!("tollgate_leaf_cache_total", "result" => "miss").increment(1);
+        metrics::counter!(crate::telemetry::LEAF_CACHE, "result" => "miss").increment(1);
         let leaf = Leaf {
             config: Arc::new(self.mint(name)?),
             minted: Instant::now(),

@@ -22,10 +22,11 @@ fn store(name: &str, c: Credential) -> CredentialStore {
 }
 
 fn header_value(store: &CredentialStore, name: &str, tool: &str) -> (String, String) {
-    let injected = store.injection_for(name, Some(tool)).unwrap();
-    match injected.placement {
-        Placement::Header(h) => (h.to_string(), injected.value.expose().to_string()),
-        Placement::Query(p) => (format!("?{p}"), injected.value.expose().to_string()),
+    let bound = store.bound(name, Some(tool)).unwrap();
+    let value = bound.value().unwrap();
+    match bound.placement() {
+        Placement::Header(h) => (h.to_string(), value.expose().to_string()),
+        Placement::Query(p) => (format!("?{p}"), value.expose().to_string()),
     }
 }
 
@@ -138,9 +139,9 @@ fn a_credential_goes_only_to_the_tools_it_is_bound_to() {
             &["github", "demo"],
         ),
     );
-    assert!(s.injection_for("gh", Some("github")).is_ok());
-    assert!(s.injection_for("gh", Some("demo")).is_ok());
-    let err = s.injection_for("gh", Some("slack")).unwrap_err();
+    assert!(s.bound("gh", Some("github")).is_ok());
+    assert!(s.bound("gh", Some("demo")).is_ok());
+    let err = s.bound("gh", Some("slack")).unwrap_err();
     assert_eq!(
         err,
         CredentialError::NotBound {
@@ -154,11 +155,11 @@ fn a_credential_goes_only_to_the_tools_it_is_bound_to() {
     );
     // Traffic outside the catalog has no tool: never bound.
     assert!(matches!(
-        s.injection_for("gh", None),
+        s.bound("gh", None),
         Err(CredentialError::NotBound { tool: None, .. })
     ));
     assert_eq!(
-        s.injection_for("nope", Some("github")).unwrap_err(),
+        s.bound("nope", Some("github")).unwrap_err(),
         CredentialError::Unknown("nope".into())
     );
 }
@@ -174,11 +175,13 @@ fn the_binding_is_checked_before_the_secret_is_read() {
         ),
     );
     assert!(matches!(
-        s.injection_for("gh", Some("slack")),
+        s.bound("gh", Some("slack")),
         Err(CredentialError::NotBound { .. })
     ));
+    // Bound, but only reading it says the file is not there.
+    let bound = s.bound("gh", Some("github")).unwrap();
     assert!(matches!(
-        s.injection_for("gh", Some("github")),
+        bound.value(),
         Err(CredentialError::Unreadable { .. })
     ));
 }
@@ -199,7 +202,9 @@ fn a_rewritten_file_is_seen_by_the_next_use_even_within_one_tick() {
     assert_eq!(header_value(&s, "gh", "github").1, "Bearer fresh");
     std::fs::remove_file(&path).unwrap();
     let err = s
-        .injection_for("gh", Some("github"))
+        .bound("gh", Some("github"))
+        .unwrap()
+        .value()
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot be read from file"), "{err}");
@@ -215,8 +220,8 @@ fn an_unchanged_old_file_is_served_from_the_cache() {
         "gh",
         credential(Source::File(path.clone()), Injection::Bearer, &["github"]),
     );
-    let first = s.injection_for("gh", Some("github")).unwrap().value;
-    let second = s.injection_for("gh", Some("github")).unwrap().value;
+    let first = s.bound("gh", Some("github")).unwrap().value().unwrap();
+    let second = s.bound("gh", Some("github")).unwrap().value().unwrap();
     assert!(Arc::ptr_eq(&first, &second), "read twice");
     // A change of size or mtime is seen.
     std::fs::write(&path, "changed!").unwrap();
@@ -263,14 +268,18 @@ fn bad_values_are_refused_without_showing_them() {
         credential(Source::File(path.clone()), Injection::Bearer, &["github"]),
     );
     let err = s
-        .injection_for("gh", Some("github"))
+        .bound("gh", Some("github"))
+        .unwrap()
+        .value()
         .unwrap_err()
         .to_string();
     assert!(err.contains("not valid in an HTTP header"), "{err}");
     assert!(!err.contains("secret"), "{err}");
     std::fs::write(&path, "  \n").unwrap();
     let err = s
-        .injection_for("gh", Some("github"))
+        .bound("gh", Some("github"))
+        .unwrap()
+        .value()
         .unwrap_err()
         .to_string();
     assert!(err.ends_with("is empty"), "{err}");
@@ -283,7 +292,9 @@ fn bad_values_are_refused_without_showing_them() {
         ),
     );
     let err = unset
-        .injection_for("e", Some("github"))
+        .bound("e", Some("github"))
+        .unwrap()
+        .value()
         .unwrap_err()
         .to_string();
     assert!(
@@ -303,8 +314,8 @@ fn the_store_debug_lists_names_only() {
             &["github"],
         ),
     );
-    let injected = s.injection_for("gh", Some("github")).unwrap();
-    let shown = format!("{s:?} {injected:?}");
+    let bound = s.bound("gh", Some("github")).unwrap();
+    let shown = format!("{s:?} {bound:?} {:?}", bound.value().unwrap());
     assert!(!shown.contains("dbg-secret"), "{shown}");
     assert!(shown.contains("gh"), "{shown}");
 }

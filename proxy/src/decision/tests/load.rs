@@ -3,8 +3,8 @@
 use cedar_policy::Schema;
 
 use super::*;
+use crate::decision::cedar::{spiffe_namespace, target_ancestors};
 use crate::decision::policies::{line_column, statements};
-use crate::decision::request::{spiffe_namespace, target_ancestors};
 
 #[test]
 fn load_errors_point_at_the_policy() {

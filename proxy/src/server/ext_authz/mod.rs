@@ -1,11 +1,12 @@
-//! Envoy's `envoy.service.auth.v3.Authorization/Check`, through the same
-//! classify → decide path as the proxy. Envoy fails closed with
-//! `failure_mode_allow: false`: an error here is a non-OK gRPC status, and
-//! Envoy then answers 403 itself.
+//! Envoy's `envoy.service.auth.v3.Authorization/Check`, a front of the
+//! decision core like the proxy: Envoy's attributes become the core's
+//! input, and the core's verdict becomes Envoy's answer (the credential
+//! plan as headers to remove and set, or the refusal the proxy would send).
+//! Envoy fails closed with `failure_mode_allow: false`: an error here is a
+//! non-OK gRPC status, and Envoy then answers 403 itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
@@ -18,13 +19,12 @@ use envoy_types::pb::google::rpc;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use crate::decision::credentials::Placement;
-use crate::decision::tasks::token_from_headers;
+use crate::core::audit::{AuditRecord, RequestLine};
+use crate::core::classify::{normalize_host, RequestTarget};
+use crate::core::plan::{names_param, CredentialPlan};
+use crate::core::{self, Caller, Inbound, Mode, Verdict};
+use crate::decision::credentials::{CredentialError, Placement};
 use crate::error::ProxyError;
-use crate::pipeline::audit::AuditRecord;
-use crate::pipeline::classify::{classify, normalize_host};
-use crate::pipeline::credentials::{names_param, AGENT_CREDENTIAL_HEADERS};
-use crate::pipeline::{authorize, new_decision_id, RequestTarget};
 
 use super::DecisionPlane;
 
@@ -44,17 +44,31 @@ pub const WORKLOAD_EXTENSION: &str = "tollgate_workload";
 
 pub struct ExtAuthz {
     plane: Arc<DecisionPlane>,
+    /// The `listener` and `mode` of its audit lines.
+    listener: Arc<str>,
 }
 
 impl ExtAuthz {
     pub fn new(plane: Arc<DecisionPlane>) -> ExtAuthz {
-        ExtAuthz { plane }
+        ExtAuthz {
+            plane,
+            listener: "envoy".into(),
+        }
+    }
+
+    fn caller(&self, workload: Option<Arc<str>>) -> Caller {
+        Caller {
+            listener: self.listener.clone(),
+            mode: Mode::ExtAuthz,
+            identity: workload,
+            connect_task: None,
+        }
     }
 }
 
 /// The parts of a `CheckRequest` tollgate decides on.
 struct Attributes {
-    workload: Option<String>,
+    workload: Option<Arc<str>>,
     method: Method,
     target: RequestTarget,
     uri: Uri,
@@ -69,12 +83,12 @@ fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
         .and_then(|r| r.http)
         .ok_or_else(|| malformed("no HTTP request attributes"))?;
     let workload = match attrs.source.map(|s| s.principal) {
-        Some(principal) if !principal.is_empty() => Some(principal),
+        Some(principal) if !principal.is_empty() => Some(principal.into()),
         _ => attrs
             .context_extensions
             .into_iter()
             .find(|e| e.key == WORKLOAD_EXTENSION.as_bytes())
-            .map(|e| String::from_utf8(e.value.into()))
+            .map(|e| String::from_utf8(e.value.into()).map(Arc::from))
             .transpose()
             .map_err(|_| malformed("workload extension is not UTF-8"))?,
     };
@@ -143,12 +157,6 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
 }
 
 fn denied(err: &ProxyError, decision_id: &str, metadata: Struct) -> CheckResponse {
-    // Behind a gateway there is no proxy authentication to ask for: a
-    // missing identity is a refusal like any other.
-    let status = match err {
-        ProxyError::Unidentified => 403,
-        _ => err.status().as_u16(),
-    };
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::PermissionDenied as i32,
@@ -157,148 +165,130 @@ fn denied(err: &ProxyError, decision_id: &str, metadata: Struct) -> CheckRespons
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: i32::from(status),
+                code: i32::from(err.status().as_u16()),
             }),
-            headers: vec![header("content-type", "application/json")],
+            headers: err
+                .headers()
+                .iter()
+                .filter_map(|(name, value)| Some(header(name.as_str(), value.to_str().ok()?)))
+                .collect(),
             body: err.body(decision_id).to_string(),
         })),
         dynamic_metadata: Some(metadata),
     }
 }
 
-impl ExtAuthz {
-    /// Decide; on allow, the headers to strip and the credential to set.
-    fn decide(
-        &self,
-        attrs: &Attributes,
-        record: &mut AuditRecord,
-    ) -> Result<OkHttpResponse, ProxyError> {
-        let workload = attrs.workload.as_deref().ok_or(ProxyError::Unidentified)?;
-        record.workload = Some(workload.into());
-        let snapshot = self.plane.snapshot.load();
-        let named = classify(
-            &snapshot.catalog,
-            &attrs.target,
-            &attrs.method,
-            &attrs.uri,
-            &attrs.headers,
-        )?;
-        record.named(&named);
-        let service_headers = named.credential_headers(&snapshot.catalog);
-        let request = authorize::decision_request(
-            workload,
-            &named,
-            &attrs.target,
-            &attrs.method,
-            attrs.uri.path(),
-            token_from_headers(&attrs.headers, service_headers),
-        );
-        let started = Instant::now();
-        let decision = self.plane.decider.decide_in(&snapshot, &request);
-        record.decision_us = started.elapsed().as_micros() as u64;
-        record.decided(&decision);
-        if !decision.is_allow() {
-            return Err(ProxyError::denied(named.action.to_string(), decision));
-        }
-
-        // The binding is checked (and the secret read) before anything is
-        // decided about headers: a refusal sends nothing upstream.
-        let injected = match &decision.credential {
-            Some(name) => Some(
-                snapshot
-                    .credentials
-                    .injection_for(name, named.tool.as_deref())?,
-            ),
-            None => None,
-        };
-
-        // Only the headers the request carries: Envoy's work per listed
-        // header is not free, and absent ones need no removal.
-        let mut remove: Vec<String> = AGENT_CREDENTIAL_HEADERS
-            .iter()
-            .chain(service_headers)
-            .filter(|h| attrs.headers.contains_key(*h))
-            .map(|h| h.as_str().to_string())
-            .collect();
-        let mut ok = OkHttpResponse::default();
-        if let Some(injected) = injected {
-            match injected.placement {
-                Placement::Header(name) => {
-                    // Overwritten in one step rather than removed and added.
-                    remove.retain(|h| h != name.as_str());
-                    ok.headers
-                        .push(header(name.as_str(), injected.value.expose()));
-                }
-                Placement::Query(param) => {
-                    // Envoy percent-encodes what it sets and overwrites the
-                    // parameter as spelled; the agent's other spellings of it
-                    // go too.
-                    ok.query_parameters_to_remove = attrs
-                        .uri
-                        .query()
-                        .unwrap_or("")
-                        .split('&')
-                        .map(|pair| pair.split_once('=').map_or(pair, |(n, _)| n))
-                        .filter(|raw| *raw != param && names_param(raw, param))
-                        .map(String::from)
-                        .collect();
-                    ok.query_parameters_to_set.push(QueryParameter {
-                        key: param.clone(),
-                        value: injected.value.expose().to_string(),
-                    });
-                }
+/// The credential plan in Envoy's terms: the agent's credential headers
+/// the request carries go, the planned credential is set. Only headers the
+/// request carries are listed: Envoy's work per listed header is not free,
+/// and absent ones need no removal.
+fn render(
+    plan: &CredentialPlan<'_>,
+    attrs: &Attributes,
+) -> Result<OkHttpResponse, CredentialError> {
+    // The secret is read before anything is decided about headers: a
+    // refusal sends nothing upstream.
+    let injected = match plan.inject() {
+        Some(bound) => Some((bound, bound.value()?)),
+        None => None,
+    };
+    let mut remove: Vec<String> = plan
+        .strip()
+        .filter(|h| attrs.headers.contains_key(*h))
+        .map(|h| h.as_str().to_string())
+        .collect();
+    let mut ok = OkHttpResponse::default();
+    if let Some((bound, value)) = injected {
+        match bound.placement() {
+            Placement::Header(name) => {
+                // Overwritten in one step rather than removed and added.
+                remove.retain(|h| h != name.as_str());
+                ok.headers.push(header(name.as_str(), value.expose()));
+            }
+            Placement::Query(param) => {
+                // Envoy percent-encodes what it sets and overwrites the
+                // parameter as spelled; the agent's other spellings of it
+                // go too.
+                ok.query_parameters_to_remove = attrs
+                    .uri
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .map(|pair| pair.split_once('=').map_or(pair, |(n, _)| n))
+                    .filter(|raw| *raw != param && names_param(raw, param))
+                    .map(String::from)
+                    .collect();
+                ok.query_parameters_to_set.push(QueryParameter {
+                    key: param.clone(),
+                    value: value.expose().to_string(),
+                });
             }
         }
-        ok.headers_to_remove = remove;
-        Ok(ok)
     }
+    ok.headers_to_remove = remove;
+    Ok(ok)
 }
 
 impl ExtAuthz {
     /// Envoy's `Check`: decide, write the audit line, answer. Every outcome
     /// is an answer; a refusal carries the HTTP status Envoy sends back.
-    pub fn check(&self, request: CheckRequest) -> CheckResponse {
-        let started = Instant::now();
-        let decision_id = new_decision_id();
-        let attrs = attributes(request);
-        let mut record = match &attrs {
-            Ok(a) => AuditRecord::new(
-                &decision_id,
-                "envoy".into(),
-                "ext_authz",
-                a.method.as_str(),
-                &a.target.host,
-                a.target.port,
-                a.uri.path_and_query().map_or("/", |p| p.as_str()),
-            ),
-            Err(_) => AuditRecord::new(&decision_id, "envoy".into(), "ext_authz", "", "", 0, ""),
+    pub async fn check(&self, request: CheckRequest) -> CheckResponse {
+        let attrs = match attributes(request) {
+            Ok(attrs) => attrs,
+            Err(err) => {
+                let record = core::refused(&self.caller(None), RequestLine::default(), &err);
+                return self.answer(record, Err(err));
+            }
         };
-        let outcome = attrs.and_then(|a| self.decide(&a, &mut record));
-        record.latency_us = started.elapsed().as_micros() as u64;
+        let caller = self.caller(attrs.workload.clone());
+        let snapshot = self.plane.snapshot.load();
+        let inbound = Inbound {
+            target: &attrs.target,
+            method: &attrs.method,
+            uri: &attrs.uri,
+            headers: &attrs.headers,
+        };
+        let Verdict {
+            mut record,
+            outcome,
+        } = self.plane.core.http(&snapshot, &caller, inbound).await;
+        let answer = match outcome {
+            Ok(allowed) => render(&allowed.credentials, &attrs).map_err(|err| {
+                let err = ProxyError::from(err);
+                record.refused(&err);
+                err
+            }),
+            Err(err) => Err(err),
+        };
+        self.answer(record, answer)
+    }
+
+    fn answer(
+        &self,
+        mut record: AuditRecord,
+        answer: Result<OkHttpResponse, ProxyError>,
+    ) -> CheckResponse {
         // For Envoy's access log, allowed or not.
         let mut metadata = Struct {
-            fields: HashMap::from([("decision_id".to_string(), text(&decision_id))]),
+            fields: HashMap::from([("decision_id".to_string(), text(record.decision_id()))]),
         };
-        for (key, value) in [("tool", &record.tool), ("action", &record.action)] {
+        for (key, value) in [("tool", record.tool()), ("action", record.action())] {
             if let Some(v) = value {
                 metadata.fields.insert(key.to_string(), text(v));
             }
         }
-        let response = match outcome {
+        let response = match answer {
             Ok(ok) => {
-                record.status = 200;
+                record.answered(http::StatusCode::OK.as_u16());
                 CheckResponse {
                     status: Some(rpc::Status::default()),
                     http_response: Some(HttpResponse::OkResponse(ok)),
                     dynamic_metadata: Some(metadata),
                 }
             }
-            Err(err) => {
-                record.failed(&err);
-                denied(&err, &decision_id, metadata)
-            }
+            Err(err) => denied(&err, record.decision_id(), metadata),
         };
-        self.plane.audit.emit(&record);
+        self.plane.audit.emit(record);
         response
     }
 }

@@ -6,60 +6,74 @@
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::catalog::{ActionInfo, RiskClass};
 use crate::config::AuditOutput;
-use crate::decision::Decision;
+use crate::decision::{Decision, Outcome, CONNECT_ACTION};
 use crate::error::ProxyError;
+use crate::telemetry;
 
 use super::classify::Named;
+use super::Mode;
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// One audit line. Built by the decision core as the request goes through
+/// it; a front only adds what happened after the decision (the answer's
+/// status, the bytes moved, what ended the exchange). Fields are private so
+/// that every line is put together the same way, whichever front wrote it.
+#[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
-    pub time: String,
-    pub decision_id: String,
-    pub listener: Arc<str>,
-    /// `http` (absolute-form), `intercept` (inside CONNECT + TLS), `tunnel`.
-    pub mode: &'static str,
-    pub workload: Option<Arc<str>>,
-    pub tool: Option<Arc<str>>,
-    pub action: Option<Arc<str>>,
-    pub resource: Option<String>,
-    pub risk: Option<&'static str>,
-    pub sensitivity: Option<Arc<str>>,
-    pub method: String,
-    pub host: String,
-    pub port: u16,
+    time: String,
+    decision_id: String,
+    listener: Arc<str>,
+    mode: Mode,
+    workload: Option<Arc<str>>,
+    tool: Option<Arc<str>>,
+    action: Option<Arc<str>>,
+    resource: Option<String>,
+    risk: Option<RiskClass>,
+    sensitivity: Option<Arc<str>>,
+    method: String,
+    host: String,
+    port: u16,
     /// Path with every query value replaced, so tokens in URLs stay out.
-    pub path: String,
-    pub decision: &'static str,
-    pub reason: String,
+    path: String,
+    decision: Outcome,
+    reason: &'static str,
     /// The task the request ran under, when it carried a known task token.
-    pub task: Option<String>,
-    pub policy_ids: Vec<String>,
+    task: Option<String>,
+    policy_ids: Vec<String>,
     /// Set when something other than policy ended the request.
-    pub error: Option<String>,
-    pub status: u16,
-    pub decision_us: u64,
-    pub latency_us: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
+    error: Option<String>,
+    status: u16,
+    decision_us: u64,
+    latency_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// `latency_us` is counted from here to the line's emission.
+    #[serde(skip)]
+    started: Instant,
+}
+
+/// What a record is about before anything is decided: the request line as
+/// the front read it (empty where it could not be read).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub path_and_query: &'a str,
 }
 
 impl AuditRecord {
-    pub fn new(
-        decision_id: &str,
-        listener: Arc<str>,
-        mode: &'static str,
-        method: &str,
-        host: &str,
-        port: u16,
-        path_and_query: &str,
-    ) -> AuditRecord {
+    /// A new line for one request, with a fresh decision id. Until a
+    /// decision says otherwise, it records a deny.
+    pub fn new(listener: Arc<str>, mode: Mode, line: RequestLine<'_>) -> AuditRecord {
         AuditRecord {
             time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-            decision_id: decision_id.to_string(),
+            decision_id: uuid::Uuid::now_v7().to_string(),
             listener,
             mode,
             workload: None,
@@ -68,12 +82,12 @@ impl AuditRecord {
             resource: None,
             risk: None,
             sensitivity: None,
-            method: method.to_string(),
-            host: host.to_string(),
-            port,
-            path: redact_query(path_and_query),
-            decision: "deny",
-            reason: String::new(),
+            method: line.method.to_string(),
+            host: line.host.to_string(),
+            port: line.port,
+            path: redact_query(line.path_and_query),
+            decision: Outcome::Deny,
+            reason: "",
             task: None,
             policy_ids: Vec::new(),
             error: None,
@@ -82,7 +96,28 @@ impl AuditRecord {
             latency_us: 0,
             bytes_in: 0,
             bytes_out: 0,
+            started: Instant::now(),
         }
+    }
+
+    pub fn decision_id(&self) -> &str {
+        &self.decision_id
+    }
+
+    pub fn tool(&self) -> Option<&str> {
+        self.tool.as_deref()
+    }
+
+    pub fn action(&self) -> Option<&str> {
+        self.action.as_deref()
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub fn identified(&mut self, workload: &Arc<str>) {
+        self.workload = Some(workload.clone());
     }
 
     pub fn named(&mut self, named: &Named) {
@@ -93,30 +128,71 @@ impl AuditRecord {
         self.sensitivity = Some(named.sensitivity.clone());
     }
 
-    pub fn decided(&mut self, decision: &Decision) {
-        self.decision = decision.outcome.as_str();
-        self.reason = decision.reason.clone();
+    pub fn decided(&mut self, decision: &Decision, took: Duration) {
+        self.decision = decision.outcome;
+        self.reason = decision.reason.as_str();
         self.policy_ids = decision.policy_ids.clone();
         self.task = decision.task.as_ref().map(|t| t.id.clone());
+        self.decision_us = took.as_micros() as u64;
     }
 
-    /// Record an error that ended the request. A refusal before any
-    /// decision (no identity, malformed input) is logged as a deny.
-    pub fn failed(&mut self, err: &ProxyError) {
+    /// An error ended the request, with the status its answer carries. A
+    /// refusal before any decision (no identity, malformed input) is
+    /// recorded as a deny.
+    pub fn refused(&mut self, err: &ProxyError) {
         self.status = err.status().as_u16();
         match err {
             ProxyError::Denied(_) => {}
             ProxyError::DestinationBlocked { .. } | ProxyError::CredentialNotBound(_) => {
-                self.decision = "deny";
-                self.reason = err.reason().to_string();
+                self.decision = Outcome::Deny;
+                self.reason = err.reason();
                 self.error = Some(err.to_string());
             }
             _ => {
                 if self.reason.is_empty() {
-                    self.reason = err.reason().to_string();
+                    self.reason = err.reason();
                 }
                 self.error = Some(err.to_string());
             }
+        }
+    }
+
+    /// The status of the answer the agent got.
+    pub fn answered(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// Bytes moved each way: request and response bodies, or both
+    /// directions of a tunnel.
+    pub fn moved(&mut self, from_agent: u64, from_upstream: u64) {
+        self.bytes_in = from_agent;
+        self.bytes_out = from_upstream;
+    }
+
+    /// What ended the exchange early, after it was allowed.
+    pub fn ended_by(&mut self, error: Option<String>) {
+        self.error = error;
+    }
+}
+
+/// Register the request counter at zero for every action `actions` names
+/// (and the built-in `connect`) with every outcome, so an alert on denies
+/// of one action reads 0 before the first one. Series already there keep
+/// their counts; the set is bounded by the catalog, as the counts are.
+pub fn register_request_series(actions: &[ActionInfo]) {
+    let named = actions
+        .iter()
+        .map(|a| (a.tool.as_ref(), a.name.as_ref()))
+        .chain([("", CONNECT_ACTION)]);
+    for (tool, action) in named {
+        for outcome in Outcome::ALL {
+            metrics::counter!(
+                telemetry::REQUESTS,
+                "tool" => tool.to_string(),
+                "action" => action.to_string(),
+                "decision" => outcome.as_str(),
+            )
+            .increment(0);
         }
     }
 }
@@ -162,7 +238,9 @@ impl AuditSink {
         Ok(AuditSink { lines })
     }
 
-    pub fn emit(&self, record: &AuditRecord) {
+    /// Write the line; its latency is the time since it was begun.
+    pub fn emit(&self, mut record: AuditRecord) {
+        record.latency_us = record.started.elapsed().as_micros() as u64;
         // Shared, not copied: label values are the catalog's own strings.
         let label = |v: &Option<Arc<str>>| {
             v.clone().map_or(
@@ -171,16 +249,16 @@ impl AuditSink {
             )
         };
         metrics::counter!(
-            "tollgate_requests_total",
+            telemetry::REQUESTS,
             "tool" => label(&record.tool),
             "action" => label(&record.action),
-            "decision" => record.decision,
+            "decision" => record.decision.as_str(),
         )
         .increment(1);
         // A typical line is about 520 bytes: sized once instead of grown
         // (and copied) from serde_json's 128 three times.
         let mut line = Vec::with_capacity(LINE_CAPACITY);
-        if let Err(e) = serde_json::to_writer(&mut line, record) {
+        if let Err(e) = serde_json::to_writer(&mut line, &record) {
             tracing::error!(error = %e, "audit record did not serialize");
             return;
         }

@@ -12,12 +12,11 @@ use arc_swap::ArcSwap;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
-use crate::decision::credentials::CredentialStore;
-use crate::decision::tasks::decide_in_task;
-use crate::decision::{
-    Decider, Decision, DecisionCache, DecisionFuture, DecisionRequest, PolicyEngine, PolicyError,
-    TaskRevoked, TaskStore,
-};
+
+use super::cache::DecisionCache;
+use super::credentials::CredentialStore;
+use super::engine::PolicyEngine;
+use super::policies::PolicyError;
 
 pub struct Snapshot {
     pub catalog: Catalog,
@@ -120,40 +119,5 @@ impl SnapshotHandle {
         self.current.store(Arc::new(snapshot));
         self.epochs.send_replace(epoch);
         Ok(epoch)
-    }
-}
-
-/// Decides in-process against the live snapshot and the task store: the
-/// default when no remote decision service is configured, and what
-/// `tollgate decision` answers with.
-pub struct EmbeddedDecider {
-    snapshot: Arc<SnapshotHandle>,
-    tasks: Arc<TaskStore>,
-}
-
-impl EmbeddedDecider {
-    pub fn new(snapshot: Arc<SnapshotHandle>, tasks: Arc<TaskStore>) -> EmbeddedDecider {
-        EmbeddedDecider { snapshot, tasks }
-    }
-
-    pub fn tasks(&self) -> &Arc<TaskStore> {
-        &self.tasks
-    }
-
-    /// Decide now, against the snapshot given (so a caller that classified
-    /// with it decides with the same policies).
-    pub fn decide_in(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
-        decide_in_task(&self.tasks, &snapshot.decisions, &snapshot.engine, request)
-    }
-}
-
-impl Decider for EmbeddedDecider {
-    fn decide<'a>(&'a self, request: &'a DecisionRequest) -> DecisionFuture<'a> {
-        let snapshot = self.snapshot.current.load();
-        Box::pin(std::future::ready(self.decide_in(&snapshot, request)))
-    }
-
-    fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
-        self.tasks.subscribe()
     }
 }

@@ -7,18 +7,37 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, Method, Uri};
 
 use crate::catalog::{Catalog, RiskClass};
-use crate::decision::CONNECT_ACTION;
+use crate::decision::{DecisionRequest, CONNECT_ACTION};
 use crate::error::ProxyError;
 
-use super::RequestTarget;
+/// Where a request goes: from the absolute-form URI, the CONNECT authority
+/// (for requests read inside a tunnel), or Envoy's attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTarget {
+    pub tls: bool,
+    /// Normalized: lower-case, no brackets, no trailing dot.
+    pub host: String,
+    pub port: u16,
+}
+
+impl RequestTarget {
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
 
 /// What a request is, in policy terms.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Named {
+    /// `None` for traffic the catalog does not cover.
     pub tool: Option<Arc<str>>,
     pub action: Arc<str>,
     pub resource: String,
-    pub risk: &'static str,
+    pub risk: RiskClass,
     pub sensitivity: Arc<str>,
 }
 
@@ -29,8 +48,20 @@ impl Named {
             tool: None,
             action: Arc::from(CONNECT_ACTION),
             resource: target.host_port(),
-            risk: RiskClass::Unknown.as_str(),
+            risk: RiskClass::Unknown,
             sensitivity: Arc::from("unknown"),
+        }
+    }
+
+    /// The name a proxy deciding remotely put in its `Decide` request.
+    pub fn of_request(request: &DecisionRequest) -> Named {
+        let context = &request.context;
+        Named {
+            tool: (!context.tool.is_empty()).then(|| Arc::from(context.tool.as_str())),
+            action: Arc::from(request.action.as_str()),
+            resource: request.resource.clone(),
+            risk: context.risk,
+            sensitivity: Arc::from(context.sensitivity.as_str()),
         }
     }
 
@@ -59,7 +90,7 @@ pub fn classify(
                 tool: Some(c.tool),
                 action: c.action,
                 resource: c.resource,
-                risk: c.risk.as_str(),
+                risk: c.risk,
                 sensitivity: c.sensitivity,
             },
             None => Named::connect(target),

@@ -1,0 +1,196 @@
+//! What the two serving verbs, `run` and `decision`, share: the runtime,
+//! logging, the admin listener, reload, the embedded decision plane, and
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::core::audit::AuditSink;
+use crate::core::Core;
+use crate::decision::snapshot::{Snapshot, SnapshotHandle};
+use crate::decision::tasks::{spawn_sweeper, TaskLimits, TaskStore};
+use crate::decision::EmbeddedDecider;
+use crate::server::DecisionPlane;
+
+/// The runtime: `workers` threads (default: one per core). Every serving
+/// command starts here, so this is also where the open-file limit is raised.
+pub fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    raise_open_file_limit();
+    // One worker: a current-thread runtime does the same work without the
+    // work-stealing scheduler's bookkeeping.
+    let mut builder = if workers == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = workers {
+            b.worker_threads(n.max(1));
+        }
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("cannot start the runtime: {e}"))
+        .ok()
+}
+
+/// Every agent connection, and its upstream, is a descriptor: a proxy
+/// behind the common soft limit of 1,024 would refuse agents long before it
+/// runs short of memory. Raise the soft limit to the hard one, as far as
+/// the system allows, and say what it is.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit read and write the struct passed in only.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                limit.rlim_cur = soft;
+            }
+        }
+        tracing::debug!(
+            soft_before = soft,
+            soft = limit.rlim_cur,
+            hard = limit.rlim_max,
+            "open-file limit"
+        );
+    }
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Install the metrics recorder with every series at zero, say what was
+/// loaded, and make the snapshot live.
+pub fn start_snapshot(
+    snapshot: Snapshot,
+    config: &Config,
+) -> anyhow::Result<(
+    metrics_exporter_prometheus::PrometheusHandle,
+    Arc<SnapshotHandle>,
+)> {
+    let metrics = crate::admin::install_metrics()?;
+    crate::core::audit::register_request_series(snapshot.catalog.actions());
+    tracing::info!(
+        routes = snapshot.catalog.route_count(),
+        policies = snapshot.engine.policy_count(),
+        credentials = snapshot.credentials.len(),
+        "catalog, policies and credentials loaded"
+    );
+    Ok((
+        metrics,
+        SnapshotHandle::new(snapshot, config.decision_cache_size),
+    ))
+}
+
+/// Bind the admin listener (`/metrics`, `/healthz`, `/readyz`), log its
+/// address under `name`, and serve it. Readiness starts false.
+pub async fn start_admin(
+    name: &str,
+    address: SocketAddr,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<Arc<AtomicBool>> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = TcpListener::bind(address).await?;
+    tracing::info!(listener = name, address = %listener.local_addr()?, "listening");
+    tokio::spawn(crate::admin::serve(
+        listener,
+        crate::admin::AdminState {
+            metrics,
+            ready: ready.clone(),
+        },
+    ));
+    Ok(ready)
+}
+
+/// Reload catalog, policies and credentials into `snapshot` on SIGHUP and
+/// file change.
+pub fn start_reloader(snapshot: Arc<SnapshotHandle>, config: &Config) {
+    let reloader = crate::reload::Reloader {
+        snapshot,
+        started: config.clone(),
+    };
+    tokio::spawn(reloader.run());
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn terminated() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// How often expired tasks are looked for and announced. Expired tokens
+/// are refused at once regardless; this bounds how long a tunnel of an
+/// expired task may stay open.
+const TASK_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The tasks this process keeps. Starts their sweeper, so it needs a
+/// runtime.
+pub fn task_store(config: &Config) -> Arc<TaskStore> {
+    let limits = config
+        .tasks
+        .as_ref()
+        .map_or_else(TaskLimits::default, |t| TaskLimits {
+            default_ttl: t.default_ttl,
+            max_ttl: t.max_ttl,
+        });
+    let tasks = Arc::new(TaskStore::new(limits));
+    spawn_sweeper(&tasks, TASK_SWEEP_INTERVAL);
+    tasks
+}
+
+/// The decision plane deciding in this process, under `tasks`.
+pub fn decision_plane(
+    config: &Config,
+    snapshot: Arc<SnapshotHandle>,
+    tasks: Arc<TaskStore>,
+    audit: AuditSink,
+) -> Arc<DecisionPlane> {
+    Arc::new(DecisionPlane {
+        snapshot,
+        core: Core::new(Arc::new(EmbeddedDecider::new(tasks.clone()))),
+        tasks,
+        audit,
+        admin_token: config.tasks.as_ref().and_then(|t| t.admin_token.clone()),
+    })
+}
+
+/// The decision API's listener and its TLS, as configured.
+pub async fn bind_decision(
+    config: &Config,
+) -> anyhow::Result<(TcpListener, Option<Arc<rustls::ServerConfig>>)> {
+    let tls = match &config.decision_tls {
+        Some(files) => Some(super::tls_files::server(files)?),
+        None => None,
+    };
+    let listener = TcpListener::bind(config.decision_address).await?;
+    tracing::info!(
+        listener = "decision",
+        tls = tls.is_some(),
+        address = %listener.local_addr()?,
+        "listening"
+    );
+    Ok((listener, tls))
+}

@@ -1,0 +1,283 @@
+//! The decision core: the one sequence every front runs a request through.
+//!
+//! identify → classify → task → decide → credential plan → audit record
+//!
+//! Fronts only adapt. The explicit proxy, intercepted tunnels, blind
+//! tunnels, Envoy's `Check`, the gRPC `Decide` and `tollgate check` each turn
+//! what they received into an [`Inbound`] (or a target, or an already named
+//! request), load the snapshot once, and render the [`Verdict`] in their own
+//! terms: the proxy applies the credential plan to the outgoing request,
+//! ext_authz renders it into Envoy's answer, `check` prints it. So every
+//! front gives the same answer, reason, audit line and metrics for the same
+//! request, and the request is named and decided against one snapshot.
+
+pub mod audit;
+pub mod classify;
+pub mod plan;
+#[cfg(test)]
+mod tests;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::decision::snapshot::Snapshot;
+use crate::decision::{Decision, DecisionRequest, RequestContext, SharedDecider, TokenHash};
+use crate::error::ProxyError;
+use crate::telemetry;
+
+use audit::{AuditRecord, RequestLine};
+use classify::{Named, RequestTarget};
+use plan::CredentialPlan;
+
+/// How a request reached tollgate: the audit line's `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// An absolute-form request to the explicit proxy.
+    Http,
+    /// A request read inside an intercepted `CONNECT` tunnel.
+    Intercept,
+    /// A `CONNECT` to a host the catalog does not cover, relayed blind.
+    Tunnel,
+    /// Envoy's ext_authz `Check`.
+    ExtAuthz,
+    /// tollgate's own gRPC `Decide`, from a proxy deciding remotely.
+    Decide,
+    /// `tollgate check`, offline.
+    Check,
+}
+
+/// Who is asking, as the front knows it before reading the request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The listener (or front) name the audit line carries.
+    pub listener: Arc<str>,
+    pub mode: Mode,
+    /// The workload, when the front knows it.
+    pub identity: Option<Arc<str>>,
+    /// A task token presented for the whole connection (a `CONNECT`'s
+    /// `Proxy-Authorization`), for requests that carry none themselves.
+    pub connect_task: Option<TokenHash>,
+}
+
+/// An HTTP request, as far as deciding it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'r> {
+    pub target: &'r RequestTarget,
+    pub method: &'r Method,
+    /// The path and query (the rest of the URI is ignored).
+    pub uri: &'r Uri,
+    pub headers: &'r HeaderMap,
+}
+
+/// What the core says about one request: its audit record (the front adds
+/// what happens next and writes it) and either what to send or why not.
+#[derive(Debug)]
+pub struct Verdict<'s> {
+    pub record: AuditRecord,
+    pub outcome: Result<Allowed<'s>, ProxyError>,
+}
+
+/// An allowed request: the decision, the task token it ran under and the
+/// credential plan, from the snapshot it was named with.
+#[derive(Debug)]
+pub struct Allowed<'s> {
+    pub decision: Decision,
+    /// The task token the request presented, when it names a real task.
+    pub task: Option<TokenHash>,
+    pub credentials: CredentialPlan<'s>,
+}
+
+/// The request's workload: refused (`407`) without one.
+pub fn identify(caller: &Caller) -> Result<Arc<str>, ProxyError> {
+    caller.identity.clone().ok_or(ProxyError::Unidentified)
+}
+
+/// The audit record of a request refused before it could be decided (its
+/// target unreadable, its caller unidentified on `CONNECT`).
+pub fn refused(caller: &Caller, line: RequestLine<'_>, err: &ProxyError) -> AuditRecord {
+    let mut record = AuditRecord::new(caller.listener.clone(), caller.mode, line);
+    record.refused(err);
+    record
+}
+
+/// What a request is decided as: read from an HTTP request, or the
+/// built-in `connect` on a tunnel's host:port.
+enum Subject<'r> {
+    Http(Inbound<'r>),
+    Tunnel(&'r RequestTarget),
+}
+
+/// Decides through whichever decider the process uses.
+pub struct Core {
+    decider: SharedDecider,
+}
+
+impl Core {
+    pub fn new(decider: SharedDecider) -> Core {
+        Core { decider }
+    }
+
+    pub fn decider(&self) -> &SharedDecider {
+        &self.decider
+    }
+
+    /// An HTTP request: the explicit proxy, an intercepted tunnel, Envoy's
+    /// `Check`, `tollgate check`.
+    pub async fn http<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        caller: &Caller,
+        request: Inbound<'_>,
+    ) -> Verdict<'s> {
+        let line = RequestLine {
+            method: request.method.as_str(),
+            host: &request.target.host,
+            port: request.target.port,
+            path_and_query: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        };
+        self.run(snapshot, caller, line, Subject::Http(request))
+            .await
+    }
+
+    /// A `CONNECT` decided on host:port alone, as the built-in `connect`.
+    pub async fn tunnel<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        caller: &Caller,
+        target: &RequestTarget,
+    ) -> Verdict<'s> {
+        let line = RequestLine {
+            method: Method::CONNECT.as_str(),
+            host: &target.host,
+            port: target.port,
+            path_and_query: "",
+        };
+        self.run(snapshot, caller, line, Subject::Tunnel(target))
+            .await
+    }
+
+    /// A request a proxy deciding remotely has identified and named already
+    /// (the gRPC `Decide`): decided and recorded like any other. The
+    /// credential is only named; the proxy holding the secrets plans it.
+    pub async fn named(
+        &self,
+        snapshot: &Snapshot,
+        caller: &Caller,
+        request: &DecisionRequest,
+    ) -> (AuditRecord, Decision) {
+        let context = &request.context;
+        let line = RequestLine {
+            method: &context.method,
+            host: &context.host,
+            port: context.port,
+            path_and_query: &context.path,
+        };
+        let mut record = AuditRecord::new(caller.listener.clone(), caller.mode, line);
+        record.identified(&Arc::from(request.principal.as_str()));
+        record.named(&Named::of_request(request));
+        let decision = self.decide(snapshot, request, &mut record).await;
+        if decision.is_allow() {
+            record.answered(http::StatusCode::OK.as_u16());
+        } else {
+            record.refused(&ProxyError::denied(&request.action, decision.clone()));
+        }
+        (record, decision)
+    }
+
+    async fn run<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        caller: &Caller,
+        line: RequestLine<'_>,
+        subject: Subject<'_>,
+    ) -> Verdict<'s> {
+        let mut record = AuditRecord::new(caller.listener.clone(), caller.mode, line);
+        let outcome = self.sequence(snapshot, caller, &mut record, subject).await;
+        if let Err(err) = &outcome {
+            record.refused(err);
+        }
+        Verdict { record, outcome }
+    }
+
+    async fn sequence<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        caller: &Caller,
+        record: &mut AuditRecord,
+        subject: Subject<'_>,
+    ) -> Result<Allowed<'s>, ProxyError> {
+        let workload = identify(caller)?;
+        record.identified(&workload);
+
+        let (named, target, method, path, headers) = match subject {
+            Subject::Http(r) => {
+                let named =
+                    classify::classify(&snapshot.catalog, r.target, r.method, r.uri, r.headers)?;
+                (named, r.target, r.method, r.uri.path(), Some(r.headers))
+            }
+            Subject::Tunnel(target) => (Named::connect(target), target, &Method::CONNECT, "", None),
+        };
+        record.named(&named);
+
+        // The task whose token the request (or, inside a tunnel, its
+        // CONNECT) carried.
+        let tool_headers = named.credential_headers(&snapshot.catalog);
+        let task = headers
+            .and_then(|h| token::from_headers(h, tool_headers))
+            .or(caller.connect_task);
+
+        let request = DecisionRequest {
+            principal: workload.to_string(),
+            action: named.action.to_string(),
+            resource: named.resource.clone(),
+            context: RequestContext {
+                method: method.as_str().to_string(),
+                host: target.host.clone(),
+                port: target.port,
+                path: path.to_string(),
+                tool: named.tool.as_deref().unwrap_or("").to_string(),
+                risk: named.risk,
+                sensitivity: named.sensitivity.to_string(),
+            },
+            task,
+        };
+        let decision = self.decide(snapshot, &request, record).await;
+        if !decision.is_allow() {
+            return Err(ProxyError::denied(&*named.action, decision));
+        }
+        // The binding is checked before anything is sent: a policy naming a
+        // credential for another tool refuses the request.
+        let credentials = CredentialPlan::new(
+            &snapshot.credentials,
+            named.tool.as_deref(),
+            tool_headers,
+            decision.credential.as_deref(),
+        )?;
+        Ok(Allowed {
+            // Only tokens of real tasks: a made-up one must not be tracked.
+            task: task.filter(|_| decision.task.is_some()),
+            decision,
+            credentials,
+        })
+    }
+
+    /// Decide, timed: the figure goes to the record and to the one
+    /// histogram every front shares.
+    async fn decide(
+        &self,
+        snapshot: &Snapshot,
+        request: &DecisionRequest,
+        record: &mut AuditRecord,
+    ) -> Decision {
+        let started = Instant::now();
+        let decision = self.decider.decide(snapshot, request).await;
+        let took = started.elapsed();
+        metrics::histogram!(telemetry::DECISION_DURATION).record(took.as_secs_f64());
+        record.decided(&decision, took);
+        decision
+    }
+}

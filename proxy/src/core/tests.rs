@@ -1,0 +1,230 @@
+//! The core's sequence without sockets: one snapshot from naming to
+//! deciding, refusals recorded like decisions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri};
+
+use super::*;
+use crate::config::Config;
+use crate::decision::snapshot::SnapshotHandle;
+use crate::decision::tasks::TaskLimits;
+use crate::decision::{
+    Decider, DecisionFuture, EmbeddedDecider, Outcome, Reason, TaskRevoked, TaskStore,
+};
+
+const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
+
+/// A configuration folder whose catalog names `GET /items/{id}` on
+/// `items.test` as `items:<verb>`, and whose policies let the coder do
+/// exactly that action.
+fn configuration(dir: &Path, verb: &str) -> Config {
+    for sub in ["catalog", "policies"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("catalog/items.yaml"),
+        format!(
+            "tool: items\nendpoints:\n  - hosts: [items.test]\n    routes:\n      \
+             - {{ method: GET, path: \"/items/{{id}}\", action: {verb}, risk: read, resource: \"items/{{id}}\" }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policies/items.cedar"),
+        format!(
+            "@id(\"coder-{verb}\")\npermit (principal == Workload::\"{CODER}\", \
+             action == Action::\"items:{verb}\", resource);\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tollgate.yaml"),
+        "catalog: catalog\npolicies: policies\n",
+    )
+    .unwrap();
+    Config::load(&dir.join("tollgate.yaml")).unwrap()
+}
+
+fn caller(identity: Option<&str>) -> Caller {
+    Caller {
+        listener: "test".into(),
+        mode: Mode::Http,
+        identity: identity.map(Arc::from),
+        connect_task: None,
+    }
+}
+
+fn embedded() -> EmbeddedDecider {
+    EmbeddedDecider::new(Arc::new(TaskStore::new(TaskLimits::default())))
+}
+
+/// A reload that lands after the request was named and before it is
+/// decided: the hook swaps in the other of two configurations, then
+/// decides.
+struct ReloadFirst {
+    handle: Arc<SnapshotHandle>,
+    sets: [Config; 2],
+    reloads: std::sync::atomic::AtomicUsize,
+    decider: EmbeddedDecider,
+}
+
+impl Decider for ReloadFirst {
+    fn decide<'a>(
+        &'a self,
+        snapshot: &'a Snapshot,
+        request: &'a DecisionRequest,
+    ) -> DecisionFuture<'a> {
+        let n = self
+            .reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .reload(&self.sets[(n + 1) % 2])
+            .expect("both sets load");
+        self.decider.decide(snapshot, request)
+    }
+
+    fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
+        self.decider.revocations()
+    }
+}
+
+#[tokio::test]
+async fn a_request_is_decided_by_the_snapshot_that_named_it() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The first set calls the route `read`, the second `fetch`: each set's
+    // action is not even in the other's schema, so a request named by one
+    // and decided by the other's policies would be refused.
+    let sets = [
+        configuration(one.path(), "read"),
+        configuration(two.path(), "fetch"),
+    ];
+    let handle = SnapshotHandle::new(Snapshot::load(&sets[0], 1, 100).unwrap(), 100);
+    let core = Core::new(Arc::new(ReloadFirst {
+        handle: handle.clone(),
+        sets,
+        reloads: Default::default(),
+        decider: embedded(),
+    }));
+    let target = RequestTarget {
+        tls: true,
+        host: "items.test".into(),
+        port: 443,
+    };
+    let (method, uri, headers) = (Method::GET, Uri::from_static("/items/7"), HeaderMap::new());
+    let inbound = Inbound {
+        target: &target,
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+    };
+    let mut verbs = Vec::new();
+    for round in 1..=4 {
+        // What a front does: load once, hand the snapshot to the core.
+        let snapshot = handle.load();
+        let verdict = core.http(&snapshot, &caller(Some(CODER)), inbound).await;
+        assert!(
+            handle.load().epoch > snapshot.epoch,
+            "round {round}: nothing was reloaded in between"
+        );
+        let line = serde_json::to_value(&verdict.record).unwrap();
+        let allowed = verdict
+            .outcome
+            .unwrap_or_else(|e| panic!("round {round}: {e}: {line}"));
+        let verb = line["action"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("items:")
+            .to_string();
+        assert_eq!(
+            allowed.decision.policy_ids,
+            [format!("coder-{verb}")],
+            "{line}"
+        );
+        verbs.push(verb);
+    }
+    // The reloads really alternated the sets under the requests.
+    assert_eq!(verbs, ["read", "fetch", "read", "fetch"]);
+}
+
+#[tokio::test]
+async fn refusals_are_recorded_as_decisions_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = Snapshot::load(&configuration(dir.path(), "read"), 1, 0).unwrap();
+    let core = Core::new(Arc::new(embedded()));
+    let target = RequestTarget {
+        tls: false,
+        host: "items.test".into(),
+        port: 80,
+    };
+    let headers = HeaderMap::new();
+    let ask = |identity: Option<&'static str>, path: &'static str| {
+        let uri: Uri = path.parse().unwrap();
+        let core = &core;
+        let snapshot = &snapshot;
+        let target = &target;
+        let headers = &headers;
+        async move {
+            let inbound = Inbound {
+                target,
+                method: &Method::GET,
+                uri: &uri,
+                headers,
+            };
+            let verdict = core.http(snapshot, &caller(identity), inbound).await;
+            let json = serde_json::to_value(&verdict.record).unwrap();
+            (verdict.outcome.err().map(|e| e.reason()), json)
+        }
+    };
+    let (refused, line) = ask(Some(CODER), "/items/7").await;
+    assert_eq!(refused, None);
+    assert_eq!(line["action"], "items:read");
+    assert_eq!(line["decision"], "allow");
+    assert_eq!(line["workload"], CODER);
+    assert_eq!(line["risk"], "read");
+
+    // No identity: refused before anything is named.
+    let (refused, line) = ask(None, "/items/7").await;
+    assert_eq!(refused, Some("unidentified"));
+    assert_eq!(
+        (line["status"].as_u64(), line["reason"].as_str()),
+        (Some(407), Some("unidentified"))
+    );
+    assert!(line["action"].is_null(), "{line}");
+
+    // A path the upstream could read differently: refused while naming it.
+    let (refused, line) = ask(Some(CODER), "/items/../admin").await;
+    assert_eq!(refused, Some("malformed_request"));
+    assert_eq!(line["status"], 400);
+    assert_eq!(line["workload"], CODER);
+
+    // A route the catalog lacks is the tool's `unknown`, which nothing
+    // permits.
+    let (refused, line) = ask(Some(CODER), "/other").await;
+    assert_eq!(refused, Some(Reason::NoPermit.as_str()));
+    assert_eq!(
+        (line["action"].as_str(), line["status"].as_u64()),
+        (Some("items:unknown"), Some(403))
+    );
+    assert_eq!(line["decision"], Outcome::Deny.as_str());
+}
+
+#[tokio::test]
+async fn a_tunnel_is_the_connect_action_on_host_and_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = Snapshot::load(&configuration(dir.path(), "read"), 1, 0).unwrap();
+    let core = Core::new(Arc::new(embedded()));
+    let target = RequestTarget {
+        tls: true,
+        host: "pypi.org".into(),
+        port: 443,
+    };
+    let verdict = core.tunnel(&snapshot, &caller(Some(CODER)), &target).await;
+    let line = serde_json::to_value(&verdict.record).unwrap();
+    assert_eq!(line["action"], "connect");
+    assert_eq!(line["resource"], "pypi.org:443");
+    assert_eq!(line["method"], "CONNECT");
+    assert_eq!(line["reason"], "no_permit");
+    assert_eq!(line["status"], 403);
+}

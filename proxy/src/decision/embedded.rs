@@ -1,0 +1,75 @@
+//! Deciding in this process: Cedar against the snapshot the request was
+//! named with, under the task its token admits. The default when no remote
+//! decision service is configured, and what `tollgate decision` answers
+//! with.
+
+use std::sync::Arc;
+
+use super::snapshot::Snapshot;
+
+use super::outcome::Decision;
+use super::request::DecisionRequest;
+use super::tasks::{TaskRefusal, TaskRevoked, TaskStore};
+use super::{Decider, DecisionFuture};
+
+pub struct EmbeddedDecider {
+    tasks: Arc<TaskStore>,
+}
+
+impl EmbeddedDecider {
+    pub fn new(tasks: Arc<TaskStore>) -> EmbeddedDecider {
+        EmbeddedDecider { tasks }
+    }
+
+    pub fn tasks(&self) -> &Arc<TaskStore> {
+        &self.tasks
+    }
+
+    /// A decision under tasks: the token's task must be known, active, this
+    /// workload's and in scope; then policy decides (seeing
+    /// `context.task`); then an allowed request uses one unit of the task's
+    /// budget for its risk class, if it has one.
+    pub fn decide_in(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
+        let task = match &request.task {
+            None => None,
+            Some(token) => match self.tasks.admit(token, &request.principal, &request.action) {
+                Ok(task) => Some(task),
+                Err((refusal, task)) => return refusal.decision(task.map(|t| t.reference())),
+            },
+        };
+        // Policies may read `context.task.used`, which changes with every
+        // budgeted request: those decisions are never cached.
+        let mut decision = match task.as_deref() {
+            Some(t) if t.has_budgets() => snapshot.engine.evaluate_in_task(request, Some(t)),
+            t => snapshot
+                .decisions
+                .decide_in_task(&snapshot.engine, request, t),
+        };
+        if let Some(task) = task {
+            let risk = request.context.risk;
+            let mut task_ref = task.reference();
+            if decision.is_allow() && task.has_budget_for(risk) {
+                task_ref.no_cache = true;
+                if !task.consume(risk) {
+                    return TaskRefusal::BudgetExhausted.decision(Some(task.reference()));
+                }
+            }
+            decision.task = Some(task_ref);
+        }
+        decision
+    }
+}
+
+impl Decider for EmbeddedDecider {
+    fn decide<'a>(
+        &'a self,
+        snapshot: &'a Snapshot,
+        request: &'a DecisionRequest,
+    ) -> DecisionFuture<'a> {
+        Box::pin(std::future::ready(self.decide_in(snapshot, request)))
+    }
+
+    fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
+        self.tasks.subscribe()
+    }
+}

@@ -1,0 +1,168 @@
+//! What a decision answers: the outcome, a reason code from a closed set,
+//! and what the data plane needs to act on it (the credential to inject,
+//! the task it ran under).
+
+use std::fmt;
+use std::time::SystemTime;
+
+/// The three answers a decision can give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allow,
+    Deny,
+    ApprovalRequired,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Allow, Outcome::Deny, Outcome::ApprovalRequired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::ApprovalRequired => "approval_required",
+        }
+    }
+}
+
+/// Why a decision came out as it did: the stable machine code agents,
+/// audit lines and the gRPC API carry. Its spelling on the wire is
+/// [`Reason::as_str`]; code matches on the variants, never on the strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A permit matched and no forbid did.
+    Allowed,
+    /// A forbid matched.
+    Forbidden,
+    /// Nothing permits it (default deny).
+    NoPermit,
+    /// A policy failed to evaluate: denied, naming the policy.
+    PolicyError,
+    /// The request cannot be put to Cedar (an action outside the schema).
+    InvalidRequest,
+    /// No decision could be had (decision service down or too slow).
+    DecisionUnavailable,
+    /// The task token's task has ended or expired.
+    TaskEnded,
+    /// The task token is not one this decision plane issued.
+    TaskUnknown,
+    /// The task token was issued to another workload.
+    TaskWorkloadMismatch,
+    /// The action is outside the task's scopes.
+    OutOfScope,
+    /// The task's budget for the risk class is used up.
+    BudgetExhausted,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::Allowed,
+        Reason::Forbidden,
+        Reason::NoPermit,
+        Reason::PolicyError,
+        Reason::InvalidRequest,
+        Reason::DecisionUnavailable,
+        Reason::TaskEnded,
+        Reason::TaskUnknown,
+        Reason::TaskWorkloadMismatch,
+        Reason::OutOfScope,
+        Reason::BudgetExhausted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::Forbidden => "forbidden",
+            Reason::NoPermit => "no_permit",
+            Reason::PolicyError => "policy_error",
+            Reason::InvalidRequest => "invalid_request",
+            Reason::DecisionUnavailable => "decision_unavailable",
+            Reason::TaskEnded => "task_ended",
+            Reason::TaskUnknown => "task_unknown",
+            Reason::TaskWorkloadMismatch => "task_workload_mismatch",
+            Reason::OutOfScope => "out_of_scope",
+            Reason::BudgetExhausted => "budget_exhausted",
+        }
+    }
+
+    /// The reason spelled `code`, as the gRPC API carries it.
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == code)
+    }
+
+    /// About the task token itself rather than about policy: the agent
+    /// fixes it by getting a new task (answered 401, not 403).
+    pub fn is_about_the_token(self) -> bool {
+        matches!(self, Reason::TaskEnded | Reason::TaskUnknown)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decision. `message` is for humans (a forbid policy's `@reason("…")`
+/// annotation when it has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub reason: Reason,
+    pub message: String,
+    pub policy_ids: Vec<String>,
+    /// Name of the credential to inject (never its value): the
+    /// `@credential("…")` of the first allowing policy that has one.
+    pub credential: Option<String>,
+    /// The task the request ran under, when it presented a known task token.
+    pub task: Option<TaskRef>,
+}
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        self.outcome == Outcome::Allow
+    }
+
+    /// A deny for `reason`, naming no policy.
+    pub fn deny(reason: Reason, message: impl Into<String>) -> Decision {
+        Decision {
+            outcome: Outcome::Deny,
+            reason,
+            message: message.into(),
+            policy_ids: Vec::new(),
+            credential: None,
+            task: None,
+        }
+    }
+
+    /// The fail-closed answer when no decision could be made.
+    pub fn unavailable(message: impl Into<String>) -> Decision {
+        Decision::deny(Reason::DecisionUnavailable, message)
+    }
+}
+
+/// The task a decision was made under, as the data plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    pub id: String,
+    pub expires: SystemTime,
+    /// The decision used a budget: never serve it from a cache.
+    pub no_cache: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_from_its_code() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::from_code(reason.as_str()), Some(reason));
+        }
+        assert_eq!(Reason::from_code("Allowed"), None);
+        let codes: std::collections::HashSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len(), "two reasons share a code");
+    }
+}

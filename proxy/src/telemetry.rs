@@ -1,0 +1,65 @@
+//! The metric series tollgate exports, named once. Every series a dashboard
+//! or an alert may watch is registered at zero when the process starts, so
+//! "nothing happened yet" reads as 0, not as "no data". (The per-action
+//! request counters are registered where they are counted:
+//! `core::audit::register_request_series`, at start and on every reload.)
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Decisions by tool, action and outcome (`decision`).
+pub const REQUESTS: &str = "tollgate_requests_total";
+/// Time to decide, whichever front asked.
+pub const DECISION_DURATION: &str = "tollgate_decision_duration_seconds";
+/// Time to the upstream's response head.
+pub const UPSTREAM_DURATION: &str = "tollgate_upstream_duration_seconds";
+/// Agent connections open now.
+pub const OPEN_CONNECTIONS: &str = "tollgate_open_connections";
+/// Reloads by `result`: `ok` or `refused`.
+pub const RELOADS: &str = "tollgate_reloads_total";
+/// Minted interception certificates reused or made, by `result`.
+pub const LEAF_CACHE: &str = "tollgate_leaf_cache_total";
+/// The embedded decision cache, by `result`: `hit` or `miss`.
+pub const DECISION_CACHE: &str = "tollgate_decision_cache_total";
+/// A remote decider's answers, by `result`.
+pub const REMOTE_DECISIONS: &str = "tollgate_remote_decisions_total";
+
+/// Every series with a fixed set of labels: (name, label, values).
+const FIXED: [(&str, &str, &[&str]); 4] = [
+    (RELOADS, "result", &["ok", "refused"]),
+    (LEAF_CACHE, "result", &["hit", "miss"]),
+    (DECISION_CACHE, "result", &["hit", "miss"]),
+    (
+        REMOTE_DECISIONS,
+        "result",
+        &["cache_hit", "answered", "unavailable"],
+    ),
+];
+
+/// Describe every metric and register every fixed series at zero. Call
+/// once, after the recorder is installed.
+pub fn register() {
+    describe_counter!(REQUESTS, "Decisions by tool, action and outcome.");
+    describe_histogram!(
+        DECISION_DURATION,
+        Unit::Seconds,
+        "Time to decide one request, whichever front asked."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time from sending a request upstream to its response head."
+    );
+    describe_gauge!(OPEN_CONNECTIONS, "Agent connections open now.");
+    describe_counter!(RELOADS, "Reloads of catalog, policies and credentials.");
+    describe_counter!(LEAF_CACHE, "Interception certificates reused or minted.");
+    describe_counter!(DECISION_CACHE, "Lookups in the embedded decision cache.");
+    describe_counter!(REMOTE_DECISIONS, "Answers of a remote decision service.");
+    for (name, label, values) in FIXED {
+        for value in values {
+            metrics::counter!(name, label => *value).increment(0);
+        }
+    }
+    let _ = metrics::histogram!(DECISION_DURATION);
+    let _ = metrics::histogram!(UPSTREAM_DURATION);
+    metrics::gauge!(OPEN_CONNECTIONS).increment(0.0);
+}
