@@ -483,9 +483,10 @@ fn config_yaml(setup: &Setup, dir: &Path) -> String {
     y.push_str("decision_service:\n  address: 127.0.0.1:0\n  admin: 127.0.0.1:0\n");
     y.push_str(&setup.decision_service_yaml);
     if let Some(endpoint) = &setup.decision_endpoint {
-        y.push_str(&format!(
-            "decision:\n  endpoint: \"{endpoint}\"\n  timeout: 500ms\n"
-        ));
+        y.push_str(&format!("decision:\n  endpoint: \"{endpoint}\"\n"));
+        if !setup.decision_yaml.contains("timeout:") {
+            y.push_str("  timeout: 500ms\n");
+        }
         y.push_str(&setup.decision_yaml);
     }
     y.push_str(&setup.extra_yaml);
