@@ -78,7 +78,11 @@ fn validate_names_an_unknown_action() {
         "permit(principal,\n  action == Action::\"github:repos.nuke\",\n  resource);\n",
     )
     .unwrap();
-    let (_, _, stderr) = validate(dir.path());
+    let (code, stdout, stderr) = validate(dir.path());
+    assert_eq!(code, 64, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    // Where, and what: the file and line of the policy, and the action.
+    assert!(stderr.contains("zz.cedar:1:"), "{stderr}");
     assert!(stderr.contains("github:repos.nuke"), "{stderr}");
 }
 
@@ -127,6 +131,11 @@ fn check_prints_one_decision_object() {
         assert_eq!(v["decision"], decision, "{case}");
         assert_eq!(v["reason"], reason, "{case}");
         assert_eq!(v["workload"], identity, "{case}");
+        assert_eq!(
+            v["status"],
+            if decision == "allow" { 200 } else { 403 },
+            "{case}"
+        );
         if reason == "forbidden" {
             let id = if risk == "write" {
                 "writes-need-a-task"
@@ -137,6 +146,44 @@ fn check_prints_one_decision_object() {
         }
     }
     assert_eq!(check(CODER, "GET", "not a url").0, 2);
+
+    // An allowed request prints its credential plan by name; the example's
+    // credentials come from variables this process does not set, and
+    // naming them reads nothing.
+    let (_, v) = check(CODER, "GET", PULLS);
+    assert_eq!(v["credential"], "github-readonly", "{v}");
+    assert_eq!(
+        v["credentials"]["inject"],
+        serde_json::json!({"credential": "github-readonly", "header": "authorization"}),
+        "{v}"
+    );
+    let stripped: Vec<&str> = v["credentials"]["strip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    for header in [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+    ] {
+        assert!(stripped.contains(&header), "{v}");
+    }
+    // A path the upstream could read otherwise is refused, as the proxy
+    // refuses it.
+    let (code, v) = check(
+        CODER,
+        "GET",
+        "https://api.github.com/repos/acme%2Fapi/pulls",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        (v["status"].as_u64(), v["reason"].as_str()),
+        (Some(400), Some("malformed_request")),
+        "{v}"
+    );
 }
 
 #[test]
@@ -166,10 +213,29 @@ fn ca_init_writes_a_private_key_and_refuses_to_overwrite() {
 fn every_verb_has_help() {
     let out = tollgate(&["--help"]);
     let (stdout, _) = text(&out);
-    for verb in ["run", "check", "validate", "schema", "ca"] {
-        assert!(stdout.contains(verb), "{stdout}");
+    assert!(out.status.success(), "{stdout}");
+    // The verbs `--help` lists: the first word of each line under
+    // `Commands:`, up to the next blank line.
+    let listed: Vec<&str> = stdout
+        .split_once("Commands:\n")
+        .map_or("", |(_, rest)| rest)
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        listed,
+        ["run", "decision", "check", "validate", "schema", "ca", "task", "help"],
+        "{stdout}"
+    );
+    for verb in &listed[..listed.len() - 1] {
         let out = tollgate(&[verb, "--help"]);
-        assert!(out.status.success(), "{verb} --help");
+        let (help, stderr) = text(&out);
+        assert!(out.status.success(), "{verb} --help: {stderr}");
+        assert!(
+            help.contains(&format!("Usage: tollgate {verb}")),
+            "{verb} --help:\n{help}"
+        );
     }
 }
 
@@ -180,12 +246,28 @@ fn schema_lists_catalog_actions_in_their_groups() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("entity Workload"), "{stdout}");
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("\"github:repos.delete\""))
-        .unwrap_or_else(|| panic!("no github:repos.delete in {stdout}"));
-    assert!(
-        line.contains("prod_change") || stdout.contains("prod_change"),
-        "{line}"
-    );
+    let declaration = |action: &str| {
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("action \"{action}\"")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{action} declared {} times", lines.len());
+        lines[0].to_string()
+    };
+    // Each action sits in its risk class and its tool, and only those.
+    for (action, risk, tool) in [
+        ("github:repos.delete", "prod_change", "github"),
+        ("github:pulls.list", "read", "github"),
+        ("github:pulls.create", "write", "github"),
+        ("github:unknown", "unknown", "github"),
+        ("demo:files.read", "read", "demo"),
+    ] {
+        let line = declaration(action);
+        assert!(
+            line.contains(&format!(" in [\"{risk}\", \"{tool}\"] appliesTo")),
+            "{line}"
+        );
+    }
+    // `connect` is in no group: a rule on a risk class never covers it.
+    assert!(!declaration("connect").contains(" in ["), "{stdout}");
 }
