@@ -2,7 +2,7 @@
 //! upstream intact, refused ones never do, and every failure is a clear
 //! answer.
 
-use tollgate_e2e::{curl, python, Setup, Tollgate, Upstream};
+use tollgate_e2e::{curl, python, repo_root, Setup, Tollgate, Upstream};
 
 fn github_at(upstream: &Upstream) -> Setup {
     Setup::routing("api.github.com:80", upstream.addr)
@@ -219,6 +219,47 @@ async fn admin_serves_health_readiness_and_metrics() {
     let admin = format!("http://{}", tg.admin);
     assert_eq!(curl(&[&format!("{admin}/healthz")]).await.status, 200);
     assert_eq!(curl(&[&format!("{admin}/readyz")]).await.status, 200);
+
+    // Before anything happened, every metric the operations guide lists
+    // is there, every series at 0.
+    let documented = std::fs::read_to_string(repo_root().join("docs/operations.md")).unwrap();
+    let names: Vec<&str> = documented
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `tollgate_")?.split_once('`'))
+        .map(|(rest, _)| rest)
+        .collect();
+    assert!(names.len() >= 8, "{names:?}");
+    let metrics = curl(&[&format!("{admin}/metrics")]).await.body;
+    for name in names {
+        let series: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("tollgate_")
+                    .and_then(|l| l.strip_prefix(name))
+                    .is_some_and(|rest| rest.starts_with([' ', '{', '_']))
+            })
+            .collect();
+        assert!(
+            !series.is_empty(),
+            "no tollgate_{name} at start:\n{metrics}"
+        );
+        for line in series {
+            let value = line.rsplit(' ').next().unwrap();
+            // Histogram buckets count 0 too; `+Inf` is a label, not a value.
+            assert_eq!(value.parse::<f64>(), Ok(0.0), "{line}");
+        }
+    }
+    for needle in [
+        r#"tollgate_requests_total{tool="github",action="github:repos.delete",decision="deny"} 0"#,
+        r#"tollgate_requests_total{tool="",action="connect",decision="allow"} 0"#,
+        r#"tollgate_reloads_total{result="refused"} 0"#,
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "missing {needle} at start:\n{metrics}"
+        );
+    }
+
     tg.curl(&["http://api.github.com/repos/acme/api/pulls"])
         .await;
     tg.curl(&["-X", "DELETE", "http://api.github.com/repos/acme/api"])
