@@ -16,10 +16,62 @@ use ipnet::IpNet;
 pub use raw::RawConfig;
 pub use yaml::YamlError;
 
+// Defaults for every field the file may leave out (docs/configuration.md
+// lists the same values). Folders are relative to the configuration file's
+// folder.
+
 pub const DEFAULT_PROXY_ADDRESS: &str = "127.0.0.1:3128";
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 pub const DEFAULT_DECISION_ADDRESS: &str = "127.0.0.1:9191";
 pub const DEFAULT_DECISION_ADMIN_ADDRESS: &str = "127.0.0.1:9902";
+/// The listener's name in audit lines when it gives none (and of the one
+/// listener made when `listeners:` is empty).
+pub const DEFAULT_LISTENER_NAME: &str = "proxy";
+
+pub const DEFAULT_CATALOG_DIR: &str = "catalog";
+pub const DEFAULT_POLICY_DIR: &str = "policies";
+/// The interception CA's folder (`ca.crt` + `ca.key`).
+pub const DEFAULT_CA_DIR: &str = "ca";
+/// Upstream TLS trusts the webpki roots and the system store unless told not to.
+pub const DEFAULT_SYSTEM_ROOTS: bool = true;
+/// Minted leaf certificates kept, one per host name (a configured 0 is taken as 1).
+pub const DEFAULT_LEAF_CACHE_SIZE: usize = 1024;
+
+/// Resolve + TCP connect to the upstream; past it the agent gets 504.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Until the upstream's response head; past it the agent gets 504.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a pooled upstream connection may sit idle (hyper's own default).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_MAX_IDLE_PER_HOST: usize = 64;
+/// Blind tunnel or WebSocket: once one side closes, the other ends after
+/// this long without a byte, so a peer that never closes cannot hold it open.
+pub const DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decisions cached per policy snapshot, or remote decisions cached in
+/// remote mode; 0 disables the cache.
+pub const DEFAULT_DECISION_CACHE_SIZE: usize = 10_000;
+/// Remote mode: the deadline for one call to the decision service; no answer
+/// in time is a deny.
+pub const DEFAULT_DECISION_TIMEOUT: Duration = Duration::from_millis(250);
+/// Remote mode: the longest a cached remote decision is used (a new policy
+/// epoch announced by the decision service drops the cache sooner).
+pub const DEFAULT_DECISION_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// The file inside a credential's `dir` holding the value when `key` is absent.
+pub const DEFAULT_CREDENTIAL_KEY: &str = "token";
+/// `inject: { header: … }` without `template`: the header is the bare value.
+pub const DEFAULT_HEADER_TEMPLATE: &str = "{value}";
+
+/// A task's TTL when StartTask names none.
+pub const DEFAULT_TASK_TTL: Duration = Duration::from_secs(15 * 60);
+/// The longest TTL StartTask may ask for.
+pub const DEFAULT_MAX_TASK_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Poll the configuration file, catalog and policy folders for changes.
+pub const DEFAULT_RELOAD_WATCH: bool = true;
+/// How often the watch polls; a poll reads only names, sizes and mtimes.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -122,11 +174,11 @@ pub struct ForwardConfig {
 impl Default for ForwardConfig {
     fn default() -> Self {
         ForwardConfig {
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(90),
-            max_idle_per_host: 64,
-            tunnel_half_close_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_idle_per_host: DEFAULT_MAX_IDLE_PER_HOST,
+            tunnel_half_close_timeout: DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
             resolve: HashMap::new(),
             allow_networks: Vec::new(),
             via: false,
@@ -256,7 +308,10 @@ impl Config {
         };
         for (i, l) in raw_listeners.into_iter().enumerate() {
             let field = format!("listeners[{i}]");
-            let name: Arc<str> = l.name.unwrap_or_else(|| "proxy".into()).into();
+            let name: Arc<str> = l
+                .name
+                .unwrap_or_else(|| DEFAULT_LISTENER_NAME.into())
+                .into();
             if listeners.iter().any(|x: &ListenerConfig| x.name == name) {
                 return Err(invalid(&field, format!("duplicate listener name `{name}`")));
             }
@@ -336,7 +391,12 @@ impl Config {
         };
 
         let tls = TlsConfig {
-            ca_dir: resolve_path(raw.tls.ca_dir.as_deref().unwrap_or(Path::new("ca"))),
+            ca_dir: resolve_path(
+                raw.tls
+                    .ca_dir
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_CA_DIR)),
+            ),
             create_ca_if_missing: raw.tls.create_ca_if_missing,
             upstream_ca_files: raw
                 .tls
@@ -344,8 +404,12 @@ impl Config {
                 .iter()
                 .map(|p| resolve_path(p))
                 .collect(),
-            system_roots: raw.tls.system_roots.unwrap_or(true),
-            leaf_cache_size: raw.tls.leaf_cache_size.unwrap_or(1024).max(1),
+            system_roots: raw.tls.system_roots.unwrap_or(DEFAULT_SYSTEM_ROOTS),
+            leaf_cache_size: raw
+                .tls
+                .leaf_cache_size
+                .unwrap_or(DEFAULT_LEAF_CACHE_SIZE)
+                .max(1),
         };
 
         let audit = match raw.audit.output.as_deref() {
@@ -353,11 +417,11 @@ impl Config {
             Some(p) => AuditOutput::File(resolve_path(Path::new(p))),
         };
         let reload = ReloadConfig {
-            watch: raw.reload.watch.unwrap_or(true),
+            watch: raw.reload.watch.unwrap_or(DEFAULT_RELOAD_WATCH),
             interval: duration(
                 "reload.interval",
                 raw.reload.interval.as_deref(),
-                Duration::from_secs(2),
+                DEFAULT_RELOAD_INTERVAL,
             )?,
         };
         if reload.interval.is_zero() {
@@ -407,12 +471,12 @@ impl Config {
                     timeout: duration(
                         "decision.timeout",
                         raw.decision.timeout.as_deref(),
-                        Duration::from_millis(250),
+                        DEFAULT_DECISION_TIMEOUT,
                     )?,
                     cache_ttl: duration(
                         "decision.cache_ttl",
                         raw.decision.cache_ttl.as_deref(),
-                        Duration::from_secs(30),
+                        DEFAULT_DECISION_CACHE_TTL,
                     )?,
                     tls: client_tls,
                 })
@@ -462,13 +526,10 @@ impl Config {
                 let default_ttl = duration(
                     "tasks.default_ttl",
                     t.default_ttl.as_deref(),
-                    Duration::from_secs(15 * 60),
+                    DEFAULT_TASK_TTL,
                 )?;
-                let max_ttl = duration(
-                    "tasks.max_ttl",
-                    t.max_ttl.as_deref(),
-                    Duration::from_secs(24 * 3600),
-                )?;
+                let max_ttl =
+                    duration("tasks.max_ttl", t.max_ttl.as_deref(), DEFAULT_MAX_TASK_TTL)?;
                 if default_ttl.is_zero() || default_ttl > max_ttl {
                     return Err(invalid(
                         "tasks.default_ttl",
@@ -487,11 +548,22 @@ impl Config {
             file: path.to_path_buf(),
             listeners,
             admin_address,
-            catalog_dir: resolve_path(raw.catalog.as_deref().unwrap_or(Path::new("catalog"))),
-            policy_dir: resolve_path(raw.policies.as_deref().unwrap_or(Path::new("policies"))),
+            catalog_dir: resolve_path(
+                raw.catalog
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_CATALOG_DIR)),
+            ),
+            policy_dir: resolve_path(
+                raw.policies
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_POLICY_DIR)),
+            ),
             tls,
             forward,
-            decision_cache_size: raw.decision.cache_size.unwrap_or(10_000),
+            decision_cache_size: raw
+                .decision
+                .cache_size
+                .unwrap_or(DEFAULT_DECISION_CACHE_SIZE),
             remote_decision,
             decision_address,
             decision_admin_address,
@@ -528,7 +600,7 @@ fn credential(
         (Some(var), None, None) if !var.is_empty() => CredentialSource::Env(var),
         (None, Some(f), None) => CredentialSource::File(resolve_path(&f)),
         (None, None, Some(d)) => {
-            let key = key.unwrap_or_else(|| "token".into());
+            let key = key.unwrap_or_else(|| DEFAULT_CREDENTIAL_KEY.into());
             // A key is one file name inside the mounted folder, never a path out of it.
             if key.is_empty() || key.contains('/') || key == "." || key == ".." {
                 return Err(format!("`key: {key}` is not a file name"));
@@ -559,7 +631,7 @@ fn credential(
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(format!("`{name}` is not a header name"));
             }
-            let template = template.unwrap_or_else(|| "{value}".into());
+            let template = template.unwrap_or_else(|| DEFAULT_HEADER_TEMPLATE.into());
             if !template.contains("{value}") {
                 return Err(format!("template `{template}` has no `{{value}}`"));
             }

@@ -220,3 +220,87 @@ fn a_reload_names_the_sections_that_wait_for_a_restart() {
         ["listeners", "forward", "decision_service"]
     );
 }
+
+#[test]
+fn every_omitted_field_gets_its_named_default() {
+    let c = load_str("{}").unwrap();
+    assert_eq!(&*c.listeners[0].name, DEFAULT_LISTENER_NAME);
+    assert_eq!(c.decision_address.to_string(), DEFAULT_DECISION_ADDRESS);
+    assert_eq!(
+        c.decision_admin_address.to_string(),
+        DEFAULT_DECISION_ADMIN_ADDRESS
+    );
+    let base = Path::new("/etc/tollgate");
+    assert_eq!(c.catalog_dir, base.join(DEFAULT_CATALOG_DIR));
+    assert_eq!(c.policy_dir, base.join(DEFAULT_POLICY_DIR));
+    assert_eq!(
+        c.tls,
+        TlsConfig {
+            ca_dir: base.join(DEFAULT_CA_DIR),
+            create_ca_if_missing: false,
+            upstream_ca_files: Vec::new(),
+            system_roots: DEFAULT_SYSTEM_ROOTS,
+            leaf_cache_size: DEFAULT_LEAF_CACHE_SIZE,
+        }
+    );
+    assert_eq!(c.forward, ForwardConfig::default());
+    assert_eq!(c.forward.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(c.forward.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+    assert_eq!(c.forward.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(c.forward.max_idle_per_host, DEFAULT_MAX_IDLE_PER_HOST);
+    assert_eq!(
+        c.forward.tunnel_half_close_timeout,
+        DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT
+    );
+    assert!(c.forward.resolve.is_empty() && c.forward.allow_networks.is_empty());
+    assert!(!c.forward.via);
+    assert_eq!(c.decision_cache_size, DEFAULT_DECISION_CACHE_SIZE);
+    assert_eq!(c.remote_decision, None);
+    assert_eq!(c.decision_tls, None);
+    assert!(c.credentials.is_empty());
+    assert_eq!(
+        c.reload,
+        ReloadConfig {
+            watch: DEFAULT_RELOAD_WATCH,
+            interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    );
+    assert_eq!(c.tasks, None);
+
+    // Sections whose defaults apply once the section is there.
+    let c = load_str(
+        "decision: {endpoint: 'http://127.0.0.1:9191'}\ntasks: {}\ncredentials:\n  a: { dir: a, inject: { header: { name: X-Key } }, services: [x] }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.remote_decision,
+        Some(RemoteDecision {
+            endpoint: "http://127.0.0.1:9191".into(),
+            timeout: DEFAULT_DECISION_TIMEOUT,
+            cache_ttl: DEFAULT_DECISION_CACHE_TTL,
+            tls: None,
+        })
+    );
+    assert_eq!(
+        c.tasks,
+        Some(TasksConfig {
+            admin_token: None,
+            default_ttl: DEFAULT_TASK_TTL,
+            max_ttl: DEFAULT_MAX_TASK_TTL,
+        })
+    );
+    assert_eq!(
+        c.credentials["a"].source,
+        CredentialSource::Dir {
+            path: base.join("a"),
+            key: DEFAULT_CREDENTIAL_KEY.into()
+        }
+    );
+    assert_eq!(
+        c.credentials["a"].injection,
+        CredentialInjection::Header {
+            name: "x-key".into(),
+            template: DEFAULT_HEADER_TEMPLATE.into()
+        }
+    );
+}
