@@ -2,7 +2,9 @@
 //! Relative paths are resolved against the configuration file's folder so a
 //! config works from any working directory.
 
+mod credentials;
 mod raw;
+mod sections;
 pub mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +17,8 @@ use ipnet::IpNet;
 
 pub use raw::RawConfig;
 pub use yaml::YamlError;
+
+use sections::Ctx;
 
 // Defaults for every field the file may leave out (docs/configuration.md
 // lists the same values). Folders are relative to the configuration file's
@@ -268,410 +272,40 @@ impl Config {
     }
 
     pub fn from_raw(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let resolve_path = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
-        let invalid = |field: &str, message: String| ConfigError::Invalid {
-            file: file.clone(),
-            field: field.to_string(),
-            message,
-        };
-        let socket = |field: &str, value: &str| -> Result<SocketAddr, ConfigError> {
-            value
-                .parse()
-                .map_err(|_| invalid(field, format!("`{value}` is not an ip:port address")))
-        };
-        let duration = |field: &str, value: Option<&str>, default: Duration| match value {
-            None => Ok(default),
-            Some(v) => humantime::parse_duration(v)
-                .map_err(|e| invalid(field, format!("`{v}` is not a duration: {e}"))),
-        };
-
-        let mut listeners = Vec::new();
-        let raw_listeners = if raw.listeners.is_empty() {
-            vec![raw::RawListener {
-                name: None,
-                address: None,
-                identity: None,
-            }]
-        } else {
-            raw.listeners
-        };
-        for (i, l) in raw_listeners.into_iter().enumerate() {
-            let field = format!("listeners[{i}]");
-            let name: Arc<str> = l
-                .name
-                .unwrap_or_else(|| DEFAULT_LISTENER_NAME.into())
-                .into();
-            if listeners.iter().any(|x: &ListenerConfig| x.name == name) {
-                return Err(invalid(&field, format!("duplicate listener name `{name}`")));
-            }
-            let address = socket(
-                &format!("{field}.address"),
-                l.address.as_deref().unwrap_or(DEFAULT_PROXY_ADDRESS),
-            )?;
-            let static_identity = match l.identity.and_then(|i| i.static_id) {
-                Some(id) if id.trim().is_empty() => {
-                    return Err(invalid(
-                        &format!("{field}.identity.static"),
-                        "must not be empty".into(),
-                    ))
-                }
-                Some(id) => Some(Arc::from(id)),
-                None => None,
-            };
-            listeners.push(ListenerConfig {
-                name,
-                address,
-                static_identity,
-            });
-        }
-
-        let admin_address = socket(
-            "admin.address",
-            raw.admin
-                .address
-                .as_deref()
-                .unwrap_or(DEFAULT_ADMIN_ADDRESS),
-        )?;
-
-        let defaults = ForwardConfig::default();
-        let mut resolve = HashMap::new();
-        for (from, to) in &raw.forward.resolve {
-            let (host, port) = split_host_port(from)
-                .ok_or_else(|| invalid("forward.resolve", format!("`{from}` is not host:port")))?;
-            resolve.insert((host, port), socket("forward.resolve", to)?);
-        }
-        let mut allow_networks = Vec::new();
-        for net in &raw.forward.allow_networks {
-            allow_networks.push(net.parse::<IpNet>().map_err(|_| {
-                invalid(
-                    "forward.allow_networks",
-                    format!("`{net}` is not a CIDR network"),
-                )
-            })?);
-        }
-        let forward = ForwardConfig {
-            connect_timeout: duration(
-                "forward.connect_timeout",
-                raw.forward.connect_timeout.as_deref(),
-                defaults.connect_timeout,
-            )?,
-            response_timeout: duration(
-                "forward.response_timeout",
-                raw.forward.response_timeout.as_deref(),
-                defaults.response_timeout,
-            )?,
-            idle_timeout: duration(
-                "forward.idle_timeout",
-                raw.forward.idle_timeout.as_deref(),
-                defaults.idle_timeout,
-            )?,
-            max_idle_per_host: raw
-                .forward
-                .max_idle_per_host
-                .unwrap_or(defaults.max_idle_per_host),
-            tunnel_half_close_timeout: duration(
-                "forward.tunnel_half_close_timeout",
-                raw.forward.tunnel_half_close_timeout.as_deref(),
-                defaults.tunnel_half_close_timeout,
-            )?,
-            resolve,
-            allow_networks,
-            via: raw.forward.via,
-        };
-
-        let tls = TlsConfig {
-            ca_dir: resolve_path(
-                raw.tls
-                    .ca_dir
-                    .as_deref()
-                    .unwrap_or(Path::new(DEFAULT_CA_DIR)),
-            ),
-            create_ca_if_missing: raw.tls.create_ca_if_missing,
-            upstream_ca_files: raw
-                .tls
-                .upstream_ca_files
-                .iter()
-                .map(|p| resolve_path(p))
-                .collect(),
-            system_roots: raw.tls.system_roots.unwrap_or(DEFAULT_SYSTEM_ROOTS),
-            leaf_cache_size: raw
-                .tls
-                .leaf_cache_size
-                .unwrap_or(DEFAULT_LEAF_CACHE_SIZE)
-                .max(1),
-        };
-
-        let audit = match raw.audit.output.as_deref() {
-            None | Some("stdout") | Some("-") => AuditOutput::Stdout,
-            Some(p) => AuditOutput::File(resolve_path(Path::new(p))),
-        };
-        let reload = ReloadConfig {
-            watch: raw.reload.watch.unwrap_or(DEFAULT_RELOAD_WATCH),
-            interval: duration(
-                "reload.interval",
-                raw.reload.interval.as_deref(),
-                DEFAULT_RELOAD_INTERVAL,
-            )?,
-        };
-        if reload.interval.is_zero() {
-            return Err(invalid("reload.interval", "must be above zero".into()));
-        }
-
-        let tls_files = |field: &str, raw: Option<raw::RawTlsFiles>, need_identity: bool| {
-            let Some(raw) = raw else {
-                return Ok(None);
-            };
-            if raw.cert.is_some() != raw.key.is_some() {
-                return Err(invalid(
-                    field,
-                    "give both `cert` and `key`, or neither".into(),
-                ));
-            }
-            if need_identity && raw.cert.is_none() {
-                return Err(invalid(field, "a TLS server needs `cert` and `key`".into()));
-            }
-            Ok(Some(TlsFiles {
-                cert: raw.cert.as_deref().map(resolve_path),
-                key: raw.key.as_deref().map(resolve_path),
-                ca: raw.ca.as_deref().map(resolve_path),
-            }))
-        };
-        let decision_tls = tls_files("decision_service.tls", raw.decision_service.tls, true)?;
-        let client_tls = tls_files("decision.tls", raw.decision.tls, false)?;
-        let remote_decision = match raw.decision.endpoint {
-            None => None,
-            Some(endpoint) => {
-                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                    return Err(invalid(
-                        "decision.endpoint",
-                        format!("`{endpoint}` is not an http:// or https:// URL"),
-                    ));
-                }
-                if endpoint.starts_with("https://")
-                    && client_tls.as_ref().and_then(|t| t.ca.as_ref()).is_none()
-                {
-                    return Err(invalid(
-                        "decision.tls.ca",
-                        "an https:// endpoint needs the CA that signed the service".into(),
-                    ));
-                }
-                Some(RemoteDecision {
-                    endpoint,
-                    timeout: duration(
-                        "decision.timeout",
-                        raw.decision.timeout.as_deref(),
-                        DEFAULT_DECISION_TIMEOUT,
-                    )?,
-                    cache_ttl: duration(
-                        "decision.cache_ttl",
-                        raw.decision.cache_ttl.as_deref(),
-                        DEFAULT_DECISION_CACHE_TTL,
-                    )?,
-                    tls: client_tls,
-                })
-            }
-        };
-        let decision_address = socket(
-            "decision_service.address",
-            raw.decision_service
-                .address
-                .as_deref()
-                .unwrap_or(DEFAULT_DECISION_ADDRESS),
-        )?;
-        let decision_admin_address = socket(
-            "decision_service.admin",
-            raw.decision_service
-                .admin
-                .as_deref()
-                .unwrap_or(DEFAULT_DECISION_ADMIN_ADDRESS),
-        )?;
-        let mut credentials = BTreeMap::new();
-        for (name, c) in raw.credentials {
-            let credential = credential(&name, c, &file, &resolve_path)
-                .map_err(|message| invalid(&format!("credentials.{name}"), message))?;
-            credentials.insert(name, credential);
-        }
-
+        let ctx = Ctx::new(path);
+        let listeners = sections::listeners(raw.listeners, &ctx)?;
+        let admin_address = sections::admin(raw.admin, &ctx)?;
+        let forward = sections::forward(raw.forward, &ctx)?;
+        let tls = sections::tls(raw.tls, &ctx);
+        let audit = sections::audit(raw.audit, &ctx);
+        let reload = sections::reload(raw.reload, &ctx)?;
+        let decision = sections::decision(raw.decision, &ctx)?;
+        let decision_service = sections::decision_service(raw.decision_service, &ctx)?;
+        let credentials = credentials::credentials(raw.credentials, &ctx)?;
         let tasks = match raw.tasks {
             None => None,
-            Some(t) => {
-                let admin_token = match t.admin_token {
-                    None => None,
-                    Some(raw::RawSecretSource {
-                        env: Some(var),
-                        file: None,
-                    }) => Some(SecretSource::Env(var)),
-                    Some(raw::RawSecretSource {
-                        env: None,
-                        file: Some(file),
-                    }) => Some(SecretSource::File(resolve_path(&file))),
-                    Some(_) => {
-                        return Err(invalid(
-                            "tasks.admin_token",
-                            "give exactly one of `env` or `file`".into(),
-                        ))
-                    }
-                };
-                let default_ttl = duration(
-                    "tasks.default_ttl",
-                    t.default_ttl.as_deref(),
-                    DEFAULT_TASK_TTL,
-                )?;
-                let max_ttl =
-                    duration("tasks.max_ttl", t.max_ttl.as_deref(), DEFAULT_MAX_TASK_TTL)?;
-                if default_ttl.is_zero() || default_ttl > max_ttl {
-                    return Err(invalid(
-                        "tasks.default_ttl",
-                        "must be above zero and at most tasks.max_ttl".into(),
-                    ));
-                }
-                Some(TasksConfig {
-                    admin_token,
-                    default_ttl,
-                    max_ttl,
-                })
-            }
+            Some(t) => Some(sections::tasks(t, &ctx)?),
         };
-
         Ok(Config {
             file: path.to_path_buf(),
             listeners,
             admin_address,
-            catalog_dir: resolve_path(
-                raw.catalog
-                    .as_deref()
-                    .unwrap_or(Path::new(DEFAULT_CATALOG_DIR)),
-            ),
-            policy_dir: resolve_path(
-                raw.policies
-                    .as_deref()
-                    .unwrap_or(Path::new(DEFAULT_POLICY_DIR)),
-            ),
+            catalog_dir: ctx.dir(raw.catalog, DEFAULT_CATALOG_DIR),
+            policy_dir: ctx.dir(raw.policies, DEFAULT_POLICY_DIR),
             tls,
             forward,
-            decision_cache_size: raw
-                .decision
-                .cache_size
-                .unwrap_or(DEFAULT_DECISION_CACHE_SIZE),
-            remote_decision,
-            decision_address,
-            decision_admin_address,
-            decision_tls,
+            decision_cache_size: decision.cache_size,
+            remote_decision: decision.remote,
+            decision_address: decision_service.address,
+            decision_admin_address: decision_service.admin,
+            decision_tls: decision_service.tls,
             credentials,
             audit,
             reload,
             tasks,
         })
     }
-}
 
-/// Validate one `credentials:` entry; the error is a message for its field.
-fn credential(
-    name: &str,
-    c: raw::RawCredential,
-    file: &str,
-    resolve_path: &dyn Fn(&Path) -> PathBuf,
-) -> Result<CredentialConfig, String> {
-    if name.is_empty() {
-        return Err("a credential needs a name".into());
-    }
-    let raw::RawCredential {
-        env,
-        file: from_file,
-        dir,
-        key,
-        inject,
-        header,
-        services,
-    } = c;
-    let key_given = key.is_some();
-    let source = match (env, from_file, dir) {
-        (Some(var), None, None) if !var.is_empty() => CredentialSource::Env(var),
-        (None, Some(f), None) => CredentialSource::File(resolve_path(&f)),
-        (None, None, Some(d)) => {
-            let key = key.unwrap_or_else(|| DEFAULT_CREDENTIAL_KEY.into());
-            // A key is one file name inside the mounted folder, never a path out of it.
-            if key.is_empty() || key.contains('/') || key == "." || key == ".." {
-                return Err(format!("`key: {key}` is not a file name"));
-            }
-            CredentialSource::Dir {
-                path: resolve_path(&d),
-                key,
-            }
-        }
-        _ => return Err("give exactly one of `env`, `file` or `dir`".into()),
-    };
-    if key_given && !matches!(source, CredentialSource::Dir { .. }) {
-        return Err("`key` only applies to a `dir` source".into());
-    }
-    let injection = match (inject, header) {
-        (Some(_), Some(_)) => return Err("give `inject` or `header`, not both".into()),
-        (None, Some(name)) => raw::RawInjection::Header {
-            name,
-            template: None,
-        },
-        (Some(inject), None) => inject,
-        (None, None) => raw::RawInjection::Bearer,
-    };
-    let injection = match injection {
-        raw::RawInjection::Bearer => CredentialInjection::Bearer,
-        raw::RawInjection::Basic => CredentialInjection::Basic,
-        raw::RawInjection::Header { name, template } => {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(format!("`{name}` is not a header name"));
-            }
-            let template = template.unwrap_or_else(|| DEFAULT_HEADER_TEMPLATE.into());
-            if !template.contains("{value}") {
-                return Err(format!("template `{template}` has no `{{value}}`"));
-            }
-            CredentialInjection::Header {
-                name: name.to_ascii_lowercase(),
-                template,
-            }
-        }
-        raw::RawInjection::Query { param } => {
-            if param.is_empty()
-                || param
-                    .bytes()
-                    .any(|b| b.is_ascii_control() || b" &=#%+".contains(&b))
-            {
-                return Err(format!("`{param}` is not a query parameter name"));
-            }
-            CredentialInjection::Query { param }
-        }
-    };
-    if key_given && injection == CredentialInjection::Basic {
-        return Err("`basic` reads `username` and `password` from `dir`; drop `key`".into());
-    }
-    if services.is_empty() {
-        return Err("`services` must name at least one catalog tool".into());
-    }
-    let services = services
-        .into_iter()
-        .map(|s| BoundService {
-            at: format!("{file}:{}:{}", s.referenced.line(), s.referenced.column()),
-            tool: s.value,
-        })
-        .collect();
-    Ok(CredentialConfig {
-        source,
-        injection,
-        services,
-    })
-}
-
-impl Config {
     /// The sections of `fresh` (the file as it reads now) that differ from
     /// this running configuration outside `credentials:`. Those are read
     /// once at start, so a reload leaves them as they were.

@@ -1,0 +1,359 @@
+//! One function per section of the configuration file, each turning its raw
+//! section into the validated one. Errors name the field as the file spells
+//! it (`forward.connect_timeout`, `listeners[0].address`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::{
+    raw, split_host_port, AuditOutput, ConfigError, ForwardConfig, ListenerConfig, ReloadConfig,
+    RemoteDecision, SecretSource, TasksConfig, TlsConfig, TlsFiles, DEFAULT_ADMIN_ADDRESS,
+    DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DECISION_ADDRESS,
+    DEFAULT_DECISION_ADMIN_ADDRESS, DEFAULT_DECISION_CACHE_SIZE, DEFAULT_DECISION_CACHE_TTL,
+    DEFAULT_DECISION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LEAF_CACHE_SIZE, DEFAULT_LISTENER_NAME,
+    DEFAULT_MAX_IDLE_PER_HOST, DEFAULT_MAX_TASK_TTL, DEFAULT_PROXY_ADDRESS,
+    DEFAULT_RELOAD_INTERVAL, DEFAULT_RELOAD_WATCH, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SYSTEM_ROOTS,
+    DEFAULT_TASK_TTL, DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
+};
+
+/// What the sections share: the file name for errors and the folder that
+/// relative paths resolve against.
+pub(super) struct Ctx<'a> {
+    pub(super) file: String,
+    base: &'a Path,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(path: &'a Path) -> Ctx<'a> {
+        Ctx {
+            file: path.display().to_string(),
+            base: path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        }
+    }
+
+    pub(super) fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// A folder the file may name, or `default` beside the file.
+    pub(super) fn dir(&self, given: Option<PathBuf>, default: &str) -> PathBuf {
+        self.resolve_path(given.as_deref().unwrap_or(Path::new(default)))
+    }
+
+    pub(super) fn invalid(&self, field: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    fn socket(&self, field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value
+            .parse()
+            .map_err(|_| self.invalid(field, format!("`{value}` is not an ip:port address")))
+    }
+
+    fn duration(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v)
+                .map_err(|e| self.invalid(field, format!("`{v}` is not a duration: {e}"))),
+        }
+    }
+
+    /// `need_identity`: a server, which must have its own `cert` and `key`.
+    fn tls_files(
+        &self,
+        field: &str,
+        raw: Option<raw::RawTlsFiles>,
+        need_identity: bool,
+    ) -> Result<Option<TlsFiles>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        if raw.cert.is_some() != raw.key.is_some() {
+            return Err(self.invalid(field, "give both `cert` and `key`, or neither".into()));
+        }
+        if need_identity && raw.cert.is_none() {
+            return Err(self.invalid(field, "a TLS server needs `cert` and `key`".into()));
+        }
+        Ok(Some(TlsFiles {
+            cert: raw.cert.as_deref().map(|p| self.resolve_path(p)),
+            key: raw.key.as_deref().map(|p| self.resolve_path(p)),
+            ca: raw.ca.as_deref().map(|p| self.resolve_path(p)),
+        }))
+    }
+}
+
+/// No listeners in the file: one, with every default.
+pub(super) fn listeners(
+    raw: Vec<raw::RawListener>,
+    ctx: &Ctx,
+) -> Result<Vec<ListenerConfig>, ConfigError> {
+    let raw = if raw.is_empty() {
+        vec![raw::RawListener {
+            name: None,
+            address: None,
+            identity: None,
+        }]
+    } else {
+        raw
+    };
+    let mut listeners = Vec::new();
+    for (i, l) in raw.into_iter().enumerate() {
+        let field = format!("listeners[{i}]");
+        let name: Arc<str> = l.name.as_deref().unwrap_or(DEFAULT_LISTENER_NAME).into();
+        if listeners.iter().any(|x: &ListenerConfig| x.name == name) {
+            return Err(ctx.invalid(&field, format!("duplicate listener name `{name}`")));
+        }
+        let address = ctx.socket(
+            &format!("{field}.address"),
+            l.address.as_deref().unwrap_or(DEFAULT_PROXY_ADDRESS),
+        )?;
+        let static_identity = match l.identity.and_then(|i| i.static_id) {
+            Some(id) if id.trim().is_empty() => {
+                return Err(ctx.invalid(
+                    &format!("{field}.identity.static"),
+                    "must not be empty".into(),
+                ))
+            }
+            Some(id) => Some(Arc::from(id)),
+            None => None,
+        };
+        listeners.push(ListenerConfig {
+            name,
+            address,
+            static_identity,
+        });
+    }
+    Ok(listeners)
+}
+
+/// The admin listener's address.
+pub(super) fn admin(raw: raw::RawAdmin, ctx: &Ctx) -> Result<SocketAddr, ConfigError> {
+    ctx.socket(
+        "admin.address",
+        raw.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS),
+    )
+}
+
+pub(super) fn forward(raw: raw::RawForward, ctx: &Ctx) -> Result<ForwardConfig, ConfigError> {
+    let mut resolve = HashMap::new();
+    for (from, to) in &raw.resolve {
+        let (host, port) = split_host_port(from)
+            .ok_or_else(|| ctx.invalid("forward.resolve", format!("`{from}` is not host:port")))?;
+        resolve.insert((host, port), ctx.socket("forward.resolve", to)?);
+    }
+    let mut allow_networks = Vec::new();
+    for net in &raw.allow_networks {
+        allow_networks.push(net.parse::<IpNet>().map_err(|_| {
+            ctx.invalid(
+                "forward.allow_networks",
+                format!("`{net}` is not a CIDR network"),
+            )
+        })?);
+    }
+    Ok(ForwardConfig {
+        connect_timeout: ctx.duration(
+            "forward.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        response_timeout: ctx.duration(
+            "forward.response_timeout",
+            raw.response_timeout.as_deref(),
+            DEFAULT_RESPONSE_TIMEOUT,
+        )?,
+        idle_timeout: ctx.duration(
+            "forward.idle_timeout",
+            raw.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
+        )?,
+        max_idle_per_host: raw.max_idle_per_host.unwrap_or(DEFAULT_MAX_IDLE_PER_HOST),
+        tunnel_half_close_timeout: ctx.duration(
+            "forward.tunnel_half_close_timeout",
+            raw.tunnel_half_close_timeout.as_deref(),
+            DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
+        )?,
+        resolve,
+        allow_networks,
+        via: raw.via,
+    })
+}
+
+/// Nothing here can be wrong; a leaf cache size of 0 is taken as 1.
+pub(super) fn tls(raw: raw::RawTls, ctx: &Ctx) -> TlsConfig {
+    TlsConfig {
+        ca_dir: ctx.dir(raw.ca_dir, DEFAULT_CA_DIR),
+        create_ca_if_missing: raw.create_ca_if_missing,
+        upstream_ca_files: raw
+            .upstream_ca_files
+            .iter()
+            .map(|p| ctx.resolve_path(p))
+            .collect(),
+        system_roots: raw.system_roots.unwrap_or(DEFAULT_SYSTEM_ROOTS),
+        leaf_cache_size: raw
+            .leaf_cache_size
+            .unwrap_or(DEFAULT_LEAF_CACHE_SIZE)
+            .max(1),
+    }
+}
+
+/// `stdout`, `-` or nothing: standard output; anything else is a file.
+pub(super) fn audit(raw: raw::RawAudit, ctx: &Ctx) -> AuditOutput {
+    match raw.output.as_deref() {
+        None | Some("stdout") | Some("-") => AuditOutput::Stdout,
+        Some(p) => AuditOutput::File(ctx.resolve_path(Path::new(p))),
+    }
+}
+
+pub(super) fn reload(raw: raw::RawReload, ctx: &Ctx) -> Result<ReloadConfig, ConfigError> {
+    let reload = ReloadConfig {
+        watch: raw.watch.unwrap_or(DEFAULT_RELOAD_WATCH),
+        interval: ctx.duration(
+            "reload.interval",
+            raw.interval.as_deref(),
+            DEFAULT_RELOAD_INTERVAL,
+        )?,
+    };
+    if reload.interval.is_zero() {
+        return Err(ctx.invalid("reload.interval", "must be above zero".into()));
+    }
+    Ok(reload)
+}
+
+/// The `decision:` section: how this process gets its decisions.
+pub(super) struct Decision {
+    pub(super) cache_size: usize,
+    pub(super) remote: Option<RemoteDecision>,
+}
+
+/// `decision.tls` is checked even without an endpoint (which leaves it unused).
+pub(super) fn decision(raw: raw::RawDecision, ctx: &Ctx) -> Result<Decision, ConfigError> {
+    let client_tls = ctx.tls_files("decision.tls", raw.tls, false)?;
+    let remote = match raw.endpoint {
+        None => None,
+        Some(endpoint) => {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(ctx.invalid(
+                    "decision.endpoint",
+                    format!("`{endpoint}` is not an http:// or https:// URL"),
+                ));
+            }
+            if endpoint.starts_with("https://")
+                && client_tls.as_ref().and_then(|t| t.ca.as_ref()).is_none()
+            {
+                return Err(ctx.invalid(
+                    "decision.tls.ca",
+                    "an https:// endpoint needs the CA that signed the service".into(),
+                ));
+            }
+            Some(RemoteDecision {
+                endpoint,
+                timeout: ctx.duration(
+                    "decision.timeout",
+                    raw.timeout.as_deref(),
+                    DEFAULT_DECISION_TIMEOUT,
+                )?,
+                cache_ttl: ctx.duration(
+                    "decision.cache_ttl",
+                    raw.cache_ttl.as_deref(),
+                    DEFAULT_DECISION_CACHE_TTL,
+                )?,
+                tls: client_tls,
+            })
+        }
+    };
+    Ok(Decision {
+        cache_size: raw.cache_size.unwrap_or(DEFAULT_DECISION_CACHE_SIZE),
+        remote,
+    })
+}
+
+/// The `decision_service:` section: where `tollgate decision` serves.
+pub(super) struct DecisionService {
+    pub(super) address: SocketAddr,
+    pub(super) admin: SocketAddr,
+    pub(super) tls: Option<TlsFiles>,
+}
+
+pub(super) fn decision_service(
+    raw: raw::RawDecisionService,
+    ctx: &Ctx,
+) -> Result<DecisionService, ConfigError> {
+    let tls = ctx.tls_files("decision_service.tls", raw.tls, true)?;
+    let address = ctx.socket(
+        "decision_service.address",
+        raw.address.as_deref().unwrap_or(DEFAULT_DECISION_ADDRESS),
+    )?;
+    let admin = ctx.socket(
+        "decision_service.admin",
+        raw.admin
+            .as_deref()
+            .unwrap_or(DEFAULT_DECISION_ADMIN_ADDRESS),
+    )?;
+    Ok(DecisionService {
+        address,
+        admin,
+        tls,
+    })
+}
+
+pub(super) fn tasks(raw: raw::RawTasks, ctx: &Ctx) -> Result<TasksConfig, ConfigError> {
+    let admin_token = match raw.admin_token {
+        None => None,
+        Some(raw::RawSecretSource {
+            env: Some(var),
+            file: None,
+        }) => Some(SecretSource::Env(var)),
+        Some(raw::RawSecretSource {
+            env: None,
+            file: Some(file),
+        }) => Some(SecretSource::File(ctx.resolve_path(&file))),
+        Some(_) => {
+            return Err(ctx.invalid(
+                "tasks.admin_token",
+                "give exactly one of `env` or `file`".into(),
+            ))
+        }
+    };
+    let default_ttl = ctx.duration(
+        "tasks.default_ttl",
+        raw.default_ttl.as_deref(),
+        DEFAULT_TASK_TTL,
+    )?;
+    let max_ttl = ctx.duration(
+        "tasks.max_ttl",
+        raw.max_ttl.as_deref(),
+        DEFAULT_MAX_TASK_TTL,
+    )?;
+    if default_ttl.is_zero() || default_ttl > max_ttl {
+        return Err(ctx.invalid(
+            "tasks.default_ttl",
+            "must be above zero and at most tasks.max_ttl".into(),
+        ));
+    }
+    Ok(TasksConfig {
+        admin_token,
+        default_ttl,
+        max_ttl,
+    })
+}
