@@ -304,3 +304,51 @@ fn every_omitted_field_gets_its_named_default() {
         }
     );
 }
+
+/// The reference's example shows each default as its value; it must load,
+/// and those values must be the named defaults.
+#[test]
+fn the_reference_example_shows_the_named_defaults() {
+    let doc = include_str!("../../../docs/configuration.md");
+    let example = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/configuration.md has a yaml example");
+    let c = load_str(example).unwrap();
+    let base = Path::new("/etc/tollgate");
+    assert_eq!(c.listeners[0].address.to_string(), DEFAULT_PROXY_ADDRESS);
+    assert_eq!(c.admin_address.to_string(), DEFAULT_ADMIN_ADDRESS);
+    assert_eq!(c.catalog_dir, base.join(DEFAULT_CATALOG_DIR));
+    assert_eq!(c.policy_dir, base.join(DEFAULT_POLICY_DIR));
+    assert_eq!(c.tls.ca_dir, base.join(DEFAULT_CA_DIR));
+    assert_eq!(c.tls.system_roots, DEFAULT_SYSTEM_ROOTS);
+    assert_eq!(c.tls.leaf_cache_size, DEFAULT_LEAF_CACHE_SIZE);
+    assert_eq!(
+        c.forward,
+        ForwardConfig {
+            resolve: c.forward.resolve.clone(),
+            ..ForwardConfig::default()
+        }
+    );
+    assert_eq!(c.decision_cache_size, DEFAULT_DECISION_CACHE_SIZE);
+    let remote = c.remote_decision.as_ref().unwrap();
+    assert_eq!(remote.timeout, DEFAULT_DECISION_TIMEOUT);
+    assert_eq!(remote.cache_ttl, DEFAULT_DECISION_CACHE_TTL);
+    assert_eq!(c.decision_address.to_string(), DEFAULT_DECISION_ADDRESS);
+    assert_eq!(
+        c.decision_admin_address.to_string(),
+        DEFAULT_DECISION_ADMIN_ADDRESS
+    );
+    let tasks = c.tasks.as_ref().unwrap();
+    assert_eq!(tasks.default_ttl, DEFAULT_TASK_TTL);
+    assert_eq!(tasks.max_ttl, DEFAULT_MAX_TASK_TTL);
+    assert_eq!(c.audit, AuditOutput::Stdout);
+    assert_eq!(
+        c.reload,
+        ReloadConfig {
+            watch: DEFAULT_RELOAD_WATCH,
+            interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    );
+}
