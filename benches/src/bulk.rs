@@ -108,8 +108,8 @@ pub struct BulkRun {
     /// Bytes that had arrived in the reader's socket but were not read yet:
     /// the median of samples every 50 ms. A deep queue means the reader
     /// copies out bytes that have left the caches, which is what slow
-    /// tunnel runs have (`docs/benchmarks.md`, "Tunnel: copying through
-    /// lent buffers").
+    /// tunnel runs have (`docs/benchmarks/history.md`, "Tunnel: copying
+    /// through lent buffers").
     pub reader_queue: f64,
 }
 

@@ -113,8 +113,8 @@ pub fn pin_thread(cpu: usize) -> anyhow::Result<()> {
 /// How long an idle vCPU polls before it halts, when the guest's
 /// `haltpoll` cpuidle driver is loaded. At 0 every idle vCPU halts at once,
 /// and waking it again goes through the hypervisor: that slows whatever
-/// hands work between the two CPUs (`docs/benchmarks.md`, "Tunnel: where
-/// the last tenth goes").
+/// hands work between the two CPUs (`docs/benchmarks/history.md`,
+/// "Tunnel: where the last tenth goes").
 pub fn guest_halt_poll_ns() -> Option<u64> {
     std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
         .ok()?

@@ -176,7 +176,7 @@ pub async fn relay_tcp(
 ///
 /// Faster than splice(2) socket → pipe → socket when the reader shares
 /// the proxy's machine, as an agent pod on tollgate's node does
-/// (`docs/benchmarks.md`, "Tunnel: copying through lent buffers"), most
+/// (`docs/benchmarks/history.md`, "Tunnel: copying through lent buffers"), most
 /// likely because the bytes it reads were just written by tollgate and
 /// are still in the shared cache, where spliced pages were written by the
 /// sender tens of megabytes earlier. It costs tollgate a third more CPU
@@ -281,7 +281,7 @@ mod lent {
     /// burst waits in the lent buffer, and the source's own window holds
     /// back what follows. Bytes then leave in tollgate's own write, on
     /// tollgate's CPU, rather than when the reader's acknowledgements
-    /// arrive, on the reader's (`docs/benchmarks.md`, "Tunnel: copying
+    /// arrive, on the reader's (`docs/benchmarks/history.md`, "Tunnel: copying
     /// through lent buffers"). Bytes in flight are not limited, so a long
     /// round trip does not cap a tunnel.
     pub fn queue_less(socket: &TcpStream) {

@@ -5,7 +5,7 @@
 //! Why `Check` skips tonic and hyper: a unary gRPC call is five bytes of
 //! framing and a `grpc-status` trailer, and tonic's router, boxed services
 //! and codec with hyper's glue cost 4–5 µs per check, as much as tollgate's
-//! whole decision (`docs/benchmarks.md`). Envoy asks on every request it
+//! whole decision (`docs/benchmarks/history.md`). Envoy asks on every request it
 //! forwards, so that is where the time goes.
 
 use std::future::poll_fn;
