@@ -268,8 +268,8 @@ pub struct TaskLimits {
 impl Default for TaskLimits {
     fn default() -> TaskLimits {
         TaskLimits {
-            default_ttl: Duration::from_secs(15 * 60),
-            max_ttl: Duration::from_secs(24 * 3600),
+            default_ttl: crate::config::DEFAULT_TASK_TTL,
+            max_ttl: crate::config::DEFAULT_MAX_TASK_TTL,
         }
     }
 }

@@ -223,7 +223,10 @@ impl Pipeline {
             uri: &parts.uri,
             headers: &parts.headers,
         };
-        let core::Verdict { mut record, outcome } = self.core.http(&snapshot, caller, inbound).await;
+        let core::Verdict {
+            mut record,
+            outcome,
+        } = self.core.http(&snapshot, caller, inbound).await;
         // A refusal of the core's is in its record already.
         let allowed = match outcome {
             Ok(allowed) => allowed,
