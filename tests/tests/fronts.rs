@@ -16,8 +16,11 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate_e2e::envoy::Envoy;
+use tollgate_e2e::hygiene::{assert_no_secrets, Collected};
 use tollgate_e2e::tasks::{end_task, start_task};
-use tollgate_e2e::{curl, read_head, tollgate_bin, Setup, TestPki, Tollgate, Upstream, CODER};
+use tollgate_e2e::{
+    curl, read_head, tollgate_bin, Setup, TestPki, Tollgate, Upstream, CODER, HARNESS_CREDENTIALS,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Front {
@@ -208,7 +211,16 @@ impl Stack {
         let before = self.tg.audit_lines().len();
         let run = |args: Vec<String>| async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            curl(&args).await
+            let out = curl(&args).await;
+            assert_eq!(out.exit, 0, "{}: {front:?}: {}", row.name, out.stderr);
+            out
+        };
+        // The first tollgate answered and wrote the line.
+        let answered_by_tg = |out: tollgate_e2e::CurlOutput| Seen {
+            status: out.status,
+            body: json_or_null(&out.body),
+            line: new_line(&self.tg, before),
+            decide_line: None,
         };
         match front {
             Proxy | Intercept => {
@@ -219,14 +231,7 @@ impl Stack {
                 }
                 all.extend(args);
                 all.push(url(if front == Intercept { "https" } else { "http" }));
-                let out = run(all).await;
-                assert_eq!(out.exit, 0, "{}: {front:?}: {}", row.name, out.stderr);
-                Seen {
-                    status: out.status,
-                    body: json_or_null(&out.body),
-                    line: new_line(&self.tg, before),
-                    decide_line: None,
-                }
+                answered_by_tg(run(all).await)
             }
             Tunnel => {
                 let To::Uncovered(authority) = row.to else {
@@ -244,14 +249,7 @@ impl Stack {
                 let mut all = args;
                 all.extend(["-H".into(), "Host: api.github.com".into()]);
                 all.push(format!("{}{path}", self.envoy.url()));
-                let out = run(all).await;
-                assert_eq!(out.exit, 0, "{}: {front:?}: {}", row.name, out.stderr);
-                Seen {
-                    status: out.status,
-                    body: json_or_null(&out.body),
-                    line: new_line(&self.tg, before),
-                    decide_line: None,
-                }
+                answered_by_tg(run(all).await)
             }
             Decide => {
                 let remote_before = self.remote.audit_lines().len();
@@ -259,7 +257,6 @@ impl Stack {
                 all.extend(args);
                 all.push(url("http"));
                 let out = run(all).await;
-                assert_eq!(out.exit, 0, "{}: {front:?}: {}", row.name, out.stderr);
                 let line = new_line(&self.remote, remote_before);
                 // A request the proxy could not name (an unreadable path)
                 // never reaches the service, and the token of a task the
@@ -297,7 +294,7 @@ impl Stack {
 
 /// Every front gives `row` the answer the row expects, counts it once in
 /// `tollgate_requests_total`, and all of them agree on every audit field.
-async fn agree(stack: &Stack, row: &Row) {
+async fn agree(stack: &Stack, row: &Row, collected: &mut Collected) {
     let tool = match (row.to.is_github(), row.action) {
         (true, Some(_)) => "github",
         _ => "",
@@ -315,6 +312,8 @@ async fn agree(stack: &Stack, row: &Row) {
         );
         let seen = stack.send(row, front).await;
         let case = format!("{} via {front:?}: {} / {}", row.name, seen.line, seen.body);
+        collected.add(format!("{case}: answer"), seen.body.to_string());
+        collected.add(format!("{case}: line"), seen.line.to_string());
         assert_eq!(seen.status, row.status, "{case}");
         assert_eq!(seen.line["reason"], row.reason, "{case}");
         assert_eq!(seen.line["action"].as_str(), row.action, "{case}");
@@ -471,9 +470,23 @@ async fn every_front_gives_the_same_request_the_same_answer() {
             fronts: &[Proxy, Tunnel, Decide, Check],
         },
     ];
+    let mut collected = Collected::new();
     for row in &rows {
-        agree(&stack, row).await;
+        agree(&stack, row, &mut collected).await;
     }
+    // Whatever front it went through, no credential the core planned and
+    // no task token reached a log, an audit line or an answer.
+    for (name, tg) in [("tollgate", &stack.tg), ("remote", &stack.remote)] {
+        collected.add(format!("{name} logs"), tg.logs());
+        collected.add(format!("{name} audit"), tg.stdout_text());
+    }
+    collected.add("envoy", stack.envoy.logs());
+    let mut secrets: Vec<&str> = HARNESS_CREDENTIALS
+        .iter()
+        .map(|(_, value)| *value)
+        .collect();
+    secrets.extend([live.token.as_str(), ended.token.as_str()]);
+    assert_no_secrets(&secrets, &collected);
     // Only the allowed rows reached GitHub, once per front that forwards
     // plain HTTP there (the proxy, Envoy, the remote proxy).
     assert_eq!(stack.http.count(), 2 * 3, "{:?}", stack.http.requests());
