@@ -112,10 +112,6 @@ impl AuditRecord {
         self.action.as_deref()
     }
 
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
     pub fn identified(&mut self, workload: &Arc<str>) {
         self.workload = Some(workload.clone());
     }
