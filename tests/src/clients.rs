@@ -115,6 +115,22 @@ pub async fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// Send `head` (a request line and headers, each ending in CRLF) and
+/// `headers` (`Name: value`) to the proxy at `proxy` by hand; the stream
+/// and the answer's head.
+pub async fn send_head(proxy: SocketAddr, head: &str, headers: &[&str]) -> (TcpStream, String) {
+    let mut request = head.to_string();
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_head(&mut stream).await;
+    (stream, answer)
+}
+
 /// Ask the explicit proxy at `proxy` to switch the absolute `url` to
 /// `protocol`, sending `headers` (`Name: value`) besides; the stream and
 /// the answer's head.
@@ -126,17 +142,9 @@ pub async fn ask_to_switch(
 ) -> (TcpStream, String) {
     let uri: http::Uri = url.parse().unwrap();
     let host = uri.host().unwrap();
-    let mut request = format!(
+    let head = format!(
         "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     );
-    for header in headers {
-        request.push_str(header);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let head = read_head(&mut stream).await;
-    (stream, head)
+    send_head(proxy, &head, headers).await
 }

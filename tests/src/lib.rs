@@ -13,7 +13,7 @@ pub mod upstream;
 
 use std::path::PathBuf;
 
-pub use clients::{ask_to_switch, curl, python, read_head, CurlOutput};
+pub use clients::{ask_to_switch, curl, python, read_head, send_head, CurlOutput};
 pub use pki::{MtlsFiles, TestPki};
 pub use process::{
     github_tls, shipped_policies, DecisionService, Setup, Tollgate, CODER, HARNESS_CREDENTIALS,

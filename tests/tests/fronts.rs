@@ -13,13 +13,12 @@
 use std::net::SocketAddr;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tollgate_e2e::envoy::Envoy;
 use tollgate_e2e::hygiene::{assert_no_secrets, Collected};
 use tollgate_e2e::tasks::{end_task, start_task};
 use tollgate_e2e::{
-    curl, read_head, tollgate_bin, Setup, TestPki, Tollgate, Upstream, CODER, HARNESS_CREDENTIALS,
+    curl, send_head, tollgate_bin, Setup, TestPki, Tollgate, Upstream, CODER, HARNESS_CREDENTIALS,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,15 +162,9 @@ fn new_line(tg: &Tollgate, before: usize) -> Value {
 
 /// `CONNECT authority` by hand, with `headers`; the status, head and body.
 async fn connect(proxy: SocketAddr, authority: &str, headers: &[String]) -> (u16, String, Value) {
-    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-    for h in headers {
-        request.push_str(h);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let head = read_head(&mut stream).await;
+    let line = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let (mut stream, head) = send_head(proxy, &line, &headers).await;
     let status = head[9..12].parse().unwrap();
     let length: usize = head
         .lines()
