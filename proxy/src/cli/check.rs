@@ -92,19 +92,13 @@ pub fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Verdict {
-        mut record,
-        outcome,
-    } = runtime.block_on(core.http(&snapshot, &caller, inbound));
+    let Verdict { record, outcome } = runtime.block_on(core.http(&snapshot, &caller, inbound));
     let (message, credential, plan) = match &outcome {
-        Ok(allowed) => {
-            record.answered(http::StatusCode::OK.as_u16());
-            (
-                allowed.decision.message.clone(),
-                allowed.decision.credential.clone(),
-                allowed.credentials.describe(),
-            )
-        }
+        Ok(allowed) => (
+            allowed.decision.message.clone(),
+            allowed.decision.credential.clone(),
+            allowed.credentials.describe(),
+        ),
         Err(ProxyError::Denied(denied)) => (denied.decision.message.clone(), None, Value::Null),
         Err(err) => (err.to_string(), None, Value::Null),
     };

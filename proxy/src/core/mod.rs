@@ -197,8 +197,11 @@ impl Core {
     ) -> Verdict<'s> {
         let mut record = AuditRecord::new(caller.listener.clone(), caller.mode, line);
         let outcome = self.sequence(snapshot, caller, &mut record, subject).await;
-        if let Err(err) = &outcome {
-            record.refused(err);
+        // Allowed means 200 until a front that forwards records the
+        // upstream's answer (or a later refusal) instead.
+        match &outcome {
+            Ok(_) => record.answered(http::StatusCode::OK.as_u16()),
+            Err(err) => record.refused(err),
         }
         Verdict { record, outcome }
     }

@@ -231,7 +231,6 @@ async fn connect(
             return pipeline.refuse(record, &err);
         }
     };
-    record.answered(StatusCode::OK.as_u16());
     let sink = pipeline.audit.clone();
     let half_close = pipeline.tunnel_half_close;
     tokio::spawn(async move {

@@ -265,7 +265,7 @@ impl ExtAuthz {
 
     fn answer(
         &self,
-        mut record: AuditRecord,
+        record: AuditRecord,
         answer: Result<OkHttpResponse, ProxyError>,
     ) -> CheckResponse {
         // For Envoy's access log, allowed or not.
@@ -278,14 +278,11 @@ impl ExtAuthz {
             }
         }
         let response = match answer {
-            Ok(ok) => {
-                record.answered(http::StatusCode::OK.as_u16());
-                CheckResponse {
-                    status: Some(rpc::Status::default()),
-                    http_response: Some(HttpResponse::OkResponse(ok)),
-                    dynamic_metadata: Some(metadata),
-                }
-            }
+            Ok(ok) => CheckResponse {
+                status: Some(rpc::Status::default()),
+                http_response: Some(HttpResponse::OkResponse(ok)),
+                dynamic_metadata: Some(metadata),
+            },
             Err(err) => denied(&err, record.decision_id(), metadata),
         };
         self.plane.audit.emit(record);
