@@ -15,6 +15,7 @@ pub mod config;
 pub mod core;
 pub mod decision;
 pub mod error;
+pub mod identity;
 pub mod memory;
 pub mod pipeline;
 pub mod reload;

@@ -17,7 +17,7 @@ use tollgate_e2e::repo_root;
 
 /// Each top-level module's rank: a module may use modules of a lower rank
 /// only (and itself).
-const RANKS: [(&str, u8); 16] = [
+const RANKS: [(&str, u8); 17] = [
     ("catalog", 0),
     ("authorization", 0),
     ("body", 0),
@@ -25,15 +25,16 @@ const RANKS: [(&str, u8); 16] = [
     ("config", 1),
     ("tls", 1),
     ("memory", 1),
-    ("decision", 2),
-    ("error", 3),
-    ("core", 4),
-    ("reload", 5),
-    ("pipeline", 6),
-    ("server", 6),
-    ("admin", 6),
-    ("cli", 7),
-    ("testing", 7),
+    ("identity", 2),
+    ("decision", 3),
+    ("error", 4),
+    ("core", 5),
+    ("reload", 6),
+    ("pipeline", 7),
+    ("server", 7),
+    ("admin", 7),
+    ("cli", 8),
+    ("testing", 8),
 ];
 
 struct Source {

@@ -1,0 +1,1 @@
+//! JWS compact serialization: verifying a JWT's signature against a JWKS.

@@ -1,0 +1,1 @@
+//! X.509-SVIDs: client certificates checked against a trust bundle.
