@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod envoy;
 pub mod hygiene;
+pub mod identity;
 pub mod pki;
 pub mod process;
 pub mod tasks;
@@ -14,7 +15,8 @@ pub mod upstream;
 use std::path::PathBuf;
 
 pub use clients::{ask_to_switch, curl, python, read_head, send_head, CurlOutput};
-pub use pki::{MtlsFiles, TestPki};
+pub use identity::{JwksServer, JwtIssuer};
+pub use pki::{ClientSvid, MtlsFiles, SvidOptions, TestPki};
 pub use process::{
     github_tls, shipped_policies, DecisionService, Setup, Tollgate, CODER, HARNESS_CREDENTIALS,
 };

@@ -1,13 +1,15 @@
-//! A throwaway CA and server certificates for test upstreams.
+//! A throwaway CA, server certificates for test upstreams, and client
+//! certificates shaped like X.509-SVIDs (good and bad) for mTLS identity.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::{Duration, OffsetDateTime};
 
 /// Paths of the files [`TestPki::mtls_files`] wrote.
 pub struct MtlsFiles {
@@ -27,6 +29,40 @@ impl MtlsFiles {
             self.server_cert, self.server_key, self.ca
         )
     }
+}
+
+/// How [`TestPki::client_svid`] bends the certificate. The default is a
+/// valid X.509-SVID leaf: valid from five minutes ago for an hour, CA:false,
+/// digitalSignature, client and server auth, signed by the test CA itself.
+#[derive(Clone, Debug, Default)]
+pub struct SvidOptions {
+    /// Valid for a day that ended an hour ago.
+    pub expired: bool,
+    /// Valid only from tomorrow.
+    pub not_yet_valid: bool,
+    /// A "leaf" claiming to be a CA (basicConstraints CA:true, keyCertSign),
+    /// which the X.509-SVID specification forbids.
+    pub is_ca: bool,
+    /// DNS SANs beside the URI SANs: with no URIs, a certificate that is
+    /// valid X.509 but no SVID.
+    pub dns_names: Vec<String>,
+    /// The subject's CN (default "tollgate test workload"); set it to a
+    /// SPIFFE ID to check that nothing reads identity from the CN.
+    pub common_name: Option<String>,
+    /// Sign through an intermediate CA (as SPIRE with an upstream authority
+    /// does); the certificate file then holds the leaf and the intermediate.
+    pub via_intermediate: bool,
+}
+
+/// A client certificate from [`TestPki::client_svid`]: PEM files in a
+/// folder that lives as long as this value.
+pub struct ClientSvid {
+    /// The leaf, then any intermediate.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_pem: String,
+    pub key_pem: String,
+    _dir: tempfile::TempDir,
 }
 
 pub struct TestPki {
@@ -117,5 +153,105 @@ impl TestPki {
         .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(config)
+    }
+
+    /// A rustls client config trusting only this CA (HTTP/1.1, no ALPN).
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// A client certificate with `uris` as its URI SANs (one SPIFFE ID
+    /// for a real X.509-SVID; none or several for the ones a verifier must
+    /// refuse), bent as `options` says, signed by this CA.
+    pub fn client_svid(&self, uris: &[&str], options: &SvidOptions) -> ClientSvid {
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        let cn = options.common_name.as_deref();
+        dn.push(DnType::CommonName, cn.unwrap_or("tollgate test workload"));
+        params.distinguished_name = dn;
+        (params.not_before, params.not_after) = if options.expired {
+            (now - Duration::days(1), now - Duration::hours(1))
+        } else if options.not_yet_valid {
+            (now + Duration::days(1), now + Duration::days(2))
+        } else {
+            (now - Duration::minutes(5), now + Duration::hours(1))
+        };
+        for uri in uris {
+            let uri = (*uri).try_into().expect("a URI SAN is ASCII");
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
+        for name in &options.dns_names {
+            let name = name.as_str().try_into().expect("a DNS SAN is ASCII");
+            params.subject_alt_names.push(SanType::DnsName(name));
+        }
+        if options.is_ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+        } else {
+            params.is_ca = IsCa::ExplicitNoCa;
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+                KeyUsagePurpose::KeyAgreement,
+            ];
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+
+        let key = KeyPair::generate().unwrap();
+        let mut cert_pem = String::new();
+        if options.via_intermediate {
+            let (intermediate, issuer) = self.intermediate();
+            cert_pem.push_str(&params.signed_by(&key, &issuer).unwrap().pem());
+            cert_pem.push_str(&intermediate);
+        } else {
+            cert_pem.push_str(&params.signed_by(&key, &self.issuer).unwrap().pem());
+        }
+        let key_pem = key.serialize_pem();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("svid.pem"), dir.path().join("svid.key"));
+        std::fs::write(&cert, &cert_pem).unwrap();
+        std::fs::write(&key, &key_pem).unwrap();
+        ClientSvid {
+            cert,
+            key,
+            cert_pem,
+            key_pem,
+            _dir: dir,
+        }
+    }
+
+    /// An intermediate CA under this one: its PEM and an issuer to sign
+    /// leaves with.
+    fn intermediate(&self) -> (String, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "tollgate test intermediate CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), Issuer::new(params, key))
     }
 }
