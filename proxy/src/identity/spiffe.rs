@@ -72,6 +72,16 @@ impl SpiffeId {
         &self.id[self.path_at..]
     }
 
+    /// The namespace of a path that *starts* with `/ns/<namespace>`: the
+    /// Kubernetes convention, also for longer paths.
+    pub fn namespace(&self) -> Option<&str> {
+        let mut segments = self.path().strip_prefix('/')?.split('/');
+        match (segments.next(), segments.next()) {
+            (Some("ns"), Some(ns)) => Some(ns),
+            _ => None,
+        }
+    }
+
     /// The namespace and service account of the Kubernetes layout
     /// `/ns/<namespace>/sa/<service account>`; `None` for any other path,
     /// so an ID of another shape is never placed in a namespace by accident.
@@ -115,7 +125,9 @@ fn check_trust_domain(domain: &str) -> Result<(), SpiffeIdError> {
 
 fn check_segment(segment: &str) -> Result<(), SpiffeIdError> {
     match segment {
-        "" => Err(SpiffeIdError("the path has an empty segment or a trailing `/`")),
+        "" => Err(SpiffeIdError(
+            "the path has an empty segment or a trailing `/`",
+        )),
         "." | ".." => Err(SpiffeIdError("the path has a `.` or `..` segment")),
         s if s
             .bytes()
@@ -146,6 +158,12 @@ mod tests {
         assert_eq!(id.kubernetes(), Some(("agents", "coder")));
         let other = SpiffeId::parse("spiffe://td/ns/agents/sa/coder/extra").unwrap();
         assert_eq!(other.kubernetes(), None);
+        assert_eq!(other.namespace(), Some("agents"));
+        let elsewhere = SpiffeId::parse("spiffe://td/sa/x/ns/y").unwrap();
+        assert_eq!(
+            (elsewhere.namespace(), elsewhere.kubernetes()),
+            (None, None)
+        );
         assert_eq!(SpiffeId::parse("spiffe://td").unwrap().path(), "");
     }
 

@@ -1,1 +1,0 @@
-//! X.509-SVIDs: client certificates checked against a trust bundle.
