@@ -106,7 +106,8 @@ fn check(c: &mut Criterion) {
     let (dir, _) = tollgate_benches::tollgate::prepare("").unwrap();
     let folder = |name: &str| -> PathBuf { dir.path().join(name) };
     let snapshot =
-        Snapshot::without_credentials(&folder("catalog"), &folder("policies"), 1, 10_000).unwrap();
+        Snapshot::without_credentials(&folder("catalog"), &folder("policies"), &[], 1, 10_000)
+            .unwrap();
     let snapshot = SnapshotHandle::new(snapshot, 10_000);
     let tasks = Arc::new(TaskStore::new(TaskLimits::default()));
     let plane = Arc::new(DecisionPlane {
@@ -115,6 +116,7 @@ fn check(c: &mut Criterion) {
         snapshot,
         audit: AuditSink::start(&AuditOutput::File("/dev/null".into())).unwrap(),
         admin_token: None,
+        envoy: Default::default(),
     });
     let authz = ExtAuthz::new(plane);
 

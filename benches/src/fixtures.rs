@@ -4,11 +4,13 @@
 //! scopes, `when` conditions, forbids, the shipped guardrails), and
 //! requests classified from that catalog.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderMap, Method};
 use tollgate::catalog::Catalog;
 use tollgate::decision::{DecisionRequest, PolicyEngine, RequestContext};
+use tollgate::identity::{Attributes, IdentitySource};
 
 use crate::repo_root;
 
@@ -140,7 +142,7 @@ pub fn policy_sources(count: usize) -> Vec<(String, String)> {
 }
 
 pub fn engine(catalog: &Catalog, policies: usize) -> PolicyEngine {
-    let engine = PolicyEngine::from_sources(catalog.actions(), &policy_sources(policies))
+    let engine = PolicyEngine::from_sources(catalog.actions(), &[], &policy_sources(policies))
         .expect("bench policies validate");
     assert_eq!(engine.policy_count(), policies);
     engine
@@ -166,8 +168,10 @@ pub fn requests(catalog: &Catalog, count: usize) -> Vec<DecisionRequest> {
                     &HeaderMap::new(),
                 )
                 .expect("bench host is covered");
+            let principal = workload(i * 7 % 1000);
             DecisionRequest {
-                principal: workload(i * 7 % 1000),
+                attributes: Arc::new(Attributes::of_name(IdentitySource::Static, &principal)),
+                principal,
                 action: c.action.to_string(),
                 resource: c.resource,
                 context: RequestContext {

@@ -11,12 +11,14 @@ use serde_json::json;
 use crate::body::{full, ProxyBody};
 use crate::decision::credentials::CredentialError;
 use crate::decision::Decision;
+use crate::identity::IdentityError;
 
 /// Why a request was not forwarded (or failed on its way), named as a fact.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no workload identity for this caller")]
-    Unidentified,
+    /// No identity, or what the caller presented failed verification.
+    #[error(transparent)]
+    Identity(IdentityError),
     #[error("malformed request: {0}")]
     MalformedRequest(String),
     #[error("request for `{got}` on a connection to `{expected}`")]
@@ -66,7 +68,11 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Unidentified => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            // Keys that cannot be had are tollgate's trouble, not the agent's.
+            ProxyError::Identity(IdentityError::KeysUnavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Identity(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             // A task token that no longer works is an authentication
@@ -88,7 +94,7 @@ impl ProxyError {
     /// Stable machine code for the audit line and the JSON body.
     pub fn reason(&self) -> &'static str {
         match self {
-            ProxyError::Unidentified => "unidentified",
+            ProxyError::Identity(err) => err.reason(),
             ProxyError::MalformedRequest(_) => "malformed_request",
             ProxyError::Misdirected { .. } => "misdirected_request",
             ProxyError::Denied(d) => d.decision.reason.as_str(),
@@ -135,7 +141,7 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )];
-        if matches!(self, ProxyError::Unidentified) {
+        if self.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             headers.push((
                 header::PROXY_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"tollgate\""),

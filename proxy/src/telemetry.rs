@@ -23,6 +23,11 @@ pub const DECISION_CACHE: &str = "tollgate_decision_cache_total";
 /// A remote decider's answers, by `result`.
 pub const REMOTE_DECISIONS: &str = "tollgate_remote_decisions_total";
 
+/// Callers identified, by `source` (`mtls`, `jwt`, `envoy_mtls`,
+/// `envoy_jwt`, `source_address`, `static`; `none` when refused) and
+/// `outcome` (`identified`, or the refusal's reason).
+pub const IDENTIFICATIONS: &str = "tollgate_identifications_total";
+
 /// Every series with a fixed set of labels: (name, label, values).
 const FIXED: [(&str, &str, &[&str]); 4] = [
     (RELOADS, "result", &["ok", "refused"]),
@@ -54,6 +59,10 @@ pub fn register() {
     describe_counter!(LEAF_CACHE, "Interception certificates reused or minted.");
     describe_counter!(DECISION_CACHE, "Lookups in the embedded decision cache.");
     describe_counter!(REMOTE_DECISIONS, "Answers of a remote decision service.");
+    describe_counter!(
+        IDENTIFICATIONS,
+        "Callers identified, by identity source and outcome."
+    );
     for (name, label, values) in FIXED {
         for value in values {
             metrics::counter!(name, label => *value).increment(0);

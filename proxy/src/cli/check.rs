@@ -15,6 +15,7 @@ use crate::core::{Caller, Core, Inbound, Mode, Verdict};
 use crate::decision::tasks::TaskLimits;
 use crate::decision::{EmbeddedDecider, TaskStore};
 use crate::error::ProxyError;
+use crate::identity::{CallerIdentity, Identity, IdentitySource};
 use crate::pipeline::accept;
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +25,12 @@ pub struct CheckArgs {
     /// Workload identity to decide for, e.g. spiffe://cluster.local/ns/agents/sa/coder
     #[arg(long)]
     identity: String,
+    /// The pod the identity runs in (`principal.pod`).
+    #[arg(long, default_value = "")]
+    pod: String,
+    /// A selected JWT claim, `name=value` (`principal.claims.<name>`; repeatable).
+    #[arg(long = "claim")]
+    claims: Vec<String>,
     /// Request header, `Name: value` (repeatable).
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
@@ -70,10 +77,23 @@ pub fn check(args: CheckArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage(e.to_string()),
     };
+    let mut identity = Identity::named(IdentitySource::Static, args.identity.as_str().into());
+    let attributes = Arc::make_mut(&mut identity.attributes);
+    attributes.pod = args.pod.clone();
+    for claim in &args.claims {
+        match claim.split_once('=') {
+            Some((name, value)) => {
+                attributes
+                    .claims
+                    .insert(name.to_string(), value.to_string());
+            }
+            None => return usage(format!("`{claim}` is not a `name=value` claim")),
+        }
+    }
     let caller = Caller {
         listener: "check".into(),
         mode: Mode::Check,
-        identity: Some(args.identity.as_str().into()),
+        identity: CallerIdentity::known(Arc::new(identity)),
         connect_task: None,
     };
     let core = Core::new(Arc::new(EmbeddedDecider::new(Arc::new(TaskStore::new(

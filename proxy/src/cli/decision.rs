@@ -41,11 +41,13 @@ pub fn decision(args: DecisionArgs) -> ExitCode {
 
 async fn run(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     let (metrics, snapshot) = serve::start_snapshot(snapshot, &config)?;
+    let identity = serve::identity_registry(&config).await?;
     let plane = serve::decision_plane(
         &config,
         snapshot.clone(),
         serve::task_store(&config),
         AuditSink::start(&config.audit)?,
+        &identity,
     );
     let ready =
         serve::start_admin("decision-admin", config.decision_admin_address, metrics).await?;

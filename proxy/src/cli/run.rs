@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use super::serve;
 use super::{load, ConfigArg, EXIT_INVALID_CONFIG};
@@ -118,8 +119,9 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     });
     // Deciding in-process with tasks configured: this process is the
     // decision plane, so it serves the API that starts and ends tasks.
+    let identity = serve::identity_registry(&config).await?;
     if let (Some(tasks), Some(_)) = (tasks, &config.tasks) {
-        let plane = serve::decision_plane(&config, snapshot.clone(), tasks, audit);
+        let plane = serve::decision_plane(&config, snapshot.clone(), tasks, audit, &identity);
         let (listener, tls) = serve::bind_decision(&config).await?;
         tokio::spawn(async move {
             if let Err(e) = crate::server::serve(listener, plane, tls).await {
@@ -129,17 +131,31 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     }
 
     let ready = serve::start_admin("admin", config.admin_address, metrics).await?;
-    for listener_config in &config.listeners {
+    let sources = identity.listeners(&config.listeners)?;
+    for (listener_config, sources) in config.listeners.iter().zip(sources) {
+        let tls = match &listener_config.tls {
+            Some(files) => Some(TlsAcceptor::from(super::tls_files::proxy_listener(
+                files,
+                sources.mtls.is_some(),
+            )?)),
+            None => None,
+        };
+        if let Some(bundle) = &sources.mtls {
+            tokio::spawn(bundle.clone().watch(config.reload.interval));
+        }
         let listener = TcpListener::bind(listener_config.address).await?;
         tracing::info!(
             listener = %listener_config.name,
-            identity = listener_config.static_identity.as_deref().unwrap_or("none"),
+            tls = tls.is_some(),
+            identity_sources = %listener_config.identity.describe(),
             address = %listener.local_addr()?,
             "listening"
         );
         tokio::spawn(accept::serve(
             listener,
             listener_config.clone(),
+            sources,
+            tls,
             pipeline.clone(),
         ));
     }

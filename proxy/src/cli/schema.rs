@@ -11,15 +11,19 @@ pub struct SchemaArgs {
     config: ConfigArg,
 }
 
-/// The schema comes from the catalog alone, so it prints even while a
-/// policy file is broken — which is when an author needs it.
+/// The schema comes from the catalog and the configuration's selected
+/// claims alone, so it prints even while a policy file is broken — which is
+/// when an author needs it.
 pub fn schema(args: SchemaArgs) -> ExitCode {
-    let catalog = Config::load(&args.config.config)
+    let loaded = Config::load(&args.config.config)
         .map_err(|e| e.to_string())
-        .and_then(|config| Catalog::load_dir(&config.catalog_dir).map_err(|e| e.to_string()));
-    match catalog {
-        Ok(catalog) => {
-            print!("{}", schema_text(catalog.actions()));
+        .and_then(|config| {
+            let catalog = Catalog::load_dir(&config.catalog_dir).map_err(|e| e.to_string())?;
+            Ok((catalog, config.identity.claims))
+        });
+    match loaded {
+        Ok((catalog, claims)) => {
+            print!("{}", schema_text(catalog.actions(), &claims));
             ExitCode::SUCCESS
         }
         Err(e) => {

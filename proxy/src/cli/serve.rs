@@ -15,6 +15,7 @@ use crate::core::Core;
 use crate::decision::snapshot::{Snapshot, SnapshotHandle};
 use crate::decision::tasks::{spawn_sweeper, TaskLimits, TaskStore};
 use crate::decision::EmbeddedDecider;
+use crate::identity::Registry;
 use crate::server::DecisionPlane;
 
 /// The runtime: `workers` threads (default: one per core). Every serving
@@ -167,6 +168,7 @@ pub fn decision_plane(
     snapshot: Arc<SnapshotHandle>,
     tasks: Arc<TaskStore>,
     audit: AuditSink,
+    identity: &Registry,
 ) -> Arc<DecisionPlane> {
     Arc::new(DecisionPlane {
         snapshot,
@@ -174,7 +176,16 @@ pub fn decision_plane(
         tasks,
         audit,
         admin_token: config.tasks.as_ref().and_then(|t| t.admin_token.clone()),
+        envoy: identity.envoy(&config.envoy_identity),
     })
+}
+
+/// The issuers every front shares, their keys fetched once before serving
+/// (and kept fresh from then on).
+pub async fn identity_registry(config: &Config) -> anyhow::Result<Registry> {
+    let registry = Registry::new(&config.identity)?;
+    registry.start().await;
+    Ok(registry)
 }
 
 /// The decision API's listener and its TLS, as configured.

@@ -13,6 +13,7 @@ use rustls::RootCertStore;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::TlsFiles;
+use crate::identity::svid;
 use crate::tls;
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -34,15 +35,50 @@ fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// Server side: our identity; a `ca` makes client certificates mandatory.
-/// HTTP/2 only, as gRPC needs.
-pub fn server(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// A server's certificate chain and key.
+fn chain_and_key(
+    files: &TlsFiles,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let (Some(cert_path), Some(key_path)) = (&files.cert, &files.key) else {
-        anyhow::bail!("decision_service.tls needs cert and key");
+        anyhow::bail!("a TLS server needs cert and key");
     };
     let chain = certificates(cert_path)?;
     let key = PrivateKeyDer::from_pem_slice(&read(key_path)?)
         .map_err(|_| anyhow::anyhow!("no usable private key in {}", key_path.display()))?;
+    Ok((chain, key))
+}
+
+/// A proxy listener served over TLS: HTTP/1.1, and client certificates
+/// asked for (not required) when it takes them as identities. They are
+/// judged after the handshake, against the bundle current then.
+pub fn proxy_listener(
+    files: &TlsFiles,
+    client_certificates: bool,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (chain, key) = chain_and_key(files)?;
+    let config = match client_certificates {
+        true => svid::server_config(chain, key)?,
+        false => {
+            let mut config = rustls::ServerConfig::builder_with_provider(tls::provider())
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .context("the listener's key does not fit its certificate")?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            config
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// Server side: our identity; a `ca` makes client certificates mandatory.
+/// HTTP/2 only, as gRPC needs.
+pub fn server(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (chain, key) = chain_and_key(files)?;
+    let (cert_path, key_path) = (
+        files.cert.as_deref().unwrap_or(Path::new("")),
+        files.key.as_deref().unwrap_or(Path::new("")),
+    );
     let builder = rustls::ServerConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()?;
     let builder = match &files.ca {

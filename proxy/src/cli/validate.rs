@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use super::{load, ConfigArg, EXIT_INVALID_CONFIG};
+use crate::identity::Registry;
 use crate::tls;
 
 #[derive(Debug, clap::Args)]
@@ -19,6 +20,14 @@ pub fn validate(args: ValidateArgs) -> ExitCode {
         }
     };
     if let Err(e) = tls::upstream::client_config(false, &config.tls.upstream_ca_files) {
+        eprintln!("{e}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    // Trust bundles read, algorithm names and trust domains checked; keys
+    // are not fetched (that needs the network, and is retried at run time).
+    if let Err(e) =
+        Registry::new(&config.identity).and_then(|r| r.listeners(&config.listeners).map(drop))
+    {
         eprintln!("{e}");
         return ExitCode::from(EXIT_INVALID_CONFIG);
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::sections::Ctx;
+use super::ctx::Ctx;
 use super::{
     raw, BoundService, ConfigError, CredentialConfig, CredentialInjection, CredentialSource,
     DEFAULT_CREDENTIAL_KEY, DEFAULT_HEADER_TEMPLATE,

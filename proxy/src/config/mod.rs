@@ -3,6 +3,8 @@
 //! config works from any working directory.
 
 mod credentials;
+mod ctx;
+mod identity;
 mod raw;
 mod sections;
 pub mod yaml;
@@ -15,10 +17,14 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use identity::{
+    EnvoyIdentity, IdentityConfig, IssuerConfig, JwksSource, ListenerIdentity, TokenKind,
+    DEFAULT_ENVOY_JWT_HEADER, DEFAULT_JWKS_REFRESH, DEFAULT_JWT_AUTHN_PAYLOAD, DEFAULT_JWT_LEEWAY,
+};
 pub use raw::RawConfig;
 pub use yaml::YamlError;
 
-use sections::Ctx;
+use ctx::Ctx;
 
 // Defaults for every field the file may leave out (docs/configuration.md
 // lists the same values). Folders are relative to the configuration file's
@@ -126,6 +132,10 @@ pub struct Config {
     /// tasks; `tollgate run` (embedded) serves the decision API, tasks
     /// included, on `decision_address` only when this is set.
     pub tasks: Option<TasksConfig>,
+    /// Issuers, selected claims and trust domains every front shares.
+    pub identity: IdentityConfig,
+    /// How ext_authz identifies a `Check` besides Envoy's mTLS principal.
+    pub envoy_identity: EnvoyIdentity,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,9 +158,11 @@ pub enum SecretSource {
 pub struct ListenerConfig {
     pub name: Arc<str>,
     pub address: SocketAddr,
-    /// `None`: every request on this listener is refused with 407 until an
+    /// `Some`: the proxy is served over TLS with this `cert` and `key`.
+    pub tls: Option<TlsFiles>,
+    /// Empty: every request on this listener is refused with 407 until an
     /// identity source is configured.
-    pub static_identity: Option<Arc<str>>,
+    pub identity: ListenerIdentity,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,9 +283,15 @@ impl Config {
         Config::from_raw(path, raw)
     }
 
-    pub fn from_raw(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    pub fn from_raw(path: &Path, mut raw: RawConfig) -> Result<Config, ConfigError> {
         let ctx = Ctx::new(path);
-        let listeners = sections::listeners(raw.listeners, &ctx)?;
+        let identity = identity::section(raw.identity, &ctx)?;
+        let listeners = sections::listeners(raw.listeners, &identity.issuers, &ctx)?;
+        let envoy_identity = identity::envoy(
+            raw.decision_service.identity.take(),
+            &identity.issuers,
+            &ctx,
+        )?;
         let admin_address = sections::admin(raw.admin, &ctx)?;
         let forward = sections::forward(raw.forward, &ctx)?;
         let tls = sections::tls(raw.tls, &ctx);
@@ -303,6 +321,8 @@ impl Config {
             audit,
             reload,
             tasks,
+            identity,
+            envoy_identity,
         })
     }
 
@@ -326,8 +346,10 @@ impl Config {
                 "decision_service",
                 self.decision_address == fresh.decision_address
                     && self.decision_admin_address == fresh.decision_admin_address
-                    && self.decision_tls == fresh.decision_tls,
+                    && self.decision_tls == fresh.decision_tls
+                    && self.envoy_identity == fresh.envoy_identity,
             ),
+            ("identity", self.identity == fresh.identity),
             ("audit", self.audit == fresh.audit),
             ("reload", self.reload == fresh.reload),
             ("tasks", self.tasks == fresh.tasks),

@@ -31,6 +31,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub reload: RawReload,
     pub tasks: Option<RawTasks>,
+    #[serde(default)]
+    pub identity: RawIdentitySection,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -56,15 +58,75 @@ pub struct RawSecretSource {
 pub struct RawListener {
     pub name: Option<String>,
     pub address: Option<String>,
+    /// `cert` and `key`: serve the proxy over TLS (`HTTPS_PROXY=https://…`).
+    pub tls: Option<RawTlsFiles>,
     pub identity: Option<RawIdentity>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A listener's identity sources.
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
     /// Sidecar mode: everything arriving on this listener is this workload.
     #[serde(rename = "static")]
     pub static_id: Option<String>,
+    /// Client certificates (X.509-SVIDs) checked against this bundle.
+    pub mtls: Option<RawMtls>,
+    /// Names of `identity.issuers` whose JWTs this listener accepts.
+    #[serde(default)]
+    pub jwt: Vec<String>,
+    /// CIDR → identity, for setups where nothing else exists.
+    #[serde(default)]
+    pub source_addresses: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMtls {
+    pub trust_bundle: PathBuf,
+}
+
+/// The top-level `identity:` section: what every front shares.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentitySection {
+    /// JWT claims policies see as `principal.claims.<name>`.
+    #[serde(default)]
+    pub claims: Vec<String>,
+    /// SPIFFE trust domains accepted from any source; empty: any.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub name: String,
+    /// The exact `iss` tokens carry.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: RawJwks,
+    /// `kubernetes`, `svid` or `subject`.
+    pub kind: String,
+    /// `kubernetes`: the trust domain IDs are built in.
+    pub trust_domain: Option<String>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub leeway: Option<String>,
+    pub refresh: Option<String>,
+    /// Extra CA (PEM) for an `https://` JWKS or discovery endpoint.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    pub file: Option<PathBuf>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub discovery: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -136,6 +198,21 @@ pub struct RawDecisionService {
     /// `/metrics`, `/healthz`, `/readyz` for `tollgate decision`.
     pub admin: Option<String>,
     pub tls: Option<RawTlsFiles>,
+    /// How Envoy's `Check` requests are identified.
+    pub identity: Option<RawEnvoyIdentity>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvoyIdentity {
+    /// Issuers whose JWTs tollgate verifies from the request's headers.
+    #[serde(default)]
+    pub jwt: Vec<String>,
+    /// The header holding them (default `proxy-authorization`).
+    pub jwt_header: Option<String>,
+    /// The `payload_in_metadata` key of Envoy's `jwt_authn` filter; empty
+    /// string: ignore its metadata.
+    pub jwt_authn_payload: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

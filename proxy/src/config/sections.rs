@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::ctx::Ctx;
 use super::{
     raw, split_host_port, AuditOutput, ConfigError, ForwardConfig, ListenerConfig, ReloadConfig,
     RemoteDecision, SecretSource, TasksConfig, TlsConfig, TlsFiles, DEFAULT_ADMIN_ADDRESS,
@@ -21,97 +21,17 @@ use super::{
     DEFAULT_TASK_TTL, DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
 };
 
-/// What the sections share: the file name for errors and the folder that
-/// relative paths resolve against.
-pub(super) struct Ctx<'a> {
-    pub(super) file: String,
-    base: &'a Path,
-}
-
-impl<'a> Ctx<'a> {
-    pub(super) fn new(path: &'a Path) -> Ctx<'a> {
-        Ctx {
-            file: path.display().to_string(),
-            base: path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        }
-    }
-
-    pub(super) fn resolve_path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base.join(p)
-        }
-    }
-
-    /// A folder the file may name, or `default` beside the file.
-    pub(super) fn dir(&self, given: Option<PathBuf>, default: &str) -> PathBuf {
-        self.resolve_path(given.as_deref().unwrap_or(Path::new(default)))
-    }
-
-    pub(super) fn invalid(&self, field: &str, message: String) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.clone(),
-            field: field.to_string(),
-            message,
-        }
-    }
-
-    fn socket(&self, field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-        value
-            .parse()
-            .map_err(|_| self.invalid(field, format!("`{value}` is not an ip:port address")))
-    }
-
-    fn duration(
-        &self,
-        field: &str,
-        value: Option<&str>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(v) => humantime::parse_duration(v)
-                .map_err(|e| self.invalid(field, format!("`{v}` is not a duration: {e}"))),
-        }
-    }
-
-    /// `need_identity`: a server, which must have its own `cert` and `key`.
-    fn tls_files(
-        &self,
-        field: &str,
-        raw: Option<raw::RawTlsFiles>,
-        need_identity: bool,
-    ) -> Result<Option<TlsFiles>, ConfigError> {
-        let Some(raw) = raw else {
-            return Ok(None);
-        };
-        if raw.cert.is_some() != raw.key.is_some() {
-            return Err(self.invalid(field, "give both `cert` and `key`, or neither".into()));
-        }
-        if need_identity && raw.cert.is_none() {
-            return Err(self.invalid(field, "a TLS server needs `cert` and `key`".into()));
-        }
-        Ok(Some(TlsFiles {
-            cert: raw.cert.as_deref().map(|p| self.resolve_path(p)),
-            key: raw.key.as_deref().map(|p| self.resolve_path(p)),
-            ca: raw.ca.as_deref().map(|p| self.resolve_path(p)),
-        }))
-    }
-}
-
 /// No listeners in the file: one, with every default.
 pub(super) fn listeners(
     raw: Vec<raw::RawListener>,
+    issuers: &[super::IssuerConfig],
     ctx: &Ctx,
 ) -> Result<Vec<ListenerConfig>, ConfigError> {
     let raw = if raw.is_empty() {
         vec![raw::RawListener {
             name: None,
             address: None,
+            tls: None,
             identity: None,
         }]
     } else {
@@ -128,20 +48,27 @@ pub(super) fn listeners(
             &format!("{field}.address"),
             l.address.as_deref().unwrap_or(DEFAULT_PROXY_ADDRESS),
         )?;
-        let static_identity = match l.identity.and_then(|i| i.static_id) {
-            Some(id) if id.trim().is_empty() => {
-                return Err(ctx.invalid(
-                    &format!("{field}.identity.static"),
-                    "must not be empty".into(),
-                ))
-            }
-            Some(id) => Some(Arc::from(id)),
-            None => None,
-        };
+        let tls = ctx.tls_files(&format!("{field}.tls"), l.tls, true)?;
+        if tls.as_ref().is_some_and(|t| t.ca.is_some()) {
+            return Err(ctx.invalid(
+                &format!("{field}.tls.ca"),
+                "client certificates are an identity source: set `identity.mtls.trust_bundle`"
+                    .into(),
+            ));
+        }
+        let identity =
+            super::identity::listener(l.identity, &format!("{field}.identity"), issuers, ctx)?;
+        if identity.mtls_trust_bundle.is_some() && tls.is_none() {
+            return Err(ctx.invalid(
+                &format!("{field}.identity.mtls"),
+                "client certificates need a TLS listener: set `tls: { cert, key }`".into(),
+            ));
+        }
         listeners.push(ListenerConfig {
             name,
             address,
-            static_identity,
+            tls,
+            identity,
         });
     }
     Ok(listeners)

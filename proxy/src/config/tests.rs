@@ -10,7 +10,7 @@ fn empty_config_gets_the_documented_defaults() {
     let c = load_str("{}").unwrap();
     assert_eq!(c.listeners.len(), 1);
     assert_eq!(c.listeners[0].address.to_string(), DEFAULT_PROXY_ADDRESS);
-    assert!(c.listeners[0].static_identity.is_none());
+    assert!(c.listeners[0].identity.is_empty());
     assert_eq!(c.admin_address.to_string(), DEFAULT_ADMIN_ADDRESS);
     assert_eq!(c.catalog_dir, Path::new("/etc/tollgate/catalog"));
     assert_eq!(c.policy_dir, Path::new("/etc/tollgate/policies"));
@@ -340,6 +340,13 @@ fn the_reference_example_shows_the_named_defaults() {
         c.decision_admin_address.to_string(),
         DEFAULT_DECISION_ADMIN_ADDRESS
     );
+    let issuer = &c.identity.issuers[0];
+    assert_eq!(
+        (issuer.leeway, issuer.refresh),
+        (DEFAULT_JWT_LEEWAY, DEFAULT_JWKS_REFRESH)
+    );
+    assert_eq!(c.envoy_identity, EnvoyIdentity::default());
+    assert_eq!(c.listeners[0].identity.jwt, ["kubernetes"]);
     let tasks = c.tasks.as_ref().unwrap();
     assert_eq!(tasks.default_ttl, DEFAULT_TASK_TTL);
     assert_eq!(tasks.max_ttl, DEFAULT_MAX_TASK_TTL);
@@ -351,4 +358,121 @@ fn the_reference_example_shows_the_named_defaults() {
             interval: DEFAULT_RELOAD_INTERVAL,
         }
     );
+}
+
+#[test]
+fn identity_sources_parse_with_their_defaults() {
+    let c = load_str(
+        "identity:\n  claims: [team]\n  trust_domains: [cluster.local]\n  issuers:\n  \
+         - {name: k8s, issuer: 'https://kubernetes.default.svc', audiences: [tollgate], \
+            jwks: {discovery: true}, kind: kubernetes, trust_domain: cluster.local}\n  \
+         - {name: spire, issuer: 'https://spire.example', audiences: [tollgate], \
+            jwks: {file: keys.json}, kind: svid, algorithms: [ES256], leeway: 5s, refresh: 1m}\n\
+         listeners:\n- name: gateway\n  tls: {cert: c.pem, key: k.pem}\n  identity:\n    \
+           mtls: {trust_bundle: bundle.pem}\n    jwt: [k8s, spire]\n    \
+           source_addresses: {10.0.0.0/8: 'spiffe://cluster.local/ns/a/sa/wide', 10.1.0.0/16: 'spiffe://cluster.local/ns/a/sa/narrow', 10.2.3.4: node}\n    \
+           static: spiffe://cluster.local/ns/a/sa/sidecar\n\
+         decision_service:\n  identity: {jwt: [k8s], jwt_header: X-Workload-Token, jwt_authn_payload: ''}\n",
+    )
+    .unwrap();
+    let [k8s, spire] = &c.identity.issuers[..] else {
+        panic!("two issuers")
+    };
+    assert_eq!(k8s.jwks, JwksSource::Discovery);
+    assert_eq!(k8s.leeway, DEFAULT_JWT_LEEWAY);
+    assert_eq!(k8s.refresh, DEFAULT_JWKS_REFRESH);
+    assert_eq!(
+        k8s.kind,
+        TokenKind::Kubernetes {
+            trust_domain: "cluster.local".into()
+        }
+    );
+    assert_eq!(
+        spire.jwks,
+        JwksSource::File("/etc/tollgate/keys.json".into())
+    );
+    assert_eq!((spire.leeway.as_secs(), spire.refresh.as_secs()), (5, 60));
+    let l = &c.listeners[0].identity;
+    assert_eq!(
+        l.mtls_trust_bundle.as_deref(),
+        Some(Path::new("/etc/tollgate/bundle.pem"))
+    );
+    assert_eq!(l.describe(), "mtls,jwt,source_address,static");
+    // Longest prefix first, a bare address as a /32.
+    let nets: Vec<String> = l
+        .source_addresses
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.2.3.4/32", "10.1.0.0/16", "10.0.0.0/8"]);
+    assert_eq!(c.envoy_identity.jwt_header.as_str(), "x-workload-token");
+    assert_eq!(c.envoy_identity.jwt_authn_payload, None);
+    let defaults = load_str("{}").unwrap().envoy_identity;
+    assert_eq!(defaults.jwt_header.as_str(), DEFAULT_ENVOY_JWT_HEADER);
+    assert_eq!(
+        defaults.jwt_authn_payload.as_deref(),
+        Some(DEFAULT_JWT_AUTHN_PAYLOAD)
+    );
+}
+
+#[test]
+fn identity_mistakes_are_refused_with_the_field() {
+    let issuer = |extra: &str| {
+        format!(
+            "identity:\n  issuers:\n  - {{name: k, issuer: 'https://i', audiences: [t], jwks: {{discovery: true}}, kind: svid{extra}}}\n"
+        )
+    };
+    for (text, needle) in [
+        (
+            issuer(", audiences: []").replace("audiences: [t], ", ""),
+            "audiences",
+        ),
+        (
+            issuer("").replace("{discovery: true}", "{discovery: true, file: k.json}"),
+            "jwks",
+        ),
+        (
+            issuer("").replace("{discovery: true}", "{url: 'ftp://x'}"),
+            "jwks",
+        ),
+        (
+            issuer("").replace("kind: svid", "kind: saml"),
+            "issuers[0].kind",
+        ),
+        (
+            issuer("").replace("kind: svid", "kind: kubernetes"),
+            "trust_domain",
+        ),
+        (issuer(", trust_domain: td"), "trust_domain"),
+        (issuer(", leeway: soon"), "leeway"),
+        (
+            "identity: {claims: ['team-name']}".into(),
+            "identity.claims[0]",
+        ),
+        ("identity: {claims: [exp]}".into(), "identity.claims[0]"),
+        (
+            "listeners: [{identity: {jwt: [nobody]}}]".into(),
+            "listeners[0].identity.jwt",
+        ),
+        (
+            "listeners: [{identity: {mtls: {trust_bundle: b.pem}}}]".into(),
+            "listeners[0].identity.mtls",
+        ),
+        (
+            "listeners: [{tls: {cert: c, key: k, ca: a}}]".into(),
+            "listeners[0].tls.ca",
+        ),
+        ("listeners: [{tls: {cert: c}}]".into(), "listeners[0].tls"),
+        (
+            "listeners: [{identity: {source_addresses: {'10.0.0.0/33': x}}}]".into(),
+            "source_addresses",
+        ),
+        (
+            "decision_service: {identity: {jwt: [nobody]}}".into(),
+            "decision_service.identity.jwt",
+        ),
+    ] {
+        let err = load_str(&text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text}: {err}");
+    }
 }

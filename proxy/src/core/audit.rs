@@ -14,6 +14,7 @@ use crate::catalog::{ActionInfo, RiskClass};
 use crate::config::AuditOutput;
 use crate::decision::{Decision, Outcome, CONNECT_ACTION};
 use crate::error::ProxyError;
+use crate::identity::IdentitySource;
 use crate::telemetry;
 
 use super::classify::Named;
@@ -30,6 +31,11 @@ pub struct AuditRecord {
     listener: Arc<str>,
     mode: Mode,
     workload: Option<Arc<str>>,
+    /// How the workload was identified.
+    identity_source: Option<IdentitySource>,
+    /// Why the caller was refused an identity, for the metric.
+    #[serde(skip)]
+    identity_refused: Option<&'static str>,
     tool: Option<Arc<str>>,
     action: Option<Arc<str>>,
     resource: Option<String>,
@@ -77,6 +83,8 @@ impl AuditRecord {
             listener,
             mode,
             workload: None,
+            identity_source: None,
+            identity_refused: None,
             tool: None,
             action: None,
             resource: None,
@@ -112,8 +120,9 @@ impl AuditRecord {
         self.action.as_deref()
     }
 
-    pub fn identified(&mut self, workload: &Arc<str>) {
-        self.workload = Some(workload.clone());
+    pub fn identified(&mut self, workload: Arc<str>, source: IdentitySource) {
+        self.workload = Some(workload);
+        self.identity_source = Some(source);
     }
 
     pub fn named(&mut self, named: &Named) {
@@ -137,6 +146,9 @@ impl AuditRecord {
     /// recorded as a deny.
     pub fn refused(&mut self, err: &ProxyError) {
         self.status = err.status().as_u16();
+        if let ProxyError::Identity(e) = err {
+            self.identity_refused = Some(e.reason());
+        }
         match err {
             ProxyError::Denied(_) => {}
             ProxyError::DestinationBlocked { .. } | ProxyError::CredentialNotBound(_) => {
@@ -251,6 +263,16 @@ impl AuditSink {
             "decision" => record.decision.as_str(),
         )
         .increment(1);
+        // One count per request, however its connection was identified.
+        let identification = match (record.identity_source, record.identity_refused) {
+            (Some(source), _) => Some((source.as_str(), "identified")),
+            (None, Some(reason)) => Some(("none", reason)),
+            (None, None) => None,
+        };
+        if let Some((source, outcome)) = identification {
+            metrics::counter!(telemetry::IDENTIFICATIONS, "source" => source, "outcome" => outcome)
+                .increment(1);
+        }
         // A typical line is about 520 bytes: sized once instead of grown
         // (and copied) from serde_json's 128 three times.
         let mut line = Vec::with_capacity(LINE_CAPACITY);

@@ -26,6 +26,7 @@ use http::{HeaderMap, Method, Uri};
 use crate::decision::snapshot::Snapshot;
 use crate::decision::{Decision, DecisionRequest, RequestContext, SharedDecider, TokenHash};
 use crate::error::ProxyError;
+use crate::identity::{CallerIdentity, Identity};
 use crate::telemetry;
 
 use audit::{AuditRecord, RequestLine};
@@ -56,8 +57,9 @@ pub struct Caller {
     /// The listener (or front) name the audit line carries.
     pub listener: Arc<str>,
     pub mode: Mode,
-    /// The workload, when the front knows it.
-    pub identity: Option<Arc<str>>,
+    /// What the caller presented before the request (a certificate, the
+    /// front's own knowledge) and how its requests' headers are checked.
+    pub identity: CallerIdentity,
     /// A task token presented for the whole connection (a `CONNECT`'s
     /// `Proxy-Authorization`), for requests that carry none themselves.
     pub connect_task: Option<TokenHash>,
@@ -91,9 +93,17 @@ pub struct Allowed<'s> {
     pub credentials: CredentialPlan<'s>,
 }
 
-/// The request's workload: refused (`407`) without one.
-pub fn identify(caller: &Caller) -> Result<Arc<str>, ProxyError> {
-    caller.identity.clone().ok_or(ProxyError::Unidentified)
+/// The request's workload, from what the caller presented and the
+/// request's headers: refused (`407`) without one, or when what it
+/// presented fails verification.
+pub async fn identify(
+    caller: &Caller,
+    headers: Option<&HeaderMap>,
+) -> Result<Arc<Identity>, ProxyError> {
+    caller.identity.resolve(headers).await.map_err(|err| {
+        tracing::info!(listener = %caller.listener, reason = err.reason(), "caller not identified");
+        ProxyError::Identity(err)
+    })
 }
 
 /// The audit record of a request refused before it could be decided (its
@@ -177,7 +187,10 @@ impl Core {
             path_and_query: &context.path,
         };
         let mut record = AuditRecord::new(caller.listener.clone(), caller.mode, line);
-        record.identified(&Arc::from(request.principal.as_str()));
+        record.identified(
+            Arc::from(request.principal.as_str()),
+            request.attributes.source,
+        );
         record.named(&Named::of_request(request));
         let decision = self.decide(snapshot, request, &mut record).await;
         if decision.is_allow() {
@@ -213,8 +226,12 @@ impl Core {
         record: &mut AuditRecord,
         subject: Subject<'_>,
     ) -> Result<Allowed<'s>, ProxyError> {
-        let workload = identify(caller)?;
-        record.identified(&workload);
+        let headers = match &subject {
+            Subject::Http(r) => Some(r.headers),
+            Subject::Tunnel(_) => None,
+        };
+        let workload = identify(caller, headers).await?;
+        record.identified(workload.name.clone(), workload.source());
 
         let (named, target, method, path, headers) = match subject {
             Subject::Http(r) => {
@@ -234,7 +251,8 @@ impl Core {
             .or(caller.connect_task);
 
         let request = DecisionRequest {
-            principal: workload.to_string(),
+            principal: workload.name.to_string(),
+            attributes: workload.attributes.clone(),
             action: named.action.to_string(),
             resource: named.resource.clone(),
             context: RequestContext {

@@ -13,6 +13,7 @@ use crate::decision::tasks::TaskLimits;
 use crate::decision::{
     Decider, DecisionFuture, EmbeddedDecider, Outcome, Reason, TaskRevoked, TaskStore,
 };
+use crate::identity::IdentitySource;
 
 const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
 
@@ -51,7 +52,12 @@ fn caller(identity: Option<&str>) -> Caller {
     Caller {
         listener: "test".into(),
         mode: Mode::Http,
-        identity: identity.map(Arc::from),
+        identity: identity.map_or_else(CallerIdentity::default, |name| {
+            CallerIdentity::known(Arc::new(Identity::named(
+                IdentitySource::Static,
+                name.into(),
+            )))
+        }),
         connect_task: None,
     }
 }

@@ -16,12 +16,15 @@ use super::request::{DecisionRequest, CONNECT_ACTION};
 use super::schema::{NAMESPACE, TARGET, WORKLOAD};
 use super::tasks::Task;
 use crate::catalog::RiskClass;
+use crate::identity::Attributes;
 
 /// Per-engine constants for building requests.
 pub(super) struct RequestBuilder {
     workload: EntityTypeName,
     namespace: EntityTypeName,
     target: EntityTypeName,
+    /// The claims the schema declares in `principal.claims`.
+    claims: Vec<String>,
     /// Action name → an entity store holding just that action with its
     /// groups (from the schema, so `action in Action::"write"` sees the
     /// hierarchy validation saw). Built once: adding the two per-request
@@ -32,6 +35,7 @@ pub(super) struct RequestBuilder {
 impl RequestBuilder {
     pub fn new(
         actions: impl IntoIterator<Item = (String, Entity)>,
+        claims: &[String],
     ) -> Result<RequestBuilder, String> {
         let ty = |name: &str| {
             EntityTypeName::from_str(name).map_err(|e| format!("entity type `{name}`: {e}"))
@@ -49,6 +53,7 @@ impl RequestBuilder {
             workload: ty(WORKLOAD)?,
             namespace: ty(NAMESPACE)?,
             target: ty(TARGET)?,
+            claims: claims.to_vec(),
             actions,
         })
     }
@@ -70,10 +75,19 @@ impl RequestBuilder {
         };
 
         let principal = self.uid(&self.workload, &req.principal);
-        let namespaces = spiffe_namespace(&req.principal)
+        // `principal in Namespace::"agents"` and `principal.namespace`
+        // say the same thing.
+        let namespaces = Some(req.attributes.namespace.as_str())
+            .filter(|ns| !ns.is_empty())
             .map(|ns| self.uid(&self.namespace, ns))
             .into_iter()
             .collect();
+        let workload = Entity::new(
+            principal.clone(),
+            self.workload_attributes(&req.attributes)?,
+            namespaces,
+        )
+        .map_err(|e| format!("building the principal: {e}"))?;
 
         let resource = self.uid(&self.target, &req.resource);
         // Every ancestor is listed directly, so Cedar's transitive closure
@@ -89,10 +103,7 @@ impl RequestBuilder {
         let entities = action_store
             .clone()
             .add_entities(
-                [
-                    Entity::new_no_attrs(principal.clone(), namespaces),
-                    Entity::new_no_attrs(resource.clone(), ancestors),
-                ],
+                [workload, Entity::new_no_attrs(resource.clone(), ancestors)],
                 None,
             )
             .map_err(|e| format!("building entities: {e}"))?;
@@ -143,22 +154,38 @@ impl RequestBuilder {
         Ok((request, entities))
     }
 
+    /// Every attribute the schema declares, `""` where the identity has
+    /// nothing: the selected claims the token lacked included.
+    fn workload_attributes(
+        &self,
+        attributes: &Attributes,
+    ) -> Result<HashMap<String, RestrictedExpression>, String> {
+        let text = |s: &str| RestrictedExpression::new_string(s.to_string());
+        let claims = self.claims.iter().map(|name| {
+            let value = attributes.claims.get(name).map_or("", String::as_str);
+            (name.clone(), text(value))
+        });
+        // Names are unique: a sorted set from configuration.
+        let claims =
+            RestrictedExpression::new_record(claims).map_err(|e| format!("claims: {e}"))?;
+        Ok(HashMap::from([
+            (
+                "identity_source".to_string(),
+                text(attributes.source.as_str()),
+            ),
+            ("trust_domain".to_string(), text(&attributes.trust_domain)),
+            ("namespace".to_string(), text(&attributes.namespace)),
+            (
+                "service_account".to_string(),
+                text(&attributes.service_account),
+            ),
+            ("pod".to_string(), text(&attributes.pod)),
+            ("claims".to_string(), claims),
+        ]))
+    }
+
     fn uid(&self, ty: &EntityTypeName, id: &str) -> EntityUid {
         EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
-    }
-}
-
-/// The Kubernetes namespace in a SPIFFE ID of the usual shape
-/// `spiffe://<trust domain>/ns/<ns>/sa/<service account>`. Only a path that
-/// *starts* with `/ns/` counts, so an ID whose issuer uses another layout is
-/// never placed in a namespace by accident.
-pub(super) fn spiffe_namespace(id: &str) -> Option<&str> {
-    let rest = id.strip_prefix("spiffe://")?;
-    let (_domain, path) = rest.split_once('/')?;
-    let mut segments = path.split('/');
-    match (segments.next(), segments.next()) {
-        (Some("ns"), Some(ns)) if !ns.is_empty() => Some(ns),
-        _ => None,
     }
 }
 

@@ -17,7 +17,7 @@ use cedar_policy::{
 
 use crate::catalog::ActionInfo;
 
-use super::cedar::{spiffe_namespace, RequestBuilder};
+use super::cedar::RequestBuilder;
 use super::outcome::{Decision, Outcome, Reason};
 use super::policies::{self, PolicyError, PolicyMeta};
 use super::request::{DecisionRequest, CONNECT_ACTION};
@@ -36,8 +36,13 @@ pub struct PolicyEngine {
 
 impl PolicyEngine {
     /// Load every `*.cedar` file in `dir` (sorted), validate against the
-    /// schema generated from the catalog's actions (`Catalog::actions()`).
-    pub fn load_dir(actions: &[ActionInfo], dir: &Path) -> Result<PolicyEngine, PolicyError> {
+    /// schema generated from the catalog's actions (`Catalog::actions()`)
+    /// and the JWT claims configuration selects (`identity.claims`).
+    pub fn load_dir(
+        actions: &[ActionInfo],
+        claims: &[String],
+        dir: &Path,
+    ) -> Result<PolicyEngine, PolicyError> {
         let io = |path: &Path, source| PolicyError::Io {
             path: path.display().to_string(),
             source,
@@ -55,19 +60,20 @@ impl PolicyEngine {
             let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
             sources.push((path.display().to_string(), text));
         }
-        PolicyEngine::from_sources(actions, &sources)
+        PolicyEngine::from_sources(actions, claims, &sources)
     }
 
     /// From in-memory sources: `(file name for errors, Cedar text)`.
     pub fn from_sources(
         actions: &[ActionInfo],
+        claims: &[String],
         sources: &[(String, String)],
     ) -> Result<PolicyEngine, PolicyError> {
         let catalog_error = |message: String| PolicyError::Invalid {
             location: "catalog".into(),
             message,
         };
-        let model = ActionModel::new(actions).map_err(catalog_error)?;
+        let model = ActionModel::new(actions, claims).map_err(catalog_error)?;
         let (schema, _warnings) = Schema::from_cedarschema_str(&schema::render(&model))
             .map_err(|e| catalog_error(format!("generated schema does not parse: {e}")))?;
         let action_store = schema
@@ -92,7 +98,8 @@ impl PolicyEngine {
             // action would satisfy `action in Action::"read"`: only real
             // actions may be requested.
             .filter(|(name, _)| name == CONNECT_ACTION || model.actions.contains_key(name));
-        let requests = RequestBuilder::new(action_entities).map_err(catalog_error)?;
+        let requests =
+            RequestBuilder::new(action_entities, &model.claims).map_err(catalog_error)?;
 
         let loaded = policies::parse_sources(sources)?;
         policies::validate(&loaded, &Validator::new(schema))?;
@@ -362,7 +369,7 @@ impl PolicyIndex {
         &'a self,
         request: &'a DecisionRequest,
     ) -> impl Iterator<Item = &'a PolicySet> {
-        let namespace = spiffe_namespace(&request.principal);
+        let namespace = Some(request.attributes.namespace.as_str()).filter(|ns| !ns.is_empty());
         self.by_action
             .get(&request.action)
             .into_iter()
@@ -397,6 +404,7 @@ mod index_tests {
     //! principal and action scope shape, conditions, forbids, policies that
     //! error at run time) against random requests, indexed and unindexed.
 
+    use crate::identity::{Attributes, IdentitySource};
     use std::sync::Arc;
 
     use super::*;
@@ -537,8 +545,10 @@ mod index_tests {
         } else {
             format!("{}/x", rng.pick(TARGETS))
         };
+        let principal = workload(rng);
         DecisionRequest {
-            principal: workload(rng),
+            attributes: Arc::new(Attributes::of_name(IdentitySource::Static, &principal)),
+            principal,
             action: action.to_string(),
             resource,
             context: RequestContext {
@@ -561,7 +571,7 @@ mod index_tests {
         for set in 0..40 {
             let count = [3, 20, 120][set % 3];
             let text: String = (0..count).map(|i| policy(&mut rng, i)).collect();
-            let engine = PolicyEngine::from_sources(&actions(), &[("p.cedar".into(), text)])
+            let engine = PolicyEngine::from_sources(&actions(), &[], &[("p.cedar".into(), text)])
                 .unwrap_or_else(|e| panic!("{e}"));
             for _ in 0..250 {
                 let r = request(&mut rng);
@@ -583,8 +593,13 @@ mod index_tests {
                     @id(\"c\") permit (principal in Namespace::\"y\", action in Action::\"read\", resource);\n\
                     @id(\"d\") forbid (principal, action in Action::\"prod_change\", resource);\n";
         let engine =
-            PolicyEngine::from_sources(&actions(), &[("p.cedar".into(), text.into())]).unwrap();
+            PolicyEngine::from_sources(&actions(), &[], &[("p.cedar".into(), text.into())])
+                .unwrap();
         let r = DecisionRequest {
+            attributes: Arc::new(Attributes::of_name(
+                IdentitySource::Static,
+                "spiffe://d/ns/x/sa/a",
+            )),
             principal: "spiffe://d/ns/x/sa/a".into(),
             action: "github:pulls.list".into(),
             resource: "github/repos/acme/api".into(),

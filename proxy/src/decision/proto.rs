@@ -12,7 +12,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("toll
 use super::outcome::{Decision, Outcome, Reason, TaskRef};
 use super::request::{DecisionRequest, RequestContext};
 use super::tasks::{from_unix_ms, unix_ms, TaskView, TokenHash};
+use std::sync::Arc;
+
 use crate::catalog::RiskClass;
+use crate::identity::{Attributes, IdentitySource};
 
 impl From<&DecisionRequest> for pb::DecideRequest {
     fn from(r: &DecisionRequest) -> pb::DecideRequest {
@@ -31,6 +34,14 @@ impl From<&DecisionRequest> for pb::DecideRequest {
                 sensitivity: c.sensitivity.clone(),
             }),
             task_token_sha256: r.task.map(|h| h.0.to_vec()).unwrap_or_default(),
+            identity: Some(pb::Identity {
+                source: r.attributes.source.as_str().to_string(),
+                trust_domain: r.attributes.trust_domain.clone(),
+                namespace: r.attributes.namespace.clone(),
+                service_account: r.attributes.service_account.clone(),
+                pod: r.attributes.pod.clone(),
+                claims: r.attributes.claims.clone().into_iter().collect(),
+            }),
         }
     }
 }
@@ -53,7 +64,20 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
                     .ok_or("task_token_sha256 must be 32 bytes")?,
             ),
         };
+        let attributes = match r.identity {
+            None => Attributes::of_name(IdentitySource::Static, &r.principal),
+            Some(i) => Attributes {
+                source: IdentitySource::parse(&i.source)
+                    .ok_or_else(|| format!("identity source `{}` is not known", i.source))?,
+                trust_domain: i.trust_domain,
+                namespace: i.namespace,
+                service_account: i.service_account,
+                pod: i.pod,
+                claims: i.claims.into_iter().collect(),
+            },
+        };
         Ok(DecisionRequest {
+            attributes: Arc::new(attributes),
             principal: r.principal,
             action: r.action,
             resource: r.resource,
@@ -160,9 +184,14 @@ impl From<&TaskView> for pb::Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{Attributes, IdentitySource};
 
     fn request() -> DecisionRequest {
         DecisionRequest {
+            attributes: Arc::new(Attributes::of_name(
+                IdentitySource::Jwt,
+                "spiffe://cluster.local/ns/agents/sa/coder",
+            )),
             principal: "spiffe://cluster.local/ns/agents/sa/coder".into(),
             action: "github:pulls.create".into(),
             resource: "github/repos/acme/api".into(),

@@ -3,7 +3,10 @@
 //! equal decisions (for one policy snapshot), which is what makes a decision
 //! cache sound.
 
+use std::sync::Arc;
+
 use crate::catalog::RiskClass;
+use crate::identity::Attributes;
 
 use super::tasks::TokenHash;
 
@@ -16,6 +19,10 @@ pub const CONNECT_ACTION: &str = "connect";
 pub struct DecisionRequest {
     /// Workload identity, e.g. `spiffe://cluster.local/ns/agents/sa/coder`.
     pub principal: String,
+    /// What the principal's identity says of it (Cedar attributes of the
+    /// `Workload` entity): trust domain, namespace, service account, pod,
+    /// selected claims, and how it was identified.
+    pub attributes: Arc<Attributes>,
     /// `github:pulls.create`, or [`CONNECT_ACTION`].
     pub action: String,
     /// `github/repos/acme/api`, or `host:port` for `connect`.

@@ -22,17 +22,19 @@ pub(super) struct ActionModel {
     /// Action name → its groups (risk class, tool).
     pub actions: BTreeMap<String, [String; 2]>,
     pub tools: BTreeSet<String>,
+    /// JWT claims selected for policy, sorted: `principal.claims.<name>`.
+    pub claims: Vec<String>,
 }
 
 impl ActionModel {
     /// Every action and group becomes one `Action::"…"` entity; a tool called
     /// `read` or an action called `github` would merge two meanings into one
     /// entity, so those are refused rather than guessed at.
-    pub fn new(infos: &[ActionInfo]) -> Result<ActionModel, String> {
+    pub fn new(infos: &[ActionInfo], claims: &[String]) -> Result<ActionModel, String> {
         let reserved = |n: &str| {
             n.is_empty() || n == CONNECT_ACTION || RiskClass::ALL.iter().any(|r| r.as_str() == n)
         };
-        let model = ActionModel::collect(infos);
+        let model = ActionModel::collect(infos, claims);
         for info in infos {
             if reserved(&info.tool) {
                 return Err(format!(
@@ -56,8 +58,10 @@ impl ActionModel {
         Ok(model)
     }
 
-    fn collect(infos: &[ActionInfo]) -> ActionModel {
+    fn collect(infos: &[ActionInfo], claims: &[String]) -> ActionModel {
+        let claims: BTreeSet<&String> = claims.iter().collect();
         ActionModel {
+            claims: claims.into_iter().cloned().collect(),
             actions: infos
                 .iter()
                 .map(|a| (a.name.to_string(), groups(a)))
@@ -73,8 +77,8 @@ fn groups(info: &ActionInfo) -> [String; 2] {
 
 /// The schema in Cedar's human syntax, for policy authors (`tollgate` prints
 /// it) and for the engine, which parses exactly this text.
-pub fn schema_text(actions: &[ActionInfo]) -> String {
-    render(&ActionModel::collect(actions))
+pub fn schema_text(actions: &[ActionInfo], claims: &[String]) -> String {
+    render(&ActionModel::collect(actions, claims))
 }
 
 pub(super) fn render(model: &ActionModel) -> String {
@@ -86,11 +90,24 @@ pub(super) fn render(model: &ActionModel) -> String {
         model.actions.len(),
         model.tools.len()
     );
-    out.push_str(
+    // Every attribute is always there (`""` when the identity lacks it), so
+    // policies compare without `has`; a claim nobody selected is unknown to
+    // the schema and a policy naming it fails validation.
+    let claims: Vec<String> = model
+        .claims
+        .iter()
+        .map(|c| format!("{c}: String"))
+        .collect();
+    let _ = write!(
+        out,
         "// The caller. A SPIFFE ID `spiffe://<domain>/ns/<ns>/…` is in Namespace::\"<ns>\".\n\
          entity Namespace;\n\
-         entity Workload in [Namespace];\n\n\
-         // What an action touches: Target::\"github/repos/acme/api\" is in \"github/repos/acme\",\n\
+         entity Workload in [Namespace] = {{\n  identity_source: String,\n  trust_domain: String,\n  \
+         namespace: String,\n  service_account: String,\n  pod: String,\n  claims: {{ {} }},\n}};\n\n",
+        claims.join(", ")
+    );
+    out.push_str(
+        "// What an action touches: Target::\"github/repos/acme/api\" is in \"github/repos/acme\",\n\
          // \"github/repos\" and \"github\". For `connect` it is \"host:port\", in nothing.\n\
          entity Target in [Target];\n\n",
     );

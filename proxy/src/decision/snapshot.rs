@@ -49,6 +49,7 @@ impl Snapshot {
         let mut snapshot = Snapshot::without_credentials(
             &config.catalog_dir,
             &config.policy_dir,
+            &config.identity.claims,
             epoch,
             cache_size,
         )?;
@@ -64,11 +65,12 @@ impl Snapshot {
     pub fn without_credentials(
         catalog_dir: &Path,
         policy_dir: &Path,
+        claims: &[String],
         epoch: u64,
         cache_size: usize,
     ) -> Result<Snapshot, SnapshotError> {
         let catalog = Catalog::load_dir(catalog_dir)?;
-        let engine = PolicyEngine::load_dir(catalog.actions(), policy_dir)?;
+        let engine = PolicyEngine::load_dir(catalog.actions(), claims, policy_dir)?;
         Ok(Snapshot {
             catalog,
             engine,

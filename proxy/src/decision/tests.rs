@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::catalog::{ActionInfo, RiskClass};
+use crate::identity::{Attributes, IdentitySource};
 
 mod load;
 
@@ -44,11 +45,11 @@ fn info(name: &str, risk: RiskClass) -> ActionInfo {
 }
 
 fn engine(files: &[(&str, &str)]) -> PolicyEngine {
-    PolicyEngine::from_sources(&actions(), &sources(files)).unwrap_or_else(|e| panic!("{e}"))
+    PolicyEngine::from_sources(&actions(), &[], &sources(files)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn load_error(files: &[(&str, &str)]) -> (String, String) {
-    match PolicyEngine::from_sources(&actions(), &sources(files)) {
+    match PolicyEngine::from_sources(&actions(), &[], &sources(files)) {
         Err(PolicyError::Invalid { location, message }) => (location, message),
         Err(e) => panic!("expected Invalid, got {e}"),
         Ok(_) => panic!("expected an error, policies loaded"),
@@ -70,6 +71,7 @@ fn req(principal: &str, action: &str, resource: &str, sensitivity: &str) -> Deci
         .find(|a| &*a.name == action)
         .map_or(RiskClass::Unknown, |a| a.risk);
     DecisionRequest {
+        attributes: Arc::new(Attributes::of_name(IdentitySource::Static, principal)),
         principal: principal.into(),
         action: action.into(),
         resource: resource.into(),
@@ -293,7 +295,7 @@ fn erroring_forbid_still_denies() {
 #[test]
 fn shipped_policies() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/policies");
-    let e = PolicyEngine::load_dir(&actions(), &dir).unwrap_or_else(|err| panic!("{err}"));
+    let e = PolicyEngine::load_dir(&actions(), &[], &dir).unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(e.policy_count(), 9, "base, guardrails and the demo policy");
     let acme = "github/repos/acme/api";
     check(
@@ -437,7 +439,7 @@ fn guardrails_load_when_a_risk_group_has_no_actions() {
         .filter(|a| a.tool.as_ref() == "github")
         .collect();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/policies");
-    PolicyEngine::load_dir(&only_github, &dir).unwrap_or_else(|err| panic!("{err}"));
+    PolicyEngine::load_dir(&only_github, &[], &dir).unwrap_or_else(|err| panic!("{err}"));
 }
 
 /// A snapshot of `engine` with an empty catalog and no credentials.
@@ -711,5 +713,85 @@ when { context has task && context.task.used.write >= 1 && context.task.purpose 
         // The token is never shown by the store's views or its Debug.
         assert_eq!(format!("{token:?}"), "[redacted]");
         assert!(!format!("{view:?}").contains(token.expose()));
+    }
+}
+
+/// A request from a principal with these identity attributes.
+fn from_identity(principal: &str, edit: impl FnOnce(&mut Attributes)) -> DecisionRequest {
+    let mut r = req(
+        principal,
+        "github:pulls.list",
+        "github/repos/acme/api",
+        "internal",
+    );
+    edit(Arc::make_mut(&mut r.attributes));
+    r
+}
+
+#[test]
+fn policies_read_the_principals_identity_attributes() {
+    let claims = ["team".to_string()];
+    let text = "@id(\"agents\") permit (principal, action in Action::\"read\", resource) \
+                when { principal.namespace == \"agents\" && principal.service_account != \"\" };\n\
+                @id(\"no-other-domain\") forbid (principal, action, resource) \
+                when { principal.trust_domain == \"partner.example\" };\n\
+                @id(\"infra-pods\") permit (principal, action, resource) \
+                when { principal.claims.team == \"infra\" && principal.pod like \"runner-*\" \
+                       && principal.identity_source == \"jwt\" };\n";
+    let e = PolicyEngine::from_sources(&actions(), &claims, &sources(&[("p.cedar", text)]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let decide = |r: &DecisionRequest| e.evaluate(r).reason.as_str();
+    // Namespace and service account come from the SPIFFE ID itself.
+    assert_eq!(decide(&from_identity(CODER, |_| {})), "allowed");
+    assert_eq!(
+        decide(&from_identity(
+            "spiffe://cluster.local/ns/other/sa/coder",
+            |_| {}
+        )),
+        "no_permit"
+    );
+    assert_eq!(
+        decide(&from_identity(
+            "spiffe://partner.example/ns/agents/sa/x",
+            |_| {}
+        )),
+        "forbidden"
+    );
+    let runner = |source, team: &str| {
+        from_identity("spiffe://cluster.local/ns/ci/sa/runner", |a| {
+            a.source = source;
+            a.pod = "runner-7f9".into();
+            a.claims.insert("team".into(), team.into());
+        })
+    };
+    assert_eq!(decide(&runner(IdentitySource::Jwt, "infra")), "allowed");
+    assert_eq!(decide(&runner(IdentitySource::Jwt, "web")), "no_permit");
+    assert_eq!(
+        decide(&runner(IdentitySource::Static, "infra")),
+        "no_permit"
+    );
+}
+
+#[test]
+fn a_policy_naming_an_attribute_no_source_provides_is_refused_at_load() {
+    for (claims, text) in [
+        (
+            &[][..],
+            "permit (principal, action, resource) when { principal.claims.team == \"x\" };",
+        ),
+        (
+            &["team".to_string()][..],
+            "permit (principal, action, resource) when { principal.claims.tem == \"x\" };",
+        ),
+        (
+            &[][..],
+            "permit (principal, action, resource) when { principal.cluster == \"x\" };",
+        ),
+    ] {
+        let result = PolicyEngine::from_sources(&actions(), claims, &sources(&[("p.cedar", text)]));
+        assert!(
+            matches!(&result, Err(PolicyError::Invalid { location, .. }) if location.starts_with("p.cedar")),
+            "{text} loaded with claims {claims:?}"
+        );
     }
 }

@@ -465,15 +465,17 @@ fn json_object(part: &str) -> Option<Map<String, Value>> {
 /// (`{"` encodes as `eyJ`). Says nothing about validity.
 pub fn looks_like_jwt(value: &str) -> bool {
     let is_b64url = |part: &str| {
-        !part.is_empty()
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        part.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     let mut parts = value.split('.');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        // An empty signature still looks like a JWT (`alg: none`): it is
+        // then refused as such, with that reason, rather than ignored.
         (Some(header), Some(payload), Some(signature), None) => {
-            header.starts_with("eyJ") && [header, payload, signature].into_iter().all(is_b64url)
+            header.starts_with("eyJ")
+                && !payload.is_empty()
+                && [header, payload, signature].into_iter().all(is_b64url)
         }
         _ => false,
     }

@@ -15,6 +15,8 @@
 //! as the sidecar's static identity.
 
 pub mod jws;
+pub mod jwt;
+pub mod sources;
 pub mod spiffe;
 pub mod svid;
 
@@ -22,7 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use sources::{CallerIdentity, EnvoySources, ListenerSources, Registry, SetupError};
 pub use spiffe::SpiffeId;
+pub use svid::TrustDomains;
 
 /// How a caller was identified: the audit line's and the metric's
 /// `identity_source`, and `principal.identity_source` in policy.
@@ -85,8 +89,9 @@ pub struct Attributes {
 }
 
 impl Attributes {
-    /// The parts a name itself carries: trust domain, and namespace and
-    /// service account for the Kubernetes layout.
+    /// The parts a name itself carries: its trust domain, the namespace of
+    /// a path starting `/ns/<namespace>`, and the service account of
+    /// exactly `/ns/<namespace>/sa/<service account>`.
     pub fn of_name(source: IdentitySource, name: &str) -> Attributes {
         let mut attributes = Attributes {
             source,
@@ -98,8 +103,8 @@ impl Attributes {
         };
         if let Ok(id) = SpiffeId::parse(name) {
             attributes.trust_domain = id.trust_domain().to_string();
-            if let Some((ns, sa)) = id.kubernetes() {
-                attributes.namespace = ns.to_string();
+            attributes.namespace = id.namespace().unwrap_or("").to_string();
+            if let Some((_, sa)) = id.kubernetes() {
                 attributes.service_account = sa.to_string();
             }
         }

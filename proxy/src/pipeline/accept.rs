@@ -13,6 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::{empty, ProxyBody};
 use crate::config::ListenerConfig;
@@ -20,13 +21,26 @@ use crate::core::audit::RequestLine;
 use crate::core::classify::{normalize_host, RequestTarget};
 use crate::core::{self, token, Caller, Mode};
 use crate::error::ProxyError;
+use crate::identity::{CallerIdentity, ListenerSources};
 
 use super::{closed_at_task_end, intercept, task_ended, tunnel, Connection, Pipeline};
 
 /// Slow or silent clients are cut off rather than holding a connection.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn serve(listener: TcpListener, config: ListenerConfig, pipeline: Arc<Pipeline>) {
+/// A TLS client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A proxy listener: plain, or TLS when `tls` is given (client
+/// certificates, when offered, are checked by `sources` once the handshake
+/// is done).
+pub async fn serve(
+    listener: TcpListener,
+    config: ListenerConfig,
+    sources: Arc<ListenerSources>,
+    tls: Option<TlsAcceptor>,
+    pipeline: Arc<Pipeline>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -38,29 +52,53 @@ pub async fn serve(listener: TcpListener, config: ListenerConfig, pipeline: Arc<
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = Arc::new(Connection::new(
-            config.name.clone(),
-            peer,
-            config.static_identity.clone(),
-        ));
         let pipeline = pipeline.clone();
+        let sources = sources.clone();
+        let name = config.name.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _open = crate::memory::OpenConnection::new();
-            let service = service_fn(move |request| {
-                let pipeline = pipeline.clone();
-                let connection = connection.clone();
-                async move { Ok::<_, Infallible>(route(pipeline, connection, request).await) }
-            });
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, %peer, "agent connection ended with an error");
-            }
+            let Some(tls) = tls else {
+                let identity = sources.connection(peer.ip(), None);
+                let connection = Arc::new(Connection::new(name, peer, identity));
+                return serve_http(TokioIo::new(stream), connection, pipeline).await;
+            };
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, %peer, listener = %name, "TLS handshake with an agent failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, listener = %name, "TLS handshake with an agent timed out");
+                    return;
+                }
+            };
+            let identity = sources.connection(peer.ip(), stream.get_ref().1.peer_certificates());
+            let connection = Arc::new(Connection::new(name, peer, identity));
+            serve_http(TokioIo::new(stream), connection, pipeline).await;
         });
+    }
+}
+
+async fn serve_http<S>(io: TokioIo<S>, connection: Arc<Connection>, pipeline: Arc<Pipeline>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = connection.peer;
+    let service = service_fn(move |request| {
+        let pipeline = pipeline.clone();
+        let connection = connection.clone();
+        async move { Ok::<_, Infallible>(route(pipeline, connection, request).await) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, %peer, "agent connection ended with an error");
     }
 }
 
@@ -167,16 +205,24 @@ async fn connect(
         Err(err) => return refuse_unread(&pipeline, &tunnel_caller, &request, err),
     };
     // Nobody unidentified gets a tunnel, intercepted or not: the agent
-    // learns it must authenticate to the proxy.
-    if let Err(err) = core::identify(&tunnel_caller) {
-        let line = RequestLine {
-            method: "CONNECT",
-            host: &target.host,
-            port: target.port,
-            path_and_query: "",
-        };
-        return pipeline.refuse(core::refused(&tunnel_caller, line, &err), &err);
-    }
+    // learns it must authenticate to the proxy. What the CONNECT proved
+    // (its JWT, the certificate) is settled for everything inside.
+    let identity = match core::identify(&tunnel_caller, Some(request.headers())).await {
+        Ok(identity) => identity,
+        Err(err) => {
+            let line = RequestLine {
+                method: "CONNECT",
+                host: &target.host,
+                port: target.port,
+                path_and_query: "",
+            };
+            return pipeline.refuse(core::refused(&tunnel_caller, line, &err), &err);
+        }
+    };
+    let tunnel_caller = Caller {
+        identity: CallerIdentity::known(identity),
+        ..tunnel_caller
+    };
 
     // `HTTPS_PROXY=http://agent:<task token>@proxy` puts the task token
     // here; it covers the tunnel and, when intercepted, the requests inside.
@@ -194,7 +240,7 @@ async fn connect(
         pipeline.leaves.clone(),
     ) {
         // Every request inside is decided on its own; nothing to decide yet.
-        let connection = Arc::new(connection.in_tunnel(task));
+        let connection = Arc::new(connection.in_tunnel(&tunnel_caller, task));
         tokio::spawn(async move {
             match hyper::upgrade::on(request).await {
                 Ok(upgraded) => {

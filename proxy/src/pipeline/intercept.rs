@@ -36,34 +36,60 @@ pub async fn serve(
     pipeline: Arc<Pipeline>,
     leaves: Arc<LeafCache>,
     connection: Arc<Connection>,
-    mut target: RequestTarget,
+    target: RequestTarget,
     upgraded: Upgraded,
 ) {
-    // The explicit proxy listener is plain TCP: take the socket back from
-    // hyper, with whatever the agent sent after the CONNECT head.
-    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-        tracing::error!(host = %target.host, "tunnel is not a TCP connection; closing");
+    // A plain proxy listener: take the socket back from hyper, with
+    // whatever the agent sent after the CONNECT head, and peek at the
+    // first byte without taking it.
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let tcp = parts.io.into_inner();
+            let first = match parts.read_buf.first() {
+                Some(&byte) => Some(byte),
+                None => {
+                    let mut byte = [0u8; 1];
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut byte)).await {
+                        Ok(Ok(1)) => Some(byte[0]),
+                        _ => None,
+                    }
+                }
+            };
+            let (from_agent, to_agent) = tcp.into_split();
+            let agent = tokio::io::join(
+                std::io::Cursor::new(parts.read_buf).chain(from_agent),
+                to_agent,
+            );
+            return inspect(pipeline, leaves, connection, target, first, agent).await;
+        }
+        Err(upgraded) => upgraded,
+    };
+    // A TLS proxy listener: the tunnel runs inside tollgate's own TLS, so
+    // the first byte is read and put back in front.
+    let (mut from_agent, to_agent) = tokio::io::split(TokioIo::new(upgraded));
+    let mut byte = [0u8; 1];
+    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, from_agent.read(&mut byte)).await {
+        Ok(Ok(1)) => Some(byte[0]),
+        _ => None,
+    };
+    let agent = tokio::io::join(std::io::Cursor::new(byte).chain(from_agent), to_agent);
+    inspect(pipeline, leaves, connection, target, first, agent).await;
+}
+
+/// The tunnel's bytes, the first one known: TLS is terminated with a leaf
+/// minted for the host, anything else is read as plain HTTP.
+async fn inspect(
+    pipeline: Arc<Pipeline>,
+    leaves: Arc<LeafCache>,
+    connection: Arc<Connection>,
+    mut target: RequestTarget,
+    first: Option<u8>,
+    agent: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) {
+    let Some(first) = first else {
+        tracing::debug!(host = %target.host, "agent sent nothing into the tunnel");
         return;
     };
-    let tcp = parts.io.into_inner();
-    let first = match parts.read_buf.first() {
-        Some(&byte) => byte,
-        None => {
-            let mut byte = [0u8; 1];
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut byte)).await {
-                Ok(Ok(1)) => byte[0],
-                _ => {
-                    tracing::debug!(host = %target.host, "agent sent nothing into the tunnel");
-                    return;
-                }
-            }
-        }
-    };
-    let (from_agent, to_agent) = tcp.into_split();
-    let agent = tokio::io::join(
-        std::io::Cursor::new(parts.read_buf).chain(from_agent),
-        to_agent,
-    );
     if first != TLS_HANDSHAKE {
         target.tls = false;
         return serve_http(pipeline, connection, target, agent).await;

@@ -33,6 +33,7 @@ use crate::core::{self, Caller, Core, Inbound, Mode};
 use crate::decision::snapshot::SnapshotHandle;
 use crate::decision::{TaskRevoked, TokenHash};
 use crate::error::ProxyError;
+use crate::identity::CallerIdentity;
 use crate::telemetry;
 use crate::tls::LeafCache;
 
@@ -51,7 +52,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(listener: Arc<str>, peer: SocketAddr, identity: Option<Arc<str>>) -> Connection {
+    pub fn new(listener: Arc<str>, peer: SocketAddr, identity: CallerIdentity) -> Connection {
         Connection {
             caller: Caller {
                 listener,
@@ -64,13 +65,14 @@ impl Connection {
         }
     }
 
-    /// The same caller, on an intercepted tunnel opened with `connect_task`.
-    pub fn in_tunnel(&self, connect_task: Option<TokenHash>) -> Connection {
+    /// The caller of `tunnel` (its `CONNECT`, identified), on the
+    /// intercepted tunnel it opened with `connect_task`.
+    pub fn in_tunnel(&self, tunnel: &Caller, connect_task: Option<TokenHash>) -> Connection {
         Connection {
             caller: Caller {
                 mode: Mode::Intercept,
                 connect_task,
-                ..self.caller.clone()
+                ..tunnel.clone()
             },
             peer: self.peer,
             tasks_seen: std::sync::Mutex::new(connect_task.into_iter().collect()),

@@ -13,6 +13,7 @@ use crate::decision::proto::pb;
 use crate::decision::proto::pb::decision_service_server::DecisionService;
 use crate::decision::{DecisionRequest, TokenHash};
 use crate::error::ProxyError;
+use crate::identity::CallerIdentity;
 
 use super::{tasks, DecisionPlane};
 
@@ -29,7 +30,7 @@ impl DecisionApi {
             caller: Caller {
                 listener: "grpc".into(),
                 mode: Mode::Decide,
-                identity: None,
+                identity: CallerIdentity::default(),
                 connect_task: None,
             },
         }

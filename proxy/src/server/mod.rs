@@ -21,6 +21,7 @@ use crate::decision::proto::pb::decision_service_server::DecisionServiceServer;
 use crate::decision::proto::FILE_DESCRIPTOR_SET;
 use crate::decision::snapshot::SnapshotHandle;
 use crate::decision::TaskStore;
+use crate::identity::EnvoySources;
 
 pub use decide::DecisionApi;
 pub use ext_authz::ExtAuthz;
@@ -37,6 +38,8 @@ pub struct DecisionPlane {
     pub audit: AuditSink,
     /// The bearer token task administration needs; `None` refuses it.
     pub admin_token: Option<SecretSource>,
+    /// How Envoy's `Check` requests are identified.
+    pub envoy: EnvoySources,
 }
 
 /// Serve for as long as the process runs; an error is a service that could

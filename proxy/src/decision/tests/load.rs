@@ -3,7 +3,7 @@
 use cedar_policy::Schema;
 
 use super::*;
-use crate::decision::cedar::{spiffe_namespace, target_ancestors};
+use crate::decision::cedar::target_ancestors;
 use crate::decision::policies::{line_column, statements};
 
 #[test]
@@ -112,7 +112,7 @@ fn load_dir_reads_only_cedar_files_in_order() {
         "permit (principal, action in Action::\"read\", resource);",
     );
     write("notes.txt", "not cedar at all");
-    let e = PolicyEngine::load_dir(&actions(), dir.path()).unwrap();
+    let e = PolicyEngine::load_dir(&actions(), &[], dir.path()).unwrap();
     assert_eq!(e.policy_count(), 2);
     let d = e.evaluate(&req(CODER, "github:pulls.list", "github/x", ""));
     assert_eq!(d.policy_ids, ["a.cedar:1", "b.cedar:1"]);
@@ -121,7 +121,7 @@ fn load_dir_reads_only_cedar_files_in_order() {
         "c.cedar",
         "\n\npermit (principal, action == Action::\"nope\", resource);",
     );
-    match PolicyEngine::load_dir(&actions(), dir.path()) {
+    match PolicyEngine::load_dir(&actions(), &[], dir.path()) {
         Err(PolicyError::Invalid { location, .. }) => {
             assert!(location.ends_with("c.cedar:3:1"), "{location}");
             assert!(location.starts_with(&dir.path().display().to_string()));
@@ -129,7 +129,7 @@ fn load_dir_reads_only_cedar_files_in_order() {
         other => panic!("expected Invalid, got {:?}", other.err()),
     }
 
-    let missing = PolicyEngine::load_dir(&actions(), &dir.path().join("missing"));
+    let missing = PolicyEngine::load_dir(&actions(), &[], &dir.path().join("missing"));
     assert!(matches!(missing, Err(PolicyError::Io { .. })));
 }
 
@@ -149,16 +149,16 @@ fn no_policies_deny_everything() {
 
 #[test]
 fn schema_text_parses() {
-    let text = schema_text(&actions());
+    let text = schema_text(&actions(), &[]);
     let _ = Schema::from_cedarschema_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert!(text.contains("action \"github:pulls.create\" in [\"write\", \"github\"]"));
     assert!(text.contains("port: Long"));
 
     // Catalog names are data: quotes and backslashes must not break the text.
     let odd = vec![info("we\"ird:a\\b", RiskClass::Read)];
-    let text = schema_text(&odd);
+    let text = schema_text(&odd, &[]);
     let _ = Schema::from_cedarschema_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    PolicyEngine::from_sources(&odd, &[]).unwrap();
+    PolicyEngine::from_sources(&odd, &[], &[]).unwrap();
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn reserved_catalog_names_are_refused() {
         info("connect:x", RiskClass::Read),
         info("prod_change", RiskClass::Read),
     ] {
-        let result = PolicyEngine::from_sources(std::slice::from_ref(&bad), &[]);
+        let result = PolicyEngine::from_sources(std::slice::from_ref(&bad), &[], &[]);
         assert!(
             matches!(&result, Err(PolicyError::Invalid { location, .. }) if location == "catalog"),
             "{bad:?}"
@@ -176,7 +176,7 @@ fn reserved_catalog_names_are_refused() {
     }
     let mut twice = actions();
     twice.push(info("github:pulls.create", RiskClass::Read));
-    assert!(PolicyEngine::from_sources(&twice, &[]).is_err());
+    assert!(PolicyEngine::from_sources(&twice, &[], &[]).is_err());
 }
 
 #[test]
@@ -193,11 +193,6 @@ fn splitting_and_positions() {
 
 #[test]
 fn entity_helpers() {
-    assert_eq!(spiffe_namespace(CODER), Some("agents"));
-    assert_eq!(spiffe_namespace("spiffe://td/ns/agents"), Some("agents"));
-    assert_eq!(spiffe_namespace("spiffe://td/ns//sa/x"), None);
-    assert_eq!(spiffe_namespace("spiffe://td/sa/x/ns/y"), None);
-    assert_eq!(spiffe_namespace("https://td/ns/agents/sa/x"), None);
     let got: Vec<&str> = target_ancestors("github/repos/acme/api").collect();
     assert_eq!(got, ["github", "github/repos", "github/repos/acme"]);
     assert_eq!(target_ancestors("github").count(), 0);
@@ -222,6 +217,6 @@ fn guide_examples_validate() {
         .map(|(i, block)| (format!("example-{i}.cedar"), block.to_string()))
         .collect();
     assert!(blocks.len() >= 6, "found {} examples", blocks.len());
-    let e = PolicyEngine::from_sources(&actions(), &blocks).unwrap_or_else(|e| panic!("{e}"));
+    let e = PolicyEngine::from_sources(&actions(), &[], &blocks).unwrap_or_else(|e| panic!("{e}"));
     assert!(e.policy_count() >= 7);
 }

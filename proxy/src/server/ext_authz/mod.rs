@@ -25,6 +25,7 @@ use crate::core::plan::{names_param, CredentialPlan};
 use crate::core::{self, Caller, Inbound, Mode, Verdict};
 use crate::decision::credentials::{CredentialError, Placement};
 use crate::error::ProxyError;
+use crate::identity::{CallerIdentity, EnvoySources, Identity, IdentityError, IdentitySource};
 
 use super::DecisionPlane;
 
@@ -56,11 +57,11 @@ impl ExtAuthz {
         }
     }
 
-    fn caller(&self, workload: Option<Arc<str>>) -> Caller {
+    fn caller(&self, identity: CallerIdentity) -> Caller {
         Caller {
             listener: self.listener.clone(),
             mode: Mode::ExtAuthz,
-            identity: workload,
+            identity,
             connect_task: None,
         }
     }
@@ -68,30 +69,95 @@ impl ExtAuthz {
 
 /// The parts of a `CheckRequest` tollgate decides on.
 struct Attributes {
-    workload: Option<Arc<str>>,
+    identity: CallerIdentity,
     method: Method,
     target: RequestTarget,
     uri: Uri,
     headers: HeaderMap,
 }
 
-fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
+/// Who is asking, strongest first: Envoy's mTLS principal, a JWT Envoy's
+/// `jwt_authn` verified, a JWT in the request's headers (verified here),
+/// the route's `tollgate_workload` extension.
+fn caller_identity(
+    sources: &EnvoySources,
+    principal: Option<String>,
+    metadata: Option<wire::Metadata>,
+    extension: Option<Arc<str>>,
+) -> CallerIdentity {
+    let presented = match principal {
+        Some(principal) if !principal.is_empty() => Some(Ok(Arc::new(Identity::named(
+            IdentitySource::EnvoyMtls,
+            principal.into(),
+        )))),
+        _ => sources.jwt_authn.as_ref().and_then(|(key, verifier)| {
+            let payload = metadata?
+                .filter_metadata
+                .into_iter()
+                .find(|e| e.key == JWT_AUTHN_FILTER)?
+                .value?
+                .fields
+                .remove(key)?;
+            Some(match json(payload) {
+                serde_json::Value::Object(claims) => {
+                    verifier.verified_elsewhere(&claims, IdentitySource::EnvoyJwt)
+                }
+                _ => Err(IdentityError::Malformed(
+                    "jwt_authn's payload is not an object".into(),
+                )),
+            })
+        }),
+    };
+    CallerIdentity {
+        presented,
+        jwt: sources.jwt.clone(),
+        jwt_header: sources.jwt_header.clone(),
+        fallback: extension.map(|name| Arc::new(Identity::named(IdentitySource::Static, name))),
+    }
+}
+
+/// The metadata namespace Envoy's JWT filter writes to.
+const JWT_AUTHN_FILTER: &str = "envoy.filters.http.jwt_authn";
+
+/// A protobuf `Value` (Envoy's metadata) as JSON.
+fn json(value: prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind as K;
+    match value.kind {
+        Some(K::StringValue(s)) => serde_json::Value::String(s),
+        // Whole seconds (`exp`, `nbf`) come back as integers.
+        Some(K::NumberValue(n)) if n.fract() == 0.0 && n >= 0.0 && n < 2f64.powi(63) => {
+            serde_json::Value::from(n as u64)
+        }
+        Some(K::NumberValue(n)) => serde_json::Value::from(n),
+        Some(K::BoolValue(b)) => serde_json::Value::Bool(b),
+        Some(K::StructValue(s)) => {
+            serde_json::Value::Object(s.fields.into_iter().map(|(k, v)| (k, json(v))).collect())
+        }
+        Some(K::ListValue(l)) => serde_json::Value::Array(l.values.into_iter().map(json).collect()),
+        Some(K::NullValue(_)) | None => serde_json::Value::Null,
+    }
+}
+
+fn attributes(check: CheckRequest, sources: &EnvoySources) -> Result<Attributes, ProxyError> {
     let malformed = |m: &str| ProxyError::MalformedRequest(m.to_string());
     let attrs = check.attributes.ok_or_else(|| malformed("no attributes"))?;
     let http = attrs
         .request
         .and_then(|r| r.http)
         .ok_or_else(|| malformed("no HTTP request attributes"))?;
-    let workload = match attrs.source.map(|s| s.principal) {
-        Some(principal) if !principal.is_empty() => Some(principal.into()),
-        _ => attrs
-            .context_extensions
-            .into_iter()
-            .find(|e| e.key == WORKLOAD_EXTENSION.as_bytes())
-            .map(|e| String::from_utf8(e.value.into()).map(Arc::from))
-            .transpose()
-            .map_err(|_| malformed("workload extension is not UTF-8"))?,
-    };
+    let extension = attrs
+        .context_extensions
+        .into_iter()
+        .find(|e| e.key == WORKLOAD_EXTENSION.as_bytes())
+        .map(|e| String::from_utf8(e.value.into()).map(Arc::from))
+        .transpose()
+        .map_err(|_| malformed("workload extension is not UTF-8"))?;
+    let identity = caller_identity(
+        sources,
+        attrs.source.map(|s| s.principal),
+        attrs.metadata_context,
+        extension,
+    );
     let method = Method::from_bytes(&http.method).map_err(|_| malformed("bad method"))?;
     let tls = http.scheme == "https".as_bytes();
     let authority =
@@ -130,7 +196,7 @@ fn attributes(check: CheckRequest) -> Result<Attributes, ProxyError> {
         add(&entry.key, value)?;
     }
     Ok(Attributes {
-        workload,
+        identity,
         method,
         target,
         uri,
@@ -185,6 +251,7 @@ fn denied(err: &ProxyError, decision_id: &str, metadata: Struct) -> CheckRespons
 fn render(
     plan: &CredentialPlan<'_>,
     attrs: &Attributes,
+    identity_header: &HeaderName,
 ) -> Result<OkHttpResponse, CredentialError> {
     // The secret is read before anything is decided about headers: a
     // refusal sends nothing upstream.
@@ -197,6 +264,12 @@ fn render(
         .filter(|h| attrs.headers.contains_key(*h))
         .map(|h| h.as_str().to_string())
         .collect();
+    // A workload token in a header of its own is for tollgate, not the API.
+    if attrs.headers.contains_key(identity_header)
+        && !remove.iter().any(|h| h == identity_header.as_str())
+    {
+        remove.push(identity_header.as_str().to_string());
+    }
     let mut ok = OkHttpResponse::default();
     if let Some((bound, value)) = injected {
         match bound.placement() {
@@ -233,14 +306,15 @@ impl ExtAuthz {
     /// Envoy's `Check`: decide, write the audit line, answer. Every outcome
     /// is an answer; a refusal carries the HTTP status Envoy sends back.
     pub async fn check(&self, request: CheckRequest) -> CheckResponse {
-        let attrs = match attributes(request) {
+        let attrs = match attributes(request, &self.plane.envoy) {
             Ok(attrs) => attrs,
             Err(err) => {
-                let record = core::refused(&self.caller(None), RequestLine::default(), &err);
+                let caller = self.caller(CallerIdentity::default());
+                let record = core::refused(&caller, RequestLine::default(), &err);
                 return self.answer(record, Err(err));
             }
         };
-        let caller = self.caller(attrs.workload.clone());
+        let caller = self.caller(attrs.identity.clone());
         let snapshot = self.plane.snapshot.load();
         let inbound = Inbound {
             target: &attrs.target,
@@ -253,11 +327,12 @@ impl ExtAuthz {
             outcome,
         } = self.plane.core.http(&snapshot, &caller, inbound).await;
         let answer = match outcome {
-            Ok(allowed) => render(&allowed.credentials, &attrs).map_err(|err| {
-                let err = ProxyError::from(err);
-                record.refused(&err);
-                err
-            }),
+            Ok(allowed) => render(&allowed.credentials, &attrs, &self.plane.envoy.jwt_header)
+                .map_err(|err| {
+                    let err = ProxyError::from(err);
+                    record.refused(&err);
+                    err
+                }),
             Err(err) => Err(err),
         };
         self.answer(record, answer)
@@ -356,15 +431,31 @@ mod tests {
         }
     }
 
+    fn attributes_of(request: CheckRequest) -> Result<Attributes, ProxyError> {
+        attributes(request, &EnvoySources::default())
+    }
+
+    /// The identity the check settled before its headers are read.
+    fn presented(a: &Attributes) -> Option<&str> {
+        match &a.identity.presented {
+            Some(Ok(identity)) => Some(&identity.name),
+            _ => None,
+        }
+    }
+
     #[test]
     fn attributes_name_target_identity_and_headers() {
-        let a = attributes(check(
+        let a = attributes_of(check(
             http("POST", "API.github.com:8443", "/repos/a/b/pulls?x=1"),
             "",
             Some("spiffe://td/ns/a/sa/b"),
         ))
         .unwrap();
-        assert_eq!(a.workload.as_deref(), Some("spiffe://td/ns/a/sa/b"));
+        // The route extension: a fallback, the weakest source.
+        assert_eq!(presented(&a), None);
+        let fallback = a.identity.fallback.as_ref().unwrap();
+        assert_eq!(&*fallback.name, "spiffe://td/ns/a/sa/b");
+        assert_eq!(fallback.source(), IdentitySource::Static);
         assert_eq!(
             (a.target.host.as_str(), a.target.port, a.target.tls),
             ("api.github.com", 8443, true)
@@ -397,7 +488,7 @@ mod tests {
             })
             .collect(),
         });
-        let a = attributes(check(raw, "", Some("w"))).unwrap();
+        let a = attributes_of(check(raw, "", Some("w"))).unwrap();
         assert_eq!(a.headers["x-api-key"], "agent-held");
         assert_eq!(a.headers["x-opaque"].as_bytes(), b"\xfe\x80");
         assert_eq!(a.headers.get_all("accept").iter().count(), 2);
@@ -430,7 +521,7 @@ mod tests {
                 continue;
             };
             decoded += 1;
-            if let Ok(a) = attributes(request) {
+            if let Ok(a) = attributes_of(request) {
                 read += 1;
                 assert!(a.uri.path().starts_with('/'), "{}", a.uri);
                 assert!(!a.headers.keys().any(|k| k.as_str().starts_with(':')));
@@ -446,18 +537,18 @@ mod tests {
 
     #[test]
     fn the_mtls_principal_wins_over_the_route_extension() {
-        let a = attributes(check(
+        let a = attributes_of(check(
             http("GET", "api.github.com", "/"),
             "spiffe://td/ns/real/sa/x",
             Some("spiffe://td/ns/route/sa/y"),
         ))
         .unwrap();
-        assert_eq!(a.workload.as_deref(), Some("spiffe://td/ns/real/sa/x"));
+        assert_eq!(presented(&a), Some("spiffe://td/ns/real/sa/x"));
     }
 
     #[test]
     fn malformed_attributes_are_refused_not_guessed() {
-        assert!(attributes(CheckRequest::default()).is_err());
+        assert!(attributes_of(CheckRequest::default()).is_err());
         let mut control_byte = http("GET", "api.github.com", "/");
         control_byte
             .headers
@@ -469,7 +560,7 @@ mod tests {
             http("G E T", "api.github.com", "/"),
             http("GET", "api.github.com", "no slash ^"),
         ] {
-            let err = attributes(check(bad, "", Some("w")))
+            let err = attributes_of(check(bad, "", Some("w")))
                 .err()
                 .map(|e| e.reason().to_string());
             assert_eq!(err.as_deref(), Some("malformed_request"));

@@ -33,6 +33,26 @@ pub struct AttributeContext {
     /// `map<string, string> context_extensions`.
     #[prost(message, repeated, tag = "10")]
     pub context_extensions: Vec<MapEntry>,
+    /// Dynamic metadata the filter was told to send
+    /// (`metadata_context_namespaces`): `jwt_authn`'s verified payload.
+    #[prost(message, optional, tag = "11")]
+    pub metadata_context: Option<Metadata>,
+}
+
+/// `envoy.config.core.v3.Metadata`: `map<string, Struct> filter_metadata`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metadata {
+    #[prost(message, repeated, tag = "1")]
+    pub filter_metadata: Vec<StructEntry>,
+}
+
+/// One entry of a `map<string, google.protobuf.Struct>`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StructEntry {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<prost_types::Struct>,
 }
 
 /// `AttributeContext.Peer`: only the mTLS principal.

@@ -1,0 +1,336 @@
+//! A listener's identity sources, built once from configuration, and what
+//! a caller presented, resolved to one identity per request.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+use rustls::pki_types::{CertificateDer, UnixTime};
+
+use crate::authorization::{self, Presented};
+use crate::config::{EnvoyIdentity, IdentityConfig, ListenerConfig, ListenerIdentity};
+
+use super::jwt::{Issuer, JwtVerifier};
+use super::svid::{self, TrustBundleHandle, TrustDomains};
+use super::{jws, Identity, IdentityError, IdentitySource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Issuer(#[from] super::jwt::IssuerError),
+    #[error("identity.trust_domains: {0}")]
+    TrustDomain(super::spiffe::SpiffeIdError),
+    #[error("{field}: {message}")]
+    TrustBundle { field: String, message: String },
+}
+
+/// The issuers every front shares (one key fetcher each), the selected
+/// claims and the allowed trust domains.
+#[derive(Debug)]
+pub struct Registry {
+    issuers: HashMap<String, Arc<Issuer>>,
+    claims: Arc<[String]>,
+    trust_domains: TrustDomains,
+}
+
+impl Registry {
+    pub fn new(config: &IdentityConfig) -> Result<Registry, SetupError> {
+        for domain in &config.trust_domains {
+            super::spiffe::valid_trust_domain(domain).map_err(SetupError::TrustDomain)?;
+        }
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|c| Ok((c.name.clone(), Arc::new(Issuer::new(c)?))))
+            .collect::<Result<_, SetupError>>()?;
+        Ok(Registry {
+            issuers,
+            claims: config.claims.clone().into(),
+            trust_domains: TrustDomains::new(config.trust_domains.clone()),
+        })
+    }
+
+    /// Fetch every issuer's keys once (so the first requests find them),
+    /// then keep them fresh in the background. An issuer whose keys cannot
+    /// be had yet is retried on its first token and every `refresh`.
+    pub async fn start(&self) {
+        for issuer in self.issuers.values() {
+            let _ = issuer.refresh_keys().await;
+            tokio::spawn(issuer.clone().keep_fresh());
+        }
+    }
+
+    fn verifier(&self, names: &[String]) -> Option<Arc<JwtVerifier>> {
+        if names.is_empty() {
+            return None;
+        }
+        let issuers = names
+            .iter()
+            .filter_map(|n| self.issuers.get(n).cloned())
+            .collect();
+        Some(Arc::new(JwtVerifier::new(
+            issuers,
+            self.claims.clone(),
+            self.trust_domains.clone(),
+        )))
+    }
+
+    /// Every listener's sources, in the configuration's order.
+    pub fn listeners(
+        &self,
+        listeners: &[ListenerConfig],
+    ) -> Result<Vec<Arc<ListenerSources>>, SetupError> {
+        listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                self.listener(&l.identity, &format!("listeners[{i}].identity"))
+                    .map(Arc::new)
+            })
+            .collect()
+    }
+
+    /// `field` names the listener in errors (`listeners[0].identity`).
+    fn listener(
+        &self,
+        config: &ListenerIdentity,
+        field: &str,
+    ) -> Result<ListenerSources, SetupError> {
+        let mtls = match &config.mtls_trust_bundle {
+            None => None,
+            Some(path) => Some(Arc::new(TrustBundleHandle::load(path).map_err(|e| {
+                SetupError::TrustBundle {
+                    field: format!("{field}.mtls.trust_bundle"),
+                    message: e.to_string(),
+                }
+            })?)),
+        };
+        let named = |source, name: &Arc<str>| Arc::new(Identity::named(source, name.clone()));
+        Ok(ListenerSources {
+            mtls,
+            trust_domains: self.trust_domains.clone(),
+            jwt: self.verifier(&config.jwt),
+            source_addresses: config
+                .source_addresses
+                .iter()
+                .map(|(net, name)| (*net, named(IdentitySource::SourceAddress, name)))
+                .collect(),
+            static_identity: config
+                .static_identity
+                .as_ref()
+                .map(|name| named(IdentitySource::Static, name)),
+        })
+    }
+
+    /// The JWT verification of Envoy's `Check` requests.
+    pub fn envoy(&self, config: &EnvoyIdentity) -> EnvoySources {
+        // Envoy's `jwt_authn` payloads are mapped by the issuers' rules
+        // too: every issuer may be named there, verified or not by tollgate.
+        let all: Vec<String> = self.issuers.keys().cloned().collect();
+        EnvoySources {
+            jwt: self.verifier(&config.jwt),
+            jwt_header: config.jwt_header.clone(),
+            jwt_authn: config
+                .jwt_authn_payload
+                .clone()
+                .and_then(|key| Some((key, self.verifier(&all)?))),
+        }
+    }
+}
+
+/// How one proxy listener identifies its callers.
+#[derive(Debug)]
+pub struct ListenerSources {
+    pub mtls: Option<Arc<TrustBundleHandle>>,
+    trust_domains: TrustDomains,
+    jwt: Option<Arc<JwtVerifier>>,
+    /// Longest prefix first.
+    source_addresses: Vec<(IpNet, Arc<Identity>)>,
+    static_identity: Option<Arc<Identity>>,
+}
+
+impl ListenerSources {
+    /// What a new connection brings: its client certificate (checked now,
+    /// once for all its requests), and the fallback its address or the
+    /// listener gives.
+    pub fn connection(
+        &self,
+        peer: IpAddr,
+        certificates: Option<&[CertificateDer<'_>]>,
+    ) -> CallerIdentity {
+        let presented = match (&self.mtls, certificates) {
+            (Some(bundle), Some(chain)) if !chain.is_empty() => Some(
+                svid::verify(
+                    chain,
+                    &bundle.current(),
+                    &self.trust_domains,
+                    UnixTime::now(),
+                )
+                .map(|verified| {
+                    let mut identity =
+                        Identity::named(IdentitySource::Mtls, verified.id.as_arc().clone());
+                    identity.expires_at = Some(verified.not_after);
+                    Arc::new(identity)
+                }),
+            ),
+            _ => None,
+        };
+        let peer = canonical(peer);
+        let fallback = self
+            .source_addresses
+            .iter()
+            .find(|(net, _)| net.contains(&peer))
+            .map(|(_, identity)| identity.clone())
+            .or_else(|| self.static_identity.clone());
+        CallerIdentity {
+            presented,
+            jwt: self.jwt.clone(),
+            jwt_header: http::header::PROXY_AUTHORIZATION,
+            fallback,
+        }
+    }
+}
+
+/// An IPv4 client on a dual-stack socket arrives as `::ffff:a.b.c.d`;
+/// configuration names it as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// How Envoy's `Check` requests are identified besides `source.principal`.
+#[derive(Debug)]
+pub struct EnvoySources {
+    pub jwt: Option<Arc<JwtVerifier>>,
+    pub jwt_header: HeaderName,
+    /// The `payload_in_metadata` key of Envoy's `jwt_authn` filter and the
+    /// verifier whose issuers map its payloads.
+    pub jwt_authn: Option<(String, Arc<JwtVerifier>)>,
+}
+
+impl Default for EnvoySources {
+    fn default() -> EnvoySources {
+        EnvoySources {
+            jwt: None,
+            jwt_header: http::header::PROXY_AUTHORIZATION,
+            jwt_authn: None,
+        }
+    }
+}
+
+/// What a caller presented, before a request's headers are read.
+#[derive(Debug, Clone)]
+pub struct CallerIdentity {
+    /// Settled before the request: a client certificate, what the front
+    /// established (Envoy's principal, a tunnel's `CONNECT`, a remote
+    /// proxy's `Decide`), or why it failed.
+    pub presented: Option<Result<Arc<Identity>, IdentityError>>,
+    /// Verifies a JWT in `jwt_header`, when the listener accepts JWTs.
+    pub jwt: Option<Arc<JwtVerifier>>,
+    pub jwt_header: HeaderName,
+    /// The source address's or the listener's static identity.
+    pub fallback: Option<Arc<Identity>>,
+}
+
+impl Default for CallerIdentity {
+    fn default() -> CallerIdentity {
+        CallerIdentity {
+            presented: None,
+            jwt: None,
+            jwt_header: http::header::PROXY_AUTHORIZATION,
+            fallback: None,
+        }
+    }
+}
+
+impl CallerIdentity {
+    /// A caller whose identity is settled.
+    pub fn known(identity: Arc<Identity>) -> CallerIdentity {
+        CallerIdentity {
+            presented: Some(Ok(identity)),
+            ..CallerIdentity::default()
+        }
+    }
+
+    /// The request's identity: what was presented before it, else a JWT in
+    /// its headers, else the fallback. Something presented that fails is
+    /// the answer; it never falls through to a weaker source.
+    pub async fn resolve(
+        &self,
+        headers: Option<&HeaderMap>,
+    ) -> Result<Arc<Identity>, IdentityError> {
+        if let Some(presented) = &self.presented {
+            let identity = presented.clone()?;
+            // A tunnel outlives the token or certificate it was opened
+            // with; its requests do not.
+            if identity.expires_at.is_some_and(|at| at < SystemTime::now()) {
+                return Err(IdentityError::Expired);
+            }
+            return Ok(identity);
+        }
+        if let (Some(verifier), Some(token)) = (&self.jwt, headers.and_then(|h| self.token(h))) {
+            return verifier.verify(token.secret()).await;
+        }
+        self.fallback.clone().ok_or(IdentityError::Missing)
+    }
+
+    /// A JWT in the header: `Bearer <jwt>`, the password of `Basic`, or
+    /// the bare token (a header of its own). Anything else — a task token,
+    /// an API key — is not an identity.
+    fn token<'h>(&self, headers: &'h HeaderMap) -> Option<Presented<'h>> {
+        headers.get_all(&self.jwt_header).iter().find_map(|value| {
+            let value = value.to_str().ok()?;
+            let presented = authorization::parse(value).unwrap_or(Presented::Bearer(value.trim()));
+            jws::looks_like_jwt(presented.secret()).then_some(presented)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dual_stack_peers_match_ipv4_ranges() {
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(canonical(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+    }
+
+    #[tokio::test]
+    async fn presented_wins_and_a_failure_never_falls_back() {
+        let fallback = Arc::new(Identity::named(
+            IdentitySource::Static,
+            "spiffe://td/sidecar".into(),
+        ));
+        let mtls = Arc::new(Identity::named(
+            IdentitySource::Mtls,
+            "spiffe://td/ns/a/sa/b".into(),
+        ));
+        let mut caller = CallerIdentity {
+            fallback: Some(fallback.clone()),
+            ..CallerIdentity::default()
+        };
+        assert_eq!(caller.resolve(None).await.unwrap(), fallback);
+        caller.presented = Some(Ok(mtls.clone()));
+        assert_eq!(caller.resolve(None).await.unwrap(), mtls);
+        caller.presented = Some(Err(IdentityError::Expired));
+        assert_eq!(caller.resolve(None).await, Err(IdentityError::Expired));
+        let expired = Identity {
+            expires_at: Some(SystemTime::now() - std::time::Duration::from_secs(1)),
+            ..(*mtls).clone()
+        };
+        caller.presented = Some(Ok(Arc::new(expired)));
+        assert_eq!(caller.resolve(None).await, Err(IdentityError::Expired));
+        assert_eq!(
+            CallerIdentity::default().resolve(None).await,
+            Err(IdentityError::Missing)
+        );
+    }
+}
