@@ -116,9 +116,20 @@ impl Envoy {
         github: SocketAddr,
         edit: impl FnOnce(String) -> String,
     ) -> Envoy {
+        Envoy::gateway_from(&shipped_gateway_config(), decision, github, edit)
+    }
+
+    /// Another shipped gateway file (`deploy/envoy/…`), with the same
+    /// addresses rewritten and then `edit` applied.
+    pub fn gateway_from(
+        shipped: &std::path::Path,
+        decision: SocketAddr,
+        github: SocketAddr,
+        edit: impl FnOnce(String) -> String,
+    ) -> Envoy {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.log");
-        let shipped = std::fs::read_to_string(shipped_gateway_config()).unwrap();
+        let shipped = std::fs::read_to_string(shipped).unwrap();
         let mut text = replace_once(
             &shipped,
             "socket_address: { address: 0.0.0.0, port_value: 10000 }",

@@ -30,6 +30,9 @@ pub struct Setup {
     /// Extra catalog files on top of the shipped `config/catalog`.
     pub extra_catalog: Vec<(String, String)>,
     pub identity: Option<String>,
+    /// Extra lines (indented four spaces) under the `agents` listener:
+    /// `tls:`, or an `identity:` of its own (with `identity: None`).
+    pub listener_yaml: String,
     /// `host:port` → where it really is (always loopback in tests).
     pub resolve: Vec<(String, SocketAddr)>,
     pub upstream_ca: Option<String>,
@@ -64,6 +67,7 @@ impl Default for Setup {
             policies: None,
             extra_catalog: Vec::new(),
             identity: Some(CODER.to_string()),
+            listener_yaml: String::new(),
             resolve: Vec::new(),
             upstream_ca: None,
             allow_loopback: true,
@@ -479,6 +483,7 @@ fn config_yaml(setup: &Setup, dir: &Path) -> String {
     if let Some(id) = &setup.identity {
         y.push_str(&format!("    identity: {{ static: \"{id}\" }}\n"));
     }
+    y.push_str(&setup.listener_yaml);
     y.push_str("admin: { address: 127.0.0.1:0 }\ncatalog: catalog\npolicies: policies\n");
     y.push_str("decision_service:\n  address: 127.0.0.1:0\n  admin: 127.0.0.1:0\n");
     y.push_str(&setup.decision_service_yaml);
