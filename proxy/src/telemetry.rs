@@ -1,8 +1,9 @@
 //! The metric series tollgate exports, named once. Every series a dashboard
 //! or an alert may watch is registered at zero when the process starts, so
 //! "nothing happened yet" reads as 0, not as "no data". (The per-action
-//! request counters are registered where they are counted:
-//! `core::audit::register_request_series`, at start and on every reload.)
+//! request and identification counters are registered where they are
+//! counted: `core::audit::register_request_series`, at start and on every
+//! reload, and `register_identification_series`.)
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 

@@ -290,6 +290,8 @@ async fn jwts_identify_workloads_and_every_bad_one_is_refused_with_its_reason() 
     let w = world().await;
     let now = unix_now();
     let mut secrets = Vec::new();
+    // Every answer, with its headers, for the hygiene check at the end.
+    let mut collected = Collected::new();
 
     // RS256 as Bearer, a Kubernetes service-account token.
     let k8s = w.k8s_token("agents", "coder-7d9f");
@@ -403,6 +405,7 @@ async fn jwts_identify_workloads_and_every_bad_one_is_refused_with_its_reason() 
     for (token, reason) in cases {
         let answer = w.with_jwt(&token).await;
         assert_refused(&answer, reason);
+        collected.add(reason, format!("{}\n{}", answer.headers, answer.out.body));
         w.audit(407, reason);
         secrets.push(token);
     }
@@ -424,7 +427,6 @@ async fn jwts_identify_workloads_and_every_bad_one_is_refused_with_its_reason() 
                 .map(String::from)
         })
         .collect();
-    let mut collected = Collected::new();
     collected.add("logs", w.tg.logs());
     collected.add("audit", w.tg.stdout_text());
     let all: Vec<&str> = secrets

@@ -89,6 +89,7 @@ pub fn start_snapshot(
 )> {
     let metrics = crate::admin::install_metrics()?;
     crate::core::audit::register_request_series(snapshot.catalog.actions());
+    crate::core::audit::register_identification_series();
     tracing::info!(
         routes = snapshot.catalog.route_count(),
         policies = snapshot.engine.policy_count(),

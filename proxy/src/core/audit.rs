@@ -205,6 +205,19 @@ pub fn register_request_series(actions: &[ActionInfo]) {
     }
 }
 
+/// One identification series per identity source, and the refusal of a
+/// caller who presented nothing, at zero: an alert on `mtls` dropping to
+/// nothing, or on refusals, reads 0 before the first request. (Refusals
+/// for other reasons appear when they happen.)
+pub fn register_identification_series() {
+    for source in IdentitySource::ALL {
+        metrics::counter!(telemetry::IDENTIFICATIONS, "source" => source.as_str(), "outcome" => "identified")
+            .increment(0);
+    }
+    metrics::counter!(telemetry::IDENTIFICATIONS, "source" => "none", "outcome" => "unidentified")
+        .increment(0);
+}
+
 /// `/p?token=abc&x=1` → `/p?token=[redacted]&x=[redacted]`.
 pub fn redact_query(path_and_query: &str) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {

@@ -323,7 +323,9 @@ impl Issuer {
         Ok(Identity {
             name,
             attributes: Arc::new(attributes),
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(exp)),
+            // Accepted until then: the same allowance on every later use
+            // (from the cache, inside a tunnel) as on first sight.
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(exp) + self.leeway),
         })
     }
 }
@@ -457,7 +459,7 @@ impl JwtVerifier {
             &self.trust_domains,
             now,
         )?);
-        // Cached until its `exp`; the leeway is allowed on first sight only.
+        // Cached until it expires (its `exp`, with the leeway).
         self.verified.insert(hash, identity.clone());
         Ok(identity)
     }

@@ -118,8 +118,9 @@ pub struct Identity {
     /// The principal: a SPIFFE ID, or a configured name.
     pub name: Arc<str>,
     pub attributes: Arc<Attributes>,
-    /// When the proof stops being valid (a JWT's `exp`, a certificate's
-    /// `notAfter`): a tunnel opened with it refuses requests after that.
+    /// When the proof stops being accepted (a JWT's `exp` plus its
+    /// issuer's leeway, a certificate chain's earliest `notAfter`): a tunnel
+    /// opened with it, or a cached token, is refused after that.
     pub expires_at: Option<SystemTime>,
 }
 
