@@ -63,6 +63,8 @@ struct World {
     issuer: JwtIssuer,
     mesh: TestPki,
     files: MtlsFiles,
+    /// The listener's trust bundle (the mesh CA, in a file of its own).
+    bundle: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -79,12 +81,16 @@ async fn world() -> World {
     let mesh = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
     let files = mesh.mtls_files(dir.path(), "unused-client");
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(&bundle, &mesh.ca_pem).unwrap();
     let tg = Tollgate::start(Setup {
         identity: None,
         listener_yaml: format!(
             "    tls: {{ cert: \"{}\", key: \"{}\" }}\n    identity:\n      \
              mtls: {{ trust_bundle: \"{}\" }}\n      jwt: [k8s, spire]\n",
-            files.server_cert, files.server_key, files.ca
+            files.server_cert,
+            files.server_key,
+            bundle.display()
         ),
         extra_yaml: identity_section(&jwks),
         policies: policies(),
@@ -102,6 +108,7 @@ async fn world() -> World {
         issuer,
         mesh,
         files,
+        bundle,
         _dir: dir,
     }
 }
@@ -194,7 +201,7 @@ async fn client_certificates_on_an_https_proxy_listener_are_x509_svids() {
             cert.key.display().to_string(),
         ]
     };
-    let send = move |cert| {
+    let send = move |cert: &tollgate_e2e::pki::ClientSvid| {
         let args = with_cert(cert);
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -218,7 +225,8 @@ async fn client_certificates_on_an_https_proxy_listener_are_x509_svids() {
     );
     assert_eq!(send(&other).await.out.status, 403);
 
-    let stranger = TestPki::new().client_svid(&[CODER], &SvidOptions::default());
+    let stranger_ca = TestPki::new();
+    let stranger = stranger_ca.client_svid(&[CODER], &SvidOptions::default());
     for (cert, reason) in [
         (&stranger, "identity_untrusted"),
         (
@@ -283,6 +291,20 @@ async fn client_certificates_on_an_https_proxy_listener_are_x509_svids() {
     }
     // None of them reached the upstream.
     assert_eq!(w.github.count(), 1);
+
+    // The bundle is replaced by the other CA's, without a restart: its
+    // workloads are trusted from the next connection on, the mesh's no
+    // longer.
+    std::fs::write(&w.bundle, &stranger_ca.ca_pem).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while send(&stranger).await.out.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new bundle was never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_refused(&send(&good).await, "identity_untrusted");
 }
 
 #[tokio::test]
@@ -868,4 +890,90 @@ async fn a_remote_decision_sees_the_identity_the_proxy_verified() {
     let line = decision.wait_audit(|l| l["status"] == 200);
     assert_eq!(line["identity_source"], "jwt");
     assert_eq!(line["workload"], "spiffe://cluster.local/ns/ci/sa/runner");
+}
+
+#[tokio::test]
+async fn source_addresses_and_static_are_fallbacks_a_presented_token_overrides_and_task_tokens_ride_beside(
+) {
+    let github = Upstream::http().await;
+    let issuer = JwtIssuer::new();
+    issuer.add_key("rsa-1", "RS256");
+    let jwks = issuer.write_jwks(&["rsa-1"]);
+    let tg = Tollgate::start(Setup {
+        identity: None,
+        listener_yaml: "    identity:\n      jwt: [k8s]\n      \
+                        source_addresses: { 127.0.0.0/8: \"spiffe://cluster.local/ns/agents/sa/by-address\" }\n      \
+                        static: \"spiffe://cluster.local/ns/web/sa/sidecar\"\n"
+            .into(),
+        extra_yaml: identity_section(&jwks),
+        policies: policies(),
+        resolve: vec![("api.github.com:80".into(), github.addr)],
+        tasks: true,
+        ..Setup::default()
+    });
+    let url = format!("http://api.github.com{PULLS}");
+
+    // Nothing presented: the address (loopback is in the range) before the
+    // static identity.
+    assert_eq!(tg.curl(&[&url]).await.status, 200);
+    let line = tg.wait_audit(|l| l["status"] == 200);
+    assert_eq!(
+        line["workload"],
+        "spiffe://cluster.local/ns/agents/sa/by-address"
+    );
+    assert_eq!(line["identity_source"], "source_address");
+
+    // A token overrides both; a bad one is refused, not replaced by them.
+    let web = issuer.mint(
+        "rsa-1",
+        "RS256",
+        kubernetes_claims(K8S_ISSUER, "tollgate", "web", "coder", "p", 600),
+    );
+    let header = format!("Proxy-Authorization: Bearer {web}");
+    assert_eq!(
+        tg.curl(&["--proxy-header", &header, &url]).await.status,
+        403
+    );
+    let expired = issuer.mint(
+        "rsa-1",
+        "RS256",
+        kubernetes_claims(K8S_ISSUER, "tollgate", "agents", "coder", "p", -600),
+    );
+    let header = format!("Proxy-Authorization: Bearer {expired}");
+    let refused = tg.curl(&["--proxy-header", &header, &url]).await;
+    assert_eq!(
+        (refused.status, refused.json()["error"].as_str()),
+        (407, Some("identity_expired"))
+    );
+
+    // The JWT in Proxy-Authorization, the task token where the API key
+    // goes: both are read.
+    let agents = issuer.mint(
+        "rsa-1",
+        "RS256",
+        kubernetes_claims(K8S_ISSUER, "tollgate", "agents", "coder", "p", 600),
+    );
+    let task = tollgate_e2e::tasks::start_task(&tg.decision_url(), CODER, &["--ttl", "10m"]);
+    let proxy_auth = format!("Proxy-Authorization: Bearer {agents}");
+    let api_key = format!("Authorization: Bearer {}", task.token);
+    let out = tg
+        .curl(&["--proxy-header", &proxy_auth, "-H", &api_key, &url])
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let line = tg.wait_audit(|l| l["task"] == task.id.as_str());
+    assert_eq!(
+        (line["workload"].as_str(), line["identity_source"].as_str()),
+        (Some(CODER), Some("jwt"))
+    );
+
+    // Each request counted by how it was identified.
+    let metrics = curl(&[&format!("http://{}/metrics", tg.admin)]).await.body;
+    for series in [
+        "tollgate_identifications_total{source=\"source_address\",outcome=\"identified\"} 1",
+        "tollgate_identifications_total{source=\"jwt\",outcome=\"identified\"} 2",
+        "tollgate_identifications_total{source=\"none\",outcome=\"identity_expired\"} 1",
+        "tollgate_identifications_total{source=\"mtls\",outcome=\"identified\"} 0",
+    ] {
+        assert!(metrics.contains(series), "no `{series}` in\n{metrics}");
+    }
 }
