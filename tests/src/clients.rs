@@ -31,6 +31,38 @@ impl CurlOutput {
     }
 }
 
+/// An answer as curl saw it, with the response headers.
+pub struct Answer {
+    pub out: CurlOutput,
+    pub headers: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// curl with `args`, keeping the response headers; the transfer must
+/// succeed.
+pub async fn curl_answer(args: &[&str]) -> Answer {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("headers");
+    let mut all = vec!["-D", headers.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = curl(&all).await;
+    assert_eq!(out.exit, 0, "curl failed: {}", out.stderr);
+    Answer {
+        out,
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+    }
+}
+
 /// Run curl with `args`; status, HTTP version and connection count are
 /// appended by `-w` (with several URLs, the last one's).
 pub async fn curl(args: &[&str]) -> CurlOutput {

@@ -14,7 +14,9 @@ pub mod upstream;
 
 use std::path::PathBuf;
 
-pub use clients::{ask_to_switch, curl, python, read_head, send_head, CurlOutput};
+pub use clients::{
+    ask_to_switch, curl, curl_answer, python, read_head, send_head, Answer, CurlOutput,
+};
 pub use identity::{JwksServer, JwtIssuer};
 pub use pki::{ClientSvid, MtlsFiles, SvidOptions, TestPki};
 pub use process::{

@@ -5,7 +5,9 @@
 
 use tollgate_e2e::envoy::{self, Envoy};
 use tollgate_e2e::tasks::{end_task, start_task};
-use tollgate_e2e::{curl, CurlOutput, DecisionService, MtlsFiles, Setup, TestPki, Upstream};
+use tollgate_e2e::{
+    curl, curl_answer, Answer, DecisionService, MtlsFiles, Setup, TestPki, Upstream,
+};
 
 const CREDENTIALS: &str =
     "credentials:\n  github-readonly: { env: GITHUB_READONLY_TOKEN, services: [github] }\n";
@@ -17,23 +19,6 @@ struct Gateway {
     decision: DecisionService,
     envoy: Envoy,
     secret: String,
-}
-
-/// An answer as curl saw it, with the response headers.
-struct Answer {
-    out: CurlOutput,
-    headers: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    }
 }
 
 async fn gateway() -> Gateway {
@@ -95,25 +80,11 @@ fn secret_env(secret: &str) -> Vec<(String, String)> {
 impl Gateway {
     /// curl through Envoy to `api.github.com`, as an agent would.
     async fn send(&self, method: &str, path: &str, extra: &[&str]) -> Answer {
-        let dir = tempfile::tempdir().unwrap();
-        let headers = dir.path().join("headers");
         let url = format!("{}{path}", self.envoy.url());
-        let mut args = vec![
-            "-X",
-            method,
-            "-H",
-            "Host: api.github.com",
-            "-D",
-            headers.to_str().unwrap(),
-        ];
+        let mut args = vec!["-X", method, "-H", "Host: api.github.com"];
         args.extend_from_slice(extra);
         args.push(&url);
-        let out = curl(&args).await;
-        assert_eq!(out.exit, 0, "curl failed: {}", out.stderr);
-        Answer {
-            out,
-            headers: std::fs::read_to_string(&headers).unwrap_or_default(),
-        }
+        curl_answer(&args).await
     }
 
     /// The secret is in none of what tollgate wrote nor any answer the agent got.

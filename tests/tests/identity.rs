@@ -17,8 +17,8 @@ use tollgate_e2e::hygiene::{assert_no_secrets, Collected};
 use tollgate_e2e::identity::{kubernetes_claims, svid_claims, unix_now};
 use tollgate_e2e::pki::SvidOptions;
 use tollgate_e2e::{
-    curl, repo_root, tollgate_bin, CurlOutput, DecisionService, JwksServer, JwtIssuer, MtlsFiles,
-    Setup, TestPki, Tollgate, Upstream,
+    curl, curl_answer, repo_root, tollgate_bin, Answer, CurlOutput, DecisionService, JwksServer,
+    JwtIssuer, MtlsFiles, Setup, TestPki, Tollgate, Upstream,
 };
 
 const PULLS: &str = "/repos/acme/api/pulls";
@@ -113,21 +113,14 @@ async fn world() -> World {
     }
 }
 
-/// An answer with its response headers.
-struct Answer {
-    out: CurlOutput,
-    headers: String,
-}
-
-impl Answer {
-    fn reason(&self) -> String {
-        let body = self.out.json();
-        body.get("reason")
-            .or(body.get("error"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    }
+/// The reason a JSON answer gives: a deny's `reason`, a refusal's `error`.
+fn reason(answer: &Answer) -> String {
+    let body = answer.out.json();
+    body.get("reason")
+        .or(body.get("error"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 impl World {
@@ -135,26 +128,33 @@ impl World {
     /// proxy listener, with `extra` curl arguments (a client certificate,
     /// a `Proxy-Authorization`).
     async fn get(&self, extra: &[&str]) -> Answer {
-        let dir = tempfile::tempdir().unwrap();
-        let headers = dir.path().join("headers");
         let proxy = format!("https://{}", self.tg.proxy);
         let url = format!("http://api.github.com{PULLS}");
+        let mut args = vec!["-x", &proxy, "--proxy-cacert", &self.files.ca];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl_answer(&args).await
+    }
+
+    /// `requests` × `GET https://api.github.com/…` through one `CONNECT`
+    /// to the HTTPS proxy listener, the token as the proxy password.
+    async fn through_tunnel(&self, token: &str, requests: usize) -> CurlOutput {
+        let proxy = format!("https://{}", self.tg.proxy);
+        let ca = self.tg.ca_cert().display().to_string();
+        let user = format!("workload:{token}");
+        let url = format!("https://api.github.com{PULLS}");
         let mut args = vec![
             "-x",
             &proxy,
             "--proxy-cacert",
             &self.files.ca,
-            "-D",
-            headers.to_str().unwrap(),
+            "--proxy-user",
+            &user,
+            "--cacert",
+            &ca,
         ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        let out = curl(&args).await;
-        assert_eq!(out.exit, 0, "curl failed: {}", out.stderr);
-        Answer {
-            out,
-            headers: std::fs::read_to_string(&headers).unwrap_or_default(),
-        }
+        args.extend(std::iter::repeat_n(url.as_str(), requests));
+        curl(&args).await
     }
 
     async fn with_jwt(&self, token: &str) -> Answer {
@@ -175,15 +175,13 @@ impl World {
     }
 }
 
-fn assert_refused(answer: &Answer, reason: &str) {
-    assert_eq!(answer.out.status, 407, "{reason}: {}", answer.out.body);
-    assert_eq!(answer.reason(), reason, "{}", answer.out.body);
-    assert!(
-        answer
-            .headers
-            .to_ascii_lowercase()
-            .contains("proxy-authenticate: bearer realm=\"tollgate\""),
-        "{reason}: no Proxy-Authenticate in {}",
+fn assert_refused(answer: &Answer, expected: &str) {
+    assert_eq!(answer.out.status, 407, "{expected}: {}", answer.out.body);
+    assert_eq!(reason(answer), expected, "{}", answer.out.body);
+    assert_eq!(
+        answer.header("proxy-authenticate").as_deref(),
+        Some("Bearer realm=\"tollgate\""),
+        "{expected}: {}",
         answer.headers
     );
 }
@@ -352,7 +350,7 @@ async fn jwts_identify_workloads_and_every_bad_one_is_refused_with_its_reason() 
     );
     let answer = w.with_jwt(&web).await;
     assert_eq!(
-        (answer.out.status, answer.reason()),
+        (answer.out.status, reason(&answer)),
         (403, "no_permit".into())
     );
     secrets.push(web);
@@ -469,7 +467,7 @@ async fn one_listener_tells_kubernetes_workloads_apart_by_namespace_and_pod() {
     assert_eq!(w.with_jwt(&agents).await.out.status, 200);
     let denied = w.with_jwt(&web).await;
     assert_eq!(
-        (denied.out.status, denied.reason()),
+        (denied.out.status, reason(&denied)),
         (403, "no_permit".into())
     );
     assert_eq!(w.with_jwt(&untrusted).await.out.status, 403);
@@ -485,23 +483,7 @@ async fn one_listener_tells_kubernetes_workloads_apart_by_namespace_and_pod() {
 
     // `HTTPS_PROXY=https://workload:<jwt>@…`: the CONNECT's token names
     // every request inside the intercepted tunnel.
-    let proxy = format!("https://{}", w.tg.proxy);
-    let ca = w.tg.ca_cert().display().to_string();
-    let user = format!("workload:{web}");
-    let url = format!("https://api.github.com{PULLS}");
-    let args = [
-        "-x",
-        &proxy,
-        "--proxy-cacert",
-        &w.files.ca,
-        "--proxy-user",
-        &user,
-        "--cacert",
-        &ca,
-        &url,
-        &url,
-    ];
-    let out = curl(&args).await;
+    let out = w.through_tunnel(&web, 2).await;
     assert_eq!(
         (out.exit, out.status),
         (0, 403),
@@ -527,19 +509,7 @@ async fn one_listener_tells_kubernetes_workloads_apart_by_namespace_and_pod() {
         assert_eq!(line["workload"], "spiffe://cluster.local/ns/web/sa/coder");
         assert_eq!(line["identity_source"], "jwt");
     }
-    let user = format!("workload:{agents}");
-    let args = [
-        "-x",
-        &proxy,
-        "--proxy-cacert",
-        &w.files.ca,
-        "--proxy-user",
-        &user,
-        "--cacert",
-        &ca,
-        &url,
-    ];
-    assert_eq!(curl(&args).await.status, 200);
+    assert_eq!(w.through_tunnel(&agents, 1).await.status, 200);
     assert_eq!(w.github_tls.count(), 1);
 }
 
