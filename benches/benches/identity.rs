@@ -13,30 +13,21 @@ use std::hint::black_box;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use criterion::{criterion_group, Criterion};
-use ring::rand::SystemRandom;
-use ring::signature::{self as sig, KeyPair, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::{json, Value};
-use tollgate::identity::jws::{decode, Algorithm, KeySet};
+use tollgate::identity::jws::{decode, KeySet};
 use tollgate_benches::fixtures;
+use tollgate_benches::jwt::SigningKey;
 
 /// The test-only key `proxy/src/identity/testdata/README.md` describes:
 /// ring cannot generate RSA keys.
 const RSA_KEY: &str = "../proxy/src/identity/testdata/rsa-2048.pk8";
 
-/// ring's own check of a message and signature against one public key.
-type RingCheck = Box<dyn Fn(&[u8], &[u8]) -> bool>;
-
-/// One algorithm's token, the key set that verifies it, and the bare ring
-/// check of the same signature.
+/// One algorithm's token, the key set that verifies it, and the key that
+/// signed it (for the bare ring check of the same signature).
 struct Case {
-    alg: Algorithm,
     token: String,
     keys: KeySet,
-    ring_alone: RingCheck,
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
+    key: SigningKey,
 }
 
 /// The shape of a Kubernetes projected service-account token: what an
@@ -57,99 +48,30 @@ fn claims() -> Value {
     })
 }
 
-fn token(alg: Algorithm, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
-    let header = json!({"alg": alg.as_str(), "kid": "k", "typ": "JWT"});
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims().to_string().as_bytes())
-    );
-    let signature = sign(input.as_bytes());
-    format!("{input}.{}", b64(&signature))
-}
-
-fn key_set(jwk: Value) -> KeySet {
-    KeySet::from_jwks(json!({ "keys": [jwk] }).to_string().as_bytes()).unwrap()
-}
-
-fn rs256() -> Case {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(RSA_KEY);
-    let pair = sig::RsaKeyPair::from_pkcs8(&std::fs::read(path).unwrap()).unwrap();
-    let public = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
-    let token = token(Algorithm::RS256, |input| {
-        let mut signature = vec![0; pair.public().modulus_len()];
-        pair.sign(
-            &sig::RSA_PKCS1_SHA256,
-            &SystemRandom::new(),
-            input,
-            &mut signature,
-        )
-        .unwrap();
-        signature
-    });
-    let jwk = json!({"kty": "RSA", "kid": "k", "n": b64(&public.n), "e": b64(&public.e)});
-    Case {
-        alg: Algorithm::RS256,
-        token,
-        keys: key_set(jwk),
-        ring_alone: Box::new(move |message, signature| {
-            public
-                .verify(&sig::RSA_PKCS1_2048_8192_SHA256, message, signature)
-                .is_ok()
-        }),
-    }
-}
-
-fn es256() -> Case {
-    let rng = SystemRandom::new();
-    let alg = &sig::ECDSA_P256_SHA256_FIXED_SIGNING;
-    let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
-    let pair = sig::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
-    let point = pair.public_key().as_ref().to_vec();
-    let token = token(Algorithm::ES256, |input| {
-        pair.sign(&rng, input).unwrap().as_ref().to_vec()
-    });
-    let (x, y) = point[1..].split_at(32);
-    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k", "x": b64(x), "y": b64(y)});
-    Case {
-        alg: Algorithm::ES256,
-        token,
-        keys: key_set(jwk),
-        ring_alone: Box::new(move |message, signature| {
-            UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, &point)
-                .verify(message, signature)
-                .is_ok()
-        }),
-    }
-}
-
-fn eddsa() -> Case {
-    let pkcs8 = sig::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-    let pair = sig::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let x = pair.public_key().as_ref().to_vec();
-    let token = token(Algorithm::EdDSA, |input| pair.sign(input).as_ref().to_vec());
-    let jwk = json!({"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": b64(&x)});
-    Case {
-        alg: Algorithm::EdDSA,
-        token,
-        keys: key_set(jwk),
-        ring_alone: Box::new(move |message, signature| {
-            UnparsedPublicKey::new(&sig::ED25519, &x)
-                .verify(message, signature)
-                .is_ok()
-        }),
-    }
+fn case(key: SigningKey) -> Case {
+    let token = key.mint(&claims()).unwrap();
+    let keys = KeySet::from_jwks(key.jwks().to_string().as_bytes()).unwrap();
+    Case { token, keys, key }
 }
 
 fn cases() -> Vec<Case> {
-    vec![rs256(), es256(), eddsa()]
+    let rsa =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(RSA_KEY)).unwrap();
+    [
+        SigningKey::rs256("k", &rsa),
+        SigningKey::es256("k"),
+        SigningKey::eddsa("k"),
+    ]
+    .into_iter()
+    .map(|key| case(key.unwrap()))
+    .collect()
 }
 
 impl Case {
     /// What tollgate does with a token it has not seen.
     fn first_verification(&self) -> usize {
         let unverified = decode(black_box(&self.token)).unwrap();
-        unverified.verify(&self.keys, &[self.alg]).unwrap();
+        unverified.verify(&self.keys, &[self.key.alg]).unwrap();
         unverified.claims().len()
     }
 
@@ -165,18 +87,18 @@ impl Case {
 
 fn verify(c: &mut Criterion) {
     for case in cases() {
-        let mut group = c.benchmark_group(format!("jwt {}", case.alg.as_str()));
+        let mut group = c.benchmark_group(format!("jwt {}", case.key.alg.as_str()));
         group.bench_function("decode + verify", |b| {
             b.iter(|| black_box(case.first_verification()))
         });
         let (message, signature) = case.signed_parts();
-        assert!((case.ring_alone)(&message, &signature));
+        assert!(case.key.ring_verifies(&message, &signature));
         group.bench_function("ring alone", |b| {
             b.iter(|| {
-                black_box((case.ring_alone)(
-                    black_box(&message),
-                    black_box(&signature),
-                ))
+                black_box(
+                    case.key
+                        .ring_verifies(black_box(&message), black_box(&signature)),
+                )
             })
         });
         group.finish();
@@ -191,12 +113,12 @@ fn print_percentiles() {
             black_box(case.first_verification());
         });
         let ring = fixtures::percentiles(10_000, |_| {
-            black_box((case.ring_alone)(&message, &signature));
+            black_box(case.key.ring_verifies(&message, &signature));
         });
         for (what, p) in [("decode + verify", tollgate), ("ring alone", ring)] {
             println!(
                 "  {:<5} {what:<15}: {:.2} / {:.2} / {:.2}",
-                case.alg.as_str(),
+                case.key.alg.as_str(),
                 p.mean,
                 p.p50,
                 p.p99

@@ -6,6 +6,7 @@
 pub mod bulk;
 pub mod envoy;
 pub mod fixtures;
+pub mod jwt;
 pub mod memory;
 pub mod noop_authz;
 pub mod oha;
