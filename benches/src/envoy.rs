@@ -1,10 +1,12 @@
 //! Envoy 1.40 participants: a bare route, or the same route behind the
-//! ext_authz filter pointing at an authorization server; and a `CONNECT`
-//! tunnel for the bulk rows.
+//! ext_authz filter pointing at an authorization server; the bare route on
+//! a listener that requires a client certificate; and a `CONNECT` tunnel
+//! for the bulk rows.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::pki::SvidFiles;
 use crate::process::{command, free_port, Participant};
 use crate::{repo_root, WORKLOAD};
 
@@ -79,6 +81,51 @@ pub fn start(
         route: &route,
         filters: &authz_filter(authz),
         clusters: &authz_cluster(authz),
+        transport: "",
+    };
+    launch(bin, &listener, upstream, cpu)
+}
+
+/// The bare route behind TLS that requires a client certificate: the
+/// listener's certificate and key from `files`, client certificates
+/// chaining to their CA and holding a URI SAN in the bench's trust domain
+/// (Envoy's nearest to tollgate's X.509-SVID check), HTTP/1.1 only, as
+/// tollgate's mTLS listener.
+pub fn start_mtls(
+    bin: &Path,
+    upstream: SocketAddr,
+    files: &SvidFiles,
+    cpu: Option<&str>,
+) -> anyhow::Result<Participant> {
+    let transport = format!(
+        r#"
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            alpn_protocols: ["http/1.1"]
+            tls_certificates:
+            - certificate_chain: {{ filename: "{}" }}
+              private_key: {{ filename: "{}" }}
+            validation_context:
+              trusted_ca: {{ filename: "{}" }}
+              match_typed_subject_alt_names:
+              - san_type: URI
+                matcher: {{ prefix: "spiffe://cluster.local/" }}"#,
+        files.server_cert.display(),
+        files.server_key.display(),
+        files.ca.display()
+    );
+    let listener = Listener {
+        upgrade: "",
+        route: r#"
+              - match: { prefix: "/" }
+                route: { cluster: upstream }"#,
+        filters: "",
+        clusters: "",
+        transport: &transport,
     };
     launch(bin, &listener, upstream, cpu)
 }
@@ -99,6 +146,7 @@ pub fn start_connect(
                   upgrade_configs: [{ upgrade_type: CONNECT, connect_config: {} }]"#,
         filters: "",
         clusters: "",
+        transport: "",
     };
     launch(bin, &listener, target, cpu)
 }
@@ -112,6 +160,8 @@ struct Listener<'a> {
     filters: &'a str,
     /// Clusters besides `upstream`.
     clusters: &'a str,
+    /// The filter chain's `transport_socket`, if not plain TCP.
+    transport: &'a str,
 }
 
 fn launch(
@@ -126,6 +176,7 @@ fn launch(
         route,
         filters,
         clusters,
+        transport,
     } = listener;
     let (ip, upstream_port) = (upstream.ip(), upstream.port());
     let config = format!(
@@ -146,7 +197,7 @@ fn launch(
               routes:{route}
           http_filters:{filters}
           - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}{transport}
   clusters:
   - name: upstream
     type: STATIC

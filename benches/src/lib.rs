@@ -1,11 +1,14 @@
 //! Shared pieces of tollgate's load benchmarks: the fixed upstream, the
 //! participants (tollgate, Envoy, a no-op ext_authz server), wrk runs and
-//! their parsing, oha runs for the rows wrk cannot drive (`CONNECT`), bulk
-//! transfer and memory measurements. The harness itself is `src/bin/loadbench.rs`.
+//! their parsing, oha runs for the rows wrk cannot drive (`CONNECT`, TLS to
+//! the proxy), a generator of new mTLS connections, workload tokens and
+//! certificates, bulk transfer and memory measurements. The harness itself
+//! is `src/bin/loadbench.rs`.
 
 pub mod bulk;
 pub mod envoy;
 pub mod fixtures;
+pub mod handshakes;
 pub mod jwt;
 pub mod memory;
 pub mod noop_authz;

@@ -1,7 +1,10 @@
 //! Running oha and reading its JSON report. oha is the generator for the
 //! rows wrk cannot drive: wrk has no `CONNECT`, oha tunnels `https://` URLs
 //! through `-x` and sends `http://` ones in absolute form, so the plain and
-//! the intercepted tollgate rows are measured by the same client.
+//! the intercepted tollgate rows are measured by the same client. With an
+//! `https://` proxy it speaks TLS to the proxy itself, with `--cacert`
+//! and, given `--cert`/`--key`, a client certificate: the plain and the
+//! mTLS proxy listener rows.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,10 +35,13 @@ pub fn binary() -> Option<PathBuf> {
 
 pub struct OhaRun<'a> {
     pub url: &'a str,
-    /// `http://ip:port` of a forward proxy, or none for direct.
+    /// `http://ip:port` (or `https://`) of a forward proxy, or none for
+    /// direct.
     pub proxy: Option<&'a str>,
-    /// CA the client trusts for `https://` URLs.
+    /// CA the client trusts for `https://` URLs and an `https://` proxy.
     pub cacert: Option<&'a Path>,
+    /// Client certificate and key, presented in every TLS handshake.
+    pub client_cert: Option<(&'a Path, &'a Path)>,
     pub connections: u32,
     pub duration: Duration,
     /// `taskset -c CPU` for the load generator, when pinning.
@@ -61,13 +67,16 @@ impl OhaRun<'_> {
             .arg("-c")
             .arg(self.connections.to_string())
             .arg("-z")
-            .arg(format!("{}s", self.duration.as_secs().max(1)));
+            .arg(format!("{}ms", self.duration.as_millis().max(1)));
         if let Some(proxy) = self.proxy {
             // The proxy resolves the target; oha would otherwise look it up first.
             cmd.arg("-x").arg(proxy).arg("--no-pre-lookup");
         }
         if let Some(ca) = self.cacert {
             cmd.arg("--cacert").arg(ca);
+        }
+        if let Some((cert, key)) = self.client_cert {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
         }
         cmd.arg(self.url);
         let out = cmd.output().context("running oha")?;

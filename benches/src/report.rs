@@ -25,6 +25,23 @@ pub const BULK_ACROSS: &str = "direct, sender on the proxy CPU";
 pub const BULK_RELAY: &str = "minimal splice relay (no HTTP, no decision)";
 pub const BULK_ENVOY: &str = "Envoy `CONNECT` tunnel";
 pub const BULK_TOLLGATE: &str = "tollgate tunnel (`connect` action)";
+pub const ID_STATIC: &str = "tollgate, static identity (wrk)";
+pub const ID_JWT: &str = "tollgate, JWT identity, cached verification (wrk)";
+pub const ID_PLAIN: &str = "tollgate, plain listener (oha)";
+pub const ID_MTLS: &str = "tollgate, mTLS listener, X.509-SVID (oha)";
+pub const HANDSHAKE_TOLLGATE: &str = "tollgate mTLS listener";
+pub const HANDSHAKE_ENVOY: &str = "Envoy mTLS listener (`require_client_certificate`)";
+
+/// What an identity row is compared with: the same load against the same
+/// proxy, identifying the old way.
+fn identity_reference(row: &str) -> Option<&'static str> {
+    match row {
+        ID_JWT => Some(ID_STATIC),
+        ID_MTLS => Some(ID_PLAIN),
+        HANDSHAKE_TOLLGATE => Some(HANDSHAKE_ENVOY),
+        _ => None,
+    }
+}
 
 /// RSS of one `tollgate run`, KiB.
 #[derive(Debug, Clone)]
@@ -55,6 +72,16 @@ pub struct AuthzRun {
     /// CPU microseconds per request, Envoy and the authorization server.
     pub envoy_us: f64,
     pub authz_us: f64,
+}
+
+/// A row whose runs alternated with those of the row it is compared with,
+/// and the CPU the proxy spent per request (or per connection) over all
+/// its measured runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyRow {
+    pub name: &'static str,
+    pub load: LoadResult,
+    pub proxy_cpu_us: f64,
 }
 
 /// The middle value; with an even count, the mean of the two middle ones.
@@ -90,6 +117,11 @@ pub struct Report {
     /// One download per route.
     pub tunnel: Vec<BulkRow>,
     pub memory: Option<Memory>,
+    /// Keep-alive rows identifying by JWT and mTLS, beside the static and
+    /// plain rows they are compared with.
+    pub identity: Vec<ProxyRow>,
+    /// New mTLS connections per second, tollgate and Envoy.
+    pub handshakes: Vec<ProxyRow>,
     /// Per policy-set size: cache miss, cache hit.
     pub decisions: Vec<(usize, Percentiles, Percentiles)>,
 }
@@ -113,6 +145,7 @@ impl Report {
         self.print_oha();
         self.print_tunnel();
         self.print_memory();
+        self.print_identity();
         self.print_decisions();
         self.print_goals();
         println!("\n{footer}");
@@ -267,6 +300,53 @@ impl Report {
         );
     }
 
+    fn identity_rps(&self, name: &str) -> Option<f64> {
+        self.identity
+            .iter()
+            .chain(&self.handshakes)
+            .find(|r| r.name == name)
+            .map(|r| r.load.requests_per_sec)
+    }
+
+    fn print_identity(&self) {
+        let tables = [
+            (
+                "identity, HTTP/1.1 keep-alive",
+                "req/s",
+                "proxy CPU µs/req",
+                "req/s vs static or plain",
+                &self.identity,
+            ),
+            (
+                "new mTLS connection: full handshake, 1 request, close",
+                "connections/s",
+                "proxy CPU µs/connection",
+                "vs Envoy",
+                &self.handshakes,
+            ),
+        ];
+        for (title, rate, cpu, versus, rows) in tables {
+            if rows.is_empty() {
+                continue;
+            }
+            println!("| {title} | {rate} | p50 ms | p99 ms | {cpu} | {versus} |");
+            println!("|---|---:|---:|---:|---:|---:|");
+            for r in rows {
+                let reference = identity_reference(r.name).and_then(|n| self.identity_rps(n));
+                println!(
+                    "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+                    r.name,
+                    r.load.requests_per_sec,
+                    r.load.p50_ms,
+                    r.load.p99_ms,
+                    r.proxy_cpu_us,
+                    shown(ratio(Some(r.load.requests_per_sec), reference)),
+                );
+            }
+            println!();
+        }
+    }
+
     fn print_decisions(&self) {
         if self.decisions.is_empty() {
             return;
@@ -296,7 +376,8 @@ impl Report {
         };
         // (goal, value, target, higher is better)
         let alternated = |n: &str| self.authz_median(n, |r| r.load.requests_per_sec);
-        let goals: [(&str, Option<f64>, f64, bool); 12] = [
+        let id = |n: &str| self.identity_rps(n);
+        let goals: [(&str, Option<f64>, f64, bool); 14] = [
             (
                 "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
                 ratio(w(TOLLGATE), w(ENVOY_NOOP)),
@@ -370,6 +451,18 @@ impl Report {
                 self.memory.as_ref().map(|m| m.per_connection_kib()),
                 32.0,
                 false,
+            ),
+            (
+                "tollgate JWT identity (cached) ÷ static identity, both wrk (req/s)",
+                ratio(id(ID_JWT), id(ID_STATIC)),
+                0.95,
+                true,
+            ),
+            (
+                "tollgate mTLS listener ÷ plain listener, both oha (req/s)",
+                ratio(id(ID_MTLS), id(ID_PLAIN)),
+                0.8,
+                true,
             ),
         ];
         if goals.iter().all(|g| g.1.is_none()) {

@@ -1,9 +1,11 @@
-//! tollgate participants: `run` (embedded or remote decisions) and
-//! `decision`, each with one worker thread.
+//! tollgate participants: `run` (embedded or remote decisions; a listener
+//! that knows its caller statically, by a JWT or by an mTLS client
+//! certificate) and `decision`, each with one worker thread.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::pki::SvidFiles;
 use crate::process::{command, Participant};
 use crate::{repo_root, WORKLOAD};
 
@@ -68,6 +70,58 @@ pub fn prepare(config_body: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf)
     Ok((dir, path))
 }
 
+/// The `iss` of the bench's workload tokens (`identity.issuers`, kind
+/// `svid`: the token's `sub` is the workload's SPIFFE ID).
+pub const JWT_ISSUER: &str = "https://issuer.bench.test";
+
+/// The audience tollgate takes workload tokens for.
+pub const JWT_AUDIENCE: &str = "tollgate";
+
+/// How the listener of a `tollgate run` participant knows its callers.
+/// Whichever it is, they are [`WORKLOAD`], so the same policies apply.
+#[derive(Clone, Copy)]
+pub enum Identify<'a> {
+    /// `identity: { static: WORKLOAD }`: everyone on the listener.
+    Static,
+    /// Only a JWT in `Proxy-Authorization` from [`JWT_ISSUER`], ES256,
+    /// verified against the JWKS in this file.
+    Jwt { jwks: &'a Path },
+    /// An HTTPS proxy listener with these files taking only X.509-SVID
+    /// client certificates signed by their CA.
+    Mtls(&'a SvidFiles),
+}
+
+impl Identify<'_> {
+    /// The listener's lines (`tls`, `identity`) and the top-level
+    /// `identity:` section, if one is needed.
+    fn yaml(&self) -> (String, String) {
+        match self {
+            Identify::Static => (
+                format!("    identity: {{ static: \"{WORKLOAD}\" }}\n"),
+                String::new(),
+            ),
+            Identify::Jwt { jwks } => (
+                "    identity: { jwt: [bench] }\n".to_string(),
+                format!(
+                    "identity:\n  issuers:\n\
+                     \x20   - {{ name: bench, issuer: \"{JWT_ISSUER}\", audiences: [{JWT_AUDIENCE}], kind: svid,\n\
+                     \x20        algorithms: [ES256], jwks: {{ file: \"{}\" }} }}\n",
+                    jwks.display()
+                ),
+            ),
+            Identify::Mtls(files) => (
+                format!(
+                    "    tls: {{ cert: \"{}\", key: \"{}\" }}\n    identity: {{ mtls: {{ trust_bundle: \"{}\" }} }}\n",
+                    files.server_cert.display(),
+                    files.server_key.display(),
+                    files.ca.display()
+                ),
+                String::new(),
+            ),
+        }
+    }
+}
+
 /// What one `tollgate run` participant talks to.
 pub struct RunOptions<'a> {
     /// Plain HTTP upstream for `http://bench.test`.
@@ -79,6 +133,7 @@ pub struct RunOptions<'a> {
     pub bulk: Option<SocketAddr>,
     pub cache_size: usize,
     pub decision_endpoint: Option<SocketAddr>,
+    pub identify: Identify<'a>,
 }
 
 impl RunOptions<'_> {
@@ -89,6 +144,7 @@ impl RunOptions<'_> {
             bulk: None,
             cache_size: 10_000,
             decision_endpoint: None,
+            identify: Identify::Static,
         }
     }
 }
@@ -114,8 +170,10 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
     if let Some(bulk) = o.bulk {
         resolve.push_str(&format!(", \"{BULK_AUTHORITY}\": \"{bulk}\""));
     }
+    let (listener, identity) = o.identify.yaml();
     let (dir, path) = prepare(&format!(
-        "listeners:\n  - name: bench\n    address: 127.0.0.1:0\n    identity: {{ static: \"{WORKLOAD}\" }}\n\
+        "listeners:\n  - name: bench\n    address: 127.0.0.1:0\n{listener}\
+         {identity}\
          admin: {{ address: 127.0.0.1:0 }}\n\
          tls: {tls}\n\
          forward:\n  allow_networks: [127.0.0.0/8]\n  resolve: {{ {resolve} }}\n\

@@ -19,6 +19,8 @@ pub struct WrkRun<'a> {
     pub connections: u32,
     pub duration: Duration,
     pub script: Option<&'a Path>,
+    /// Extra request headers (`-H`), each `Name: value`.
+    pub headers: &'a [String],
     /// `taskset -c CPU` for the load generator, when pinning.
     pub cpu: Option<&'a str>,
 }
@@ -38,6 +40,9 @@ impl WrkRun<'_> {
             .arg(format!("-d{}s", self.duration.as_secs().max(1)));
         if let Some(script) = self.script {
             cmd.arg("-s").arg(script);
+        }
+        for header in self.headers {
+            cmd.arg("-H").arg(header);
         }
         cmd.arg(self.url);
         let out = cmd.output()?;

@@ -4,7 +4,7 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row (tunnel rows 3 s x 7)
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
-//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, decision
+//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, decision
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
@@ -17,21 +17,34 @@
 //! both); a bulk download direct, direct with its sender on the proxy CPU
 //! (pinned only), through a minimal splice relay, Envoy's `CONNECT` tunnel
 //! and tollgate's; tollgate's memory idle and over rounds
-//! of opening and closing many idle keep-alive connections; Cedar decision
-//! latency.
+//! of opening and closing many idle keep-alive connections; workload
+//! identity (a JWT against the static identity, both wrk; an mTLS proxy
+//! listener against the plain one, both oha; new mTLS connections per
+//! second, tollgate against Envoy); Cedar decision latency.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use tollgate_benches::handshakes::HandshakeRun;
 use tollgate_benches::memory;
 use tollgate_benches::oha::OhaRun;
 use tollgate_benches::report::*;
-use tollgate_benches::tollgate::{RunOptions, BULK_AUTHORITY};
+use tollgate_benches::tollgate::{Identify, RunOptions, BULK_AUTHORITY};
 use tollgate_benches::wrk::{LoadResult, WrkRun};
-use tollgate_benches::{bulk, envoy, fixtures, noop_authz, pki, process, tollgate};
+use tollgate_benches::{
+    bulk, envoy, fixtures, handshakes, jwt, noop_authz, pki, process, tollgate, WORKLOAD,
+};
 
-const SECTIONS: [&str; 6] = ["wrk", "ext_authz", "oha", "tunnel", "memory", "decision"];
+const SECTIONS: [&str; 7] = [
+    "wrk",
+    "ext_authz",
+    "oha",
+    "tunnel",
+    "memory",
+    "identity",
+    "decision",
+];
 
 struct Options {
     duration: Duration,
@@ -187,14 +200,17 @@ impl Bench {
     /// wrk. `through_proxy`: absolute-form requests (forward proxy);
     /// otherwise origin-form with `Host: bench.test` (a gateway like Envoy).
     fn wrk(&self, name: &str, url: &str, through_proxy: bool) -> anyhow::Result<LoadResult> {
-        self.measure(name, |duration| self.wrk_once(url, through_proxy, duration))
+        self.measure(name, |duration| {
+            self.wrk_once(url, through_proxy, &[], duration)
+        })
     }
 
-    /// One wrk run, no warm-up.
+    /// One wrk run, no warm-up, with extra `headers`.
     fn wrk_once(
         &self,
         url: &str,
         through_proxy: bool,
+        headers: &[String],
         duration: Duration,
     ) -> anyhow::Result<LoadResult> {
         let script = self.proxy_script.path().join(if through_proxy {
@@ -207,6 +223,7 @@ impl Bench {
             connections: self.o.connections,
             duration,
             script: Some(&script),
+            headers,
             cpu: self.load_cpu,
         }
         .run()
@@ -224,6 +241,7 @@ impl Bench {
                 url,
                 proxy,
                 cacert,
+                client_cert: None,
                 connections: self.o.connections,
                 duration,
                 cpu: self.load_cpu,
@@ -231,6 +249,59 @@ impl Bench {
             .run()
         })
     }
+
+    /// Two (or more) rows compared with each other: every participant is
+    /// already up, each is warmed up, then their runs take turns, so a slow
+    /// spell on the machine falls on all of them. Per row, the median run
+    /// and the CPU its proxy spent per request over all measured runs.
+    fn alternated(&self, rows: &[Contender]) -> anyhow::Result<Vec<ProxyRow>> {
+        // A smoke run only needs answers: the generators that can stop
+        // sooner than wrk's shortest run (1 s) do.
+        let duration = match self.o.smoke {
+            true => Duration::from_millis(300),
+            false => {
+                for c in rows {
+                    (c.run)(Duration::from_secs(2))?;
+                }
+                self.o.duration
+            }
+        };
+        let mut measured = vec![(Vec::new(), Duration::ZERO); rows.len()];
+        for _ in 0..self.o.runs {
+            for (c, (results, cpu)) in rows.iter().zip(&mut measured) {
+                let before = process::cpu_time(c.pid)?;
+                let r = (c.run)(duration)?;
+                *cpu += process::cpu_time(c.pid)? - before;
+                anyhow::ensure!(r.non_2xx == 0, "{}: {} non-2xx answers", c.name, r.non_2xx);
+                anyhow::ensure!(r.requests > 0, "{}: no request completed", c.name);
+                eprintln!(
+                    "  {}: {:.0}/s p50 {:.3} ms p99 {:.3} ms",
+                    c.name, r.requests_per_sec, r.p50_ms, r.p99_ms
+                );
+                results.push(r);
+            }
+        }
+        Ok(rows
+            .iter()
+            .zip(measured)
+            .map(|(c, (results, cpu))| {
+                let requests: u64 = results.iter().map(|r| r.requests).sum();
+                ProxyRow {
+                    name: c.name,
+                    load: median(results),
+                    proxy_cpu_us: cpu.as_secs_f64() * 1e6 / requests.max(1) as f64,
+                }
+            })
+            .collect())
+    }
+}
+
+/// One row of [`Bench::alternated`]: the proxy's process and one run of
+/// the load against it for a given time.
+struct Contender<'a> {
+    name: &'static str,
+    pid: u32,
+    run: Box<dyn Fn(Duration) -> anyhow::Result<LoadResult> + 'a>,
 }
 
 fn require(tool: &str, hint: &str) -> anyhow::Result<()> {
@@ -252,10 +323,10 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    if o.wants("wrk") {
+    if o.wants("wrk") || o.wants("identity") {
         require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
     }
-    if o.wants("oha") {
+    if o.wants("oha") || o.wants("identity") {
         anyhow::ensure!(
             tollgate_benches::oha::binary().is_some(),
             "oha is missing: cargo install oha --version 1.16.0 --locked (scripts/bench and scripts/setup-test-env install it)"
@@ -294,7 +365,7 @@ fn main() -> anyhow::Result<()> {
     let layout = if o.pin {
         "each proxy (tollgate 1 worker / Envoy --concurrency 1) and its authorization server pinned to CPU 0; load generators, upstreams and the harness on CPU 1"
     } else {
-        "unpinned; tollgate 1 worker, Envoy --concurrency 1, authorization servers 1 thread, wrk 1 thread, oha 1 runtime thread"
+        "unpinned; tollgate 1 worker, Envoy --concurrency 1, authorization servers 1 thread, wrk 1 thread, oha 1 runtime thread, the new-connection generator 1 thread"
     };
     let plan = format!(
         "{} s x {} runs per row (tunnel rows {} s x {})",
@@ -326,6 +397,9 @@ fn main() -> anyhow::Result<()> {
     }
     if bench.o.wants("memory") {
         report.memory = Some(memory(&bench, upstream)?);
+    }
+    if bench.o.wants("identity") {
+        identity(&bench, upstream, &mut report)?;
     }
     if bench.o.wants("decision") {
         report.decisions = decisions(bench.o.smoke);
@@ -451,6 +525,7 @@ fn ext_authz_pairs(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Res
             bench.wrk_once(
                 &format!("http://{}/v1/items/42", envoy.addr),
                 false,
+                &[],
                 duration,
             )
         };
@@ -659,6 +734,168 @@ fn memory(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Memor
         m.per_connection_kib()
     );
     Ok(m)
+}
+
+/// Workload identity, three comparisons, each pair's runs alternated:
+/// * the static listener against one that takes only a JWT (ES256, minted
+///   here, verified once and then answered from tollgate's cache), both
+///   driven by wrk with the same absolute-form requests, the JWT in `-H
+///   Proxy-Authorization: Bearer`;
+/// * the plain listener against an HTTPS one taking only X.509-SVIDs, both
+///   driven by oha (`-x http://` and `-x https://` with `--cert`), each
+///   connection handshaking once and then kept alive;
+/// * new connections per second, each a full mTLS handshake (ECDSA P-256
+///   certificates on both sides), one request and a close, against
+///   tollgate's mTLS listener (the request decided and forwarded to the
+///   upstream) and against Envoy with `require_client_certificate` (the
+///   request routed to the same upstream).
+///
+/// Every listener knows its callers as the bench workload, so the same
+/// policies decide every request.
+fn identity(
+    bench: &Bench,
+    upstream: std::net::SocketAddr,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let cpu = bench.proxy_cpu;
+    let files_dir = tempfile::tempdir()?;
+
+    // A JWT against the static identity.
+    let key = jwt::SigningKey::es256("bench-1")?;
+    let jwks = files_dir.path().join("jwks.json");
+    std::fs::write(&jwks, key.jwks().to_string())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let token = key.mint(&serde_json::json!({
+        "iss": tollgate::JWT_ISSUER,
+        "sub": WORKLOAD,
+        "aud": tollgate::JWT_AUDIENCE,
+        "exp": now.as_secs() + 3600,
+    }))?;
+    let bearer = [format!("Proxy-Authorization: Bearer {token}")];
+    let by_static = tollgate::run(&RunOptions::plain(upstream), cpu)?;
+    let by_jwt = tollgate::run(
+        &RunOptions {
+            identify: Identify::Jwt { jwks: &jwks },
+            ..RunOptions::plain(upstream)
+        },
+        cpu,
+    )?;
+    let url = |p: &process::Participant| format!("http://{}/", p.addr);
+    report.identity.extend(bench.alternated(&[
+        Contender {
+            name: ID_STATIC,
+            pid: by_static.pid(),
+            run: Box::new(|d| bench.wrk_once(&url(&by_static), true, &[], d)),
+        },
+        Contender {
+            name: ID_JWT,
+            pid: by_jwt.pid(),
+            run: Box::new(|d| bench.wrk_once(&url(&by_jwt), true, &bearer, d)),
+        },
+    ])?);
+    expect_audited(&by_jwt, ID_JWT, "jwt")?;
+    drop((by_static, by_jwt));
+
+    // An mTLS proxy listener against the plain one.
+    let pki = pki::BenchPki::new()?;
+    let files = pki.svid_files(WORKLOAD)?;
+    let plain = tollgate::run(&RunOptions::plain(upstream), cpu)?;
+    let mtls_options = RunOptions {
+        identify: Identify::Mtls(&files),
+        ..RunOptions::plain(upstream)
+    };
+    let mtls = tollgate::run(&mtls_options, cpu)?;
+    let oha = |proxy: &str, client_cert, duration| {
+        OhaRun {
+            url: "http://bench.test/v1/items/42",
+            proxy: Some(proxy),
+            cacert: Some(&files.ca),
+            client_cert,
+            connections: bench.o.connections,
+            duration,
+            cpu: bench.load_cpu,
+        }
+        .run()
+    };
+    let (plain_proxy, mtls_proxy) = (
+        format!("http://{}", plain.addr),
+        format!("https://{}", mtls.addr),
+    );
+    let svid = Some((files.client_cert.as_path(), files.client_key.as_path()));
+    report.identity.extend(bench.alternated(&[
+        Contender {
+            name: ID_PLAIN,
+            pid: plain.pid(),
+            run: Box::new(|d| oha(&plain_proxy, None, d)),
+        },
+        Contender {
+            name: ID_MTLS,
+            pid: mtls.pid(),
+            run: Box::new(|d| oha(&mtls_proxy, svid, d)),
+        },
+    ])?);
+    expect_audited(&mtls, ID_MTLS, "mtls")?;
+    drop((plain, mtls));
+
+    // New mTLS connections: tollgate against Envoy.
+    let client = handshakes::client_config(files.client_identity())?;
+    let new_connections = |addr, request: &str, duration| {
+        HandshakeRun {
+            addr,
+            tls: client.clone(),
+            request,
+            connections: bench.o.connections,
+            duration,
+        }
+        .run()
+    };
+    let gate = tollgate::run(&mtls_options, cpu)?;
+    let envoy = match envoy::binary() {
+        Some(bin) => Some(envoy::start_mtls(&bin, upstream, &files, cpu)?),
+        None => {
+            eprintln!(
+                "  envoy not found (scripts/bench installs it into .venv): its mTLS row skipped"
+            );
+            None
+        }
+    };
+    // The same request to each: absolute-form to the forward proxy,
+    // origin-form to Envoy's route.
+    let mut contenders = vec![Contender {
+        name: HANDSHAKE_TOLLGATE,
+        pid: gate.pid(),
+        run: Box::new(|d| {
+            let request = "GET http://bench.test/v1/items/42 HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n";
+            new_connections(gate.addr, request, d)
+        }),
+    }];
+    if let Some(e) = &envoy {
+        contenders.push(Contender {
+            name: HANDSHAKE_ENVOY,
+            pid: e.pid(),
+            run: Box::new(|d| {
+                let request =
+                    "GET /v1/items/42 HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n";
+                new_connections(e.addr, request, d)
+            }),
+        });
+    }
+    report.handshakes = bench.alternated(&contenders)?;
+    expect_audited(&gate, HANDSHAKE_TOLLGATE, "mtls")?;
+    Ok(())
+}
+
+/// The requests `row` sent were identified by `source`: the listener took
+/// the proof the row is about, not some fallback.
+fn expect_audited(t: &process::Participant, row: &str, source: &str) -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_millis(100));
+    let audit = std::fs::read_to_string(t.dir().context("config dir")?.join("audit.log"))?;
+    let expected = format!("\"identity_source\":\"{source}\"");
+    anyhow::ensure!(
+        audit.contains(&expected),
+        "{row}: no request identified by {source} in the audit log"
+    );
+    Ok(())
 }
 
 /// Single-call Cedar latency with the bench catalog, 10 and 1,000 policies.
