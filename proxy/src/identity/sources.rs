@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
@@ -187,11 +187,19 @@ impl ListenerSources {
             .or_else(|| self.static_identity.clone());
         CallerIdentity {
             presented,
+            last_token: self.jwt.as_ref().map(|_| Arc::default()),
             jwt: self.jwt.clone(),
             jwt_header: http::header::PROXY_AUTHORIZATION,
             fallback,
         }
     }
+}
+
+fn unexpired(identity: Arc<Identity>) -> Result<Arc<Identity>, IdentityError> {
+    if identity.expires_at.is_some_and(|at| at < SystemTime::now()) {
+        return Err(IdentityError::Expired);
+    }
+    Ok(identity)
 }
 
 /// An IPv4 client on a dual-stack socket arrives as `::ffff:a.b.c.d`;
@@ -235,6 +243,26 @@ pub struct CallerIdentity {
     pub jwt_header: HeaderName,
     /// The source address's or the listener's static identity.
     pub fallback: Option<Arc<Identity>>,
+    /// One connection's last token and what it proved (`None` where
+    /// callers are not connections: Envoy's checks).
+    pub last_token: Option<Arc<LastToken>>,
+}
+
+/// A keep-alive client sends the same token on every request: comparing
+/// the header with the last one costs less than hashing it for the cache.
+#[derive(Debug, Default)]
+pub struct LastToken(std::sync::Mutex<Option<(Box<[u8]>, Arc<Identity>)>>);
+
+impl LastToken {
+    fn get(&self, value: &[u8]) -> Option<Arc<Identity>> {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (bytes, identity) = last.as_ref()?;
+        (**bytes == *value).then(|| identity.clone())
+    }
+
+    fn set(&self, value: &[u8], identity: &Arc<Identity>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((value.into(), identity.clone()));
+    }
 }
 
 impl Default for CallerIdentity {
@@ -244,6 +272,7 @@ impl Default for CallerIdentity {
             jwt: None,
             jwt_header: http::header::PROXY_AUTHORIZATION,
             fallback: None,
+            last_token: None,
         }
     }
 }
@@ -265,28 +294,35 @@ impl CallerIdentity {
         headers: Option<&HeaderMap>,
     ) -> Result<Arc<Identity>, IdentityError> {
         if let Some(presented) = &self.presented {
-            let identity = presented.clone()?;
             // A tunnel outlives the token or certificate it was opened
             // with; its requests do not.
-            if identity.expires_at.is_some_and(|at| at < SystemTime::now()) {
-                return Err(IdentityError::Expired);
-            }
-            return Ok(identity);
+            return unexpired(presented.clone()?);
         }
-        if let (Some(verifier), Some(token)) = (&self.jwt, headers.and_then(|h| self.token(h))) {
-            return verifier.verify(token.secret()).await;
+        let Some((verifier, headers)) = self.jwt.as_ref().zip(headers) else {
+            return self.fallback.clone().ok_or(IdentityError::Missing);
+        };
+        let Some((value, token)) = self.token(headers) else {
+            return self.fallback.clone().ok_or(IdentityError::Missing);
+        };
+        let memo = self.last_token.as_deref();
+        if let Some(identity) = memo.and_then(|m| m.get(value.as_bytes())) {
+            return unexpired(identity);
         }
-        self.fallback.clone().ok_or(IdentityError::Missing)
+        let identity = verifier.verify(token.secret()).await?;
+        if let Some(memo) = memo {
+            memo.set(value.as_bytes(), &identity);
+        }
+        Ok(identity)
     }
 
-    /// A JWT in the header: `Bearer <jwt>`, the password of `Basic`, or
-    /// the bare token (a header of its own). Anything else — a task token,
-    /// an API key — is not an identity.
-    fn token<'h>(&self, headers: &'h HeaderMap) -> Option<Presented<'h>> {
+    /// A JWT in the header (its value, and the token in it): `Bearer
+    /// <jwt>`, the password of `Basic`, or the bare token (a header of its
+    /// own). Anything else — a task token, an API key — is not an identity.
+    fn token<'h>(&self, headers: &'h HeaderMap) -> Option<(&'h HeaderValue, Presented<'h>)> {
         headers.get_all(&self.jwt_header).iter().find_map(|value| {
-            let value = value.to_str().ok()?;
-            let presented = authorization::parse(value).unwrap_or(Presented::Bearer(value.trim()));
-            jws::looks_like_jwt(presented.secret()).then_some(presented)
+            let text = value.to_str().ok()?;
+            let presented = authorization::parse(text).unwrap_or(Presented::Bearer(text.trim()));
+            jws::looks_like_jwt(presented.secret()).then_some((value, presented))
         })
     }
 }
@@ -301,6 +337,30 @@ mod tests {
         assert_eq!(canonical(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
         let v6: IpAddr = "fd00::1".parse().unwrap();
         assert_eq!(canonical(v6), v6);
+    }
+
+    #[test]
+    fn a_connection_remembers_only_its_last_token_exactly() {
+        let memo = LastToken::default();
+        let coder = Arc::new(Identity::named(
+            IdentitySource::Jwt,
+            "spiffe://td/ns/a/sa/b".into(),
+        ));
+        assert_eq!(memo.get(b"Bearer eyJa.b.c"), None);
+        memo.set(b"Bearer eyJa.b.c", &coder);
+        assert_eq!(memo.get(b"Bearer eyJa.b.c"), Some(coder.clone()));
+        assert_eq!(memo.get(b"Bearer eyJa.b.d"), None);
+        assert_eq!(memo.get(b"Bearer eyJa.b."), None);
+        let expired = Arc::new(Identity {
+            expires_at: Some(SystemTime::now() - std::time::Duration::from_secs(1)),
+            ..(*coder).clone()
+        });
+        memo.set(b"Bearer eyJx.y.z", &expired);
+        assert_eq!(memo.get(b"Bearer eyJa.b.c"), None);
+        assert_eq!(
+            unexpired(memo.get(b"Bearer eyJx.y.z").unwrap()),
+            Err(IdentityError::Expired)
+        );
     }
 
     #[tokio::test]

@@ -113,6 +113,7 @@ fn caller_identity(
         jwt: sources.jwt.clone(),
         jwt_header: sources.jwt_header.clone(),
         fallback: extension.map(|name| Arc::new(Identity::named(IdentitySource::Static, name))),
+        last_token: None,
     }
 }
 
