@@ -251,7 +251,10 @@ pub struct CallerIdentity {
 /// A keep-alive client sends the same token on every request: comparing
 /// the header with the last one costs less than hashing it for the cache.
 #[derive(Debug, Default)]
-pub struct LastToken(std::sync::Mutex<Option<(Box<[u8]>, Arc<Identity>)>>);
+pub struct LastToken(std::sync::Mutex<Option<Remembered>>);
+
+/// A token header's bytes and the identity they proved.
+type Remembered = (Box<[u8]>, Arc<Identity>);
 
 impl LastToken {
     fn get(&self, value: &[u8]) -> Option<Arc<Identity>> {
