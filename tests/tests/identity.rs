@@ -904,6 +904,19 @@ async fn source_addresses_and_static_are_fallbacks_a_presented_token_overrides_a
         tg.curl(&["--proxy-header", &header, &url]).await.status,
         403
     );
+    // Python requests with the token as the proxy URL's password
+    // (`HTTPS_PROXY=http://workload:<jwt>@…` works the same way).
+    let (code, stdout, stderr) = tollgate_e2e::python(
+        "import os, requests\n\
+         r = requests.get(os.environ['URL'], proxies={'http': os.environ['PROXY']}, timeout=10)\n\
+         print(r.status_code, r.json().get('reason'))\n",
+        &[
+            ("URL", url.clone()),
+            ("PROXY", format!("http://workload:{web}@{}", tg.proxy)),
+        ],
+    )
+    .await;
+    assert_eq!((code, stdout.trim()), (0, "403 no_permit"), "{stderr}");
     let expired = issuer.mint(
         "rsa-1",
         "RS256",
@@ -940,7 +953,7 @@ async fn source_addresses_and_static_are_fallbacks_a_presented_token_overrides_a
     let metrics = curl(&[&format!("http://{}/metrics", tg.admin)]).await.body;
     for series in [
         "tollgate_identifications_total{source=\"source_address\",outcome=\"identified\"} 1",
-        "tollgate_identifications_total{source=\"jwt\",outcome=\"identified\"} 2",
+        "tollgate_identifications_total{source=\"jwt\",outcome=\"identified\"} 3",
         "tollgate_identifications_total{source=\"none\",outcome=\"identity_expired\"} 1",
         "tollgate_identifications_total{source=\"mtls\",outcome=\"identified\"} 0",
     ] {

@@ -304,13 +304,16 @@ impl CallerIdentity {
         let Some((verifier, headers)) = self.jwt.as_ref().zip(headers) else {
             return self.fallback.clone().ok_or(IdentityError::Missing);
         };
+        // The same header as last time on this connection: nothing to
+        // parse, hash or look up.
+        let memo = self.last_token.as_deref();
+        let last = memo.zip(headers.get(&self.jwt_header));
+        if let Some(identity) = last.and_then(|(m, value)| m.get(value.as_bytes())) {
+            return unexpired(identity);
+        }
         let Some((value, token)) = self.token(headers) else {
             return self.fallback.clone().ok_or(IdentityError::Missing);
         };
-        let memo = self.last_token.as_deref();
-        if let Some(identity) = memo.and_then(|m| m.get(value.as_bytes())) {
-            return unexpired(identity);
-        }
         let identity = verifier.verify(token.secret()).await?;
         if let Some(memo) = memo {
             memo.set(value.as_bytes(), &identity);

@@ -4,6 +4,7 @@
 //! host, and otherwise decided as a blind tunnel.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{empty, ProxyBody};
@@ -52,33 +53,52 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let pipeline = pipeline.clone();
-        let sources = sources.clone();
-        let name = config.name.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _open = crate::memory::OpenConnection::new();
-            let Some(tls) = tls else {
+        let (pipeline, sources, name) = (pipeline.clone(), sources.clone(), config.name.clone());
+        // Two tasks of their own types: a plain connection's task is not
+        // sized for the TLS state it never holds (idle keep-alive
+        // connections are counted in KiB each).
+        match &tls {
+            None => tokio::spawn(async move {
+                let _open = crate::memory::OpenConnection::new();
                 let identity = sources.connection(peer.ip(), None);
                 let connection = Arc::new(Connection::new(name, peer, identity));
-                return serve_http(TokioIo::new(stream), connection, pipeline).await;
-            };
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::info!(error = %e, %peer, listener = %name, "TLS handshake with an agent failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, listener = %name, "TLS handshake with an agent timed out");
-                    return;
-                }
-            };
-            let identity = sources.connection(peer.ip(), stream.get_ref().1.peer_certificates());
-            let connection = Arc::new(Connection::new(name, peer, identity));
-            serve_http(TokioIo::new(stream), connection, pipeline).await;
-        });
+                serve_http(TokioIo::new(stream), connection, pipeline).await;
+            }),
+            Some(tls) => tokio::spawn(serve_tls(
+                tls.clone(),
+                stream,
+                peer,
+                name,
+                sources,
+                pipeline,
+            )),
+        };
     }
+}
+
+async fn serve_tls(
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: Arc<str>,
+    sources: Arc<ListenerSources>,
+    pipeline: Arc<Pipeline>,
+) {
+    let _open = crate::memory::OpenConnection::new();
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, %peer, listener = %name, "TLS handshake with an agent failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, listener = %name, "TLS handshake with an agent timed out");
+            return;
+        }
+    };
+    let identity = sources.connection(peer.ip(), stream.get_ref().1.peer_certificates());
+    let connection = Arc::new(Connection::new(name, peer, identity));
+    serve_http(TokioIo::new(stream), connection, pipeline).await;
 }
 
 async fn serve_http<S>(io: TokioIo<S>, connection: Arc<Connection>, pipeline: Arc<Pipeline>)
