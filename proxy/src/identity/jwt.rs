@@ -446,12 +446,7 @@ impl JwtVerifier {
             JwsError::AlgorithmRefused(alg) => IdentityError::AlgorithmRefused(alg),
             _ => IdentityError::Malformed("not a signed JWT".into()),
         })?;
-        let iss = token.claims().get("iss").and_then(Value::as_str);
-        let issuer = self
-            .issuers
-            .iter()
-            .find(|i| Some(i.issuer.as_str()) == iss)
-            .ok_or(IdentityError::WrongIssuer)?;
+        let issuer = self.issuer_of(token.claims())?;
         issuer.verify_signature(&token).await?;
         let identity = Arc::new(issuer.identity(
             token.claims(),
@@ -464,6 +459,16 @@ impl JwtVerifier {
         Ok(identity)
     }
 
+    /// The issuer, of those accepted here, whose `iss` the claims carry.
+    fn issuer_of(&self, claims: &Map<String, Value>) -> Result<&Issuer, IdentityError> {
+        let iss = claims.get("iss").and_then(Value::as_str);
+        self.issuers
+            .iter()
+            .find(|i| Some(i.issuer.as_str()) == iss)
+            .map(|i| &**i)
+            .ok_or(IdentityError::WrongIssuer)
+    }
+
     /// The identity in a payload another verifier checked (Envoy's
     /// `jwt_authn`): mapped by its issuer's rules, the signature not checked
     /// again.
@@ -472,13 +477,7 @@ impl JwtVerifier {
         claims: &Map<String, Value>,
         source: IdentitySource,
     ) -> Result<Arc<Identity>, IdentityError> {
-        let iss = claims.get("iss").and_then(Value::as_str);
-        let issuer = self
-            .issuers
-            .iter()
-            .find(|i| Some(i.issuer.as_str()) == iss)
-            .ok_or(IdentityError::WrongIssuer)?;
-        let mut identity = issuer.identity(
+        let mut identity = self.issuer_of(claims)?.identity(
             claims,
             &self.selected_claims,
             &self.trust_domains,

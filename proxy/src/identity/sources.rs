@@ -131,6 +131,7 @@ impl Registry {
         // too: every issuer may be named there, verified or not by tollgate.
         let all: Vec<String> = self.issuers.keys().cloned().collect();
         EnvoySources {
+            trust_domains: self.trust_domains.clone(),
             jwt: self.verifier(&config.jwt),
             jwt_header: config.jwt_header.clone(),
             jwt_authn: config
@@ -214,6 +215,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// How Envoy's `Check` requests are identified besides `source.principal`.
 #[derive(Debug)]
 pub struct EnvoySources {
+    /// Checked on Envoy's mTLS principal as on every certificate and token.
+    pub trust_domains: TrustDomains,
     pub jwt: Option<Arc<JwtVerifier>>,
     pub jwt_header: HeaderName,
     /// The `payload_in_metadata` key of Envoy's `jwt_authn` filter and the
@@ -224,6 +227,7 @@ pub struct EnvoySources {
 impl Default for EnvoySources {
     fn default() -> EnvoySources {
         EnvoySources {
+            trust_domains: TrustDomains::default(),
             jwt: None,
             jwt_header: http::header::PROXY_AUTHORIZATION,
             jwt_authn: None,

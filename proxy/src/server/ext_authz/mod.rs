@@ -86,10 +86,17 @@ fn caller_identity(
     extension: Option<Arc<str>>,
 ) -> CallerIdentity {
     let presented = match principal {
-        Some(principal) if !principal.is_empty() => Some(Ok(Arc::new(Identity::named(
-            IdentitySource::EnvoyMtls,
-            principal.into(),
-        )))),
+        Some(principal) if !principal.is_empty() => {
+            let identity = Identity::named(IdentitySource::EnvoyMtls, principal.into());
+            let domain = &identity.attributes.trust_domain;
+            Some(
+                if domain.is_empty() || sources.trust_domains.allows(domain) {
+                    Ok(Arc::new(identity))
+                } else {
+                    Err(IdentityError::TrustDomainRefused(domain.clone()))
+                },
+            )
+        }
         _ => sources.jwt_authn.as_ref().and_then(|(key, verifier)| {
             let payload = metadata?
                 .filter_metadata
@@ -545,6 +552,33 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(presented(&a), Some("spiffe://td/ns/real/sa/x"));
+    }
+
+    #[test]
+    fn envoys_principal_answers_to_the_allowed_trust_domains() {
+        let sources = EnvoySources {
+            trust_domains: crate::identity::TrustDomains::new(vec!["cluster.local".into()]),
+            ..EnvoySources::default()
+        };
+        let identify = |principal: &str| {
+            attributes(
+                check(http("GET", "api.github.com", "/"), principal, None),
+                &sources,
+            )
+            .unwrap()
+            .identity
+            .presented
+            .unwrap()
+            .map(|i| i.name.to_string())
+        };
+        assert_eq!(
+            identify("spiffe://cluster.local/ns/a/sa/b").as_deref(),
+            Ok("spiffe://cluster.local/ns/a/sa/b")
+        );
+        assert_eq!(
+            identify("spiffe://partner.example/ns/a/sa/b"),
+            Err(IdentityError::TrustDomainRefused("partner.example".into()))
+        );
     }
 
     #[test]
