@@ -27,6 +27,10 @@ pub enum ProxyError {
     Denied(Box<DeniedRequest>),
     #[error("destination {host} resolves to {address}, which is not allowed")]
     DestinationBlocked { host: String, address: IpAddr },
+    /// A redirected connection named a host that does not resolve to the
+    /// address it was headed for.
+    #[error("{0}")]
+    DestinationMismatch(String),
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream timed out")]
@@ -82,6 +86,7 @@ impl ProxyError {
             }
             ProxyError::Denied(_)
             | ProxyError::DestinationBlocked { .. }
+            | ProxyError::DestinationMismatch(_)
             | ProxyError::CredentialNotBound(_) => StatusCode::FORBIDDEN,
             ProxyError::UpstreamConnect(_) | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
@@ -99,6 +104,7 @@ impl ProxyError {
             ProxyError::Misdirected { .. } => "misdirected_request",
             ProxyError::Denied(d) => d.decision.reason.as_str(),
             ProxyError::DestinationBlocked { .. } => "destination_blocked",
+            ProxyError::DestinationMismatch(_) => "destination_mismatch",
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
@@ -120,7 +126,9 @@ impl ProxyError {
                 "task_id": d.decision.task.as_ref().map(|t| t.id.as_str()),
                 "decision_id": decision_id,
             }),
-            ProxyError::DestinationBlocked { .. } | ProxyError::CredentialNotBound(_) => json!({
+            ProxyError::DestinationBlocked { .. }
+            | ProxyError::DestinationMismatch(_)
+            | ProxyError::CredentialNotBound(_) => json!({
                 "decision": "deny",
                 "reason": self.reason(),
                 "message": self.to_string(),

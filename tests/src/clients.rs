@@ -66,8 +66,25 @@ pub async fn curl_answer(args: &[&str]) -> Answer {
 /// Run curl with `args`; status, HTTP version and connection count are
 /// appended by `-w` (with several URLs, the last one's).
 pub async fn curl(args: &[&str]) -> CurlOutput {
+    curl_in(&[], args).await
+}
+
+/// A program run under `launcher` (`ip netns exec <ns>`), or directly.
+fn launched(launcher: &[&str], program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    match launcher.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = tokio::process::Command::new(first);
+            cmd.args(rest).arg(program);
+            cmd
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
+
+/// [`curl`] run under `launcher` (inside a network namespace, say).
+pub async fn curl_in(launcher: &[&str], args: &[&str]) -> CurlOutput {
     let marker = "\n--tollgate-test--";
-    let out = tokio::process::Command::new("curl")
+    let out = launched(launcher, "curl")
         .args(["-sS", "--max-time", "60", "--noproxy", ""])
         .args(args)
         .arg("-w")
@@ -112,7 +129,16 @@ pub fn python_bin() -> PathBuf {
 
 /// Run a Python snippet with `env`; returns (exit code, stdout, stderr).
 pub async fn python(code: &str, env: &[(&str, String)]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(python_bin());
+    python_in(&[], code, env).await
+}
+
+/// [`python`] run under `launcher` (inside a network namespace, say).
+pub async fn python_in(
+    launcher: &[&str],
+    code: &str,
+    env: &[(&str, String)],
+) -> (i32, String, String) {
+    let mut cmd = launched(launcher, python_bin());
     cmd.arg("-c").arg(code).stdin(Stdio::null());
     for key in [
         "http_proxy",

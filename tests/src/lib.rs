@@ -15,7 +15,8 @@ pub mod upstream;
 use std::path::PathBuf;
 
 pub use clients::{
-    ask_to_switch, curl, curl_answer, python, read_head, send_head, Answer, CurlOutput,
+    ask_to_switch, curl, curl_answer, curl_in, python, python_in, read_head, send_head, Answer,
+    CurlOutput,
 };
 pub use identity::{JwksServer, JwtIssuer};
 pub use pki::{ClientSvid, MtlsFiles, SvidOptions, TestPki};

@@ -33,6 +33,14 @@ pub struct Setup {
     /// Extra lines (indented four spaces) under the `agents` listener:
     /// `tls:`, or an `identity:` of its own (with `identity: None`).
     pub listener_yaml: String,
+    /// More listeners after `agents` (`  - name: …` items); the start waits
+    /// until each has bound.
+    pub more_listeners_yaml: String,
+    /// Run the binary under this command (`ip netns exec <ns>`, say).
+    pub launcher: Vec<String>,
+    /// Run as this uid (and gid), the test folder handed over to it: the
+    /// user `tollgate iptables` exempts from redirection.
+    pub run_as: Option<u32>,
     /// `host:port` → where it really is (always loopback in tests).
     pub resolve: Vec<(String, SocketAddr)>,
     pub upstream_ca: Option<String>,
@@ -68,6 +76,9 @@ impl Default for Setup {
             extra_catalog: Vec::new(),
             identity: Some(CODER.to_string()),
             listener_yaml: String::new(),
+            more_listeners_yaml: String::new(),
+            launcher: Vec::new(),
+            run_as: None,
             resolve: Vec::new(),
             upstream_ca: None,
             allow_loopback: true,
@@ -162,7 +173,13 @@ impl DecisionService {
     pub fn start(setup: Setup) -> DecisionService {
         let env = env_of(&setup);
         let dir = prepare(&setup);
-        let process = Process::spawn(&["decision", "decision-admin"], dir, &env, &["decision"]);
+        let process = Process::spawn(
+            &["decision", "decision-admin"],
+            dir,
+            &env,
+            &[],
+            &["decision"],
+        );
         let addr = process.listeners["decision"];
         let admin = process.listeners["decision-admin"];
         DecisionService {
@@ -202,6 +219,7 @@ impl DecisionService {
             &["decision", "decision-admin"],
             dir,
             &self.env,
+            &[],
             &["decision"],
         ));
     }
@@ -266,26 +284,49 @@ impl Tollgate {
     pub fn start(setup: Setup) -> Tollgate {
         let dir = prepare(&setup);
         let serves_tasks = setup.tasks && setup.decision_endpoint.is_none();
-        let wanted: &[&str] = if serves_tasks {
-            &["admin", "agents", "decision"]
-        } else {
-            &["admin", "agents"]
-        };
-        Tollgate::spawn_with(dir, &env_of(&setup), wanted)
+        let mut wanted = vec!["admin", "agents"];
+        if serves_tasks {
+            wanted.push("decision");
+        }
+        wanted.extend(
+            setup
+                .more_listeners_yaml
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("- name:"))
+                .map(str::trim),
+        );
+        let mut launcher = setup.launcher.clone();
+        if let Some(uid) = setup.run_as {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{uid}"))
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown the test folder to {uid}");
+            launcher.extend([
+                "setpriv".to_string(),
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_string(),
+            ]);
+        }
+        let process = Process::spawn(&wanted, dir, &env_of(&setup), &launcher, &["run"]);
+        Tollgate::of(process, serves_tasks)
     }
 
     /// Run with a folder already holding `tollgate.yaml`.
     pub fn spawn(dir: tempfile::TempDir, env: &[(String, String)]) -> Tollgate {
-        Tollgate::spawn_with(dir, env, &["admin", "agents"])
+        Tollgate::of(
+            Process::spawn(&["admin", "agents"], dir, env, &[], &["run"]),
+            false,
+        )
     }
 
-    fn spawn_with(dir: tempfile::TempDir, env: &[(String, String)], wanted: &[&str]) -> Tollgate {
-        let process = Process::spawn(wanted, dir, env, &["run"]);
+    fn of(process: Process, serves_tasks: bool) -> Tollgate {
         let admin = process.listeners["admin"];
         let proxy = process.listeners["agents"];
-        let decision = wanted
-            .contains(&"decision")
-            .then(|| process.listeners["decision"]);
+        let decision = serves_tasks.then(|| process.listeners["decision"]);
         Tollgate {
             process,
             proxy,
@@ -311,6 +352,11 @@ impl Tollgate {
         crate::curl(&all).await
     }
 
+    /// Where the listener `name` is bound.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.process.listeners[name]
+    }
+
     /// The interception CA agents must trust.
     pub fn ca_cert(&self) -> PathBuf {
         self.path("ca/ca.crt")
@@ -324,9 +370,19 @@ impl Process {
         wanted: &[&str],
         dir: tempfile::TempDir,
         env: &[(String, String)],
+        launcher: &[String],
         verb: &[&str],
     ) -> Process {
-        let mut child = Command::new(tollgate_bin())
+        let bin = tollgate_bin();
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&bin);
+                command
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(verb)
             .arg("--config")
             .arg(dir.path().join("tollgate.yaml"))
@@ -484,6 +540,7 @@ fn config_yaml(setup: &Setup, dir: &Path) -> String {
         y.push_str(&format!("    identity: {{ static: \"{id}\" }}\n"));
     }
     y.push_str(&setup.listener_yaml);
+    y.push_str(&setup.more_listeners_yaml);
     y.push_str("admin: { address: 127.0.0.1:0 }\ncatalog: catalog\npolicies: policies\n");
     y.push_str("decision_service:\n  address: 127.0.0.1:0\n  admin: 127.0.0.1:0\n");
     y.push_str(&setup.decision_service_yaml);

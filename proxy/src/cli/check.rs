@@ -95,6 +95,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
         mode: Mode::Check,
         identity: CallerIdentity::known(Arc::new(identity)),
         connect_task: None,
+        original_destination: None,
     };
     let core = Core::new(Arc::new(EmbeddedDecider::new(Arc::new(TaskStore::new(
         TaskLimits::default(),

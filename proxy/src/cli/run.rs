@@ -9,14 +9,14 @@ use tokio_rustls::TlsAcceptor;
 
 use super::serve;
 use super::{load, ConfigArg, EXIT_INVALID_CONFIG};
-use crate::config::Config;
+use crate::config::{Config, ListenerKind};
 use crate::core::audit::AuditSink;
 use crate::core::Core;
 use crate::decision::client::{RemoteConfig, RemoteDecider};
 use crate::decision::snapshot::Snapshot;
 use crate::decision::{EmbeddedDecider, SharedDecider, TaskStore};
 use crate::pipeline::forward::Forwarder;
-use crate::pipeline::{accept, Pipeline};
+use crate::pipeline::{accept, transparent, Pipeline};
 use crate::tls::{self, CertificateAuthority, LeafCache};
 
 #[derive(Debug, clap::Args)]
@@ -146,18 +146,30 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         let listener = TcpListener::bind(listener_config.address).await?;
         tracing::info!(
             listener = %listener_config.name,
+            kind = listener_config.kind.as_str(),
             tls = tls.is_some(),
             identity_sources = %listener_config.identity.describe(),
             address = %listener.local_addr()?,
             "listening"
         );
-        tokio::spawn(accept::serve(
-            listener,
-            listener_config.clone(),
-            sources,
-            tls,
-            pipeline.clone(),
-        ));
+        match listener_config.kind {
+            ListenerKind::Proxy => tokio::spawn(accept::serve(
+                listener,
+                listener_config.clone(),
+                sources,
+                tls,
+                pipeline.clone(),
+            )),
+            ListenerKind::Transparent {
+                require_original_destination,
+            } => tokio::spawn(transparent::serve(
+                listener,
+                listener_config.name.clone(),
+                sources,
+                require_original_destination,
+                pipeline.clone(),
+            )),
+        };
     }
     serve::start_reloader(snapshot, &config);
     tokio::spawn(crate::memory::return_freed_memory());

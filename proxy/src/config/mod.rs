@@ -31,6 +31,11 @@ use ctx::Ctx;
 // folder.
 
 pub const DEFAULT_PROXY_ADDRESS: &str = "127.0.0.1:3128";
+/// Where `tollgate iptables` sends redirected connections by default.
+pub const DEFAULT_TRANSPARENT_ADDRESS: &str = "127.0.0.1:15001";
+/// A transparent connection must be headed for an address the host it
+/// names resolves to (docs/transparent.md, "No spoofing past a rule").
+pub const DEFAULT_REQUIRE_ORIGINAL_DESTINATION: bool = true;
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 pub const DEFAULT_DECISION_ADDRESS: &str = "127.0.0.1:9191";
 pub const DEFAULT_DECISION_ADMIN_ADDRESS: &str = "127.0.0.1:9902";
@@ -163,6 +168,26 @@ pub struct ListenerConfig {
     /// Empty: every request on this listener is refused with 407 until an
     /// identity source is configured.
     pub identity: ListenerIdentity,
+    pub kind: ListenerKind,
+}
+
+/// How agents reach a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Agents name it as their proxy.
+    Proxy,
+    /// iptables redirects agents' connections to it; each one's original
+    /// destination is read from the socket.
+    Transparent { require_original_destination: bool },
+}
+
+impl ListenerKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ListenerKind::Proxy => "proxy",
+            ListenerKind::Transparent { .. } => "transparent",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

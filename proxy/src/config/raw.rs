@@ -61,6 +61,21 @@ pub struct RawListener {
     /// `cert` and `key`: serve the proxy over TLS (`HTTPS_PROXY=https://…`).
     pub tls: Option<RawTlsFiles>,
     pub identity: Option<RawIdentity>,
+    #[serde(default)]
+    pub kind: RawListenerKind,
+    /// Transparent listeners only: refuse a connection whose original
+    /// destination is not an address the host it names resolves to.
+    pub require_original_destination: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawListenerKind {
+    /// Agents point `HTTP_PROXY` / `HTTPS_PROXY` at it.
+    #[default]
+    Proxy,
+    /// iptables redirects agents' connections to it.
+    Transparent,
 }
 
 /// A listener's identity sources.

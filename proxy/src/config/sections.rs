@@ -11,14 +11,15 @@ use ipnet::IpNet;
 
 use super::ctx::Ctx;
 use super::{
-    raw, split_host_port, AuditOutput, ConfigError, ForwardConfig, ListenerConfig, ReloadConfig,
-    RemoteDecision, SecretSource, TasksConfig, TlsConfig, TlsFiles, DEFAULT_ADMIN_ADDRESS,
-    DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DECISION_ADDRESS,
+    raw, split_host_port, AuditOutput, ConfigError, ForwardConfig, ListenerConfig, ListenerKind,
+    ReloadConfig, RemoteDecision, SecretSource, TasksConfig, TlsConfig, TlsFiles,
+    DEFAULT_ADMIN_ADDRESS, DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DECISION_ADDRESS,
     DEFAULT_DECISION_ADMIN_ADDRESS, DEFAULT_DECISION_CACHE_SIZE, DEFAULT_DECISION_CACHE_TTL,
     DEFAULT_DECISION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LEAF_CACHE_SIZE, DEFAULT_LISTENER_NAME,
     DEFAULT_MAX_IDLE_PER_HOST, DEFAULT_MAX_TASK_TTL, DEFAULT_PROXY_ADDRESS,
-    DEFAULT_RELOAD_INTERVAL, DEFAULT_RELOAD_WATCH, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SYSTEM_ROOTS,
-    DEFAULT_TASK_TTL, DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
+    DEFAULT_RELOAD_INTERVAL, DEFAULT_RELOAD_WATCH, DEFAULT_REQUIRE_ORIGINAL_DESTINATION,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SYSTEM_ROOTS, DEFAULT_TASK_TTL, DEFAULT_TRANSPARENT_ADDRESS,
+    DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
 };
 
 /// No listeners in the file: one, with every default.
@@ -33,6 +34,8 @@ pub(super) fn listeners(
             address: None,
             tls: None,
             identity: None,
+            kind: raw::RawListenerKind::Proxy,
+            require_original_destination: None,
         }]
     } else {
         raw
@@ -44,9 +47,15 @@ pub(super) fn listeners(
         if listeners.iter().any(|x: &ListenerConfig| x.name == name) {
             return Err(ctx.invalid(&field, format!("duplicate listener name `{name}`")));
         }
+        let transparent = l.kind == raw::RawListenerKind::Transparent;
+        let default_address = if transparent {
+            DEFAULT_TRANSPARENT_ADDRESS
+        } else {
+            DEFAULT_PROXY_ADDRESS
+        };
         let address = ctx.socket(
             &format!("{field}.address"),
-            l.address.as_deref().unwrap_or(DEFAULT_PROXY_ADDRESS),
+            l.address.as_deref().unwrap_or(default_address),
         )?;
         let tls = ctx.tls_files(&format!("{field}.tls"), l.tls, true)?;
         if tls.as_ref().is_some_and(|t| t.ca.is_some()) {
@@ -64,11 +73,43 @@ pub(super) fn listeners(
                 "client certificates need a TLS listener: set `tls: { cert, key }`".into(),
             ));
         }
+        let kind = if transparent {
+            // Redirected agents do not know a proxy is there: they present
+            // it no certificate and no Proxy-Authorization.
+            if tls.is_some() {
+                return Err(ctx.invalid(
+                    &format!("{field}.tls"),
+                    "a transparent listener takes the agents' own TLS; it serves none".into(),
+                ));
+            }
+            if identity.mtls_trust_bundle.is_some() || !identity.jwt.is_empty() {
+                return Err(ctx.invalid(
+                    &format!("{field}.identity"),
+                    "redirected agents present nothing to the proxy: a transparent listener \
+                     identifies them by `static` or `source_addresses`"
+                        .into(),
+                ));
+            }
+            ListenerKind::Transparent {
+                require_original_destination: l
+                    .require_original_destination
+                    .unwrap_or(DEFAULT_REQUIRE_ORIGINAL_DESTINATION),
+            }
+        } else {
+            if l.require_original_destination.is_some() {
+                return Err(ctx.invalid(
+                    &format!("{field}.require_original_destination"),
+                    "only a `kind: transparent` listener has an original destination".into(),
+                ));
+            }
+            ListenerKind::Proxy
+        };
         listeners.push(ListenerConfig {
             name,
             address,
             tls,
             identity,
+            kind,
         });
     }
     Ok(listeners)

@@ -476,3 +476,47 @@ fn identity_mistakes_are_refused_with_the_field() {
         assert!(err.contains(needle), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_transparent_listener_has_its_own_defaults_and_only_the_sources_it_can_use() {
+    let c = load_str(
+        "listeners:\n  - {name: agents}\n  - {name: redirected, kind: transparent, identity: {static: 'spiffe://td/x'}}\n",
+    )
+    .unwrap();
+    assert_eq!(c.listeners[0].kind, ListenerKind::Proxy);
+    let redirected = &c.listeners[1];
+    assert_eq!(redirected.address.to_string(), DEFAULT_TRANSPARENT_ADDRESS);
+    assert_eq!(
+        redirected.kind,
+        ListenerKind::Transparent {
+            require_original_destination: true
+        }
+    );
+    let c =
+        load_str("listeners: [{kind: transparent, require_original_destination: false}]").unwrap();
+    assert_eq!(
+        c.listeners[0].kind,
+        ListenerKind::Transparent {
+            require_original_destination: false
+        }
+    );
+
+    for (text, needle) in [
+        (
+            "listeners: [{kind: transparent, tls: {cert: c.pem, key: k.pem}}]",
+            "listeners[0].tls",
+        ),
+        (
+            "identity: {issuers: [{name: k8s, issuer: 'https://i', audiences: [a], jwks: {file: j.json}, kind: svid}]}\nlisteners: [{kind: transparent, identity: {jwt: [k8s]}}]",
+            "listeners[0].identity",
+        ),
+        (
+            "listeners: [{require_original_destination: false}]",
+            "listeners[0].require_original_destination",
+        ),
+        ("listeners: [{kind: sideways}]", "sideways"),
+    ] {
+        let err = load_str(text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}

@@ -4,6 +4,7 @@
 //! full: lines are delayed under pressure, never dropped.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use crate::identity::IdentitySource;
 use crate::telemetry;
 
 use super::classify::Named;
-use super::Mode;
+use super::{Caller, Mode};
 
 /// One audit line. Built by the decision core as the request goes through
 /// it; a front only adds what happened after the decision (the answer's
@@ -30,6 +31,9 @@ pub struct AuditRecord {
     decision_id: String,
     listener: Arc<str>,
     mode: Mode,
+    /// Where a redirected connection was headed (transparent mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_destination: Option<SocketAddr>,
     workload: Option<Arc<str>>,
     /// How the workload was identified.
     identity_source: Option<IdentitySource>,
@@ -76,12 +80,13 @@ pub struct RequestLine<'a> {
 impl AuditRecord {
     /// A new line for one request, with a fresh decision id. Until a
     /// decision says otherwise, it records a deny.
-    pub fn new(listener: Arc<str>, mode: Mode, line: RequestLine<'_>) -> AuditRecord {
+    pub fn of(caller: &Caller, line: RequestLine<'_>) -> AuditRecord {
         AuditRecord {
             time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
             decision_id: uuid::Uuid::now_v7().to_string(),
-            listener,
-            mode,
+            listener: caller.listener.clone(),
+            mode: caller.mode,
+            original_destination: caller.original_destination,
             workload: None,
             identity_source: None,
             identity_refused: None,
@@ -151,7 +156,9 @@ impl AuditRecord {
         }
         match err {
             ProxyError::Denied(_) => {}
-            ProxyError::DestinationBlocked { .. } | ProxyError::CredentialNotBound(_) => {
+            ProxyError::DestinationBlocked { .. }
+            | ProxyError::DestinationMismatch(_)
+            | ProxyError::CredentialNotBound(_) => {
                 self.decision = Outcome::Deny;
                 self.reason = err.reason();
                 self.error = Some(err.to_string());

@@ -18,6 +18,7 @@ pub mod plan;
 mod tests;
 pub mod token;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,6 +44,9 @@ pub enum Mode {
     Intercept,
     /// A `CONNECT` to a host the catalog does not cover, relayed blind.
     Tunnel,
+    /// A connection iptables redirected to a transparent listener: its
+    /// requests, or the connection itself when it is relayed blind.
+    Transparent,
     /// Envoy's ext_authz `Check`.
     ExtAuthz,
     /// tollgate's own gRPC `Decide`, from a proxy deciding remotely.
@@ -63,6 +67,9 @@ pub struct Caller {
     /// A task token presented for the whole connection (a `CONNECT`'s
     /// `Proxy-Authorization`), for requests that carry none themselves.
     pub connect_task: Option<TokenHash>,
+    /// Where a redirected connection was headed before iptables sent it
+    /// to a transparent listener.
+    pub original_destination: Option<SocketAddr>,
 }
 
 /// An HTTP request, as far as deciding it goes.
@@ -109,7 +116,7 @@ pub async fn identify(
 /// The audit record of a request refused before it could be decided (its
 /// target unreadable, its caller unidentified on `CONNECT`).
 pub fn refused(caller: &Caller, line: RequestLine<'_>, err: &ProxyError) -> AuditRecord {
-    let mut record = AuditRecord::new(caller.listener.clone(), caller.mode, line);
+    let mut record = AuditRecord::of(caller, line);
     record.refused(err);
     record
 }
@@ -186,7 +193,7 @@ impl Core {
             port: context.port,
             path_and_query: &context.path,
         };
-        let mut record = AuditRecord::new(caller.listener.clone(), caller.mode, line);
+        let mut record = AuditRecord::of(caller, line);
         record.identified(
             Arc::from(request.principal.as_str()),
             request.attributes.source,
@@ -208,7 +215,7 @@ impl Core {
         line: RequestLine<'_>,
         subject: Subject<'_>,
     ) -> Verdict<'s> {
-        let mut record = AuditRecord::new(caller.listener.clone(), caller.mode, line);
+        let mut record = AuditRecord::of(caller, line);
         let outcome = self.sequence(snapshot, caller, &mut record, subject).await;
         // Allowed means 200 until a front that forwards records the
         // upstream's answer (or a later refusal) instead.

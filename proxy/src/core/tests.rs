@@ -59,6 +59,7 @@ fn caller(identity: Option<&str>) -> Caller {
             )))
         }),
         connect_task: None,
+        original_destination: None,
     }
 }
 

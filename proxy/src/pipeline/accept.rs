@@ -27,7 +27,7 @@ use crate::identity::{CallerIdentity, ListenerSources};
 use super::{closed_at_task_end, intercept, task_ended, tunnel, Connection, Pipeline};
 
 /// Slow or silent clients are cut off rather than holding a connection.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A TLS client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,16 +43,7 @@ pub async fn serve(
     pipeline: Arc<Pipeline>,
 ) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, listener = %config.name, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = next_connection(&listener, &config.name).await;
         let (pipeline, sources, name) = (pipeline.clone(), sources.clone(), config.name.clone());
         // Two tasks of their own types: a plain connection's task is not
         // sized for the TLS state it never holds (idle keep-alive
@@ -73,6 +64,23 @@ pub async fn serve(
                 pipeline,
             )),
         };
+    }
+}
+
+/// The next agent connection, with Nagle off.
+pub(super) async fn next_connection(listener: &TcpListener, name: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, listener = name, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
@@ -138,7 +146,7 @@ async fn route(
 
 /// A request whose target cannot be read: refused before there is anything
 /// to decide, and audited like every refusal.
-fn refuse_unread(
+pub(super) fn refuse_unread(
     pipeline: &Pipeline,
     caller: &Caller,
     request: &Request<Incoming>,

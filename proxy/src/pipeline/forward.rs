@@ -24,7 +24,7 @@ use crate::body::ProxyBody;
 use crate::config::ForwardConfig;
 use crate::error::ProxyError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
     #[error("{host} resolves to {address}, which is not allowed")]
     Blocked { host: String, address: IpAddr },
@@ -34,6 +34,14 @@ pub enum ConnectError {
     Refused { host: String, message: String },
     #[error("connecting to {host} timed out")]
     Timeout { host: String },
+    #[error(
+        "the connection was addressed to {original}, and {host}:{port} does not resolve there"
+    )]
+    Mismatch {
+        host: String,
+        port: u16,
+        original: SocketAddr,
+    },
 }
 
 impl From<ConnectError> for ProxyError {
@@ -43,6 +51,9 @@ impl From<ConnectError> for ProxyError {
                 ProxyError::DestinationBlocked { host, address }
             }
             ConnectError::Timeout { .. } => ProxyError::UpstreamTimeout,
+            mismatch @ ConnectError::Mismatch { .. } => {
+                ProxyError::DestinationMismatch(mismatch.to_string())
+            }
             other => ProxyError::UpstreamConnect(other.to_string()),
         }
     }
@@ -104,56 +115,133 @@ impl GuardedConnector {
     /// Resolve `host`, keep only permitted addresses, connect to the first
     /// that answers.
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-        let guard = &self.guard;
-        let attempt = async {
-            let candidates: Vec<SocketAddr> = match guard.resolve.get(&(host.to_string(), port)) {
-                Some(addr) => vec![*addr],
-                None => match host.parse::<IpAddr>() {
-                    Ok(ip) => vec![SocketAddr::new(ip, port)],
-                    Err(_) => tokio::net::lookup_host((host, port))
-                        .await
-                        .map_err(|e| ConnectError::Resolve {
-                            host: host.to_string(),
-                            message: e.to_string(),
-                        })?
-                        .collect(),
-                },
+        self.within_timeout(host, async {
+            let candidates = self.resolve(host, port).await?;
+            self.connect_first(host, candidates).await
+        })
+        .await
+    }
+
+    /// For a redirected connection headed for `original`: connect there
+    /// when `host` resolves to it, so the agent reaches the address it
+    /// dialled and no other. When `host` does not, refuse unless `require`
+    /// is off, then connect as [`connect`](Self::connect) does.
+    pub async fn connect_redirected(
+        &self,
+        host: &str,
+        port: u16,
+        original: SocketAddr,
+        require: bool,
+    ) -> Result<TcpStream, ConnectError> {
+        self.within_timeout(host, async {
+            let candidates = self.resolve(host, port).await?;
+            let candidates = if candidates.iter().any(|c| same_address(*c, original)) {
+                vec![original]
+            } else if require {
+                return Err(mismatch(host, port, original));
+            } else {
+                candidates
             };
-            let mut last = None;
-            let mut blocked = None;
-            for addr in candidates {
-                if !self.allowed(addr.ip()) {
-                    blocked.get_or_insert(addr.ip());
-                    continue;
-                }
-                match TcpStream::connect(addr).await {
-                    Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        return Ok(stream);
-                    }
-                    Err(e) => last = Some(e),
-                }
+            self.connect_first(host, candidates).await
+        })
+        .await
+    }
+
+    /// A redirected connection's original destination must be one of the
+    /// addresses `host` resolves to: naming an allowed host in SNI or
+    /// `Host` does not open a way to another address.
+    pub async fn verify_destination(
+        &self,
+        host: &str,
+        port: u16,
+        original: SocketAddr,
+    ) -> Result<(), ConnectError> {
+        self.within_timeout(host, async {
+            let candidates = self.resolve(host, port).await?;
+            if candidates.iter().any(|c| same_address(*c, original)) {
+                Ok(())
+            } else {
+                Err(mismatch(host, port, original))
             }
-            Err(match (last, blocked) {
-                (Some(e), _) => ConnectError::Refused {
-                    host: host.to_string(),
-                    message: e.to_string(),
-                },
-                (None, Some(address)) => ConnectError::Blocked {
-                    host: host.to_string(),
-                    address,
-                },
-                (None, None) => ConnectError::Resolve {
-                    host: host.to_string(),
-                    message: "no addresses".into(),
-                },
-            })
-        };
-        tokio::time::timeout(guard.connect_timeout, attempt)
+        })
+        .await
+    }
+
+    async fn within_timeout<T>(
+        &self,
+        host: &str,
+        attempt: impl Future<Output = Result<T, ConnectError>>,
+    ) -> Result<T, ConnectError> {
+        tokio::time::timeout(self.guard.connect_timeout, attempt)
             .await
             .map_err(|_| ConnectError::Timeout {
                 host: host.to_string(),
             })?
+    }
+
+    /// A configured override, the literal address, or DNS.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+        if let Some(addr) = self.guard.resolve.get(&(host.to_string(), port)) {
+            return Ok(vec![*addr]);
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        Ok(tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ConnectError::Resolve {
+                host: host.to_string(),
+                message: e.to_string(),
+            })?
+            .collect())
+    }
+
+    async fn connect_first(
+        &self,
+        host: &str,
+        candidates: Vec<SocketAddr>,
+    ) -> Result<TcpStream, ConnectError> {
+        let mut last = None;
+        let mut blocked = None;
+        for addr in candidates {
+            if !self.allowed(addr.ip()) {
+                blocked.get_or_insert(addr.ip());
+                continue;
+            }
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match (last, blocked) {
+            (Some(e), _) => ConnectError::Refused {
+                host: host.to_string(),
+                message: e.to_string(),
+            },
+            (None, Some(address)) => ConnectError::Blocked {
+                host: host.to_string(),
+                address,
+            },
+            (None, None) => ConnectError::Resolve {
+                host: host.to_string(),
+                message: "no addresses".into(),
+            },
+        })
+    }
+}
+
+fn same_address(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+fn mismatch(host: &str, port: u16, original: SocketAddr) -> ConnectError {
+    ConnectError::Mismatch {
+        host: host.to_string(),
+        port,
+        original,
     }
 }
 
@@ -248,6 +336,11 @@ impl Forwarder {
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
         Ok(self.connector.connect(host, port).await?)
     }
+
+    /// The guard's connector, for what redirected connections need.
+    pub fn connector(&self) -> &GuardedConnector {
+        &self.connector
+    }
 }
 
 fn client_error(err: hyper_util::client::legacy::Error) -> ProxyError {
@@ -255,14 +348,7 @@ fn client_error(err: hyper_util::client::legacy::Error) -> ProxyError {
     let mut chain = Vec::new();
     while let Some(e) = source {
         if let Some(connect) = e.downcast_ref::<ConnectError>() {
-            return match connect {
-                ConnectError::Blocked { host, address } => ProxyError::DestinationBlocked {
-                    host: host.clone(),
-                    address: *address,
-                },
-                ConnectError::Timeout { .. } => ProxyError::UpstreamTimeout,
-                other => ProxyError::UpstreamConnect(other.to_string()),
-            };
+            return ProxyError::from(connect.clone());
         }
         chain.push(e.to_string());
         source = e.source();

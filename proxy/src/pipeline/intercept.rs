@@ -95,6 +95,18 @@ async fn inspect(
         return serve_http(pipeline, connection, target, agent).await;
     }
 
+    terminate(pipeline, leaves, connection, target, agent).await;
+}
+
+/// Terminate the agent's TLS with a leaf minted for `target.host`, then
+/// serve what is inside.
+pub(super) async fn terminate(
+    pipeline: Arc<Pipeline>,
+    leaves: Arc<LeafCache>,
+    connection: Arc<Connection>,
+    target: RequestTarget,
+    agent: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) {
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), agent);
     let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
         Ok(Ok(start)) => start,
@@ -107,8 +119,9 @@ async fn inspect(
             return;
         }
     };
-    // The certificate is for the CONNECT host, so a different SNI would be a
-    // request to somewhere we did not decide the tunnel for.
+    // The certificate is for the CONNECT host (or the SNI a redirected
+    // connection was named by), so a different SNI would be a request to
+    // somewhere we did not decide the tunnel for.
     if let Some(sni) = start.client_hello().server_name() {
         if normalize_host(sni) != target.host {
             tracing::warn!(sni, host = %target.host, peer = %connection.peer, "TLS server name does not match CONNECT host; closing");
@@ -134,7 +147,7 @@ async fn inspect(
 }
 
 /// HTTP/1.1 or HTTP/2 from the agent, each request through the pipeline.
-async fn serve_http(
+pub(super) async fn serve_http(
     pipeline: Arc<Pipeline>,
     connection: Arc<Connection>,
     target: RequestTarget,

@@ -14,6 +14,7 @@ pub mod accept;
 pub mod forward;
 pub mod headers;
 pub mod intercept;
+pub mod transparent;
 pub mod tunnel;
 pub mod upgrade;
 
@@ -49,6 +50,21 @@ pub struct Connection {
     /// Task tokens requests on this connection have carried: when one of
     /// those tasks ends, the connection is closed.
     tasks_seen: std::sync::Mutex<Vec<TokenHash>>,
+    /// Set on a connection iptables redirected to a transparent listener.
+    redirected: Option<Redirected>,
+}
+
+/// What a redirected connection's requests are held to: the host each
+/// names must resolve to the address the agent dialled
+/// (`caller.original_destination`).
+#[derive(Debug)]
+struct Redirected {
+    /// Off: a host that resolves elsewhere is still reached, at an address
+    /// of its own, never at the one dialled.
+    require_original_destination: bool,
+    /// The last host:port found to resolve there, so a keep-alive
+    /// connection resolves once rather than per request.
+    verified: std::sync::Mutex<Option<(String, u16)>>,
 }
 
 impl Connection {
@@ -59,10 +75,31 @@ impl Connection {
                 mode: Mode::Http,
                 identity,
                 connect_task: None,
+                original_destination: None,
             },
             peer,
             tasks_seen: std::sync::Mutex::default(),
+            redirected: None,
         }
+    }
+
+    /// A connection iptables redirected to a transparent listener: it was
+    /// headed for `original`.
+    pub fn redirected(
+        listener: Arc<str>,
+        peer: SocketAddr,
+        identity: CallerIdentity,
+        original: SocketAddr,
+        require_original_destination: bool,
+    ) -> Connection {
+        let mut connection = Connection::new(listener, peer, identity);
+        connection.caller.mode = Mode::Transparent;
+        connection.caller.original_destination = Some(original);
+        connection.redirected = Some(Redirected {
+            require_original_destination,
+            verified: std::sync::Mutex::default(),
+        });
+        connection
     }
 
     /// The caller of `tunnel` (its `CONNECT`, identified), on the
@@ -76,6 +113,7 @@ impl Connection {
             },
             peer: self.peer,
             tasks_seen: std::sync::Mutex::new(connect_task.into_iter().collect()),
+            redirected: None,
         }
     }
 
@@ -196,8 +234,9 @@ impl Pipeline {
         mut request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, (AuditRecord, ProxyError)> {
         let caller = &connection.caller;
-        // A request inside a tunnel must be for the tunnel's host.
-        if caller.mode == Mode::Intercept {
+        // A request inside a tunnel (or a redirected TLS connection) must
+        // be for the host the TLS was terminated for.
+        if matches!(caller.mode, Mode::Intercept | Mode::Transparent) {
             if let Err(err) = intercept::check_authority(target, &request) {
                 let line = RequestLine {
                     method: request.method().as_str(),
@@ -237,6 +276,7 @@ impl Pipeline {
         if let Some(token) = allowed.task {
             connection.saw_task(token);
         }
+        or_refuse!(self.check_redirected(connection, target).await, record);
 
         // credentials, on a request shaped for the next hop
         let path_and_query = parts
@@ -322,6 +362,40 @@ impl Pipeline {
             sink.emit(record);
         });
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// On a redirected connection, the request's host must resolve to the
+    /// address the agent dialled, unless the listener says otherwise.
+    async fn check_redirected(
+        &self,
+        connection: &Connection,
+        target: &RequestTarget,
+    ) -> Result<(), ProxyError> {
+        let (Some(redirected), Some(original)) = (
+            &connection.redirected,
+            connection.caller.original_destination,
+        ) else {
+            return Ok(());
+        };
+        if !redirected.require_original_destination {
+            return Ok(());
+        }
+        let host_port = (target.host.clone(), target.port);
+        let verified = || {
+            redirected
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if verified().as_ref() == Some(&host_port) {
+            return Ok(());
+        }
+        self.forwarder
+            .connector()
+            .verify_destination(&target.host, target.port, original)
+            .await?;
+        *verified() = Some(host_port);
+        Ok(())
     }
 
     /// The upstream agreed to switch protocols: answer the agent with its

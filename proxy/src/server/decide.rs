@@ -32,6 +32,7 @@ impl DecisionApi {
                 mode: Mode::Decide,
                 identity: CallerIdentity::default(),
                 connect_task: None,
+                original_destination: None,
             },
         }
     }

@@ -63,6 +63,7 @@ impl ExtAuthz {
             mode: Mode::ExtAuthz,
             identity,
             connect_task: None,
+            original_destination: None,
         }
     }
 }
