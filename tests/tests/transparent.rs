@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tollgate_e2e::{tollgate_bin, Netns, Upstream};
+use tollgate_e2e::{repo_root, tollgate_bin, Netns, Upstream};
 
 /// Where the client meant to connect before REDIRECT rewrote the
 /// destination: what a transparent listener reads on every connection.
@@ -227,6 +227,22 @@ fn the_printed_script_installs_what_apply_does() {
     assert!(v4.contains("-d 10.9.0.0/16 -j RETURN"), "{v4}");
     assert!(v6.contains("-d fd00:9::/32 -j RETURN"), "{v6}");
     assert!(!v4.contains("fd00:9::") && !v6.contains("10.9.0.0"));
+}
+
+#[test]
+fn the_documented_script_is_the_printed_one() {
+    let printed = Command::new(tollgate_bin())
+        .arg("iptables")
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", text(&printed.stderr));
+    let page = std::fs::read_to_string(repo_root().join("docs/transparent.md")).unwrap();
+    let start = page
+        .find("```sh\n#!/bin/sh\n")
+        .expect("the script in the page")
+        + "```sh\n".len();
+    let end = start + page[start..].find("```").unwrap();
+    assert_eq!(&page[start..end], text(&printed.stdout));
 }
 
 /// An agent namespace linked to an upstream namespace, an upstream at
