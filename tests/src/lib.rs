@@ -1,12 +1,14 @@
 //! Test harness for end-to-end tests: the built `tollgate` binary as a real
 //! process, real upstream servers (HTTP and HTTPS with a CA minted per
 //! test), and real clients (curl, Python `requests`). Everything listens on
-//! 127.0.0.1 with ephemeral ports.
+//! 127.0.0.1 with ephemeral ports, except in tests that need a real network:
+//! those build it from network namespaces ([`netns`]).
 
 pub mod clients;
 pub mod envoy;
 pub mod hygiene;
 pub mod identity;
+pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod tasks;
@@ -19,6 +21,7 @@ pub use clients::{
     CurlOutput,
 };
 pub use identity::{JwksServer, JwtIssuer};
+pub use netns::{require_namespaces, Netns};
 pub use pki::{ClientSvid, MtlsFiles, SvidOptions, TestPki};
 pub use process::{
     github_tls, shipped_policies, DecisionService, Setup, Tollgate, CODER, HARNESS_CREDENTIALS,

@@ -4,11 +4,13 @@
 //! `Upgrade: websocket` is answered `101`, and the switched connection
 //! echoes every byte until the client closes it; `x-test-switch-to: P`
 //! makes that `101` name protocol P instead. Request bodies are read as
-//! a stream and only their length is kept.
+//! a stream and only their length is kept. It counts the TCP connections
+//! it accepts, so a test can tell that nothing at all reached it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -46,6 +48,7 @@ impl Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,24 +60,43 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub async fn http() -> Upstream {
-        Upstream::start(None).await
+        Upstream::start(loopback(), None)
     }
 
     pub async fn https(config: Arc<rustls::ServerConfig>) -> Upstream {
-        Upstream::start(Some(config)).await
+        Upstream::start(loopback(), Some(config))
     }
 
-    async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// Plain HTTP on a listener made elsewhere: one bound inside a network
+    /// namespace ([`crate::Netns::bind_tcp`]), or on a fixed port.
+    pub async fn http_on(listener: std::net::TcpListener) -> Upstream {
+        Upstream::start(listener, None)
+    }
+
+    /// HTTPS on a listener made elsewhere.
+    pub async fn https_on(
+        listener: std::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Upstream {
+        Upstream::start(listener, Some(config))
+    }
+
+    /// Must run inside the runtime, which adopts the listener.
+    fn start(listener: std::net::TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let record = record.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -97,7 +119,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen, task }
+        Upstream {
+            addr,
+            seen,
+            connections,
+            task,
+        }
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -107,6 +134,15 @@ impl Upstream {
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+
+    /// TCP connections accepted so far, requests or not.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+fn loopback() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
 type Out = BoxBody<Bytes, Infallible>;

@@ -3,6 +3,7 @@
 mod ca;
 mod check;
 mod decision;
+mod iptables;
 mod run;
 mod schema;
 mod serve;
@@ -51,6 +52,9 @@ enum Command {
     Ca(ca::CaCommand),
     /// Start, end and list tasks (needs the admin token).
     Task(task::TaskArgs),
+    /// Print, install or remove the iptables rules that send a pod's
+    /// outbound TCP to the transparent listener (for an init container).
+    Iptables(iptables::IptablesArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => schema::schema(args),
         Command::Ca(command) => ca::ca(command),
         Command::Task(args) => task::task(args),
+        Command::Iptables(args) => iptables::iptables(args),
     }
 }
 
