@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::repo_root;
 
+#[derive(Debug)]
 pub struct CurlOutput {
     pub status: u16,
     pub body: String,

@@ -159,6 +159,14 @@ impl Netns {
         std::fs::write(dir.join("hosts"), text).unwrap();
     }
 
+    /// The command prefix that runs a program inside: for harness
+    /// functions that take a launcher (`Setup::launcher`, `curl_in`).
+    pub fn launcher(&self) -> Vec<String> {
+        ["ip", "netns", "exec", self.name()]
+            .map(String::from)
+            .to_vec()
+    }
+
     /// `program` to run inside the namespace (`ip netns exec <name>
     /// <program>`); add its arguments. For tokio, convert it with
     /// `tokio::process::Command::from`.

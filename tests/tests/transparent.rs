@@ -9,9 +9,13 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tollgate_e2e::{repo_root, tollgate_bin, Netns, Upstream};
+use tollgate_e2e::{
+    curl_in, python_in, repo_root, require_namespaces, shipped_policies, tollgate_bin, CurlOutput,
+    Netns, Setup, TestPki, Tollgate, Upstream, CODER,
+};
 
 /// Where the client meant to connect before REDIRECT rewrote the
 /// destination: what a transparent listener reads on every connection.
@@ -412,4 +416,385 @@ fn a_bad_cidr_is_refused_with_a_clear_message() {
         !v4.contains("TOLLGATE") && !v6.contains("TOLLGATE"),
         "{v4}{v6}"
     );
+}
+
+// --- the listener
+//
+// The sidecar shape: tollgate runs in the agent's network namespace as
+// uid 1337 with a `kind: transparent` listener on port 15001, and the
+// rules `tollgate iptables --apply` installs there send the agent's
+// outbound TCP 80/443 to it. The agent (curl, Python `requests`) has no
+// proxy setting at all. Its upstreams live in a namespace of their own:
+// 10.213.0.2 is where the names resolve, 10.213.0.3 is somewhere else.
+
+const UPSTREAM: &str = "10.213.0.2";
+const ELSEWHERE: &str = "10.213.0.3";
+
+/// Lets the coder reach one host the catalog does not cover, blind.
+const PERMIT_BLIND: &str = r#"
+permit (
+  principal == Workload::"spiffe://cluster.local/ns/agents/sa/coder",
+  action == Action::"connect",
+  resource == Target::"blind.test:443"
+);
+"#;
+
+struct Redirected {
+    agent: Netns,
+    _upstreams: Netns,
+    tg: Tollgate,
+    http: Upstream,
+    https: Upstream,
+    elsewhere_http: Upstream,
+    elsewhere_https: Upstream,
+    /// What the agent trusts: tollgate's interception CA and the CA of the
+    /// upstreams' own certificates (for the blind tunnel).
+    trust: String,
+}
+
+impl Redirected {
+    async fn start() -> Redirected {
+        require_namespaces();
+        let agent = Netns::new("a");
+        let upstreams = Netns::new("u");
+        Netns::link(
+            &agent,
+            &["10.213.0.1/24"],
+            &upstreams,
+            &["10.213.0.2/24", "10.213.0.3/24"],
+        );
+        let names = ["api.github.com", "blind.test", "closed.test"];
+        agent.hosts(&names.map(|name| (UPSTREAM, name)));
+        let pki = TestPki::new();
+        let tls = pki.server_config(&names);
+        let at = |ip: &str, port| upstreams.bind_tcp(SocketAddr::new(ip.parse().unwrap(), port));
+        let http = Upstream::http_on(at(UPSTREAM, 80)).await;
+        let https = Upstream::https_on(at(UPSTREAM, 443), tls.clone()).await;
+        let elsewhere_http = Upstream::http_on(at(ELSEWHERE, 80)).await;
+        let elsewhere_https = Upstream::https_on(at(ELSEWHERE, 443), tls).await;
+
+        let mut policies = shipped_policies();
+        policies.push(("blind.cedar".into(), PERMIT_BLIND.into()));
+        let resolve = [
+            ("api.github.com:80", http.addr),
+            ("api.github.com:443", https.addr),
+            ("blind.test:443", https.addr),
+            ("closed.test:443", https.addr),
+        ];
+        let tg = Tollgate::start(Setup {
+            policies: Some(policies),
+            more_listeners_yaml: format!(
+                "  - name: redirected\n    kind: transparent\n    address: 127.0.0.1:15001\n    identity: {{ static: \"{CODER}\" }}\n"
+            ),
+            launcher: agent.launcher(),
+            run_as: Some(1337),
+            resolve: resolve.map(|(k, v)| (k.to_string(), v)).to_vec(),
+            upstream_ca: Some(pki.ca_pem.clone()),
+            allow_loopback: false,
+            forward_extra: "  allow_networks: [10.213.0.0/24]\n".into(),
+            ..Setup::default()
+        });
+        apply_rules(&agent);
+
+        let trust = tg.path("agent-trust.pem");
+        let ca = std::fs::read_to_string(tg.ca_cert()).unwrap();
+        std::fs::write(&trust, format!("{ca}{}", pki.ca_pem)).unwrap();
+        Redirected {
+            agent,
+            _upstreams: upstreams,
+            tg,
+            http,
+            https,
+            elsewhere_http,
+            elsewhere_https,
+            trust: trust.display().to_string(),
+        }
+    }
+
+    /// curl inside the agent's namespace: no proxy variables, names
+    /// resolved through its hosts file.
+    async fn curl(&self, args: &[&str]) -> CurlOutput {
+        let launcher = self.agent.launcher();
+        let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+        let mut all = vec!["--max-time", "10", "--cacert", &self.trust];
+        all.extend_from_slice(args);
+        curl_in(&launcher, &all).await
+    }
+
+    async fn python(&self, code: &str, env: &[(&str, String)]) -> (i32, String, String) {
+        let launcher = self.agent.launcher();
+        let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+        python_in(&launcher, code, env).await
+    }
+
+    /// Open a connection from the agent to `ip:port`, send `bytes`, and say
+    /// whether tollgate `closed` it or left it `open`.
+    async fn send_raw(&self, ip: &str, port: u16, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let (code, out, err) = self
+            .python(
+                "import os, socket\n\
+                 s = socket.create_connection((os.environ['IP'], int(os.environ['PORT'])), timeout=5)\n\
+                 s.sendall(bytes.fromhex(os.environ['BYTES']))\n\
+                 try:\n    print('closed' if s.recv(1) == b'' else 'answered')\n\
+                 except socket.timeout:\n    print('open')\n\
+                 except ConnectionResetError:\n    print('closed')\n",
+                &[
+                    ("IP", ip.to_string()),
+                    ("PORT", port.to_string()),
+                    ("BYTES", hex),
+                ],
+            )
+            .await;
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    }
+
+    fn audit_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        self.tg
+            .wait_audit(|l| l["mode"] == "transparent" && pred(l))
+    }
+}
+
+fn apply_rules(agent: &Netns) {
+    let out = agent
+        .command(tollgate_bin())
+        .args(["iptables", "--apply"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tollgate iptables --apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn plain_http_is_decided_per_request_with_no_proxy_setting() {
+    let r = Redirected::start().await;
+    let allowed = r.curl(&["http://api.github.com/repos/acme/widgets"]).await;
+    assert_eq!(allowed.status, 200, "{allowed:?}\n{}", r.tg.logs());
+    let seen = r.http.requests();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one request, not looped back through tollgate"
+    );
+    assert_eq!(seen[0].path_and_query, "/repos/acme/widgets");
+    // The credential policy names went in; the agent held none.
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Bearer harness-github-readonly-value")
+    );
+    let line = r.audit_for(|l| l["action"] == "github:repos.get");
+    assert_eq!(line["decision"], "allow");
+    assert_eq!(line["original_destination"], "10.213.0.2:80");
+    assert_eq!(line["workload"], CODER);
+    assert_eq!(line["identity_source"], "static");
+
+    let denied = r
+        .curl(&["-X", "DELETE", "http://api.github.com/repos/acme/widgets"])
+        .await;
+    assert_eq!(denied.status, 403, "{denied:?}");
+    let body: Value = serde_json::from_str(&denied.body).unwrap();
+    assert_eq!(body["action"], "github:repos.delete");
+    assert_eq!(
+        r.http.count(),
+        1,
+        "a denied request never reaches the upstream"
+    );
+    // tollgate's own connection to the upstream went straight there: the
+    // only transparent lines are the agent's two requests.
+    let transparent =
+        r.tg.audit_lines()
+            .into_iter()
+            .filter(|l| l["mode"] == "transparent")
+            .count();
+    assert_eq!(transparent, 2, "{}", r.tg.stdout_text());
+}
+
+#[tokio::test]
+async fn https_to_a_catalog_host_is_intercepted_and_every_request_decided() {
+    let r = Redirected::start().await;
+    let (code, out, err) = r
+        .python(
+            "import os, requests\n\
+             url = 'https://api.github.com/repos/acme/widgets'\n\
+             ok = requests.get(url, verify=os.environ['TRUST'])\n\
+             no = requests.delete(url, verify=os.environ['TRUST'])\n\
+             print(ok.status_code, no.status_code, no.json()['action'])\n",
+            &[("TRUST", r.trust.clone())],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}\n{}", r.tg.logs());
+    assert_eq!(out.trim(), "200 403 github:repos.delete");
+    let seen = r.https.requests();
+    assert_eq!(seen.len(), 1, "only the allowed request went on");
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Bearer harness-github-readonly-value")
+    );
+
+    // HTTP/2 from the agent, decided the same way.
+    let h2 = r
+        .curl(&["--http2", "https://api.github.com/repos/acme/widgets/pulls"])
+        .await;
+    assert_eq!((h2.status, h2.http_version.as_str()), (200, "2"), "{h2:?}");
+    let line = r.audit_for(|l| l["action"] == "github:pulls.list");
+    assert_eq!(line["original_destination"], "10.213.0.2:443");
+    assert_eq!(r.https.count(), 2);
+}
+
+#[tokio::test]
+async fn other_hosts_are_tunnelled_blind_when_connect_is_permitted_and_closed_when_not() {
+    let r = Redirected::start().await;
+    let blind = r.curl(&["https://blind.test/anything"]).await;
+    assert_eq!(blind.status, 200, "{blind:?}\n{}", r.tg.logs());
+    // Not intercepted: the upstream's own certificate, the agent's request
+    // as it sent it.
+    let seen = r.https.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path_and_query, "/anything");
+    let line = r.audit_for(|l| l["resource"] == "blind.test:443");
+    assert_eq!(
+        (&line["action"], &line["decision"]),
+        (&json!("connect"), &json!("allow"))
+    );
+
+    let connections = r.https.connections();
+    let closed = r.curl(&["https://closed.test/anything"]).await;
+    assert_ne!(closed.exit, 0, "{closed:?}");
+    let line = r.audit_for(|l| l["resource"] == "closed.test:443");
+    assert_eq!(line["decision"], "deny");
+    assert_eq!(line["original_destination"], "10.213.0.2:443");
+    assert_eq!(
+        r.https.connections(),
+        connections,
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn naming_an_allowed_host_does_not_reach_another_address() {
+    let r = Redirected::start().await;
+    for (url, pin) in [
+        (
+            "http://api.github.com/repos/acme/widgets",
+            "api.github.com:80:10.213.0.3",
+        ),
+        (
+            "https://api.github.com/repos/acme/widgets",
+            "api.github.com:443:10.213.0.3",
+        ),
+    ] {
+        let out = r.curl(&["--resolve", pin, url]).await;
+        assert_eq!(out.status, 403, "{url}: {out:?}");
+        let body: Value = serde_json::from_str(&out.body).unwrap();
+        assert_eq!(body["reason"], "destination_mismatch", "{url}");
+    }
+    // A blind tunnel's name is held to the same rule.
+    let out = r
+        .curl(&[
+            "--resolve",
+            "blind.test:443:10.213.0.3",
+            "https://blind.test/",
+        ])
+        .await;
+    assert_ne!(out.exit, 0, "{out:?}");
+    let line = r.audit_for(|l| {
+        l["original_destination"] == "10.213.0.3:443" && l["resource"] == "blind.test:443"
+    });
+    assert_eq!(line["reason"], "destination_mismatch");
+
+    assert_eq!(r.elsewhere_http.connections(), 0);
+    assert_eq!(r.elsewhere_https.connections(), 0);
+    assert_eq!(r.http.connections() + r.https.connections(), 0);
+}
+
+#[tokio::test]
+async fn openings_that_name_nothing_are_decided_on_the_address_and_the_proxy_keeps_serving() {
+    let r = Redirected::start().await;
+    // No SNI: curl sends none to an IP address.
+    let out = r.curl(&["-k", "https://10.213.0.2/"]).await;
+    assert_ne!(out.exit, 0, "{out:?}");
+    // An IP literal written into the server name.
+    assert_eq!(
+        r.send_raw(UPSTREAM, 443, &hello_naming_ip()).await,
+        "closed"
+    );
+    // Bytes that are neither TLS nor HTTP, and a client that says nothing.
+    assert_eq!(r.send_raw(UPSTREAM, 443, b"hello?\n").await, "closed");
+    assert_eq!(r.send_raw(UPSTREAM, 80, b"").await, "closed");
+
+    let lines: Vec<Value> = (0..100)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            r.tg.audit_lines()
+        })
+        .find(|lines| lines.len() >= 4)
+        .unwrap_or_else(|| panic!("four audit lines:\n{}", r.tg.stdout_text()));
+    for line in &lines {
+        assert_eq!(line["action"], "connect", "{line}");
+        assert_eq!(line["decision"], "deny", "{line}");
+        assert_eq!(line["host"], UPSTREAM, "{line}");
+    }
+    assert_eq!(r.http.connections() + r.https.connections(), 0);
+
+    let ok = r.curl(&["http://api.github.com/repos/acme/widgets"]).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+}
+
+/// A ClientHello whose server name is `10.213.0.2`: rustls will not send
+/// one, so a well-formed hello for a name of the same length is patched.
+fn hello_naming_ip() -> Vec<u8> {
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("abcdefghij").unwrap();
+    let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut bytes = Vec::new();
+    client.write_tls(&mut bytes).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"abcdefghij").unwrap();
+    bytes[at..at + 10].copy_from_slice(UPSTREAM.as_bytes());
+    bytes
+}
+
+#[tokio::test]
+async fn ipv6_connections_are_redirected_and_identified_by_source_address() {
+    require_namespaces();
+    let agent = Netns::new("a6");
+    let upstreams = Netns::new("u6");
+    Netns::link(&agent, &["fd13::1/64"], &upstreams, &["fd13::2/64"]);
+    let http = Upstream::http_on(upstreams.bind_tcp("[fd13::2]:80".parse().unwrap())).await;
+    let tg = Tollgate::start(Setup {
+        more_listeners_yaml: format!(
+            "  - name: redirected6\n    kind: transparent\n    address: \"[::1]:15001\"\n    identity:\n      source_addresses: {{ \"fd13::1/128\": \"{CODER}\" }}\n"
+        ),
+        launcher: agent.launcher(),
+        run_as: Some(1337),
+        resolve: vec![("api.github.com:80".into(), http.addr)],
+        allow_loopback: false,
+        forward_extra: "  allow_networks: [\"fd13::/64\"]\n".into(),
+        ..Setup::default()
+    });
+    apply_rules(&agent);
+    let launcher = agent.launcher();
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    let out = curl_in(
+        &launcher,
+        &[
+            "--max-time",
+            "10",
+            "-H",
+            "Host: api.github.com",
+            "http://[fd13::2]/repos/acme/widgets",
+        ],
+    )
+    .await;
+    assert_eq!(out.status, 200, "{out:?}\n{}", tg.logs());
+    assert_eq!(http.count(), 1);
+    let line = tg.wait_audit(|l| l["mode"] == "transparent");
+    assert_eq!(line["original_destination"], "[fd13::2]:80");
+    assert_eq!(line["identity_source"], "source_address");
+    assert_eq!(line["workload"], CODER);
 }
