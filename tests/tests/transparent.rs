@@ -454,6 +454,12 @@ struct Redirected {
 
 impl Redirected {
     async fn start() -> Redirected {
+        Redirected::with_listener_yaml("").await
+    }
+
+    /// `extra`: more lines (indented four spaces) for the transparent
+    /// listener.
+    async fn with_listener_yaml(extra: &str) -> Redirected {
         require_namespaces();
         let agent = Netns::new("a");
         let upstreams = Netns::new("u");
@@ -484,7 +490,7 @@ impl Redirected {
         let tg = Tollgate::start(Setup {
             policies: Some(policies),
             more_listeners_yaml: format!(
-                "  - name: redirected\n    kind: transparent\n    address: 127.0.0.1:15001\n    identity: {{ static: \"{CODER}\" }}\n"
+                "  - name: redirected\n    kind: transparent\n    address: 127.0.0.1:15001\n    identity: {{ static: \"{CODER}\" }}\n{extra}"
             ),
             launcher: agent.launcher(),
             run_as: Some(1337),
@@ -709,6 +715,27 @@ async fn naming_an_allowed_host_does_not_reach_another_address() {
     assert_eq!(r.elsewhere_http.connections(), 0);
     assert_eq!(r.elsewhere_https.connections(), 0);
     assert_eq!(r.http.connections() + r.https.connections(), 0);
+}
+
+#[tokio::test]
+async fn without_the_destination_check_a_named_host_is_still_reached_only_at_its_own_address() {
+    let r = Redirected::with_listener_yaml("    require_original_destination: false\n").await;
+    let out = r
+        .curl(&[
+            "--resolve",
+            "api.github.com:80:10.213.0.3",
+            "http://api.github.com/repos/acme/widgets",
+        ])
+        .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    assert_eq!(r.http.count(), 1, "served where api.github.com resolves");
+    assert_eq!(
+        r.elsewhere_http.connections(),
+        0,
+        "never where the agent dialled"
+    );
+    let line = r.audit_for(|l| l["action"] == "github:repos.get");
+    assert_eq!(line["original_destination"], "10.213.0.3:80");
 }
 
 #[tokio::test]
