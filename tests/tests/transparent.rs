@@ -12,9 +12,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tollgate_e2e::hygiene::{assert_no_secrets, Collected};
 use tollgate_e2e::{
-    curl_in, python_in, repo_root, require_namespaces, shipped_policies, tollgate_bin, CurlOutput,
-    Netns, Setup, TestPki, Tollgate, Upstream, CODER,
+    curl_in, python_in, random_secret, repo_root, require_namespaces, shipped_policies,
+    tollgate_bin, CurlOutput, Netns, Setup, TestPki, Tollgate, Upstream, CODER,
 };
 
 /// Where the client meant to connect before REDIRECT rewrote the
@@ -578,7 +579,12 @@ fn apply_rules(agent: &Netns) {
 #[tokio::test]
 async fn plain_http_is_decided_per_request_with_no_proxy_setting() {
     let r = Redirected::start().await;
-    let allowed = r.curl(&["http://api.github.com/repos/acme/widgets"]).await;
+    // The agent's own key (as an SDK would send it) never goes on.
+    let agent_key = random_secret("agent-key");
+    let header = format!("Authorization: Bearer {agent_key}");
+    let allowed = r
+        .curl(&["-H", &header, "http://api.github.com/repos/acme/widgets"])
+        .await;
     assert_eq!(allowed.status, 200, "{allowed:?}\n{}", r.tg.logs());
     let seen = r.http.requests();
     assert_eq!(
@@ -587,7 +593,7 @@ async fn plain_http_is_decided_per_request_with_no_proxy_setting() {
         "one request, not looped back through tollgate"
     );
     assert_eq!(seen[0].path_and_query, "/repos/acme/widgets");
-    // The credential policy names went in; the agent held none.
+    // The credential policy names went in instead.
     assert_eq!(
         seen[0].header("authorization"),
         Some("Bearer harness-github-readonly-value")
@@ -609,6 +615,7 @@ async fn plain_http_is_decided_per_request_with_no_proxy_setting() {
         1,
         "a denied request never reaches the upstream"
     );
+    r.audit_for(|l| l["action"] == "github:repos.delete" && l["decision"] == "deny");
     // tollgate's own connection to the upstream went straight there: the
     // only transparent lines are the agent's two requests.
     let transparent =
@@ -617,6 +624,13 @@ async fn plain_http_is_decided_per_request_with_no_proxy_setting() {
             .filter(|l| l["mode"] == "transparent")
             .count();
     assert_eq!(transparent, 2, "{}", r.tg.stdout_text());
+
+    let mut collected = Collected::new();
+    collected.add("tollgate logs", r.tg.logs());
+    collected.add("audit lines", r.tg.stdout_text());
+    collected.add("allowed answer", allowed.body);
+    collected.add("denied answer", denied.body);
+    assert_no_secrets(&[&agent_key, "harness-github-readonly-value"], &collected);
 }
 
 #[tokio::test]
