@@ -14,10 +14,16 @@ use anyhow::{bail, Context};
 /// system calls are not what a relay is measured against.
 const CHUNK: usize = 256 * 1024;
 
-/// Start the sender; every accepted connection gets an endless stream,
-/// written on `cpu` when given.
+/// Start the sender on loopback; every accepted connection gets an endless
+/// stream, written on `cpu` when given.
 pub fn start(cpu: Option<usize>) -> anyhow::Result<SocketAddr> {
-    serve("bench-bulk", cpu, |mut stream| {
+    start_at("127.0.0.1:0".parse()?, cpu)
+}
+
+/// The sender on `addr`. It speaks first, as soon as a connection is
+/// accepted.
+pub fn start_at(addr: SocketAddr, cpu: Option<usize>) -> anyhow::Result<SocketAddr> {
+    serve(addr, "bench-bulk", cpu, |mut stream| {
         let chunk = vec![0x5a_u8; CHUNK];
         // Ends when the reader goes away.
         while stream.write_all(&chunk).is_ok() {}
@@ -32,21 +38,22 @@ pub fn start(cpu: Option<usize>) -> anyhow::Result<SocketAddr> {
 /// connection itself, which no proxy can avoid.
 #[cfg(target_os = "linux")]
 pub fn start_relay(target: SocketAddr, cpu: Option<usize>) -> anyhow::Result<SocketAddr> {
-    serve("bench-relay", cpu, move |client| {
+    serve("127.0.0.1:0".parse()?, "bench-relay", cpu, move |client| {
         if let Ok(upstream) = TcpStream::connect(target) {
             let _ = relay_down(&upstream, &client);
         }
     })
 }
 
-/// Listen on loopback and give every connection a thread of its own
-/// running `each`, all on `cpu` when given.
+/// Listen on `addr` and give every connection a thread of its own running
+/// `each`, all on `cpu` when given.
 fn serve(
+    addr: SocketAddr,
     name: &str,
     cpu: Option<usize>,
     each: impl Fn(TcpStream) + Clone + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
     std::thread::Builder::new()
         .name(name.into())
@@ -115,7 +122,7 @@ pub struct BulkRun {
 
 const QUEUE_EVERY: Duration = Duration::from_millis(50);
 
-/// Read for `duration`.
+/// Read for `duration` from the first bytes on.
 pub fn read_for(route: Route<'_>, duration: Duration) -> anyhow::Result<BulkRun> {
     let mut stream = match route {
         Route::Direct(addr) => TcpStream::connect(addr)?,
@@ -123,6 +130,12 @@ pub fn read_for(route: Route<'_>, duration: Duration) -> anyhow::Result<BulkRun>
     };
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = vec![0u8; CHUNK];
+    // The clock starts at the first bytes, which are not counted: the
+    // figure is the transfer's, not the connection setup's. A redirected
+    // connection's setup includes a second of the transparent listener
+    // waiting for a client that never speaks first.
+    let first = stream.read(&mut buf).context("bulk read")?;
+    anyhow::ensure!(first > 0, "sender closed the stream before sending");
     let started = Instant::now();
     let (mut total, mut queue, mut sampled) = (0u64, Vec::new(), started);
     while started.elapsed() < duration {

@@ -42,6 +42,11 @@ pub struct OhaRun<'a> {
     pub cacert: Option<&'a Path>,
     /// Client certificate and key, presented in every TLS handshake.
     pub client_cert: Option<(&'a Path, &'a Path)>,
+    /// `host:port:ip:port`: where to connect for the URL's `host:port`
+    /// instead of resolving it, as `curl --connect-to` (the name stays in
+    /// SNI and `Host`). A thread that entered a network namespace still
+    /// resolves with the machine's own hosts file.
+    pub connect_to: Option<&'a str>,
     pub connections: u32,
     pub duration: Duration,
     /// `taskset -c CPU` for the load generator, when pinning.
@@ -77,6 +82,9 @@ impl OhaRun<'_> {
         }
         if let Some((cert, key)) = self.client_cert {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some(target) = self.connect_to {
+            cmd.arg("--connect-to").arg(target);
         }
         cmd.arg(self.url);
         let out = cmd.output().context("running oha")?;

@@ -1,7 +1,9 @@
 //! The upstream every row of a benchmark talks to: HTTP/1.1 keep-alive, a
 //! fixed 20-byte body, on its own single-threaded runtime so its cost is
 //! the same whoever calls it. The HTTPS variant is the same server behind
-//! rustls, for the interception row.
+//! rustls, for the interception row. Each binds loopback on a free port,
+//! or a fixed address for the transparent rows, whose upstreams must sit
+//! at the addresses the agent dials.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,14 +19,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub const BODY: &[u8; 20] = b"hello from upstream\n";
 
+/// Loopback, a free port.
+const ANY_LOOPBACK: &str = "127.0.0.1:0";
+
 /// Start the plain HTTP upstream on a thread of its own; returns its address.
 pub fn start() -> anyhow::Result<SocketAddr> {
-    start_with(None)
+    start_at(ANY_LOOPBACK.parse()?, None)
 }
 
 /// The same upstream, speaking TLS with `tls`.
 pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<SocketAddr> {
-    start_with(Some(tls))
+    start_at(ANY_LOOPBACK.parse()?, Some(tls))
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
@@ -38,8 +43,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
         .await;
 }
 
-fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// The upstream on `addr`, speaking TLS when `tls` is given. The socket is
+/// bound by the calling thread, so it belongs to that thread's network
+/// namespace.
+pub fn start_at(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);

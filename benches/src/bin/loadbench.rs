@@ -242,6 +242,7 @@ impl Bench {
                 proxy,
                 cacert,
                 client_cert: None,
+                connect_to: None,
                 connections: self.o.connections,
                 duration,
                 cpu: self.load_cpu,
@@ -652,14 +653,22 @@ fn tunnel(bench: &Bench, upstream: std::net::SocketAddr) -> anyhow::Result<Vec<B
         ),
     }
     routes.push((BULK_TOLLGATE, bulk::Route::Connect(t.addr, BULK_AUTHORITY)));
+    bulk_alternated(bench, &routes)
+}
+
+/// One download per route, warmed up, then runs that alternate between
+/// the routes, all of them up throughout: from one run to the next the
+/// direct figure alone can move by half, and whatever moves it should
+/// fall on every route alike. Per route, the medians over its runs.
+fn bulk_alternated(
+    bench: &Bench,
+    routes: &[(&'static str, bulk::Route<'_>)],
+) -> anyhow::Result<Vec<BulkRow>> {
     if !bench.o.smoke {
-        for (_, route) in &routes {
+        for (_, route) in routes {
             bulk::read_for(*route, Duration::from_secs(1))?;
         }
     }
-    // Runs alternate between the routes, all of them up throughout: from
-    // one run to the next the direct figure alone can move by half, and
-    // whatever moves it should fall on every route alike.
     // Per route, per run: what the reader saw and each CPU's busy share.
     let mut measured = vec![Vec::<(bulk::BulkRun, Vec<f64>)>::new(); routes.len()];
     let (duration, count) = bench.o.tunnel_plan;
@@ -811,6 +820,7 @@ fn identity(
             proxy: Some(proxy),
             cacert: Some(&files.ca),
             client_cert,
+            connect_to: None,
             connections: bench.o.connections,
             duration,
             cpu: bench.load_cpu,
