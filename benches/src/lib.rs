@@ -2,8 +2,9 @@
 //! participants (tollgate, Envoy, a no-op ext_authz server), wrk runs and
 //! their parsing, oha runs for the rows wrk cannot drive (`CONNECT`, TLS to
 //! the proxy), a generator of new mTLS connections, workload tokens and
-//! certificates, bulk transfer and memory measurements. The harness itself
-//! is `src/bin/loadbench.rs`.
+//! certificates, bulk transfer and memory measurements, a network
+//! namespace for the transparent rows. The harness itself is
+//! `src/bin/loadbench.rs`.
 
 pub mod bulk;
 pub mod envoy;
@@ -11,6 +12,7 @@ pub mod fixtures;
 pub mod handshakes;
 pub mod jwt;
 pub mod memory;
+pub mod netns;
 pub mod noop_authz;
 pub mod oha;
 pub mod pki;

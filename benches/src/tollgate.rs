@@ -1,9 +1,13 @@
 //! tollgate participants: `run` (embedded or remote decisions; a listener
 //! that knows its caller statically, by a JWT or by an mTLS client
-//! certificate) and `decision`, each with one worker thread.
+//! certificate; beside it, a transparent listener) and `decision`, each
+//! with one worker thread.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
 
 use crate::pki::SvidFiles;
 use crate::process::{command, Participant};
@@ -44,6 +48,14 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 /// permits the rows need (a realistic policy set, not a single rule), and
 /// `tollgate.yaml` (its folder: `catalog/`, `policies/`, `audit.log`).
 pub fn prepare(config_body: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    prepare_with(config_body, "")
+}
+
+/// [`prepare`], with more Cedar policies after the permits.
+pub fn prepare_with(
+    config_body: &str,
+    extra_policies: &str,
+) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let dir = tempfile::tempdir()?;
     let catalog = dir.path().join("catalog");
     let policies = dir.path().join("policies");
@@ -58,7 +70,8 @@ pub fn prepare(config_body: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf)
         policies.join("bench.cedar"),
         format!(
             "@id(\"bench-read\")\npermit (principal == Workload::\"{WORKLOAD}\", action in Action::\"read\", resource in Target::\"bench\");\n\
-             @id(\"bench-bulk-tunnel\")\npermit (principal == Workload::\"{WORKLOAD}\", action == Action::\"connect\", resource == Target::\"{BULK_AUTHORITY}\");\n"
+             @id(\"bench-bulk-tunnel\")\npermit (principal == Workload::\"{WORKLOAD}\", action == Action::\"connect\", resource == Target::\"{BULK_AUTHORITY}\");\n\
+             {extra_policies}"
         ),
     )?;
     let config = format!(
@@ -122,6 +135,25 @@ impl Identify<'_> {
     }
 }
 
+/// The name of the transparent listener of a [`RunOptions::transparent`]
+/// participant, as its audit lines carry it.
+pub const TRANSPARENT_LISTENER: &str = "redirected";
+
+/// A `kind: transparent` listener beside the explicit one, in the same
+/// process: rows through one and through the other then differ only in
+/// how connections reach tollgate. It knows its callers statically as
+/// [`WORKLOAD`], like the explicit listener.
+#[derive(Clone, Copy)]
+pub struct Transparent<'a> {
+    /// Where it listens: the port the namespace's rules redirect to.
+    pub address: SocketAddr,
+    /// The uid (and gid) tollgate runs as: the one the rules exempt, so
+    /// tollgate's own upstream connections are not sent back to it.
+    pub uid: u32,
+    /// Where the upstreams live, for `forward.allow_networks`.
+    pub network: &'a str,
+}
+
 /// What one `tollgate run` participant talks to.
 pub struct RunOptions<'a> {
     /// Plain HTTP upstream for `http://bench.test`.
@@ -134,6 +166,7 @@ pub struct RunOptions<'a> {
     pub cache_size: usize,
     pub decision_endpoint: Option<SocketAddr>,
     pub identify: Identify<'a>,
+    pub transparent: Option<Transparent<'a>>,
 }
 
 impl RunOptions<'_> {
@@ -145,6 +178,7 @@ impl RunOptions<'_> {
             cache_size: 10_000,
             decision_endpoint: None,
             identify: Identify::Static,
+            transparent: None,
         }
     }
 }
@@ -171,20 +205,97 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
         resolve.push_str(&format!(", \"{BULK_AUTHORITY}\": \"{bulk}\""));
     }
     let (listener, identity) = o.identify.yaml();
-    let (dir, path) = prepare(&format!(
-        "listeners:\n  - name: bench\n    address: 127.0.0.1:0\n{listener}\
-         {identity}\
-         admin: {{ address: 127.0.0.1:0 }}\n\
-         tls: {tls}\n\
-         forward:\n  allow_networks: [127.0.0.0/8]\n  resolve: {{ {resolve} }}\n\
-         decision: {{ cache_size: {}{remote} }}",
-        o.cache_size
-    ))?;
-    let mut cmd = command(&binary()?, cpu);
+    let (mut transparent, mut networks, mut policies) =
+        (String::new(), "127.0.0.0/8".to_string(), String::new());
+    if let Some(t) = o.transparent {
+        transparent = format!(
+            "  - name: {TRANSPARENT_LISTENER}\n    kind: transparent\n    address: {}\n    identity: {{ static: \"{WORKLOAD}\" }}\n",
+            t.address
+        );
+        networks.push_str(&format!(", {}", t.network));
+        // The bulk sender speaks first, so a redirected connection to it
+        // never names a host: it is decided as `connect` on its address.
+        if let Some(bulk) = o.bulk {
+            policies = format!(
+                "@id(\"bench-bulk-redirected\")\npermit (principal == Workload::\"{WORKLOAD}\", action == Action::\"connect\", resource == Target::\"{bulk}\");\n"
+            );
+        }
+    }
+    // The explicit listener last: the harness waits for its "listening"
+    // line, and by then every listener is bound.
+    let (dir, path) = prepare_with(
+        &format!(
+            "listeners:\n{transparent}  - name: bench\n    address: 127.0.0.1:0\n{listener}\
+             {identity}\
+             admin: {{ address: 127.0.0.1:0 }}\n\
+             tls: {tls}\n\
+             forward:\n  allow_networks: [{networks}]\n  resolve: {{ {resolve} }}\n\
+             decision: {{ cache_size: {}{remote} }}",
+            o.cache_size
+        ),
+        &policies,
+    )?;
+    let mut cmd = match o.transparent {
+        None => command(&binary()?, cpu),
+        Some(t) => as_uid(t.uid, dir.path(), o.tls.map(|(_, ca)| ca), cpu)?,
+    };
     cmd.args(["run", "--workers", "1", "--config"])
         .arg(path)
         .env("TOLLGATE_LOG", "warn,tollgate::cli=info");
     Participant::from_log(cmd, "listener=bench", Some(dir))
+}
+
+/// tollgate to be started as `uid` (gid the same, no supplementary groups)
+/// through `setpriv`, under `taskset` when pinned; each execs the next, so
+/// the child's pid is tollgate's. What it reads and writes, `dir` and the
+/// CA folder, becomes the uid's. When the uid cannot reach the binary
+/// where it was built (a target folder under root's home), a copy in `dir`
+/// is run instead.
+fn as_uid(
+    uid: u32,
+    dir: &Path,
+    ca_dir: Option<&Path>,
+    cpu: Option<&str>,
+) -> anyhow::Result<Command> {
+    let setpriv = |program: &Path| {
+        let mut cmd = command(Path::new("setpriv"), cpu);
+        cmd.args([
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".into(),
+        ])
+        .arg(program);
+        cmd
+    };
+    let mut bin = binary()?;
+    let reachable = setpriv(Path::new("test"))
+        .arg("-x")
+        .arg(&bin)
+        .status()
+        .context("running setpriv (util-linux)")?
+        .success();
+    if !reachable {
+        let copy = dir.join("tollgate");
+        std::fs::copy(&bin, &copy)?;
+        bin = copy;
+    }
+    chown_all(dir, uid)?;
+    if let Some(ca_dir) = ca_dir {
+        chown_all(ca_dir, uid)?;
+    }
+    Ok(setpriv(&bin))
+}
+
+/// `chown -R uid:uid path`.
+fn chown_all(path: &Path, uid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid))
+        .with_context(|| format!("chown {}", path.display()))?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_all(&entry?.path(), uid)?;
+        }
+    }
+    Ok(())
 }
 
 /// `tollgate decision` on an ephemeral port.
