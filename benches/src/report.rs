@@ -31,6 +31,12 @@ pub const ID_PLAIN: &str = "tollgate, plain listener (oha)";
 pub const ID_MTLS: &str = "tollgate, mTLS listener, X.509-SVID (oha)";
 pub const HANDSHAKE_TOLLGATE: &str = "tollgate mTLS listener";
 pub const HANDSHAKE_ENVOY: &str = "Envoy mTLS listener (`require_client_certificate`)";
+pub const TP_HTTP_EXPLICIT: &str = "explicit listener, absolute-form HTTP (wrk)";
+pub const TP_HTTP: &str = "transparent listener, redirected HTTP (wrk)";
+pub const TP_HTTPS_EXPLICIT: &str = "explicit listener, `CONNECT`, HTTPS intercepted (oha)";
+pub const TP_HTTPS: &str = "transparent listener, redirected HTTPS intercepted (oha)";
+pub const TP_BULK_EXPLICIT: &str = "explicit listener, `CONNECT` tunnel";
+pub const TP_BULK: &str = "transparent listener, redirected and relayed blind";
 
 /// What an identity row is compared with: the same load against the same
 /// proxy, identifying the old way.
@@ -39,6 +45,17 @@ fn identity_reference(row: &str) -> Option<&'static str> {
         ID_JWT => Some(ID_STATIC),
         ID_MTLS => Some(ID_PLAIN),
         HANDSHAKE_TOLLGATE => Some(HANDSHAKE_ENVOY),
+        _ => None,
+    }
+}
+
+/// What a transparent row is compared with: the same load through the
+/// explicit listener of the same process.
+fn transparent_reference(row: &str) -> Option<&'static str> {
+    match row {
+        TP_HTTP | TP_HTTP_EXPLICIT => Some(TP_HTTP_EXPLICIT),
+        TP_HTTPS | TP_HTTPS_EXPLICIT => Some(TP_HTTPS_EXPLICIT),
+        TP_BULK | TP_BULK_EXPLICIT => Some(TP_BULK_EXPLICIT),
         _ => None,
     }
 }
@@ -124,6 +141,11 @@ pub struct Report {
     pub handshakes: Vec<ProxyRow>,
     /// Per policy-set size: cache miss, cache hit.
     pub decisions: Vec<(usize, Percentiles, Percentiles)>,
+    /// One tollgate with an explicit and a transparent listener, each pair
+    /// of rows alternated: keep-alive HTTP, then intercepted HTTPS.
+    pub transparent: Vec<ProxyRow>,
+    /// The same tollgate's blind relay, through `CONNECT` and redirected.
+    pub transparent_bulk: Vec<BulkRow>,
 }
 
 fn get(rows: &[(&str, LoadResult)], name: &str) -> Option<LoadResult> {
@@ -146,6 +168,7 @@ impl Report {
         self.print_tunnel();
         self.print_memory();
         self.print_identity();
+        self.print_transparent();
         self.print_decisions();
         self.print_goals();
         println!("\n{footer}");
@@ -251,33 +274,11 @@ impl Report {
     }
 
     fn print_tunnel(&self) {
-        if self.tunnel.is_empty() {
-            return;
-        }
-        let (direct, envoy) = (self.bulk(BULK_DIRECT), self.bulk(BULK_ENVOY));
-        let cpus = self.tunnel.iter().map(|r| r.busy.len()).max().unwrap_or(0);
-        let busy_heads: String = (0..cpus).map(|c| format!(" CPU {c} busy |")).collect();
-        println!(
-            "| bulk download, one connection | MiB/s | vs direct | vs Envoy tunnel |{busy_heads} reader queue MiB |\n|---|---:|---:|---:|{}---:|",
-            "---:|".repeat(cpus)
-        );
-        for row in &self.tunnel {
-            let rate = row.bytes_per_second;
-            let busy: String = row
-                .busy
-                .iter()
-                .map(|b| format!(" {:.0} % |", b * 100.0))
-                .collect();
-            println!(
-                "| {} | {:.0} | {} | {} |{busy} {:.1} |",
-                row.name,
-                rate / MIB,
-                shown(ratio(Some(rate), direct)),
-                shown(ratio(Some(rate), envoy)),
-                row.reader_queue / MIB,
-            );
-        }
-        println!();
+        let versus = [
+            ("vs direct", self.bulk(BULK_DIRECT)),
+            ("vs Envoy tunnel", self.bulk(BULK_ENVOY)),
+        ];
+        print_bulk("bulk download, one connection", &self.tunnel, &versus);
     }
 
     fn print_memory(&self) {
@@ -347,6 +348,46 @@ impl Report {
         }
     }
 
+    fn transparent_rate(&self, name: &str) -> Option<f64> {
+        let rows = self.transparent.iter();
+        let rate = rows.map(|r| (r.name, r.load.requests_per_sec));
+        let bulk = self.transparent_bulk.iter();
+        rate.chain(bulk.map(|r| (r.name, r.bytes_per_second)))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
+    fn print_transparent(&self) {
+        let versus = |name| {
+            ratio(
+                self.transparent_rate(name),
+                transparent_reference(name).and_then(|r| self.transparent_rate(r)),
+            )
+        };
+        if !self.transparent.is_empty() {
+            println!("| one tollgate, explicit and transparent listeners, runs alternated | req/s | p50 ms | p99 ms | proxy CPU µs/req | vs explicit |");
+            println!("|---|---:|---:|---:|---:|---:|");
+            for r in &self.transparent {
+                println!(
+                    "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+                    r.name,
+                    r.load.requests_per_sec,
+                    r.load.p50_ms,
+                    r.load.p99_ms,
+                    r.proxy_cpu_us,
+                    shown(versus(r.name)),
+                );
+            }
+            println!();
+        }
+        let reference = [("vs explicit", self.transparent_rate(TP_BULK_EXPLICIT))];
+        print_bulk(
+            "bulk download, one connection, the same tollgate",
+            &self.transparent_bulk,
+            &reference,
+        );
+    }
+
     fn print_decisions(&self) {
         if self.decisions.is_empty() {
             return;
@@ -377,7 +418,8 @@ impl Report {
         // (goal, value, target, higher is better)
         let alternated = |n: &str| self.authz_median(n, |r| r.load.requests_per_sec);
         let id = |n: &str| self.identity_rps(n);
-        let goals: [(&str, Option<f64>, f64, bool); 14] = [
+        let tp = |n: &str| self.transparent_rate(n);
+        let goals: [(&str, Option<f64>, f64, bool); 17] = [
             (
                 "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
                 ratio(w(TOLLGATE), w(ENVOY_NOOP)),
@@ -464,6 +506,24 @@ impl Report {
                 0.8,
                 true,
             ),
+            (
+                "tollgate transparent ÷ explicit listener, keep-alive HTTP, both wrk (req/s)",
+                ratio(tp(TP_HTTP), tp(TP_HTTP_EXPLICIT)),
+                0.95,
+                true,
+            ),
+            (
+                "tollgate transparent ÷ `CONNECT`, intercepted HTTPS, both oha (req/s)",
+                ratio(tp(TP_HTTPS), tp(TP_HTTPS_EXPLICIT)),
+                0.95,
+                true,
+            ),
+            (
+                "tollgate transparent blind relay ÷ `CONNECT` tunnel (bytes/s)",
+                ratio(tp(TP_BULK), tp(TP_BULK_EXPLICIT)),
+                0.95,
+                true,
+            ),
         ];
         if goals.iter().all(|g| g.1.is_none()) {
             return;
@@ -479,4 +539,38 @@ impl Report {
             );
         }
     }
+}
+
+/// A table of bulk routes: rate, the rate over each reference given, each
+/// CPU's busy share, the reader's queue.
+fn print_bulk(title: &str, rows: &[BulkRow], versus: &[(&str, Option<f64>)]) {
+    if rows.is_empty() {
+        return;
+    }
+    let cpus = rows.iter().map(|r| r.busy.len()).max().unwrap_or(0);
+    let versus_heads: String = versus.iter().map(|(h, _)| format!(" {h} |")).collect();
+    let busy_heads: String = (0..cpus).map(|c| format!(" CPU {c} busy |")).collect();
+    println!(
+        "| {title} | MiB/s |{versus_heads}{busy_heads} reader queue MiB |\n|---|---:|{}---:|",
+        "---:|".repeat(versus.len() + cpus)
+    );
+    for row in rows {
+        let rate = row.bytes_per_second;
+        let ratios: String = versus
+            .iter()
+            .map(|(_, reference)| format!(" {} |", shown(ratio(Some(rate), *reference))))
+            .collect();
+        let busy: String = row
+            .busy
+            .iter()
+            .map(|b| format!(" {:.0} % |", b * 100.0))
+            .collect();
+        println!(
+            "| {} | {:.0} |{ratios}{busy} {:.1} |",
+            row.name,
+            rate / MIB,
+            row.reader_queue / MIB,
+        );
+    }
+    println!();
 }

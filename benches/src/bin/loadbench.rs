@@ -4,7 +4,7 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row (tunnel rows 3 s x 7)
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
-//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, decision
+//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, decision
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
@@ -20,7 +20,14 @@
 //! of opening and closing many idle keep-alive connections; workload
 //! identity (a JWT against the static identity, both wrk; an mTLS proxy
 //! listener against the plain one, both oha; new mTLS connections per
-//! second, tollgate against Envoy); Cedar decision latency.
+//! second, tollgate against Envoy); transparent capture against the
+//! explicit proxy, one tollgate serving both in a network namespace of the
+//! harness's own (needs root); Cedar decision latency.
+
+// The section lives beside this file, in a folder of the binary's own:
+// a file in `src/bin/` would be taken for a binary of its own.
+#[path = "loadbench/transparent.rs"]
+mod transparent;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -36,13 +43,14 @@ use tollgate_benches::{
     bulk, envoy, fixtures, handshakes, jwt, noop_authz, pki, process, tollgate, WORKLOAD,
 };
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "wrk",
     "ext_authz",
     "oha",
     "tunnel",
     "memory",
     "identity",
+    "transparent",
     "decision",
 ];
 
@@ -324,10 +332,15 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    if o.wants("wrk") || o.wants("identity") {
+    if o.wants("wrk") || o.wants("identity") || o.wants("transparent") {
         require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
     }
-    if o.wants("oha") || o.wants("identity") {
+    if o.wants("transparent") {
+        require("ip", "apt-get install -y iproute2")?;
+        require("iptables", "apt-get install -y iptables")?;
+        require("setpriv", "apt-get install -y util-linux")?;
+    }
+    if o.wants("oha") || o.wants("identity") || o.wants("transparent") {
         anyhow::ensure!(
             tollgate_benches::oha::binary().is_some(),
             "oha is missing: cargo install oha --version 1.16.0 --locked (scripts/bench and scripts/setup-test-env install it)"
@@ -401,6 +414,9 @@ fn main() -> anyhow::Result<()> {
     }
     if bench.o.wants("identity") {
         identity(&bench, upstream, &mut report)?;
+    }
+    if bench.o.wants("transparent") {
+        transparent::transparent(&bench, &mut report)?;
     }
     if bench.o.wants("decision") {
         report.decisions = decisions(bench.o.smoke);
