@@ -33,11 +33,7 @@ impl Netns {
     /// the `dummy` driver (as on this project's benchmark machine) has
     /// nothing else to hold them.
     pub fn new(addresses: &[&str]) -> anyhow::Result<Netns> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        anyhow::ensure!(
-            unsafe { libc::geteuid() } == 0,
-            "the transparent section needs root: it creates a network namespace and installs iptables rules in it"
-        );
+        require_root()?;
         remove_stale();
         let name = format!(
             "{PREFIX}{}-{}",
@@ -110,6 +106,16 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Making a namespace and installing iptables rules in it takes root.
+pub fn require_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    anyhow::ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the transparent section needs root: it creates a network namespace and installs iptables rules in it"
+    );
+    Ok(())
 }
 
 /// `ip ARGS`; an error says what ip said.

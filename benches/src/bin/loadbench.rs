@@ -336,6 +336,7 @@ fn main() -> anyhow::Result<()> {
         require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
     }
     if o.wants("transparent") {
+        tollgate_benches::netns::require_root()?;
         require("ip", "apt-get install -y iproute2")?;
         require("iptables", "apt-get install -y iptables")?;
         require("setpriv", "apt-get install -y util-linux")?;
