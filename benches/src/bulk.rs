@@ -118,6 +118,9 @@ pub struct BulkRun {
     /// tunnel runs have (`docs/benchmarks/history.md`, "Tunnel: copying
     /// through lent buffers").
     pub reader_queue: f64,
+    /// Per CPU, the share of the transfer it was busy
+    /// ([`crate::process::busy_between`]).
+    pub busy: Vec<f64>,
 }
 
 const QUEUE_EVERY: Duration = Duration::from_millis(50);
@@ -131,11 +134,12 @@ pub fn read_for(route: Route<'_>, duration: Duration) -> anyhow::Result<BulkRun>
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = vec![0u8; CHUNK];
     // The clock starts at the first bytes, which are not counted: the
-    // figure is the transfer's, not the connection setup's. A redirected
+    // figures are the transfer's, not the connection setup's. A redirected
     // connection's setup includes a second of the transparent listener
-    // waiting for a client that never speaks first.
+    // waiting for a client that never speaks first, when the CPUs idle.
     let first = stream.read(&mut buf).context("bulk read")?;
     anyhow::ensure!(first > 0, "sender closed the stream before sending");
+    let ticks = crate::process::cpu_ticks()?;
     let started = Instant::now();
     let (mut total, mut queue, mut sampled) = (0u64, Vec::new(), started);
     while started.elapsed() < duration {
@@ -150,6 +154,7 @@ pub fn read_for(route: Route<'_>, duration: Duration) -> anyhow::Result<BulkRun>
     Ok(BulkRun {
         bytes_per_second: total as f64 / started.elapsed().as_secs_f64(),
         reader_queue: crate::report::median_f64(queue).unwrap_or(0.0),
+        busy: crate::process::busy_between(&ticks, &crate::process::cpu_ticks()?),
     })
 }
 

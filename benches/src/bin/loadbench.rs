@@ -686,37 +686,38 @@ fn bulk_alternated(
             bulk::read_for(*route, Duration::from_secs(1))?;
         }
     }
-    // Per route, per run: what the reader saw and each CPU's busy share.
-    let mut measured = vec![Vec::<(bulk::BulkRun, Vec<f64>)>::new(); routes.len()];
+    let mut measured = vec![Vec::<bulk::BulkRun>::new(); routes.len()];
     let (duration, count) = bench.o.tunnel_plan;
     for _ in 0..count {
         for ((name, route), runs) in routes.iter().zip(&mut measured) {
-            let before = process::cpu_ticks()?;
             let run = bulk::read_for(*route, duration)?;
-            let shares = process::busy_between(&before, &process::cpu_ticks()?);
-            let shown: Vec<String> = shares.iter().map(|b| format!("{:.0}", b * 100.0)).collect();
+            let shown: Vec<String> = run
+                .busy
+                .iter()
+                .map(|b| format!("{:.0}", b * 100.0))
+                .collect();
             eprintln!(
                 "  bulk, {name}: {:.0} MiB/s, CPUs busy {} %, reader queue {:.1} MiB",
                 run.bytes_per_second / MIB,
                 shown.join(" / "),
                 run.reader_queue / MIB
             );
-            runs.push((run, shares));
+            runs.push(run);
         }
     }
     routes
         .iter()
         .zip(measured)
         .map(|((name, _), runs)| {
-            let cpus = runs.first().map_or(0, |r| r.1.len());
+            let cpus = runs.first().map_or(0, |r| r.busy.len());
             Ok(BulkRow {
                 name,
-                bytes_per_second: median_f64(runs.iter().map(|r| r.0.bytes_per_second).collect())
+                bytes_per_second: median_f64(runs.iter().map(|r| r.bytes_per_second).collect())
                     .context("no bulk run")?,
-                reader_queue: median_f64(runs.iter().map(|r| r.0.reader_queue).collect())
+                reader_queue: median_f64(runs.iter().map(|r| r.reader_queue).collect())
                     .context("no bulk run")?,
                 busy: (0..cpus)
-                    .filter_map(|c| median_f64(runs.iter().map(|r| r.1[c]).collect()))
+                    .filter_map(|c| median_f64(runs.iter().map(|r| r.busy[c]).collect()))
                     .collect(),
             })
         })
