@@ -531,10 +531,18 @@ impl Report {
         println!("| goal | value | target | met |\n|---|---:|---:|:-:|");
         for (label, value, target, higher) in goals {
             let Some(v) = value else { continue };
-            let met = if higher { v >= target } else { v <= target };
+            let meets = |v: f64| if higher { v >= target } else { v <= target };
+            let met = meets(v);
             let sign = if higher { "≥" } else { "≤" };
+            // Two decimals, or as many more as it takes for the value shown
+            // to fall on the same side of the target as the value itself
+            // (not "0.95 | ≥ 0.95 | no").
+            let shown = (2..=6)
+                .map(|decimals| format!("{v:.decimals$}"))
+                .find(|s| s.parse().is_ok_and(|r: f64| meets(r) == met))
+                .unwrap_or_else(|| format!("{v}"));
             println!(
-                "| {label} | {v:.2} | {sign} {target} | {} |",
+                "| {label} | {shown} | {sign} {target} | {} |",
                 if met { "yes" } else { "**no**" }
             );
         }
