@@ -235,8 +235,11 @@ impl Pipeline {
     ) -> Result<Response<ProxyBody>, (AuditRecord, ProxyError)> {
         let caller = &connection.caller;
         // A request inside a tunnel (or a redirected TLS connection) must
-        // be for the host the TLS was terminated for.
-        if matches!(caller.mode, Mode::Intercept | Mode::Transparent) {
+        // be for the host the TLS was terminated for. A plain redirected
+        // request's target was read from its own `Host`.
+        let terminated =
+            caller.mode == Mode::Intercept || (caller.mode == Mode::Transparent && target.tls);
+        if terminated {
             if let Err(err) = intercept::check_authority(target, &request) {
                 let line = RequestLine {
                     method: request.method().as_str(),
@@ -380,21 +383,24 @@ impl Pipeline {
         if !redirected.require_original_destination {
             return Ok(());
         }
-        let host_port = (target.host.clone(), target.port);
         let verified = || {
             redirected
                 .verified
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
         };
-        if verified().as_ref() == Some(&host_port) {
+        // Compared in place: this runs for every request on the connection.
+        if verified()
+            .as_ref()
+            .is_some_and(|(host, port)| *host == target.host && *port == target.port)
+        {
             return Ok(());
         }
         self.forwarder
             .connector()
             .verify_destination(&target.host, target.port, original)
             .await?;
-        *verified() = Some(host_port);
+        *verified() = Some((target.host.clone(), target.port));
         Ok(())
     }
 
