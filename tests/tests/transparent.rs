@@ -616,14 +616,27 @@ async fn plain_http_is_decided_per_request_with_no_proxy_setting() {
         "a denied request never reaches the upstream"
     );
     r.audit_for(|l| l["action"] == "github:repos.delete" && l["decision"] == "deny");
-    // tollgate's own connection to the upstream went straight there: the
-    // only transparent lines are the agent's two requests.
+    // HTTP/2 with prior knowledge, decided the same way.
+    let h2c = r
+        .curl(&[
+            "--http2-prior-knowledge",
+            "http://api.github.com/repos/acme/widgets/pulls",
+        ])
+        .await;
+    assert_eq!(
+        (h2c.status, h2c.http_version.as_str()),
+        (200, "2"),
+        "{h2c:?}"
+    );
+    r.audit_for(|l| l["action"] == "github:pulls.list");
+    // tollgate's own connections to the upstream went straight there: the
+    // only transparent lines are the agent's three requests.
     let transparent =
         r.tg.audit_lines()
             .into_iter()
             .filter(|l| l["mode"] == "transparent")
             .count();
-    assert_eq!(transparent, 2, "{}", r.tg.stdout_text());
+    assert_eq!(transparent, 3, "{}", r.tg.stdout_text());
 
     let mut collected = Collected::new();
     collected.add("tollgate logs", r.tg.logs());

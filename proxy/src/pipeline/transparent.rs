@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use http::{Method, Request};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -110,7 +110,7 @@ async fn redirected(
             };
             tls(pipeline, connection, stream, target, original).await;
         }
-        Opening::Http => http(pipeline, connection, stream, original).await,
+        Opening::Http { h2 } => http(pipeline, connection, stream, h2).await,
         Opening::Tls(None) | Opening::Opaque => {
             relay_blind(pipeline, connection, stream, address_only(), original).await;
         }
@@ -141,14 +141,10 @@ async fn tls(
 }
 
 /// Plain HTTP: each request decided on the host its `Host` names.
-async fn http(
-    pipeline: Arc<Pipeline>,
-    connection: Arc<Connection>,
-    stream: TcpStream,
-    original: SocketAddr,
-) {
-    let revocations = pipeline.core.decider().revocations();
-    let watched = connection.clone();
+/// HTTP/1 is served as the explicit proxy serves it; `h2`, HTTP/2 with
+/// prior knowledge (it began with the preface).
+async fn http(pipeline: Arc<Pipeline>, connection: Arc<Connection>, stream: TcpStream, h2: bool) {
+    let peer = connection.peer;
     let service = service_fn(move |request: Request<Incoming>| {
         let (pipeline, connection) = (pipeline.clone(), connection.clone());
         async move {
@@ -159,21 +155,21 @@ async fn http(
             Ok::<_, Infallible>(answer)
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::select! {
-        served = served => {
-            if let Err(e) = served {
-                tracing::debug!(error = %e, %original, "redirected connection ended with an error");
-            }
-        }
-        task = task_ended(revocations, |t| watched.carries(t)) => {
-            tracing::info!(%task, peer = %watched.peer, "task ended; redirected connection closed");
-        }
+    let io = TokioIo::new(stream);
+    let served = if h2 {
+        http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, service)
+            .await
+    } else {
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, %peer, "redirected connection ended with an error");
     }
 }
 
@@ -278,8 +274,8 @@ enum Opening {
     /// A ClientHello, with the DNS name it asks for (none, or an IP literal:
     /// `None`).
     Tls(Option<String>),
-    /// An HTTP request line (or HTTP/2's preface).
-    Http,
+    /// An HTTP request line, or (`h2`) HTTP/2's preface.
+    Http { h2: bool },
     /// Neither, or nothing before [`SILENCE`].
     Opaque,
     /// The client left before anything could be read.
@@ -327,10 +323,10 @@ fn read_opening(bytes: &[u8]) -> Option<Opening> {
     // preface with `PRI `.
     for (i, &b) in bytes.iter().enumerate().take(MAX_METHOD + 1) {
         if b == b' ' {
-            return Some(if i > 0 {
-                Opening::Http
-            } else {
-                Opening::Opaque
+            return Some(match &bytes[..i] {
+                [] => Opening::Opaque,
+                b"PRI" => Opening::Http { h2: true },
+                _ => Opening::Http { h2: false },
             });
         }
         if !(b.is_ascii_uppercase() || b == b'-' || b == b'_') {
@@ -461,8 +457,14 @@ mod tests {
 
     #[test]
     fn request_lines_and_other_bytes() {
-        assert_eq!(read_opening(b"GET / HTTP/1.1\r\n"), Some(Opening::Http));
-        assert_eq!(read_opening(b"PRI * HTTP/2.0\r\n"), Some(Opening::Http));
+        assert_eq!(
+            read_opening(b"GET / HTTP/1.1\r\n"),
+            Some(Opening::Http { h2: false })
+        );
+        assert_eq!(
+            read_opening(b"PRI * HTTP/2.0\r\n"),
+            Some(Opening::Http { h2: true })
+        );
         assert_eq!(read_opening(b"GE"), None);
         assert_eq!(
             read_opening(b"SSH-2.0-OpenSSH_9.2\r\n"),
