@@ -334,15 +334,7 @@ impl Report {
             println!("|---|---:|---:|---:|---:|---:|");
             for r in rows {
                 let reference = identity_reference(r.name).and_then(|n| self.identity_rps(n));
-                println!(
-                    "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
-                    r.name,
-                    r.load.requests_per_sec,
-                    r.load.p50_ms,
-                    r.load.p99_ms,
-                    r.proxy_cpu_us,
-                    shown(ratio(Some(r.load.requests_per_sec), reference)),
-                );
+                print_versus_row(r, ratio(Some(r.load.requests_per_sec), reference));
             }
             println!();
         }
@@ -368,15 +360,7 @@ impl Report {
             println!("| one tollgate, explicit and transparent listeners, runs alternated | req/s | p50 ms | p99 ms | proxy CPU µs/req | vs explicit |");
             println!("|---|---:|---:|---:|---:|---:|");
             for r in &self.transparent {
-                println!(
-                    "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
-                    r.name,
-                    r.load.requests_per_sec,
-                    r.load.p50_ms,
-                    r.load.p99_ms,
-                    r.proxy_cpu_us,
-                    shown(versus(r.name)),
-                );
+                print_versus_row(r, versus(r.name));
             }
             println!();
         }
@@ -581,4 +565,18 @@ fn print_bulk(title: &str, rows: &[BulkRow], versus: &[(&str, Option<f64>)]) {
         );
     }
     println!();
+}
+
+/// A row of req/s, latencies and CPU, and its ratio to the row it is set
+/// against.
+fn print_versus_row(r: &ProxyRow, versus: Option<f64>) {
+    println!(
+        "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+        r.name,
+        r.load.requests_per_sec,
+        r.load.p50_ms,
+        r.load.p99_ms,
+        r.proxy_cpu_us,
+        shown(versus),
+    );
 }

@@ -183,16 +183,23 @@ pub fn absolute_target(uri: &http::Uri) -> Result<RequestTarget, ProxyError> {
     let authority = uri
         .authority()
         .ok_or_else(|| ProxyError::MalformedRequest("request URI has no host".into()))?;
+    authority_target(authority, tls)
+}
+
+/// The target an authority names, its port the scheme's default unless it
+/// has one. Credentials in it are refused, never passed on.
+pub(super) fn authority_target(
+    authority: &http::uri::Authority,
+    tls: bool,
+) -> Result<RequestTarget, ProxyError> {
     if authority.as_str().contains('@') {
         return Err(ProxyError::MalformedRequest(
-            "credentials in the request URI are not accepted".into(),
+            "credentials in the request's host are not accepted".into(),
         ));
     }
     let host = normalize_host(authority.host());
     if host.is_empty() {
-        return Err(ProxyError::MalformedRequest(
-            "request URI has no host".into(),
-        ));
+        return Err(ProxyError::MalformedRequest("request names no host".into()));
     }
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     Ok(RequestTarget { tls, host, port })

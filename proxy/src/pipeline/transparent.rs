@@ -36,7 +36,7 @@ use crate::core::Verdict;
 use crate::error::ProxyError;
 use crate::identity::ListenerSources;
 
-use super::accept::{next_connection, refuse_unread, HEADER_READ_TIMEOUT};
+use super::accept::{authority_target, next_connection, refuse_unread, HEADER_READ_TIMEOUT};
 use super::{closed_at_task_end, intercept, task_ended, tunnel, Connection, Pipeline};
 
 /// A client that says nothing this long after connecting is taken to wait
@@ -194,20 +194,7 @@ fn request_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyErr
         .cloned()
         .or_else(from_header)
         .ok_or_else(|| ProxyError::MalformedRequest("request names no host".into()))?;
-    if authority.as_str().contains('@') {
-        return Err(ProxyError::MalformedRequest(
-            "credentials in the request's host are not accepted".into(),
-        ));
-    }
-    let host = normalize_host(authority.host());
-    if host.is_empty() {
-        return Err(ProxyError::MalformedRequest("request names no host".into()));
-    }
-    Ok(RequestTarget {
-        tls: false,
-        host,
-        port: authority.port_u16().unwrap_or(80),
-    })
+    authority_target(&authority, false)
 }
 
 /// Decide `connect` on `target`, then relay the connection's bytes (none
