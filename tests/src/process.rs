@@ -177,7 +177,7 @@ impl DecisionService {
             &["decision", "decision-admin"],
             dir,
             &env,
-            &[],
+            (&[], &tollgate_bin()),
             &["decision"],
         );
         let addr = process.listeners["decision"];
@@ -219,7 +219,7 @@ impl DecisionService {
             &["decision", "decision-admin"],
             dir,
             &self.env,
-            &[],
+            (&[], &tollgate_bin()),
             &["decision"],
         ));
     }
@@ -296,7 +296,28 @@ impl Tollgate {
                 .map(str::trim),
         );
         let mut launcher = setup.launcher.clone();
+        let mut bin = tollgate_bin();
         if let Some(uid) = setup.run_as {
+            let as_uid = [
+                "setpriv".to_string(),
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_string(),
+            ];
+            // A clone under a private folder (root's home) keeps its build
+            // out of other users' reach: run a copy from the test folder.
+            let reachable = Command::new(&as_uid[0])
+                .args(&as_uid[1..])
+                .arg("test")
+                .arg("-x")
+                .arg(&bin)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !reachable {
+                let copy = dir.path().join("tollgate");
+                std::fs::copy(&bin, &copy).unwrap();
+                bin = copy;
+            }
             let status = Command::new("chown")
                 .arg("-R")
                 .arg(format!("{uid}:{uid}"))
@@ -304,21 +325,22 @@ impl Tollgate {
                 .status()
                 .unwrap();
             assert!(status.success(), "chown the test folder to {uid}");
-            launcher.extend([
-                "setpriv".to_string(),
-                format!("--reuid={uid}"),
-                format!("--regid={uid}"),
-                "--clear-groups".to_string(),
-            ]);
+            launcher.extend(as_uid);
         }
-        let process = Process::spawn(&wanted, dir, &env_of(&setup), &launcher, &["run"]);
+        let process = Process::spawn(&wanted, dir, &env_of(&setup), (&launcher, &bin), &["run"]);
         Tollgate::of(process, serves_tasks)
     }
 
     /// Run with a folder already holding `tollgate.yaml`.
     pub fn spawn(dir: tempfile::TempDir, env: &[(String, String)]) -> Tollgate {
         Tollgate::of(
-            Process::spawn(&["admin", "agents"], dir, env, &[], &["run"]),
+            Process::spawn(
+                &["admin", "agents"],
+                dir,
+                env,
+                (&[], &tollgate_bin()),
+                &["run"],
+            ),
             false,
         )
     }
@@ -370,17 +392,16 @@ impl Process {
         wanted: &[&str],
         dir: tempfile::TempDir,
         env: &[(String, String)],
-        launcher: &[String],
+        (launcher, bin): (&[String], &Path),
         verb: &[&str],
     ) -> Process {
-        let bin = tollgate_bin();
         let mut command = match launcher.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
-                command.args(args).arg(&bin);
+                command.args(args).arg(bin);
                 command
             }
-            None => Command::new(&bin),
+            None => Command::new(bin),
         };
         let mut child = command
             .args(verb)

@@ -147,7 +147,7 @@ pub(super) async fn terminate(
 }
 
 /// HTTP/1.1 or HTTP/2 from the agent, each request through the pipeline.
-pub(super) async fn serve_http(
+async fn serve_http(
     pipeline: Arc<Pipeline>,
     connection: Arc<Connection>,
     target: RequestTarget,
