@@ -19,7 +19,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -352,53 +352,51 @@ fn client_hello(mut bytes: &[u8]) -> Option<Opening> {
 /// (`SO_ORIGINAL_DST`, or `IP6T_SO_ORIGINAL_DST` for IPv6).
 fn original_destination(stream: &TcpStream) -> std::io::Result<SocketAddr> {
     let fd = stream.as_raw_fd();
-    match stream.local_addr()? {
+    Ok(match stream.local_addr()? {
         SocketAddr::V4(_) => {
-            // SAFETY: getsockopt writes at most `len` bytes into `addr`,
-            // a sockaddr_in that lives for the call.
-            let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of_val(&addr) as libc::socklen_t;
-            let rc = unsafe {
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_IP,
-                    libc::SO_ORIGINAL_DST,
-                    (&raw mut addr).cast(),
-                    &mut len,
-                )
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(SocketAddr::V4(SocketAddrV4::new(
+            // SAFETY: sockaddr_in is plain old data.
+            let addr: libc::sockaddr_in =
+                unsafe { original_address(fd, libc::SOL_IP, libc::SO_ORIGINAL_DST)? };
+            SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
                 u16::from_be(addr.sin_port),
-            )))
+            ))
         }
         SocketAddr::V6(_) => {
-            // SAFETY: as above, with a sockaddr_in6.
-            let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of_val(&addr) as libc::socklen_t;
-            let rc = unsafe {
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_IPV6,
-                    libc::IP6T_SO_ORIGINAL_DST,
-                    (&raw mut addr).cast(),
-                    &mut len,
-                )
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(SocketAddr::V6(SocketAddrV6::new(
+            // SAFETY: sockaddr_in6 is plain old data.
+            let addr: libc::sockaddr_in6 =
+                unsafe { original_address(fd, libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST)? };
+            SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(addr.sin6_addr.s6_addr),
                 u16::from_be(addr.sin6_port),
                 0,
                 0,
-            )))
+            ))
         }
+    })
+}
+
+/// The socket address `getsockopt(fd, level, name)` writes.
+///
+/// # Safety
+///
+/// `A` is the sockaddr of the socket's family: plain old data, of which
+/// all zeroes (and whatever the kernel writes) is a valid value.
+unsafe fn original_address<A: Copy>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> std::io::Result<A> {
+    // SAFETY: the caller's promise.
+    let mut addr: A = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<A>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `addr`, which
+    // lives for the call.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut addr).cast(), &mut len) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(addr)
 }
 
 #[cfg(test)]
