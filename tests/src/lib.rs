@@ -2,7 +2,8 @@
 //! process, real upstream servers (HTTP and HTTPS with a CA minted per
 //! test), and real clients (curl, Python `requests`). Everything listens on
 //! 127.0.0.1 with ephemeral ports, except in tests that need a real network:
-//! those build it from network namespaces ([`netns`]).
+//! those build it from network namespaces ([`netns`]). Decision replicas
+//! that share state get a real Redis of their own ([`redis`]).
 
 pub mod clients;
 pub mod envoy;
@@ -11,6 +12,7 @@ pub mod identity;
 pub mod netns;
 pub mod pki;
 pub mod process;
+pub mod redis;
 pub mod tasks;
 pub mod upstream;
 
@@ -26,6 +28,7 @@ pub use pki::{ClientSvid, MtlsFiles, SvidOptions, TestPki};
 pub use process::{
     github_tls, shipped_policies, DecisionService, Setup, Tollgate, CODER, HARNESS_CREDENTIALS,
 };
+pub use redis::{RedisOptions, RedisServer, Relay};
 
 pub use upstream::{Seen, Upstream};
 
