@@ -279,3 +279,19 @@ impl Body for Zeros {
         SizeHint::with_exact(self.left)
     }
 }
+
+/// A TCP server that echoes every byte back: what a blind tunnel carries
+/// when a test needs to see it open, then closed.
+pub async fn tcp_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
