@@ -33,9 +33,9 @@ use tollgate::core::Core;
 use tollgate::decision::snapshot::{Snapshot, SnapshotHandle};
 use tollgate::decision::tasks::TaskLimits;
 use tollgate::decision::EmbeddedDecider;
-use tollgate::decision::TaskStore;
 use tollgate::server::ext_authz::{CheckRequest, WORKLOAD_EXTENSION};
 use tollgate::server::{DecisionPlane, ExtAuthz};
+use tollgate::state::TaskStore;
 use tollgate_benches::WORKLOAD;
 
 /// A peer as Envoy names it without mTLS: an address, no principal.
@@ -109,7 +109,7 @@ fn check(c: &mut Criterion) {
         Snapshot::without_credentials(&folder("catalog"), &folder("policies"), &[], 1, 10_000)
             .unwrap();
     let snapshot = SnapshotHandle::new(snapshot, 10_000);
-    let tasks = Arc::new(TaskStore::new(TaskLimits::default()));
+    let tasks = Arc::new(TaskStore::in_memory(TaskLimits::default()));
     let plane = Arc::new(DecisionPlane {
         core: Core::new(Arc::new(EmbeddedDecider::new(tasks.clone()))),
         tasks,

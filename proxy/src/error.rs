@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::body::{full, ProxyBody};
 use crate::decision::credentials::CredentialError;
-use crate::decision::Decision;
+use crate::decision::{Decision, Reason};
 use crate::identity::IdentityError;
 
 /// Why a request was not forwarded (or failed on its way), named as a fact.
@@ -83,6 +83,10 @@ impl ProxyError {
             // problem the agent can fix (ask for a new task), not policy.
             ProxyError::Denied(d) if d.decision.reason.is_about_the_token() => {
                 StatusCode::UNAUTHORIZED
+            }
+            // tollgate's own trouble, gone when the store is back.
+            ProxyError::Denied(d) if d.decision.reason == Reason::StateUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Denied(_)
             | ProxyError::DestinationBlocked { .. }

@@ -1,5 +1,6 @@
 //! Admin listener: `/metrics` (Prometheus), `/healthz` (the process is up),
-//! `/readyz` (listeners bound and a valid policy set loaded).
+//! `/readyz` (listeners bound, a valid policy set loaded, and the state
+//! store reachable).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,8 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 pub struct AdminState {
     pub metrics: PrometheusHandle,
     pub ready: Arc<AtomicBool>,
+    /// The state store's health, when this process keeps one.
+    pub store: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub async fn serve(listener: TcpListener, state: AdminState) {
@@ -72,14 +75,17 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<ProxyBody
             state.metrics.render(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if state.ready.load(Ordering::Acquire) => {
-            (StatusCode::OK, "text/plain", "ready\n".to_string())
-        }
-        "/readyz" => (
+        "/readyz" if !state.ready.load(Ordering::Acquire) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "starting\n".to_string(),
         ),
+        "/readyz" if state.store.as_ref().is_some_and(|up| !*up.borrow()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "state store unreachable\n".to_string(),
+        ),
+        "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -13,10 +13,11 @@ use serde_json::{json, Value};
 use super::{load, ConfigArg, EXIT_INVALID_CONFIG};
 use crate::core::{Caller, Core, Inbound, Mode, Verdict};
 use crate::decision::tasks::TaskLimits;
-use crate::decision::{EmbeddedDecider, TaskStore};
+use crate::decision::EmbeddedDecider;
 use crate::error::ProxyError;
 use crate::identity::{CallerIdentity, Identity, IdentitySource};
 use crate::pipeline::accept;
+use crate::state::TaskStore;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -97,9 +98,9 @@ pub fn check(args: CheckArgs) -> ExitCode {
         connect_task: None,
         original_destination: None,
     };
-    let core = Core::new(Arc::new(EmbeddedDecider::new(Arc::new(TaskStore::new(
-        TaskLimits::default(),
-    )))));
+    let core = Core::new(Arc::new(EmbeddedDecider::new(Arc::new(
+        TaskStore::in_memory(TaskLimits::default()),
+    ))));
     let inbound = Inbound {
         target: &target,
         method: &method,

@@ -42,15 +42,21 @@ pub fn decision(args: DecisionArgs) -> ExitCode {
 async fn run(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     let (metrics, snapshot) = serve::start_snapshot(snapshot, &config)?;
     let identity = serve::identity_registry(&config).await?;
+    let tasks = serve::task_store(&config)?;
+    let ready = serve::start_admin(
+        "decision-admin",
+        config.decision_admin_address,
+        metrics,
+        Some(&tasks),
+    )
+    .await?;
     let plane = serve::decision_plane(
         &config,
         snapshot.clone(),
-        serve::task_store(&config),
+        tasks,
         AuditSink::start(&config.audit)?,
         &identity,
     );
-    let ready =
-        serve::start_admin("decision-admin", config.decision_admin_address, metrics).await?;
     let (listener, tls) = serve::bind_decision(&config).await?;
     serve::start_reloader(snapshot, &config);
     ready.store(true, Ordering::Release);

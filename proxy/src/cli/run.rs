@@ -14,9 +14,10 @@ use crate::core::audit::AuditSink;
 use crate::core::Core;
 use crate::decision::client::{RemoteConfig, RemoteDecider};
 use crate::decision::snapshot::Snapshot;
-use crate::decision::{EmbeddedDecider, SharedDecider, TaskStore};
+use crate::decision::{EmbeddedDecider, SharedDecider};
 use crate::pipeline::forward::Forwarder;
 use crate::pipeline::{accept, transparent, Pipeline};
+use crate::state::TaskStore;
 use crate::tls::{self, CertificateAuthority, LeafCache};
 
 #[derive(Debug, clap::Args)]
@@ -107,7 +108,8 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     let tasks = config
         .remote_decision
         .is_none()
-        .then(|| serve::task_store(&config));
+        .then(|| serve::task_store(&config))
+        .transpose()?;
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
         core: Core::new(decider(&config, tasks.as_ref())?),
@@ -120,8 +122,9 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     // Deciding in-process with tasks configured: this process is the
     // decision plane, so it serves the API that starts and ends tasks.
     let identity = serve::identity_registry(&config).await?;
-    if let (Some(tasks), Some(_)) = (tasks, &config.tasks) {
-        let plane = serve::decision_plane(&config, snapshot.clone(), tasks, audit, &identity);
+    if let (Some(tasks), Some(_)) = (&tasks, &config.tasks) {
+        let plane =
+            serve::decision_plane(&config, snapshot.clone(), tasks.clone(), audit, &identity);
         let (listener, tls) = serve::bind_decision(&config).await?;
         tokio::spawn(async move {
             if let Err(e) = crate::server::serve(listener, plane, tls).await {
@@ -130,7 +133,8 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         });
     }
 
-    let ready = serve::start_admin("admin", config.admin_address, metrics).await?;
+    let ready =
+        serve::start_admin("admin", config.admin_address, metrics, tasks.as_deref()).await?;
     let sources = identity.listeners(&config.listeners)?;
     for (listener_config, sources) in config.listeners.iter().zip(sources) {
         let tls = match &listener_config.tls {

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, StateConfig};
 use crate::core::audit::AuditSink;
 use crate::core::Core;
 use crate::decision::snapshot::{Snapshot, SnapshotHandle};
-use crate::decision::tasks::{spawn_sweeper, TaskLimits, TaskStore};
+use crate::decision::tasks::TaskLimits;
 use crate::decision::EmbeddedDecider;
 use crate::identity::Registry;
 use crate::server::DecisionPlane;
+use crate::state::TaskStore;
 
 /// The runtime: `workers` threads (default: one per core). Every serving
 /// command starts here, so this is also where the open-file limit is raised.
@@ -103,11 +104,14 @@ pub fn start_snapshot(
 }
 
 /// Bind the admin listener (`/metrics`, `/healthz`, `/readyz`), log its
-/// address under `name`, and serve it. Readiness starts false.
+/// address under `name`, and serve it. Readiness starts false, and while
+/// `tasks` (the state store, when this process keeps one) cannot be
+/// reached it stays false.
 pub async fn start_admin(
     name: &str,
     address: SocketAddr,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    tasks: Option<&TaskStore>,
 ) -> anyhow::Result<Arc<AtomicBool>> {
     let ready = Arc::new(AtomicBool::new(false));
     let listener = TcpListener::bind(address).await?;
@@ -117,6 +121,7 @@ pub async fn start_admin(
         crate::admin::AdminState {
             metrics,
             ready: ready.clone(),
+            store: tasks.map(TaskStore::health),
         },
     ));
     Ok(ready)
@@ -148,9 +153,10 @@ pub async fn terminated() -> anyhow::Result<()> {
 /// expired task may stay open.
 const TASK_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The tasks this process keeps. Starts their sweeper, so it needs a
-/// runtime.
-pub fn task_store(config: &Config) -> Arc<TaskStore> {
+/// The tasks this process decides under, where `state:` says they are
+/// kept. Starts their sweeper (and for Redis, the connection), so it needs
+/// a runtime.
+pub fn task_store(config: &Config) -> anyhow::Result<Arc<TaskStore>> {
     let limits = config
         .tasks
         .as_ref()
@@ -158,9 +164,14 @@ pub fn task_store(config: &Config) -> Arc<TaskStore> {
             default_ttl: t.default_ttl,
             max_ttl: t.max_ttl,
         });
-    let tasks = Arc::new(TaskStore::new(limits));
-    spawn_sweeper(&tasks, TASK_SWEEP_INTERVAL);
-    tasks
+    let tasks = match &config.state {
+        StateConfig::Memory => TaskStore::in_memory(limits),
+        StateConfig::Redis(redis) => TaskStore::redis(limits, redis).map_err(anyhow::Error::msg)?,
+    };
+    tracing::info!(store = tasks.kind(), "task state store");
+    let tasks = Arc::new(tasks);
+    tasks.spawn_sweeper(TASK_SWEEP_INTERVAL);
+    Ok(tasks)
 }
 
 /// The decision plane deciding in this process, under `tasks`.

@@ -81,6 +81,11 @@ pub const DEFAULT_HEADER_TEMPLATE: &str = "{value}";
 /// A task's TTL when StartTask names none.
 pub const DEFAULT_TASK_TTL: Duration = Duration::from_secs(15 * 60);
 /// The longest TTL StartTask may ask for.
+/// Prefix of every key tollgate writes in Redis (inside a hash tag, so a
+/// Redis Cluster keeps them in one slot and scripts may touch them all).
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tollgate";
+/// How long one Redis command may take before the store counts as lost.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_TASK_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Poll the configuration file, catalog and policy folders for changes.
@@ -137,6 +142,8 @@ pub struct Config {
     /// tasks; `tollgate run` (embedded) serves the decision API, tasks
     /// included, on `decision_address` only when this is set.
     pub tasks: Option<TasksConfig>,
+    /// Where tasks are kept.
+    pub state: StateConfig,
     /// Issuers, selected claims and trust domains every front shares.
     pub identity: IdentityConfig,
     /// How ext_authz identifies a `Check` besides Envoy's mTLS principal.
@@ -151,12 +158,47 @@ pub struct TasksConfig {
     pub max_ttl: Duration,
 }
 
+/// Where the decision plane keeps tasks and budgets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StateConfig {
+    /// In this process: one decision plane, and a restart forgets them.
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica that names the same one.
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// Without credentials: a password in the URL is refused at load.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    pub ca_file: Option<PathBuf>,
+    pub key_prefix: String,
+    pub timeout: Duration,
+}
+
 /// Where a secret tollgate itself needs (not one it injects) comes from;
 /// read on every use, so a rotated file takes effect at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
     Env(String),
     File(PathBuf),
+}
+
+impl SecretSource {
+    /// The value; the error names where it was looked for, never a value.
+    pub fn read(&self) -> Result<zeroize::Zeroizing<String>, String> {
+        match self {
+            SecretSource::Env(var) => std::env::var(var)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|_| format!("environment variable {var} is not set")),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|e| format!("{}: {}", path.display(), e.kind())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +371,7 @@ impl Config {
             None => None,
             Some(t) => Some(sections::tasks(t, &ctx)?),
         };
+        let state = sections::state(raw.state.unwrap_or_default(), &ctx)?;
         Ok(Config {
             file: path.to_path_buf(),
             listeners,
@@ -346,6 +389,7 @@ impl Config {
             audit,
             reload,
             tasks,
+            state,
             identity,
             envoy_identity,
         })
@@ -378,6 +422,7 @@ impl Config {
             ("audit", self.audit == fresh.audit),
             ("reload", self.reload == fresh.reload),
             ("tasks", self.tasks == fresh.tasks),
+            ("state", self.state == fresh.state),
         ];
         sections
             .into_iter()

@@ -31,8 +31,30 @@ pub struct RawConfig {
     #[serde(default)]
     pub reload: RawReload,
     pub tasks: Option<RawTasks>,
+    /// Where tasks (and their budgets) are kept: absent, in memory.
+    pub state: Option<RawState>,
     #[serde(default)]
     pub identity: RawIdentitySection,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://host:port/db` or `rediss://…` (TLS).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<RawSecretSource>,
+    /// PEM CA certificates that verify a `rediss://` server.
+    pub ca_file: Option<PathBuf>,
+    pub key_prefix: Option<String>,
+    /// Per command.
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -12,11 +12,12 @@ use ipnet::IpNet;
 use super::ctx::Ctx;
 use super::{
     raw, split_host_port, AuditOutput, ConfigError, ForwardConfig, ListenerConfig, ListenerKind,
-    ReloadConfig, RemoteDecision, SecretSource, TasksConfig, TlsConfig, TlsFiles,
-    DEFAULT_ADMIN_ADDRESS, DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DECISION_ADDRESS,
-    DEFAULT_DECISION_ADMIN_ADDRESS, DEFAULT_DECISION_CACHE_SIZE, DEFAULT_DECISION_CACHE_TTL,
-    DEFAULT_DECISION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LEAF_CACHE_SIZE, DEFAULT_LISTENER_NAME,
-    DEFAULT_MAX_IDLE_PER_HOST, DEFAULT_MAX_TASK_TTL, DEFAULT_PROXY_ADDRESS,
+    RedisConfig, ReloadConfig, RemoteDecision, SecretSource, StateConfig, TasksConfig, TlsConfig,
+    TlsFiles, DEFAULT_ADMIN_ADDRESS, DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DECISION_ADDRESS, DEFAULT_DECISION_ADMIN_ADDRESS, DEFAULT_DECISION_CACHE_SIZE,
+    DEFAULT_DECISION_CACHE_TTL, DEFAULT_DECISION_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LEAF_CACHE_SIZE, DEFAULT_LISTENER_NAME, DEFAULT_MAX_IDLE_PER_HOST,
+    DEFAULT_MAX_TASK_TTL, DEFAULT_PROXY_ADDRESS, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT,
     DEFAULT_RELOAD_INTERVAL, DEFAULT_RELOAD_WATCH, DEFAULT_REQUIRE_ORIGINAL_DESTINATION,
     DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SYSTEM_ROOTS, DEFAULT_TASK_TTL, DEFAULT_TRANSPARENT_ADDRESS,
     DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
@@ -286,23 +287,10 @@ pub(super) fn decision_service(
 }
 
 pub(super) fn tasks(raw: raw::RawTasks, ctx: &Ctx) -> Result<TasksConfig, ConfigError> {
-    let admin_token = match raw.admin_token {
-        None => None,
-        Some(raw::RawSecretSource {
-            env: Some(var),
-            file: None,
-        }) => Some(SecretSource::Env(var)),
-        Some(raw::RawSecretSource {
-            env: None,
-            file: Some(file),
-        }) => Some(SecretSource::File(ctx.resolve_path(&file))),
-        Some(_) => {
-            return Err(ctx.invalid(
-                "tasks.admin_token",
-                "give exactly one of `env` or `file`".into(),
-            ))
-        }
-    };
+    let admin_token = raw
+        .admin_token
+        .map(|source| secret_source(source, "tasks.admin_token", ctx))
+        .transpose()?;
     let default_ttl = ctx.duration(
         "tasks.default_ttl",
         raw.default_ttl.as_deref(),
@@ -324,4 +312,98 @@ pub(super) fn tasks(raw: raw::RawTasks, ctx: &Ctx) -> Result<TasksConfig, Config
         default_ttl,
         max_ttl,
     })
+}
+
+fn secret_source(
+    raw: raw::RawSecretSource,
+    field: &str,
+    ctx: &Ctx,
+) -> Result<SecretSource, ConfigError> {
+    match raw {
+        raw::RawSecretSource {
+            env: Some(var),
+            file: None,
+        } => Ok(SecretSource::Env(var)),
+        raw::RawSecretSource {
+            env: None,
+            file: Some(file),
+        } => Ok(SecretSource::File(ctx.resolve_path(&file))),
+        _ => Err(ctx.invalid(field, "give exactly one of `env` or `file`".into())),
+    }
+}
+
+pub(super) fn state(raw: raw::RawState, ctx: &Ctx) -> Result<StateConfig, ConfigError> {
+    let Some(redis) = raw.redis else {
+        return Ok(StateConfig::Memory);
+    };
+    let url = url::Url::parse(&redis.url)
+        .map_err(|e| ctx.invalid("state.redis.url", format!("`{}`: {e}", redis.url)))?;
+    let tls = match url.scheme() {
+        "redis" => false,
+        "rediss" => true,
+        other => {
+            return Err(ctx.invalid(
+                "state.redis.url",
+                format!("scheme `{other}`: `redis://` or `rediss://` (TLS)"),
+            ))
+        }
+    };
+    // A password in the URL would be in the file every replica mounts and
+    // in any line that prints the URL.
+    if url.password().is_some() {
+        return Err(ctx.invalid(
+            "state.redis.url",
+            "holds a password: give it as `state.redis.password` (`env` or `file`)".into(),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ctx.invalid("state.redis.url", "names no host".into()));
+    }
+    if redis.ca_file.is_some() && !tls {
+        return Err(ctx.invalid(
+            "state.redis.ca_file",
+            "only a `rediss://` (TLS) URL verifies a server".into(),
+        ));
+    }
+    let username = match (redis.username, url.username()) {
+        (Some(name), "") => Some(name),
+        (None, "") => None,
+        (None, name) => Some(name.to_string()),
+        (Some(_), _) => {
+            return Err(ctx.invalid(
+                "state.redis.username",
+                "the URL names a user too: give it once".into(),
+            ))
+        }
+    };
+    let key_prefix = redis
+        .key_prefix
+        .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string());
+    if key_prefix.is_empty() || key_prefix.contains(['{', '}', ' ']) {
+        return Err(ctx.invalid(
+            "state.redis.key_prefix",
+            "a non-empty name without braces or spaces".into(),
+        ));
+    }
+    let timeout = ctx.duration(
+        "state.redis.timeout",
+        redis.timeout.as_deref(),
+        DEFAULT_REDIS_TIMEOUT,
+    )?;
+    if timeout.is_zero() {
+        return Err(ctx.invalid("state.redis.timeout", "must be above zero".into()));
+    }
+    let mut bare = url.clone();
+    let _ = bare.set_username("");
+    Ok(StateConfig::Redis(RedisConfig {
+        url: bare.to_string(),
+        username,
+        password: redis
+            .password
+            .map(|p| secret_source(p, "state.redis.password", ctx))
+            .transpose()?,
+        ca_file: redis.ca_file.map(|p| ctx.resolve_path(&p)),
+        key_prefix,
+        timeout,
+    }))
 }

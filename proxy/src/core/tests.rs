@@ -10,10 +10,9 @@ use super::*;
 use crate::config::Config;
 use crate::decision::snapshot::SnapshotHandle;
 use crate::decision::tasks::TaskLimits;
-use crate::decision::{
-    Decider, DecisionFuture, EmbeddedDecider, Outcome, Reason, TaskRevoked, TaskStore,
-};
+use crate::decision::{Decider, DecisionFuture, EmbeddedDecider, Outcome, Reason, TaskRevoked};
 use crate::identity::IdentitySource;
+use crate::state::TaskStore;
 
 const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
 
@@ -64,7 +63,7 @@ fn caller(identity: Option<&str>) -> Caller {
 }
 
 fn embedded() -> EmbeddedDecider {
-    EmbeddedDecider::new(Arc::new(TaskStore::new(TaskLimits::default())))
+    EmbeddedDecider::new(Arc::new(TaskStore::in_memory(TaskLimits::default())))
 }
 
 /// A reload that lands after the request was named and before it is

@@ -119,11 +119,11 @@ impl RequestBuilder {
                     )
                 }))?;
                 RestrictedExpression::new_record([
-                    ("id".to_string(), text(&t.id)),
-                    ("purpose".to_string(), text(&t.purpose)),
+                    ("id".to_string(), text(&t.record.id)),
+                    ("purpose".to_string(), text(&t.record.purpose)),
                     (
                         "scopes".to_string(),
-                        RestrictedExpression::new_set(t.scopes().iter().map(|s| text(s))),
+                        RestrictedExpression::new_set(t.record.scopes.iter().map(|s| text(s))),
                     ),
                     ("used".to_string(), used),
                 ])

@@ -9,8 +9,9 @@ use super::snapshot::Snapshot;
 
 use super::outcome::Decision;
 use super::request::DecisionRequest;
-use super::tasks::{TaskRefusal, TaskRevoked, TaskStore};
+use super::tasks::TaskRevoked;
 use super::{Decider, DecisionFuture};
+use crate::state::TaskStore;
 
 pub struct EmbeddedDecider {
     tasks: Arc<TaskStore>,
@@ -29,29 +30,33 @@ impl EmbeddedDecider {
     /// workload's and in scope; then policy decides (seeing
     /// `context.task`); then an allowed request uses one unit of the task's
     /// budget for its risk class, if it has one.
-    pub fn decide_in(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
+    pub async fn decide_in(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
         let task = match &request.task {
             None => None,
-            Some(token) => match self.tasks.admit(token, &request.principal, &request.action) {
+            Some(token) => match self
+                .tasks
+                .admit(token, &request.principal, &request.action)
+                .await
+            {
                 Ok(task) => Some(task),
-                Err((refusal, task)) => return refusal.decision(task.map(|t| t.reference())),
+                Err((refusal, task)) => return refusal.decision(task),
             },
         };
         // Policies may read `context.task.used`, which changes with every
         // budgeted request: those decisions are never cached.
-        let mut decision = match task.as_deref() {
+        let mut decision = match &task {
             Some(t) if t.has_budgets() => snapshot.engine.evaluate_in_task(request, Some(t)),
             t => snapshot
                 .decisions
-                .decide_in_task(&snapshot.engine, request, t),
+                .decide_in_task(&snapshot.engine, request, t.as_ref()),
         };
         if let Some(task) = task {
             let risk = request.context.risk;
-            let mut task_ref = task.reference();
+            let mut task_ref = task.record.reference();
             if decision.is_allow() && task.has_budget_for(risk) {
                 task_ref.no_cache = true;
-                if !task.consume(risk) {
-                    return TaskRefusal::BudgetExhausted.decision(Some(task.reference()));
+                if let Err((refusal, task)) = self.tasks.consume(&task, risk).await {
+                    return refusal.decision(task);
                 }
             }
             decision.task = Some(task_ref);
@@ -66,7 +71,7 @@ impl Decider for EmbeddedDecider {
         snapshot: &'a Snapshot,
         request: &'a DecisionRequest,
     ) -> DecisionFuture<'a> {
-        Box::pin(std::future::ready(self.decide_in(snapshot, request)))
+        Box::pin(self.decide_in(snapshot, request))
     }
 
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {

@@ -36,7 +36,7 @@ pub use policies::PolicyError;
 pub use request::{DecisionRequest, RequestContext, CONNECT_ACTION};
 pub use schema::schema_text;
 pub use snapshot::{Snapshot, SnapshotHandle};
-pub use tasks::{TaskRevoked, TaskStore, TokenHash};
+pub use tasks::{TaskRevoked, TokenHash};
 
 pub type DecisionFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
 

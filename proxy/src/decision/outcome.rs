@@ -53,10 +53,13 @@ pub enum Reason {
     OutOfScope,
     /// The task's budget for the risk class is used up.
     BudgetExhausted,
+    /// The request needs shared state (its task, a budget) and the state
+    /// store cannot be reached.
+    StateUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Allowed,
         Reason::Forbidden,
         Reason::NoPermit,
@@ -68,6 +71,7 @@ impl Reason {
         Reason::TaskWorkloadMismatch,
         Reason::OutOfScope,
         Reason::BudgetExhausted,
+        Reason::StateUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +87,7 @@ impl Reason {
             Reason::TaskWorkloadMismatch => "task_workload_mismatch",
             Reason::OutOfScope => "out_of_scope",
             Reason::BudgetExhausted => "budget_exhausted",
+            Reason::StateUnavailable => "state_unavailable",
         }
     }
 

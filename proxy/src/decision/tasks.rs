@@ -7,10 +7,9 @@
 //! subscriber hears a [`TaskRevoked`], so proxies refuse its token at once
 //! and close the tunnels that carry it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -25,7 +24,7 @@ pub const TOKEN_PREFIX: &str = "tgt_";
 const TOKEN_BYTES: usize = 32;
 /// How long an ended task is remembered, so its token keeps being refused
 /// as `task_ended` rather than `task_unknown`.
-const RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// SHA-256 of a task token: how the decision plane stores tokens and how
 /// proxies send them.
@@ -75,6 +74,12 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    pub fn from_name(name: &str) -> Option<TaskState> {
+        [TaskState::Active, TaskState::Ended, TaskState::Expired]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Active => "active",
@@ -99,27 +104,23 @@ pub struct TaskView {
     pub ended: Option<SystemTime>,
 }
 
-pub struct Task {
+/// What a task was started with: everything but its state and the use of
+/// its budgets. Never changes once started, so every store and replica may
+/// hold a copy.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TaskRecord {
     pub id: String,
     pub workload: String,
     pub purpose: String,
-    scopes: Vec<String>,
-    budgets: BTreeMap<RiskClass, (u32, AtomicU32)>,
-    token: TokenHash,
-    created: SystemTime,
+    pub scopes: Vec<String>,
+    /// Risk class → how many allowed requests of that class.
+    pub limits: BTreeMap<RiskClass, u32>,
+    pub token: TokenHash,
+    pub created: SystemTime,
     pub expires: SystemTime,
-    ended: RwLock<Option<(SystemTime, TaskState)>>,
 }
 
-impl Task {
-    fn state(&self, now: SystemTime) -> TaskState {
-        match *self.ended.read().unwrap_or_else(|e| e.into_inner()) {
-            Some((_, state)) => state,
-            None if now >= self.expires => TaskState::Expired,
-            None => TaskState::Active,
-        }
-    }
-
+impl TaskRecord {
     /// `github:pulls.create` against `github:pulls.*`, `github:*`, `*`.
     pub fn in_scope(&self, action: &str) -> bool {
         self.scopes.is_empty()
@@ -127,38 +128,6 @@ impl Task {
                 Some(prefix) => action.starts_with(prefix),
                 None => s == action,
             })
-    }
-
-    pub fn has_budget_for(&self, class: RiskClass) -> bool {
-        self.budgets.contains_key(&class)
-    }
-
-    pub fn has_budgets(&self) -> bool {
-        !self.budgets.is_empty()
-    }
-
-    pub fn scopes(&self) -> &[String] {
-        &self.scopes
-    }
-
-    /// Allowed requests of `class` counted against its budget so far (0
-    /// for a class without one).
-    pub fn used(&self, class: RiskClass) -> u32 {
-        self.budgets
-            .get(&class)
-            .map_or(0, |(_, used)| used.load(Ordering::SeqCst))
-    }
-
-    /// Use one unit of `class`'s budget; `false` when none is left. A class
-    /// without a budget is unlimited.
-    pub fn consume(&self, class: RiskClass) -> bool {
-        let Some((limit, used)) = self.budgets.get(&class) else {
-            return true;
-        };
-        used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-            (u < *limit).then_some(u + 1)
-        })
-        .is_ok()
     }
 
     /// The task as a decision names it.
@@ -170,26 +139,80 @@ impl Task {
         }
     }
 
-    pub fn view(&self) -> TaskView {
+    /// Refuse a request by `workload` for `action` under this task, as of
+    /// `ended` (its end, if it has ended).
+    pub fn admits(
+        &self,
+        ended: Option<TaskState>,
+        workload: &str,
+        action: &str,
+    ) -> Result<(), TaskRefusal> {
+        if ended.is_some() || SystemTime::now() >= self.expires {
+            return Err(TaskRefusal::Ended);
+        }
+        if self.workload != workload {
+            return Err(TaskRefusal::OtherWorkload);
+        }
+        if !self.in_scope(action) {
+            return Err(TaskRefusal::OutOfScope);
+        }
+        Ok(())
+    }
+
+    /// The task as the API shows it, given its end and budgets' use.
+    pub fn view(
+        &self,
+        ended: Option<(SystemTime, TaskState)>,
+        used: impl Fn(RiskClass) -> u32,
+    ) -> TaskView {
         let now = SystemTime::now();
-        let ended = *self.ended.read().unwrap_or_else(|e| e.into_inner());
+        let state = match ended {
+            Some((_, state)) => state,
+            None if now >= self.expires => TaskState::Expired,
+            None => TaskState::Active,
+        };
         TaskView {
             id: self.id.clone(),
             workload: self.workload.clone(),
             purpose: self.purpose.clone(),
             scopes: self.scopes.clone(),
             budgets: self
-                .budgets
+                .limits
                 .iter()
-                .map(|(class, (limit, used))| (*class, (*limit, used.load(Ordering::SeqCst))))
+                .map(|(class, limit)| (*class, (*limit, used(*class))))
                 .collect(),
             created: self.created,
             expires: self.expires,
-            state: self.state(now),
+            state,
             ended: ended
                 .map(|(at, _)| at)
                 .or_else(|| (now >= self.expires).then_some(self.expires)),
         }
+    }
+}
+
+/// A task as one request was admitted under it: its record, and how much of
+/// each budget was used when it was admitted (what `context.task.used`
+/// shows policies).
+#[derive(Debug)]
+pub struct Task {
+    pub record: Arc<TaskRecord>,
+    pub used: BTreeMap<RiskClass, u32>,
+}
+
+impl Task {
+    pub fn has_budget_for(&self, class: RiskClass) -> bool {
+        self.record.limits.contains_key(&class)
+    }
+
+    pub fn has_budgets(&self) -> bool {
+        !self.record.limits.is_empty()
+    }
+
+    /// Allowed requests of `class` counted against its budget when the
+    /// request was admitted (0 for a class without one).
+    pub fn used(&self, class: RiskClass) -> u32 {
+        self.used.get(&class).copied().unwrap_or(0)
     }
 }
 
@@ -207,6 +230,8 @@ pub enum TaskRefusal {
     OutOfScope,
     /// The risk class's budget is used up: `budget_exhausted` (403).
     BudgetExhausted,
+    /// The shared state store cannot be reached: `state_unavailable` (503).
+    Unavailable,
 }
 
 impl TaskRefusal {
@@ -217,6 +242,7 @@ impl TaskRefusal {
             TaskRefusal::OtherWorkload => Reason::TaskWorkloadMismatch,
             TaskRefusal::OutOfScope => Reason::OutOfScope,
             TaskRefusal::BudgetExhausted => Reason::BudgetExhausted,
+            TaskRefusal::Unavailable => Reason::StateUnavailable,
         }
     }
 
@@ -234,6 +260,9 @@ impl TaskRefusal {
             }
             (TaskRefusal::BudgetExhausted, Some(t)) => {
                 format!("task {} has used its budget for this risk class", t.id)
+            }
+            (TaskRefusal::Unavailable, _) => {
+                "the task state store cannot be reached; requests under tasks are refused until it can".into()
             }
             (_, None) => String::new(),
         };
@@ -257,6 +286,10 @@ pub enum TaskError {
     NotFound(String),
     #[error("invalid task: {0}")]
     Invalid(String),
+    /// The state store cannot be reached: nothing about tasks can be
+    /// known or changed until it can.
+    #[error("the task state store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone)]
@@ -274,47 +307,24 @@ impl Default for TaskLimits {
     }
 }
 
-/// Tasks of one decision plane, in memory.
-pub struct TaskStore {
-    by_id: RwLock<HashMap<String, Arc<Task>>>,
-    by_token: RwLock<HashMap<TokenHash, Arc<Task>>>,
-    revoked: tokio::sync::broadcast::Sender<TaskRevoked>,
-    limits: TaskLimits,
-    rng: SystemRandom,
-}
-
-impl TaskStore {
-    pub fn new(limits: TaskLimits) -> TaskStore {
-        let (revoked, _) = tokio::sync::broadcast::channel(1024);
-        TaskStore {
-            by_id: RwLock::default(),
-            by_token: RwLock::default(),
-            revoked,
-            limits,
-            rng: SystemRandom::new(),
-        }
-    }
-
-    /// Every task end and expiry, from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
-        self.revoked.subscribe()
-    }
-
-    /// Start a task; the token is returned here only.
-    pub fn start(&self, spec: TaskSpec) -> Result<(TaskView, Secret), TaskError> {
+impl TaskLimits {
+    /// Check `spec` against these limits and mint its token: the record a
+    /// store keeps, and the token, which only the caller of `StartTask`
+    /// ever sees.
+    pub fn issue(&self, spec: TaskSpec) -> Result<(TaskRecord, Secret), TaskError> {
         if spec.workload.trim().is_empty() {
             return Err(TaskError::Invalid("a workload is required".into()));
         }
         let ttl = if spec.ttl.is_zero() {
-            self.limits.default_ttl
+            self.default_ttl
         } else {
             spec.ttl
         };
-        if ttl > self.limits.max_ttl {
+        if ttl > self.max_ttl {
             return Err(TaskError::Invalid(format!(
                 "ttl {} is above the maximum {}",
                 humantime::format_duration(ttl),
-                humantime::format_duration(self.limits.max_ttl)
+                humantime::format_duration(self.max_ttl)
             )));
         }
         for scope in &spec.scopes {
@@ -325,7 +335,7 @@ impl TaskStore {
                 )));
             }
         }
-        let mut budgets = BTreeMap::new();
+        let mut limits = BTreeMap::new();
         for (class, limit) in spec.budgets {
             let Some(risk) = RiskClass::from_name(&class) else {
                 let known: Vec<&str> = RiskClass::ALL.iter().map(|r| r.as_str()).collect();
@@ -334,10 +344,10 @@ impl TaskStore {
                     known.join(", ")
                 )));
             };
-            budgets.insert(risk, (limit, AtomicU32::new(0)));
+            limits.insert(risk, limit);
         }
         let mut raw = zeroize::Zeroizing::new([0u8; TOKEN_BYTES]);
-        self.rng
+        SystemRandom::new()
             .fill(raw.as_mut())
             .map_err(|_| TaskError::Invalid("no randomness available".into()))?;
         let mut token = String::with_capacity(TOKEN_PREFIX.len() + 2 * TOKEN_BYTES);
@@ -346,134 +356,20 @@ impl TaskStore {
             token.push_str(&format!("{b:02x}"));
         }
         let token = Secret::new(token);
-        let now = SystemTime::now();
-        let task = Arc::new(Task {
+        // Whole milliseconds: what every store can keep exactly.
+        let now = from_unix_ms(unix_ms(SystemTime::now()));
+        let record = TaskRecord {
             id: format!("task_{}", uuid::Uuid::now_v7().simple()),
             workload: spec.workload,
             purpose: spec.purpose,
             scopes: spec.scopes,
-            budgets,
+            limits,
             token: TokenHash::of(token.expose()),
             created: now,
-            expires: now + ttl,
-            ended: RwLock::new(None),
-        });
-        write(&self.by_token).insert(task.token, task.clone());
-        write(&self.by_id).insert(task.id.clone(), task.clone());
-        tracing::info!(task = %task.id, workload = %task.workload, ttl = %humantime::format_duration(ttl), "task started");
-        Ok((task.view(), token))
+            expires: now + Duration::from_millis(ttl.as_millis() as u64),
+        };
+        Ok((record, token))
     }
-
-    pub fn end(&self, id: &str) -> Result<TaskView, TaskError> {
-        let task = self.by_id_or_err(id)?;
-        self.stop(&task, TaskState::Ended);
-        Ok(task.view())
-    }
-
-    pub fn get(&self, id: &str) -> Result<TaskView, TaskError> {
-        Ok(self.by_id_or_err(id)?.view())
-    }
-
-    /// Newest first.
-    pub fn list(&self) -> Vec<TaskView> {
-        let mut all: Vec<TaskView> = read(&self.by_id).values().map(|t| t.view()).collect();
-        all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
-        all
-    }
-
-    /// Tasks that have stopped and are still remembered.
-    pub fn ended_tokens(&self) -> Vec<(String, TokenHash)> {
-        read(&self.by_id)
-            .values()
-            .filter(|t| t.ended.read().unwrap_or_else(|e| e.into_inner()).is_some())
-            .map(|t| (t.id.clone(), t.token))
-            .collect()
-    }
-
-    /// The task behind `token`, if it may carry a request by `workload`
-    /// for `action`. Budgets are used later, once policy has allowed.
-    pub fn admit(
-        &self,
-        token: &TokenHash,
-        workload: &str,
-        action: &str,
-    ) -> Result<Arc<Task>, (TaskRefusal, Option<Arc<Task>>)> {
-        let task = read(&self.by_token)
-            .get(token)
-            .cloned()
-            .ok_or((TaskRefusal::Unknown, None))?;
-        if task.state(SystemTime::now()) != TaskState::Active {
-            return Err((TaskRefusal::Ended, Some(task)));
-        }
-        if task.workload != workload {
-            return Err((TaskRefusal::OtherWorkload, Some(task)));
-        }
-        if !task.in_scope(action) {
-            return Err((TaskRefusal::OutOfScope, Some(task)));
-        }
-        Ok(task)
-    }
-
-    /// End tasks whose TTL has passed (announcing each), and forget tasks
-    /// that ended longer ago than the retention. Run periodically.
-    pub fn sweep(&self) {
-        let now = SystemTime::now();
-        let expired: Vec<Arc<Task>> = read(&self.by_id)
-            .values()
-            .filter(|t| {
-                t.ended.read().unwrap_or_else(|e| e.into_inner()).is_none() && now >= t.expires
-            })
-            .cloned()
-            .collect();
-        for task in expired {
-            self.stop(&task, TaskState::Expired);
-        }
-        let old: Vec<Arc<Task>> = read(&self.by_id)
-            .values()
-            .filter(|t| {
-                t.ended
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_some_and(|(at, _)| now.duration_since(at).unwrap_or_default() > RETENTION)
-            })
-            .cloned()
-            .collect();
-        for task in old {
-            write(&self.by_id).remove(&task.id);
-            write(&self.by_token).remove(&task.token);
-        }
-    }
-
-    fn stop(&self, task: &Task, state: TaskState) {
-        {
-            let mut ended = task.ended.write().unwrap_or_else(|e| e.into_inner());
-            if ended.is_some() {
-                return;
-            }
-            *ended = Some((SystemTime::now(), state));
-        }
-        tracing::info!(task = %task.id, state = state.as_str(), "task stopped; revoking");
-        // No subscriber is not an error: nobody holds anything to drop.
-        let _ = self.revoked.send(TaskRevoked {
-            task_id: task.id.clone(),
-            token: task.token,
-        });
-    }
-
-    fn by_id_or_err(&self, id: &str) -> Result<Arc<Task>, TaskError> {
-        read(&self.by_id)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| TaskError::NotFound(id.to_string()))
-    }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn unix_ms(t: SystemTime) -> i64 {
@@ -484,20 +380,4 @@ pub fn unix_ms(t: SystemTime) -> i64 {
 
 pub fn from_unix_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
-/// Run [`TaskStore::sweep`] every `interval` until the store is dropped.
-pub fn spawn_sweeper(store: &Arc<TaskStore>, interval: Duration) {
-    let weak = Arc::downgrade(store);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match weak.upgrade() {
-                Some(store) => store.sweep(),
-                None => return,
-            }
-        }
-    });
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use super::*;
 use crate::catalog::{ActionInfo, RiskClass};
 use crate::identity::{Attributes, IdentitySource};
+use crate::state::TaskStore;
 
 mod load;
 
@@ -410,7 +411,10 @@ fn shipped_policies() {
     );
 
     // Inside a task, the same pull request is allowed, with its credential.
-    let tasks = TaskStore::new(crate::decision::tasks::TaskLimits::default());
+    let tasks = crate::state::memory::MemoryTasks::new(
+        crate::decision::tasks::TaskLimits::default(),
+        tokio::sync::broadcast::channel(1).0,
+    );
     let (_, token) = tasks
         .start(crate::decision::tasks::TaskSpec {
             workload: CODER.into(),
@@ -457,7 +461,7 @@ fn snapshot(engine: PolicyEngine, cache_size: usize) -> crate::decision::snapsho
 #[tokio::test]
 async fn the_embedded_decider_decides_as_the_engine_evaluates() {
     let s = snapshot(engine(&[("test.cedar", POLICIES)]), 100);
-    let decider: SharedDecider = Arc::new(EmbeddedDecider::new(Arc::new(TaskStore::new(
+    let decider: SharedDecider = Arc::new(EmbeddedDecider::new(Arc::new(TaskStore::in_memory(
         tasks::TaskLimits::default(),
     ))));
     let acme = "github/repos/acme/api";
@@ -527,7 +531,7 @@ forbid (principal, action == Action::"github:repos.delete", resource)
         }
 
         fn with_policies(policies: &str) -> Plane {
-            let tasks = Arc::new(TaskStore::new(TaskLimits::default()));
+            let tasks = Arc::new(TaskStore::in_memory(TaskLimits::default()));
             Plane {
                 decider: EmbeddedDecider::new(tasks.clone()),
                 tasks,
@@ -535,16 +539,16 @@ forbid (principal, action == Action::"github:repos.delete", resource)
             }
         }
 
-        fn start(&self, spec: TaskSpec) -> TokenHash {
-            let (_, token) = self.tasks.start(spec).unwrap();
+        async fn start(&self, spec: TaskSpec) -> TokenHash {
+            let (_, token) = self.tasks.start(spec).await.unwrap();
             assert!(token.expose().starts_with(TOKEN_PREFIX));
             TokenHash::of(token.expose())
         }
 
-        fn decide(&self, principal: &str, action: &str, task: Option<TokenHash>) -> Decision {
+        async fn decide(&self, principal: &str, action: &str, task: Option<TokenHash>) -> Decision {
             let mut request = req(principal, action, "github/repos/acme/api", "internal");
             request.task = task;
-            self.decider.decide_in(&self.snapshot, &request)
+            self.decider.decide_in(&self.snapshot, &request).await
         }
     }
 
@@ -556,96 +560,121 @@ forbid (principal, action == Action::"github:repos.delete", resource)
         }
     }
 
-    #[test]
-    fn policies_see_the_task_and_only_a_valid_token_brings_one() {
+    #[tokio::test]
+    async fn policies_see_the_task_and_only_a_valid_token_brings_one() {
         let p = Plane::new();
-        let d = p.decide(CODER, "github:pulls.create", None);
+        let d = p.decide(CODER, "github:pulls.create", None).await;
         assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Deny, "forbidden"));
         assert_eq!(d.message, "writes need a task");
 
-        let token = p.start(spec("fix the build"));
-        let d = p.decide(CODER, "github:pulls.create", Some(token));
+        let token = p.start(spec("fix the build")).await;
+        let d = p.decide(CODER, "github:pulls.create", Some(token)).await;
         assert!(d.is_allow(), "{d:?}");
         assert!(d.task.as_ref().is_some_and(|t| t.id.starts_with("task_")));
 
-        let triage = p.start(spec("triage issues"));
-        let d = p.decide(CODER, "github:repos.delete", Some(triage));
+        let triage = p.start(spec("triage issues")).await;
+        let d = p.decide(CODER, "github:repos.delete", Some(triage)).await;
         assert_eq!(d.policy_ids, ["no-deletes-while-triaging"]);
 
-        let d = p.decide(
-            CODER,
-            "github:pulls.create",
-            Some(TokenHash::of("tgt_forged")),
-        );
+        let d = p
+            .decide(
+                CODER,
+                "github:pulls.create",
+                Some(TokenHash::of("tgt_forged")),
+            )
+            .await;
         assert_eq!(d.reason, Reason::TaskUnknown);
         assert!(d.task.is_none());
     }
 
-    #[test]
-    fn ended_expired_foreign_and_out_of_scope_tokens_are_refused() {
+    #[tokio::test]
+    async fn ended_expired_foreign_and_out_of_scope_tokens_are_refused() {
         let p = Plane::new();
-        let token = p.start(TaskSpec {
-            scopes: vec!["github:pulls.*".into()],
-            ..spec("review")
-        });
-        assert!(p.decide(CODER, "github:pulls.list", Some(token)).is_allow());
-        let d = p.decide(CODER, "github:contents.get", Some(token));
+        let token = p
+            .start(TaskSpec {
+                scopes: vec!["github:pulls.*".into()],
+                ..spec("review")
+            })
+            .await;
+        assert!(p
+            .decide(CODER, "github:pulls.list", Some(token))
+            .await
+            .is_allow());
+        let d = p.decide(CODER, "github:contents.get", Some(token)).await;
         assert_eq!(d.reason, Reason::OutOfScope);
-        let d = p.decide(TRIAGE, "github:pulls.list", Some(token));
+        let d = p.decide(TRIAGE, "github:pulls.list", Some(token)).await;
         assert_eq!(d.reason, Reason::TaskWorkloadMismatch);
 
-        let id = p.tasks.list()[0].id.clone();
+        let id = p.tasks.list().await.unwrap()[0].id.clone();
         let mut revoked = p.tasks.subscribe();
-        let view = p.tasks.end(&id).unwrap();
+        let view = p.tasks.end(&id).await.unwrap();
         assert_eq!(view.state, TaskState::Ended);
         assert_eq!(revoked.try_recv().unwrap().token, token);
         // Even a decision the cache holds for this exact request.
-        let d = p.decide(CODER, "github:pulls.list", Some(token));
+        let d = p.decide(CODER, "github:pulls.list", Some(token)).await;
         assert_eq!(
             (d.outcome, d.reason.as_str()),
             (Outcome::Deny, "task_ended")
         );
 
-        let short = p.start(TaskSpec {
-            ttl: Duration::from_millis(30),
-            ..spec("short")
-        });
-        assert!(p.decide(CODER, "github:pulls.list", Some(short)).is_allow());
-        std::thread::sleep(Duration::from_millis(60));
+        let short = p
+            .start(TaskSpec {
+                ttl: Duration::from_millis(30),
+                ..spec("short")
+            })
+            .await;
+        assert!(p
+            .decide(CODER, "github:pulls.list", Some(short))
+            .await
+            .is_allow());
+        tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(
-            p.decide(CODER, "github:pulls.list", Some(short)).reason,
+            p.decide(CODER, "github:pulls.list", Some(short))
+                .await
+                .reason,
             Reason::TaskEnded
         );
-        p.tasks.sweep();
-        let expired = p.tasks.list().into_iter().find(|t| t.purpose == "short");
+        p.tasks.sweep().await;
+        let expired = p
+            .tasks
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.purpose == "short");
         assert_eq!(expired.map(|t| t.state), Some(TaskState::Expired));
         assert_eq!(revoked.try_recv().unwrap().token, short);
     }
 
-    #[test]
-    fn a_budget_allows_exactly_n_requests_of_its_class() {
+    #[tokio::test]
+    async fn a_budget_allows_exactly_n_requests_of_its_class() {
         let p = Plane::new();
-        let token = p.start(TaskSpec {
-            budgets: BTreeMap::from([("write".to_string(), 3)]),
-            ..spec("three writes")
-        });
+        let token = p
+            .start(TaskSpec {
+                budgets: BTreeMap::from([("write".to_string(), 3)]),
+                ..spec("three writes")
+            })
+            .await;
         for i in 0..3 {
-            let d = p.decide(CODER, "github:pulls.create", Some(token));
+            let d = p.decide(CODER, "github:pulls.create", Some(token)).await;
             assert!(d.is_allow(), "write {i}: {d:?}");
             assert!(d.task.as_ref().is_some_and(|t| t.no_cache));
         }
-        let d = p.decide(CODER, "github:pulls.create", Some(token));
+        let d = p.decide(CODER, "github:pulls.create", Some(token)).await;
         assert_eq!(d.reason, Reason::BudgetExhausted);
         // Other classes are not counted, and denied requests use nothing.
         for _ in 0..5 {
-            assert!(p.decide(CODER, "github:pulls.list", Some(token)).is_allow());
+            assert!(p
+                .decide(CODER, "github:pulls.list", Some(token))
+                .await
+                .is_allow());
         }
-        let view = &p.tasks.list()[0];
+        let view = &p.tasks.list().await.unwrap()[0];
         assert_eq!(view.budgets[&RiskClass::Write], (3, 3));
     }
 
-    #[test]
-    fn policies_see_the_tasks_scopes_and_budget_use() {
+    #[tokio::test]
+    async fn policies_see_the_tasks_scopes_and_budget_use() {
         let policies = r#"
 @id("coder-github")
 permit (principal == Workload::"spiffe://cluster.local/ns/agents/sa/coder", action in Action::"github", resource)
@@ -656,31 +685,38 @@ forbid (principal, action in Action::"write", resource)
 when { context has task && context.task.used.write >= 1 && context.task.purpose == "careful" };
 "#;
         let p = Plane::with_policies(policies);
-        let narrow = p.start(TaskSpec {
-            scopes: vec!["github:pulls.*".into()],
-            ..spec("narrow")
-        });
+        let narrow = p
+            .start(TaskSpec {
+                scopes: vec!["github:pulls.*".into()],
+                ..spec("narrow")
+            })
+            .await;
         assert_eq!(
-            p.decide(CODER, "github:pulls.list", Some(narrow)).reason,
+            p.decide(CODER, "github:pulls.list", Some(narrow))
+                .await
+                .reason,
             Reason::NoPermit
         );
-        let careful = p.start(TaskSpec {
-            scopes: vec!["github:*".into()],
-            budgets: BTreeMap::from([("write".to_string(), 10)]),
-            ..spec("careful")
-        });
+        let careful = p
+            .start(TaskSpec {
+                scopes: vec!["github:*".into()],
+                budgets: BTreeMap::from([("write".to_string(), 10)]),
+                ..spec("careful")
+            })
+            .await;
         assert!(p
             .decide(CODER, "github:pulls.create", Some(careful))
+            .await
             .is_allow());
         // The same request again: `used.write` is 1 now, and the decision
         // is not served from the cache.
-        let d = p.decide(CODER, "github:pulls.create", Some(careful));
+        let d = p.decide(CODER, "github:pulls.create", Some(careful)).await;
         assert_eq!(d.policy_ids, ["second-write-needs-less-risk"]);
     }
 
-    #[test]
-    fn task_specs_are_checked() {
-        let tasks = TaskStore::new(TaskLimits {
+    #[tokio::test]
+    async fn task_specs_are_checked() {
+        let tasks = TaskStore::in_memory(TaskLimits {
             default_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(600),
         });
@@ -703,9 +739,9 @@ when { context has task && context.task.used.write >= 1 && context.task.purpose 
             },
         ];
         for s in bad {
-            assert!(tasks.start(s.clone()).is_err(), "{s:?}");
+            assert!(tasks.start(s.clone()).await.is_err(), "{s:?}");
         }
-        let (view, token) = tasks.start(spec("ok")).unwrap();
+        let (view, token) = tasks.start(spec("ok")).await.unwrap();
         assert_eq!(
             view.expires.duration_since(view.created).unwrap(),
             Duration::from_secs(60)

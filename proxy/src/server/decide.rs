@@ -38,6 +38,8 @@ impl DecisionApi {
     }
 }
 
+const STORE_LOST: &str = "the task state store cannot be reached; resubscribe";
+
 type RevocationStream = Pin<Box<dyn Stream<Item = Result<pb::Revocation, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -76,6 +78,17 @@ impl DecisionService for DecisionApi {
         let subscriber = request.into_inner().subscriber;
         tracing::info!(subscriber, "revocation subscriber connected");
         let tasks = &self.plane.tasks;
+        // A replica that cannot reach the state store cannot hear task
+        // ends: its subscribers must not trust what they hold, so they are
+        // turned away (and cut off when it is lost) until it is back.
+        let health = tasks.health();
+        if !*health.borrow() {
+            return Err(Status::unavailable(STORE_LOST));
+        }
+        let lost = WatchStream::new(health)
+            .filter(|up| !up)
+            .take(1)
+            .map(|_| Err(Status::unavailable(STORE_LOST)));
         // Subscribe before listing, so a task ending in between is sent
         // twice rather than never.
         let live = BroadcastStream::new(tasks.subscribe());
@@ -90,6 +103,8 @@ impl DecisionService for DecisionApi {
         // it was away: it hears about every ended task still remembered.
         let ended: Vec<_> = tasks
             .ended_tokens()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
             .into_iter()
             .map(|(id, token)| Ok(task_ended(id, token)))
             .collect();
@@ -99,7 +114,9 @@ impl DecisionService for DecisionApi {
             // the proxy drops its whole cache and subscribes again.
             Err(_) => Err(Status::data_loss("revocations were missed; resubscribe")),
         });
-        let stream = epochs.merge(tokio_stream::iter(ended).chain(live));
+        let stream = epochs
+            .merge(tokio_stream::iter(ended).chain(live))
+            .merge(lost);
         Ok(Response::new(Box::pin(Subscription {
             subscriber,
             events: Box::pin(stream),
@@ -110,28 +127,28 @@ impl DecisionService for DecisionApi {
         &self,
         request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
-        tasks::start(&self.plane, request).map(Response::new)
+        tasks::start(&self.plane, request).await.map(Response::new)
     }
 
     async fn end_task(
         &self,
         request: Request<pb::EndTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        tasks::end(&self.plane, request).map(Response::new)
+        tasks::end(&self.plane, request).await.map(Response::new)
     }
 
     async fn get_task(
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        tasks::get(&self.plane, request).map(Response::new)
+        tasks::get(&self.plane, request).await.map(Response::new)
     }
 
     async fn list_tasks(
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        tasks::list(&self.plane, request).map(Response::new)
+        tasks::list(&self.plane, request).await.map(Response::new)
     }
 }
 

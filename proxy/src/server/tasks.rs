@@ -9,7 +9,6 @@ use std::time::Duration;
 use tonic::{Request, Status};
 
 use crate::authorization;
-use crate::config::SecretSource;
 use crate::decision::proto::pb;
 use crate::decision::tasks::{TaskError, TaskSpec};
 use crate::decision::TokenHash;
@@ -25,7 +24,7 @@ pub fn require_admin<T>(plane: &DecisionPlane, request: &Request<T>) -> Result<(
             "task administration is disabled: no tasks.admin_token is configured",
         ));
     };
-    let expected = read_secret(source).map_err(|e| {
+    let expected = source.read().map_err(|e| {
         tracing::error!(error = %e, "admin token unreadable; refusing task administration");
         Status::unavailable("the admin token cannot be read")
     })?;
@@ -41,25 +40,15 @@ pub fn require_admin<T>(plane: &DecisionPlane, request: &Request<T>) -> Result<(
     Ok(())
 }
 
-fn read_secret(source: &SecretSource) -> Result<zeroize::Zeroizing<String>, String> {
-    match source {
-        SecretSource::Env(var) => std::env::var(var)
-            .map(zeroize::Zeroizing::new)
-            .map_err(|_| format!("environment variable {var} is not set")),
-        SecretSource::File(path) => std::fs::read_to_string(path)
-            .map(zeroize::Zeroizing::new)
-            .map_err(|e| format!("{}: {}", path.display(), e.kind())),
-    }
-}
-
 fn status(err: TaskError) -> Status {
     match err {
         TaskError::NotFound(_) => Status::not_found(err.to_string()),
         TaskError::Invalid(_) => Status::invalid_argument(err.to_string()),
+        TaskError::Unavailable(_) => Status::unavailable(err.to_string()),
     }
 }
 
-pub fn start(
+pub async fn start(
     plane: &DecisionPlane,
     request: Request<pb::StartTaskRequest>,
 ) -> Result<pb::StartTaskResponse, Status> {
@@ -72,14 +61,14 @@ pub fn start(
         scopes: r.scopes,
         budgets: r.budgets.into_iter().collect::<BTreeMap<_, _>>(),
     };
-    let (task, token) = plane.tasks.start(spec).map_err(status)?;
+    let (task, token) = plane.tasks.start(spec).await.map_err(status)?;
     Ok(pb::StartTaskResponse {
         task: Some(pb::Task::from(&task)),
         token: token.expose().to_string(),
     })
 }
 
-pub fn end(
+pub async fn end(
     plane: &DecisionPlane,
     request: Request<pb::EndTaskRequest>,
 ) -> Result<pb::Task, Status> {
@@ -87,11 +76,12 @@ pub fn end(
     let task = plane
         .tasks
         .end(&request.into_inner().task_id)
+        .await
         .map_err(status)?;
     Ok(pb::Task::from(&task))
 }
 
-pub fn get(
+pub async fn get(
     plane: &DecisionPlane,
     request: Request<pb::GetTaskRequest>,
 ) -> Result<pb::Task, Status> {
@@ -99,16 +89,24 @@ pub fn get(
     let task = plane
         .tasks
         .get(&request.into_inner().task_id)
+        .await
         .map_err(status)?;
     Ok(pb::Task::from(&task))
 }
 
-pub fn list(
+pub async fn list(
     plane: &DecisionPlane,
     request: Request<pb::ListTasksRequest>,
 ) -> Result<pb::ListTasksResponse, Status> {
     require_admin(plane, &request)?;
     Ok(pb::ListTasksResponse {
-        tasks: plane.tasks.list().iter().map(pb::Task::from).collect(),
+        tasks: plane
+            .tasks
+            .list()
+            .await
+            .map_err(status)?
+            .iter()
+            .map(pb::Task::from)
+            .collect(),
     })
 }

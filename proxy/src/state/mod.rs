@@ -1,0 +1,188 @@
+//! The state store: what the decision plane changes while it runs — tasks,
+//! the use of their budgets, their ends — as opposed to the catalog and
+//! policies, which are files every replica loads. Two backends behind one
+//! [`TaskStore`]: memory (one process; the default) and Redis (shared by
+//! every replica that names the same server, and outliving all of them).
+//! Approvals, which must be seen by every replica too, belong here as well.
+//!
+//! A store that cannot be reached answers nothing it would have to guess:
+//! requests under a task are refused with `state_unavailable`, task
+//! administration fails, and [`TaskStore::health`] says so, which is what
+//! `/readyz` and the revocation streams follow.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+use crate::catalog::RiskClass;
+use crate::config::RedisConfig;
+use crate::decision::credentials::Secret;
+use crate::decision::tasks::{
+    Task, TaskError, TaskLimits, TaskRefusal, TaskRevoked, TaskSpec, TaskView, TokenHash,
+};
+use crate::decision::TaskRef;
+
+use memory::MemoryTasks;
+use redis::RedisTasks;
+
+/// A token that does not admit its request: why, and the task when known.
+pub type Refused = (TaskRefusal, Option<TaskRef>);
+
+/// How many task ends a subscriber may fall behind by before its stream is
+/// cut (and it resubscribes, hearing every remembered end again).
+const REVOCATION_BACKLOG: usize = 1024;
+
+pub struct TaskStore {
+    backend: Backend,
+    revoked: broadcast::Sender<TaskRevoked>,
+    health: watch::Receiver<bool>,
+}
+
+enum Backend {
+    Memory(MemoryTasks),
+    Redis(RedisTasks),
+}
+
+impl TaskStore {
+    pub fn in_memory(limits: TaskLimits) -> TaskStore {
+        let (revoked, _) = broadcast::channel(REVOCATION_BACKLOG);
+        // Memory is always there.
+        let (_, health) = watch::channel(true);
+        TaskStore {
+            backend: Backend::Memory(MemoryTasks::new(limits, revoked.clone())),
+            revoked,
+            health,
+        }
+    }
+
+    /// Tasks in the Redis `config` names, connecting (and reconnecting) in
+    /// the background: until connected the store is unhealthy. Needs a
+    /// runtime.
+    pub fn redis(limits: TaskLimits, config: &RedisConfig) -> Result<TaskStore, String> {
+        let (revoked, _) = broadcast::channel(REVOCATION_BACKLOG);
+        let redis = RedisTasks::connect(limits, config, revoked.clone())?;
+        Ok(TaskStore {
+            health: redis.health(),
+            backend: Backend::Redis(redis),
+            revoked,
+        })
+    }
+
+    /// `memory` or `redis`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// Start a task; the token is returned here only.
+    pub async fn start(&self, spec: TaskSpec) -> Result<(TaskView, Secret), TaskError> {
+        let (task, token) = match &self.backend {
+            Backend::Memory(m) => m.start(spec)?,
+            Backend::Redis(r) => r.start(spec).await?,
+        };
+        let ttl = task
+            .expires
+            .duration_since(task.created)
+            .unwrap_or_default();
+        tracing::info!(task = %task.id, workload = %task.workload, ttl = %humantime::format_duration(ttl), "task started");
+        Ok((task, token))
+    }
+
+    pub async fn end(&self, id: &str) -> Result<TaskView, TaskError> {
+        match &self.backend {
+            Backend::Memory(m) => m.end(id),
+            Backend::Redis(r) => r.end(id).await,
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<TaskView, TaskError> {
+        match &self.backend {
+            Backend::Memory(m) => m.get(id),
+            Backend::Redis(r) => r.get(id).await,
+        }
+    }
+
+    /// Newest first.
+    pub async fn list(&self) -> Result<Vec<TaskView>, TaskError> {
+        let mut all = match &self.backend {
+            Backend::Memory(m) => m.list(),
+            Backend::Redis(r) => r.list().await?,
+        };
+        all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        Ok(all)
+    }
+
+    /// Tasks that have stopped and are still remembered: what a proxy
+    /// (re)subscribing must hear, since it may hold their tunnels.
+    pub async fn ended_tokens(&self) -> Result<Vec<(String, TokenHash)>, TaskError> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.ended_tokens()),
+            Backend::Redis(r) => r.ended_tokens().await,
+        }
+    }
+
+    /// The task behind `token`, if it may carry a request by `workload`
+    /// for `action`. Budgets are used later, once policy has allowed.
+    pub async fn admit(
+        &self,
+        token: &TokenHash,
+        workload: &str,
+        action: &str,
+    ) -> Result<Task, Refused> {
+        match &self.backend {
+            Backend::Memory(m) => m.admit(token, workload, action),
+            Backend::Redis(r) => r.admit(token, workload, action).await,
+        }
+    }
+
+    /// Use one unit of `class`'s budget of `task`, which must have one.
+    pub async fn consume(&self, task: &Task, class: RiskClass) -> Result<(), Refused> {
+        let refused = |refusal: TaskRefusal| (refusal, Some(task.record.reference()));
+        match &self.backend {
+            Backend::Memory(m) if m.consume(task, class) => Ok(()),
+            Backend::Memory(_) => Err(refused(TaskRefusal::BudgetExhausted)),
+            Backend::Redis(r) => r.consume(task, class).await.map_err(refused),
+        }
+    }
+
+    /// Every task end and expiry from now on, wherever it happened.
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskRevoked> {
+        self.revoked.subscribe()
+    }
+
+    /// `true` while the store can be reached.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.health.clone()
+    }
+
+    /// Announce tasks whose TTL passed, every `interval`, until the store
+    /// is dropped. Expired tokens are refused at once regardless; this
+    /// bounds how long a tunnel of an expired task may stay open.
+    pub fn spawn_sweeper(self: &Arc<Self>, interval: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                store.sweep().await;
+            }
+        });
+    }
+
+    /// End (and announce) tasks whose TTL has passed; forget those ended
+    /// longer ago than the retention.
+    pub async fn sweep(&self) {
+        match &self.backend {
+            Backend::Memory(m) => m.sweep(),
+            Backend::Redis(r) => r.sweep().await,
+        }
+    }
+}

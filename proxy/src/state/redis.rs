@@ -1,0 +1,784 @@
+//! Tasks in Redis, shared by every decision replica that names the same
+//! server, and kept when all of them restart.
+//!
+//! Keys (`P` is the configured prefix inside a hash tag, `{tollgate}`, so
+//! a Redis Cluster keeps them in one slot and one script may touch them):
+//! - `P:task:<token hash>`: a hash with `record` (JSON: what the task was
+//!   started with), `limit:<class>`, `used:<class>` and, once ended,
+//!   `ended` (`<unix ms> ended`). It expires with the task.
+//! - `P:id:<task id>` → the token hash, expiring with the task.
+//! - `P:expiring`: `<token hash> <id>` by expiry, for tasks whose expiry is
+//!   yet to be announced; one replica's sweep claims each.
+//! - `P:revoked`: the same members by the time they ended, for the
+//!   retention: what a replica reconnecting, or a proxy subscribing, hears.
+//! - `P:ended:<token hash>` → task id, for the retention, so a token whose
+//!   record is gone is refused as `task_ended`, not `task_unknown`.
+//! - `P:tasks`: members by start time, for listing.
+//! - channel `P:revocations`: a member for each end and expiry.
+//!
+//! The token itself is never stored. Budgets are checked and counted by
+//! one script, which Redis runs alone, so replicas counting the same task
+//! at once never pass its limit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use redis::aio::{MultiplexedConnection, PubSubStream};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script};
+use tokio::sync::{broadcast, watch, Notify};
+use tokio_stream::StreamExt;
+
+use crate::catalog::RiskClass;
+use crate::config::{RedisConfig, SecretSource};
+use crate::decision::credentials::Secret;
+use crate::decision::tasks::{
+    from_unix_ms, unix_ms, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal, TaskRevoked,
+    TaskSpec, TaskState, TaskView, TokenHash, RETENTION,
+};
+use crate::decision::TaskRef;
+
+use super::Refused;
+
+const RECONNECT_START: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How often a connected replica checks that Redis still answers: a server
+/// that hangs rather than closes is noticed within this plus the timeout.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// A replica reconnecting hears again every end from this long before it
+/// lost the store, as the clocks of replicas may differ a little.
+const RECONCILE_MARGIN: Duration = Duration::from_secs(5);
+/// The most tasks `ListTasks` shows.
+const LIST_MAX: isize = 10_000;
+/// Expiries one sweep announces; the next sweep takes the rest.
+const SWEEP_BATCH: usize = 256;
+
+/// Use one unit of a budget: 1 used, 0 none left, -1 the task has ended or
+/// is gone. A class without a limit is not counted.
+const CONSUME: &str = r"
+local limit = redis.call('HGET', KEYS[1], 'limit:' .. ARGV[1])
+if not limit then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+  return 1
+end
+if redis.call('HEXISTS', KEYS[1], 'ended') == 1 then return -1 end
+local used = tonumber(redis.call('HGET', KEYS[1], 'used:' .. ARGV[1]) or '0')
+if used >= tonumber(limit) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'used:' .. ARGV[1], 1)
+return 1
+";
+
+/// End a task once: mark it, stop its expiry being announced, remember it
+/// as revoked, and announce it. Returns the task's fields (none: gone).
+const END: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+if redis.call('HEXISTS', KEYS[1], 'ended') == 0 then
+  redis.call('HSET', KEYS[1], 'ended', ARGV[1] .. ' ended')
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[3]))
+  redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[3])
+  redis.call('PUBLISH', ARGV[4], ARGV[2])
+end
+return redis.call('HGETALL', KEYS[1])
+";
+
+/// Claim the expiries that are due and announce each; whichever replica
+/// runs it first does, exactly once.
+const SWEEP: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[5]))
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZADD', KEYS[2], ARGV[1], m)
+  redis.call('SET', ARGV[4] .. string.sub(m, 1, 64), string.sub(m, 66), 'PX', ARGV[2])
+  redis.call('PUBLISH', ARGV[3], m)
+end
+if #due > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+end
+return #due
+";
+
+/// What a task was started with, as `record` holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRecord {
+    id: String,
+    workload: String,
+    purpose: String,
+    scopes: Vec<String>,
+    created_ms: i64,
+    expires_ms: i64,
+}
+
+/// A task as its hash reads.
+struct Stored {
+    record: TaskRecord,
+    ended: Option<(SystemTime, TaskState)>,
+    used: BTreeMap<RiskClass, u32>,
+}
+
+impl Stored {
+    fn parse(token: TokenHash, fields: &HashMap<String, String>) -> Result<Stored, String> {
+        let json = fields.get("record").ok_or("the task has no record")?;
+        let r: StoredRecord =
+            serde_json::from_str(json).map_err(|e| format!("the task's record: {e}"))?;
+        let counts = |prefix: &str| -> Result<BTreeMap<RiskClass, u32>, String> {
+            let mut out = BTreeMap::new();
+            for (field, value) in fields {
+                let Some(class) = field.strip_prefix(prefix) else {
+                    continue;
+                };
+                let class = RiskClass::from_name(class).ok_or(format!("field `{field}`"))?;
+                let n = value.parse().map_err(|_| format!("field `{field}`"))?;
+                out.insert(class, n);
+            }
+            Ok(out)
+        };
+        let ended = match fields.get("ended") {
+            None => None,
+            Some(value) => {
+                let (ms, state) = value.split_once(' ').ok_or("field `ended`")?;
+                let state = TaskState::from_name(state).ok_or("field `ended`")?;
+                Some((
+                    from_unix_ms(ms.parse().map_err(|_| "field `ended`")?),
+                    state,
+                ))
+            }
+        };
+        Ok(Stored {
+            record: TaskRecord {
+                id: r.id,
+                workload: r.workload,
+                purpose: r.purpose,
+                scopes: r.scopes,
+                limits: counts("limit:")?,
+                token,
+                created: from_unix_ms(r.created_ms),
+                expires: from_unix_ms(r.expires_ms),
+            },
+            ended,
+            used: counts("used:")?,
+        })
+    }
+
+    fn view(&self) -> TaskView {
+        self.record.view(self.ended, |class| {
+            self.used.get(&class).copied().unwrap_or(0)
+        })
+    }
+}
+
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn task(&self, token: &TokenHash) -> String {
+        format!("{}:task:{}", self.prefix, hex(token))
+    }
+    fn id(&self, id: &str) -> String {
+        format!("{}:id:{id}", self.prefix)
+    }
+    fn ended(&self, token: &TokenHash) -> String {
+        format!("{}{}", self.ended_prefix(), hex(token))
+    }
+    fn ended_prefix(&self) -> String {
+        format!("{}:ended:", self.prefix)
+    }
+    fn expiring(&self) -> String {
+        format!("{}:expiring", self.prefix)
+    }
+    fn revoked(&self) -> String {
+        format!("{}:revoked", self.prefix)
+    }
+    fn tasks(&self) -> String {
+        format!("{}:tasks", self.prefix)
+    }
+    fn channel(&self) -> String {
+        format!("{}:revocations", self.prefix)
+    }
+}
+
+fn hex(token: &TokenHash) -> String {
+    token.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn token_of_hex(text: &str) -> Option<TokenHash> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(TokenHash(out))
+}
+
+/// `<token hash> <task id>`: how sets and announcements name a task.
+fn member(token: &TokenHash, id: &str) -> String {
+    format!("{} {id}", hex(token))
+}
+
+fn revoked_of(member: &str) -> Option<TaskRevoked> {
+    let (token, id) = member.split_once(' ')?;
+    Some(TaskRevoked {
+        task_id: id.to_string(),
+        token: token_of_hex(token)?,
+    })
+}
+
+/// How to reach the server. The password is read at every connection, so a
+/// rotated file takes effect at the next reconnect.
+struct Target {
+    info: redis::ConnectionInfo,
+    password: Option<SecretSource>,
+    ca: Option<Vec<u8>>,
+    /// The URL for logs (it never holds a password).
+    shown: String,
+}
+
+impl Target {
+    fn new(config: &RedisConfig) -> Result<Target, String> {
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("state.redis.url: {e}"))?;
+        let info = match &config.username {
+            Some(user) => {
+                let settings = info.redis_settings().clone().set_username(user);
+                info.set_redis_settings(settings)
+            }
+            None => info,
+        };
+        let ca = config
+            .ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|e| format!("state.redis.ca_file {}: {}", path.display(), e.kind()))
+            })
+            .transpose()?;
+        Ok(Target {
+            info,
+            password: config.password.clone(),
+            ca,
+            shown: config.url.clone(),
+        })
+    }
+
+    fn client(&self) -> Result<Client, String> {
+        let mut info = self.info.clone();
+        if let Some(source) = &self.password {
+            let password = source.read()?;
+            let settings = info.redis_settings().clone().set_password(password.trim());
+            info = info.set_redis_settings(settings);
+        }
+        match &self.ca {
+            Some(pem) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => Client::open(info),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+struct Shared {
+    keys: Keys,
+    target: Target,
+    timeout: Duration,
+    /// `None` while the store is lost.
+    conn: RwLock<Option<MultiplexedConnection>>,
+    up: watch::Sender<bool>,
+    /// A command failed as if the connection were gone: check it now.
+    lost: Notify,
+    revoked: broadcast::Sender<TaskRevoked>,
+    consume: Script,
+    end: Script,
+    sweep: Script,
+}
+
+impl Shared {
+    /// Run one command (or pipeline, or script) on the shared connection,
+    /// within the timeout. `Err` is logged here and means "unavailable".
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, ()>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let conn = self
+            .conn
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(())?;
+        match tokio::time::timeout(self.timeout, op(conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_unrecoverable_error()
+                {
+                    self.lost.notify_one();
+                }
+                tracing::warn!(error = %e, "state store command failed");
+                Err(())
+            }
+            Err(_) => {
+                self.lost.notify_one();
+                tracing::warn!(timeout = ?self.timeout, "state store command timed out");
+                Err(())
+            }
+        }
+    }
+
+    /// A command connection, and a subscription to the announcements.
+    async fn open(&self) -> Result<(MultiplexedConnection, PubSubStream), String> {
+        let client = self.target.client()?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let subscribe = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(self.keys.channel()).await?;
+            Ok::<_, RedisError>(pubsub.into_on_message())
+        };
+        let stream = tokio::time::timeout(self.timeout, subscribe)
+            .await
+            .map_err(|_| "subscribing timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok((conn, stream))
+    }
+
+    async fn answers(&self, conn: &MultiplexedConnection) -> bool {
+        let mut conn = conn.clone();
+        let ping = redis::cmd("PING");
+        let answer = ping.query_async::<String>(&mut conn);
+        matches!(tokio::time::timeout(self.timeout, answer).await, Ok(Ok(_)))
+    }
+
+    /// Tell this replica's subscribers about every task that ended since
+    /// `since`: they may hold tunnels of tasks that ended while it could
+    /// not hear.
+    async fn reconcile(&self, conn: &MultiplexedConnection, since: SystemTime) -> bool {
+        let mut conn = conn.clone();
+        let mut query = redis::cmd("ZRANGEBYSCORE");
+        query
+            .arg(self.keys.revoked())
+            .arg(unix_ms(since))
+            .arg("+inf");
+        let answer = query.query_async::<Vec<String>>(&mut conn);
+        let Ok(Ok(members)) = tokio::time::timeout(self.timeout, answer).await else {
+            return false;
+        };
+        let revoked: Vec<TaskRevoked> = members.iter().filter_map(|m| revoked_of(m)).collect();
+        if !revoked.is_empty() {
+            tracing::info!(
+                tasks = revoked.len(),
+                "state store back: telling subscribers of tasks that ended meanwhile"
+            );
+        }
+        for r in revoked {
+            let _ = self.revoked.send(r);
+        }
+        true
+    }
+
+    /// Relay announcements until the store is lost.
+    async fn follow(&self, conn: &MultiplexedConnection, mut stream: PubSubStream) {
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => {
+                        let payload: String = message.get_payload().unwrap_or_default();
+                        match revoked_of(&payload) {
+                            Some(revoked) => {
+                                tracing::debug!(task = %revoked.task_id, "task end heard");
+                                let _ = self.revoked.send(revoked);
+                            }
+                            None => tracing::warn!("state store: an announcement that names no task"),
+                        }
+                    }
+                    None => return,
+                },
+                _ = ping.tick() => if !self.answers(conn).await { return },
+                _ = self.lost.notified() => if !self.answers(conn).await { return },
+            }
+        }
+    }
+
+    fn set_conn(&self, conn: Option<MultiplexedConnection>) {
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
+    }
+
+    /// Connect, follow, and reconnect when lost, for as long as the store
+    /// lives.
+    async fn supervise(self: Arc<Self>) {
+        let mut backoff = RECONNECT_START;
+        let mut lost_at: Option<SystemTime> = None;
+        let mut said_unreachable = false;
+        loop {
+            let opened = self.open().await;
+            let (conn, stream) = match opened {
+                Ok(opened) => opened,
+                Err(error) => {
+                    if !said_unreachable {
+                        tracing::warn!(url = %self.target.shown, %error, "state store unreachable; requests under tasks are refused until it is back");
+                        said_unreachable = true;
+                    } else {
+                        tracing::debug!(%error, "state store still unreachable");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                    continue;
+                }
+            };
+            // Subscribed first, then caught up: an end in between is heard
+            // twice rather than never.
+            if let Some(at) = lost_at {
+                if !self.reconcile(&conn, at - RECONCILE_MARGIN).await {
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+            backoff = RECONNECT_START;
+            self.set_conn(Some(conn.clone()));
+            self.up.send_replace(true);
+            tracing::info!(url = %self.target.shown, "state store connected");
+            self.follow(&conn, stream).await;
+            self.set_conn(None);
+            self.up.send_replace(false);
+            lost_at = Some(SystemTime::now());
+            said_unreachable = true;
+            tracing::warn!(url = %self.target.shown, "state store unreachable; requests under tasks are refused until it is back");
+        }
+    }
+}
+
+pub struct RedisTasks {
+    shared: Arc<Shared>,
+    limits: TaskLimits,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisTasks {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+fn unavailable(_: ()) -> TaskError {
+    TaskError::Unavailable("Redis cannot be reached".into())
+}
+
+impl RedisTasks {
+    pub fn connect(
+        limits: TaskLimits,
+        config: &RedisConfig,
+        revoked: broadcast::Sender<TaskRevoked>,
+    ) -> Result<RedisTasks, String> {
+        let (up, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            keys: Keys {
+                prefix: format!("{{{}}}", config.key_prefix),
+            },
+            target: Target::new(config)?,
+            timeout: config.timeout,
+            conn: RwLock::new(None),
+            up,
+            lost: Notify::new(),
+            revoked,
+            consume: Script::new(CONSUME),
+            end: Script::new(END),
+            sweep: Script::new(SWEEP),
+        });
+        let supervisor = tokio::spawn(shared.clone().supervise());
+        Ok(RedisTasks {
+            shared,
+            limits,
+            supervisor,
+        })
+    }
+
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.shared.up.subscribe()
+    }
+
+    pub async fn start(&self, spec: TaskSpec) -> Result<(TaskView, Secret), TaskError> {
+        let (record, token) = self.limits.issue(spec)?;
+        let keys = &self.shared.keys;
+        let task = keys.task(&record.token);
+        let member = member(&record.token, &record.id);
+        let (created, expires) = (unix_ms(record.created), unix_ms(record.expires));
+        let json = serde_json::to_string(&StoredRecord {
+            id: record.id.clone(),
+            workload: record.workload.clone(),
+            purpose: record.purpose.clone(),
+            scopes: record.scopes.clone(),
+            created_ms: created,
+            expires_ms: expires,
+        })
+        .map_err(|e| TaskError::Invalid(e.to_string()))?;
+        let mut fields = redis::cmd("HSET");
+        fields.arg(&task).arg("record").arg(json);
+        for (class, limit) in &record.limits {
+            fields.arg(format!("limit:{}", class.as_str())).arg(*limit);
+        }
+        let oldest = created - self.limits.max_ttl.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .add_command(fields)
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&task)
+            .arg(expires)
+            .ignore()
+            .cmd("SET")
+            .arg(keys.id(&record.id))
+            .arg(hex(&record.token))
+            .arg("PXAT")
+            .arg(expires)
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.expiring())
+            .arg(expires)
+            .arg(&member)
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.tasks())
+            .arg(created)
+            .arg(&member)
+            .ignore()
+            // Entries older than the longest TTL are of tasks gone already.
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(keys.tasks())
+            .arg("-inf")
+            .arg(oldest)
+            .ignore();
+        self.shared
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        Ok((record.view(None, |_| 0), token))
+    }
+
+    /// The token hash of task `id`, while its record lasts.
+    async fn token_of(&self, id: &str) -> Result<TokenHash, TaskError> {
+        let key = self.shared.keys.id(id);
+        let hex: Option<String> = self
+            .shared
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        hex.as_deref()
+            .and_then(token_of_hex)
+            .ok_or_else(|| TaskError::NotFound(id.to_string()))
+    }
+
+    fn parsed(
+        &self,
+        id: &str,
+        token: TokenHash,
+        fields: &HashMap<String, String>,
+    ) -> Result<Stored, TaskError> {
+        if fields.is_empty() {
+            return Err(TaskError::NotFound(id.to_string()));
+        }
+        Stored::parse(token, fields).map_err(|e| {
+            tracing::error!(task = %id, error = %e, "state store: a task that cannot be read");
+            TaskError::Unavailable("the task's record cannot be read".into())
+        })
+    }
+
+    pub async fn end(&self, id: &str) -> Result<TaskView, TaskError> {
+        let token = self.token_of(id).await?;
+        let keys = &self.shared.keys;
+        let mut call = self.shared.end.prepare_invoke();
+        call.key(keys.task(&token))
+            .key(keys.expiring())
+            .key(keys.revoked())
+            .key(keys.ended(&token))
+            .arg(unix_ms(SystemTime::now()))
+            .arg(member(&token, id))
+            .arg(RETENTION.as_millis() as u64)
+            .arg(keys.channel())
+            .arg(id);
+        let fields: HashMap<String, String> = self
+            .shared
+            .run(|mut c| async move { call.invoke_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        let stored = self.parsed(id, token, &fields)?;
+        tracing::info!(task = %id, state = "ended", "task stopped; revoking");
+        Ok(stored.view())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<TaskView, TaskError> {
+        let token = self.token_of(id).await?;
+        let key = self.shared.keys.task(&token);
+        let fields: HashMap<String, String> = self
+            .shared
+            .run(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        Ok(self.parsed(id, token, &fields)?.view())
+    }
+
+    pub async fn list(&self) -> Result<Vec<TaskView>, TaskError> {
+        let keys = &self.shared.keys;
+        let index = keys.tasks();
+        let members: Vec<String> = self
+            .shared
+            .run(|mut c| async move {
+                redis::cmd("ZREVRANGE")
+                    .arg(index)
+                    .arg(0)
+                    .arg(LIST_MAX - 1)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(unavailable)?;
+        let named: Vec<TaskRevoked> = members.iter().filter_map(|m| revoked_of(m)).collect();
+        let mut pipe = redis::pipe();
+        for task in &named {
+            pipe.cmd("HGETALL").arg(keys.task(&task.token));
+        }
+        let all: Vec<HashMap<String, String>> = self
+            .shared
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+            .map_err(unavailable)?;
+        let mut views = Vec::with_capacity(named.len());
+        for (task, fields) in named.iter().zip(&all) {
+            // Gone with its TTL: the index forgets it at its next trim.
+            if fields.is_empty() {
+                continue;
+            }
+            views.push(self.parsed(&task.task_id, task.token, fields)?.view());
+        }
+        Ok(views)
+    }
+
+    pub async fn ended_tokens(&self) -> Result<Vec<(String, TokenHash)>, TaskError> {
+        let key = self.shared.keys.revoked();
+        let since = unix_ms(SystemTime::now()) - RETENTION.as_millis() as i64;
+        let members: Vec<String> = self
+            .shared
+            .run(|mut c| async move {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(key)
+                    .arg(since)
+                    .arg("+inf")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(members
+            .iter()
+            .filter_map(|m| revoked_of(m))
+            .map(|r| (r.task_id, r.token))
+            .collect())
+    }
+
+    pub async fn admit(
+        &self,
+        token: &TokenHash,
+        workload: &str,
+        action: &str,
+    ) -> Result<Task, Refused> {
+        let keys = &self.shared.keys;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
+            .arg(keys.task(token))
+            .cmd("GET")
+            .arg(keys.ended(token));
+        let (fields, ended): (HashMap<String, String>, Option<String>) = self
+            .shared
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+            .map_err(|()| (TaskRefusal::Unavailable, None))?;
+        if fields.is_empty() {
+            return Err(match ended {
+                Some(id) => (
+                    TaskRefusal::Ended,
+                    Some(TaskRef {
+                        id,
+                        expires: SystemTime::now(),
+                        no_cache: true,
+                    }),
+                ),
+                None => (TaskRefusal::Unknown, None),
+            });
+        }
+        let stored = Stored::parse(*token, &fields).map_err(|e| {
+            tracing::error!(error = %e, "state store: a task that cannot be read");
+            (TaskRefusal::Unavailable, None)
+        })?;
+        stored
+            .record
+            .admits(stored.ended.map(|(_, s)| s), workload, action)
+            .map_err(|refusal| (refusal, Some(stored.record.reference())))?;
+        Ok(Task {
+            record: Arc::new(stored.record),
+            used: stored.used,
+        })
+    }
+
+    pub async fn consume(&self, task: &Task, class: RiskClass) -> Result<(), TaskRefusal> {
+        let mut call = self.shared.consume.prepare_invoke();
+        call.key(self.shared.keys.task(&task.record.token))
+            .arg(class.as_str());
+        let code: i64 = self
+            .shared
+            .run(|mut c| async move { call.invoke_async(&mut c).await })
+            .await
+            .map_err(|()| TaskRefusal::Unavailable)?;
+        match code {
+            1 => Ok(()),
+            0 => Err(TaskRefusal::BudgetExhausted),
+            _ => Err(TaskRefusal::Ended),
+        }
+    }
+
+    /// Claim and announce due expiries; a replica that cannot reach the
+    /// store leaves them to the others, or to itself when it is back.
+    pub async fn sweep(&self) {
+        if !*self.shared.up.borrow() {
+            return;
+        }
+        let keys = &self.shared.keys;
+        let mut call = self.shared.sweep.prepare_invoke();
+        call.key(keys.expiring())
+            .key(keys.revoked())
+            .arg(unix_ms(SystemTime::now()))
+            .arg(RETENTION.as_millis() as u64)
+            .arg(keys.channel())
+            .arg(keys.ended_prefix())
+            .arg(SWEEP_BATCH);
+        if let Ok(count) = self
+            .shared
+            .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
+            .await
+        {
+            if count > 0 {
+                tracing::info!(tasks = count, "tasks expired; revoking");
+            }
+        }
+    }
+}
