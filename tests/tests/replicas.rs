@@ -498,6 +498,14 @@ async fn a_replica_cut_off_from_redis_refuses_tasks_and_catches_up_when_it_is_ba
         closes(tunnel).await,
         "the tunnel on A stayed open after A learnt that its task had ended"
     );
+    // Closed for the task's end, not for the outage.
+    let line = a
+        .proxy
+        .wait_audit(|l| l["mode"] == "tunnel" && l["task"] == task.id.as_str());
+    assert!(
+        line["error"].as_str().unwrap_or("").contains("ended"),
+        "{line}"
+    );
     for proxy in [&a.proxy, &b.proxy] {
         let out = get(proxy, &short.token).await;
         assert_eq!(out.status, 401, "{}", out.body);
@@ -508,6 +516,82 @@ async fn a_replica_cut_off_from_redis_refuses_tasks_and_catches_up_when_it_is_ba
     assert_eq!(listed.json["state"], "ended");
     // The two warm-up reads and the read without a task: nothing else.
     assert_eq!(upstream.count(), 3);
+
+    // Back for good: a task ended on B from now on reaches A as it
+    // happens, not only through the catching up.
+    ended_on_b_closes_on_a(&a, &b, echo).await;
+}
+
+/// A task started on A, carried by a tunnel through A's proxy and ended
+/// on B: A's proxy refuses it and closes the tunnel.
+async fn ended_on_b_closes_on_a(a: &Replica, b: &Replica, echo: SocketAddr) {
+    let task = start_task(&a.url(), CODER, &[]);
+    let tunnel = open_tunnel(&a.proxy, echo, &task.token).await;
+    end_task(&b.url(), &task.id);
+    assert!(
+        closes(tunnel).await,
+        "the tunnel on A stayed open after the task ended on B"
+    );
+    let out = get(&a.proxy, &task.token).await;
+    assert_eq!(out.status, 401, "{}", out.body);
+    assert_eq!(reason(&out), "task_ended");
+}
+
+#[tokio::test]
+async fn a_replica_started_before_redis_can_be_reached_serves_tasks_once_it_can() {
+    let redis = RedisServer::start();
+    let relay = Relay::to(redis.addr());
+    relay.cut();
+    let upstream = Upstream::http().await;
+    let echo = tcp_echo().await;
+    let a = Replica::start(&upstream, state(&redis.url_via(relay.addr), ""), vec![]);
+    let b = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
+    b.wait_connected();
+    let task = start_task(&b.url(), CODER, &[]);
+    wait_readyz(&a.service, 503).await;
+    let out = decided(&a.proxy, &["-H", &bearer(&task.token), ITEM]).await;
+    assert_eq!(out.status, 503, "{}", out.body);
+    assert_eq!(reason(&out), "state_unavailable");
+
+    relay.restore();
+    wait_readyz(&a.service, 200).await;
+    a.wait_connected();
+    let out = decided(&a.proxy, &["-H", &bearer(&task.token), ITEM]).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    ended_on_b_closes_on_a(&a, &b, echo).await;
+}
+
+#[tokio::test]
+async fn a_redis_restart_keeps_every_task_and_the_replicas_follow_it_again() {
+    let mut redis = RedisServer::start();
+    let upstream = Upstream::http().await;
+    let echo = tcp_echo().await;
+    let a = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
+    let b = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
+    a.wait_connected();
+    b.wait_connected();
+    let task = start_task(&a.url(), CODER, &["--budget", "write=2"]);
+    assert_eq!(post(&b.proxy, &task.token).await.status, 200);
+
+    redis.stop();
+    for replica in [&a, &b] {
+        wait_readyz(&replica.service, 503).await;
+        replica.service.wait_log("state store unreachable");
+    }
+    redis.start_again();
+    for replica in [&a, &b] {
+        wait_readyz(&replica.service, 200).await;
+    }
+    // Still there, with its budget as used before.
+    let auth = bearer(&task.token);
+    let out = decided(&a.proxy, &["-H", &auth, ITEM]).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(post(&a.proxy, &task.token).await.status, 200);
+    let out = decided(&b.proxy, &["-X", "POST", "-H", &auth, "-d", "{}", ITEMS]).await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert_eq!(reason(&out), "budget_exhausted");
+
+    ended_on_b_closes_on_a(&a, &b, echo).await;
 }
 
 #[tokio::test]
@@ -542,11 +626,12 @@ async fn replicas_sign_in_over_tls_and_never_show_the_password() {
     let task = start_task(&a.url(), CODER, &[]);
     let out = get(&b.proxy, &task.token).await;
     assert_eq!(out.status, 200, "{}", out.body);
-    // The store holds the task under the configured prefix, and keeps the
-    // token out of its key names.
+    // The store holds the task under the configured prefix (as a hash tag
+    // or not), and keeps the token out of its key names.
     let keys = redis.keys("*");
     assert!(!keys.is_empty(), "nothing stored in Redis");
-    assert!(keys.iter().all(|k| k.starts_with(PREFIX)), "{keys:?}");
+    let prefixed = |k: &String| k.trim_start_matches('{').starts_with(PREFIX);
+    assert!(keys.iter().all(prefixed), "{keys:?}");
     assert!(keys.iter().all(|k| !k.contains(&task.token)), "{keys:?}");
 
     let c = Replica::start(&upstream, state(&redis.url(), &from_env), with(&wrong));
