@@ -298,6 +298,9 @@ struct Shared {
     up: watch::Sender<bool>,
     /// A command failed as if the connection were gone: check it now.
     lost: Notify,
+    /// The server answers but is no longer the primary (after a failover
+    /// behind a stable address): connect again, to whatever is primary now.
+    demoted: Notify,
     revoked: broadcast::Sender<TaskRevoked>,
     consume: Script,
     end: Script,
@@ -321,7 +324,9 @@ impl Shared {
         match tokio::time::timeout(self.timeout, op(conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                if e.is_io_error()
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
+                    self.demoted.notify_one();
+                } else if e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
@@ -417,6 +422,7 @@ impl Shared {
                 },
                 _ = ping.tick() => if !self.answers(conn).await { return },
                 _ = self.lost.notified() => if !self.answers(conn).await { return },
+                _ = self.demoted.notified() => return,
             }
         }
     }
@@ -501,6 +507,7 @@ impl RedisTasks {
             conn: RwLock::new(None),
             up,
             lost: Notify::new(),
+            demoted: Notify::new(),
             revoked,
             consume: Script::new(CONSUME),
             end: Script::new(END),
