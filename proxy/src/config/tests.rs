@@ -520,3 +520,65 @@ fn a_transparent_listener_has_its_own_defaults_and_only_the_sources_it_can_use()
         assert!(err.contains(needle), "{text}: {err}");
     }
 }
+
+#[test]
+fn the_state_store_is_memory_unless_a_redis_is_named() {
+    assert_eq!(load_str("{}").unwrap().state, StateConfig::Memory);
+    let c = load_str(
+        "state:\n  redis:\n    url: rediss://tollgate@redis.internal:6380/2\n    password: { file: redis-password }\n    ca_file: redis-ca.pem\n",
+    )
+    .unwrap();
+    let StateConfig::Redis(redis) = c.state else {
+        panic!("{:?}", c.state)
+    };
+    // The user moves out of the URL, so the URL can be logged as it is.
+    assert_eq!(redis.url, "rediss://redis.internal:6380/2");
+    assert_eq!(redis.username.as_deref(), Some("tollgate"));
+    assert_eq!(
+        redis.password,
+        Some(SecretSource::File("/etc/tollgate/redis-password".into()))
+    );
+    assert_eq!(
+        redis.ca_file.as_deref(),
+        Some(Path::new("/etc/tollgate/redis-ca.pem"))
+    );
+    assert_eq!(redis.key_prefix, DEFAULT_REDIS_KEY_PREFIX);
+    assert_eq!(redis.timeout, DEFAULT_REDIS_TIMEOUT);
+}
+
+#[test]
+fn redis_mistakes_are_refused_and_never_echo_a_password() {
+    for (text, needle) in [
+        ("state: {redis: {url: 'http://r:6379'}}", "scheme `http`"),
+        ("state: {redis: {url: 'not a url'}}", "state.redis.url"),
+        (
+            "state: {redis: {url: 'redis://u:hunter2-secret@r:6379'}}",
+            "holds a password",
+        ),
+        (
+            "state: {redis: {url: 'redis://r:6379', ca_file: ca.pem}}",
+            "state.redis.ca_file",
+        ),
+        (
+            "state: {redis: {url: 'redis://u@r:6379', username: v}}",
+            "state.redis.username",
+        ),
+        (
+            "state: {redis: {url: 'redis://r:6379', key_prefix: 'a{b}'}}",
+            "state.redis.key_prefix",
+        ),
+        (
+            "state: {redis: {url: 'redis://r:6379', timeout: 0s}}",
+            "state.redis.timeout",
+        ),
+        (
+            "state: {redis: {url: 'redis://r:6379', password: {env: A, file: b}}}",
+            "state.redis.password",
+        ),
+        ("state: {memcached: {}}", "memcached"),
+    ] {
+        let err = load_str(text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text}: {err}");
+        assert!(!err.contains("hunter2-secret"), "{err}");
+    }
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use quick_cache::sync::Cache;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use super::outcome::{Decision, TaskRef};
+use super::outcome::{Decision, Reason, TaskRef};
 use super::proto::pb;
 use super::proto::pb::decision_service_client::DecisionServiceClient;
 use super::request::DecisionRequest;
@@ -110,7 +110,10 @@ impl Shared {
         } else if epoch < known {
             return;
         }
-        if decision.task.as_ref().is_some_and(|t| t.no_cache) {
+        // A store that was down for a moment says nothing about later.
+        if decision.task.as_ref().is_some_and(|t| t.no_cache)
+            || decision.reason == Reason::StateUnavailable
+        {
             return;
         }
         if let Some(cache) = &self.cache {

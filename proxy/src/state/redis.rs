@@ -298,6 +298,9 @@ struct Shared {
     up: watch::Sender<bool>,
     /// A command failed as if the connection were gone: check it now.
     lost: Notify,
+    /// The server answers but is no longer the primary (after a failover
+    /// behind a stable address): connect again, to whatever is primary now.
+    demoted: Notify,
     revoked: broadcast::Sender<TaskRevoked>,
     consume: Script,
     end: Script,
@@ -321,7 +324,9 @@ impl Shared {
         match tokio::time::timeout(self.timeout, op(conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                if e.is_io_error()
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
+                    self.demoted.notify_one();
+                } else if e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
@@ -417,6 +422,7 @@ impl Shared {
                 },
                 _ = ping.tick() => if !self.answers(conn).await { return },
                 _ = self.lost.notified() => if !self.answers(conn).await { return },
+                _ = self.demoted.notified() => return,
             }
         }
     }
@@ -501,6 +507,7 @@ impl RedisTasks {
             conn: RwLock::new(None),
             up,
             lost: Notify::new(),
+            demoted: Notify::new(),
             revoked,
             consume: Script::new(CONSUME),
             end: Script::new(END),
@@ -780,5 +787,66 @@ impl RedisTasks {
                 tracing::info!(tasks = count, "tasks expired; revoking");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_name_the_token_hash_and_the_task_and_nothing_else_parses() {
+        let token = TokenHash::of("tgt_example");
+        let m = member(&token, "task_0123");
+        assert_eq!(m.len(), 64 + 1 + "task_0123".len());
+        assert_eq!(
+            revoked_of(&m),
+            Some(TaskRevoked {
+                task_id: "task_0123".into(),
+                token
+            })
+        );
+        for bad in ["", "abc task", &m[1..], &m.replace(' ', "")] {
+            assert_eq!(revoked_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stored_task_reads_back_as_started_and_a_damaged_one_is_refused() {
+        let token = TokenHash::of("tgt_example");
+        let record = StoredRecord {
+            id: "task_1".into(),
+            workload: "spiffe://d/ns/a/sa/b".into(),
+            purpose: "p".into(),
+            scopes: vec!["github:*".into()],
+            created_ms: 1_000,
+            expires_ms: 61_000,
+        };
+        let mut fields = HashMap::from([
+            (
+                "record".to_string(),
+                serde_json::to_string(&record).unwrap(),
+            ),
+            ("limit:write".to_string(), "3".to_string()),
+            ("used:write".to_string(), "2".to_string()),
+            ("ended".to_string(), "5000 ended".to_string()),
+        ]);
+        let stored = Stored::parse(token, &fields).unwrap();
+        assert_eq!(
+            stored.record.limits,
+            BTreeMap::from([(RiskClass::Write, 3)])
+        );
+        assert_eq!(stored.used, BTreeMap::from([(RiskClass::Write, 2)]));
+        assert_eq!(stored.ended, Some((from_unix_ms(5_000), TaskState::Ended)));
+        assert_eq!(stored.record.expires, from_unix_ms(61_000));
+        assert_eq!(stored.view().state, TaskState::Ended);
+
+        fields.insert("limit:writes".into(), "1".into());
+        assert!(Stored::parse(token, &fields).is_err());
+        fields.remove("limit:writes");
+        fields.insert("ended".into(), "soon".into());
+        assert!(Stored::parse(token, &fields).is_err());
+        fields.remove("record");
+        assert!(Stored::parse(token, &fields).is_err());
     }
 }
