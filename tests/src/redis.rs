@@ -22,9 +22,12 @@ use crate::TestPki;
 /// How the server lets clients in.
 #[derive(Clone, Debug, Default)]
 pub struct RedisOptions {
-    /// An ACL user `(name, password)` with every right. The default user is
-    /// then switched off, so nothing gets in without this user's password.
+    /// An ACL user `(name, password)`. The default user is then switched
+    /// off, so nothing gets in without a password.
     pub user: Option<(String, String)>,
+    /// That user's ACL rules (`~{tollgate}:* -@all +@read …`, split on
+    /// whitespace); none: every key, channel and command.
+    pub rules: Option<String>,
     /// TLS only (no plaintext port), with a certificate for 127.0.0.1 from
     /// a CA minted for the test; clients are not asked for certificates.
     pub tls: bool,
@@ -41,6 +44,9 @@ struct TlsFiles {
 pub struct RedisServer {
     pub port: u16,
     options: RedisOptions,
+    /// The test side's own user (when the default one is off): a user with
+    /// narrow rules could not look at everything a test checks.
+    inspector: (String, String),
     tls: Option<TlsFiles>,
     child: Option<Child>,
     /// The server's log (it logs to stdout), kept across restarts.
@@ -83,6 +89,7 @@ impl RedisServer {
         let mut server = RedisServer {
             port: 0,
             options,
+            inspector: ("fixture".into(), crate::random_secret("redis-fixture")),
             tls,
             child: None,
             output: Vec::new(),
@@ -161,8 +168,8 @@ impl RedisServer {
             .join("\n")
     }
 
-    /// A connection from the test side, authenticated as the ACL user if
-    /// there is one: to look at what the replicas stored.
+    /// A connection from the test side, with every right: to look at what
+    /// the replicas stored.
     pub fn client(&self) -> std::io::Result<RedisClient> {
         self.client_via(self.addr())
     }
@@ -170,7 +177,8 @@ impl RedisServer {
     /// [`RedisServer::client`] through `addr` (a [`Relay`]'s).
     pub fn client_via(&self, addr: SocketAddr) -> std::io::Result<RedisClient> {
         let mut client = RedisClient::connect(addr, self.tls.as_ref().map(|t| &t.client))?;
-        if let Some((user, password)) = &self.options.user {
+        if self.options.user.is_some() {
+            let (user, password) = &self.inspector;
             match client.command(&["AUTH", user, password])? {
                 Reply::Status(_) => {}
                 other => return Err(std::io::Error::other(format!("AUTH: {other:?}"))),
@@ -227,15 +235,15 @@ impl RedisServer {
         }
         if let Some((user, password)) = &self.options.user {
             args.extend(["--user", "default", "off"].map(String::from));
-            args.extend([
-                "--user".into(),
-                user.clone(),
-                "on".into(),
-                format!(">{password}"),
-                "~*".into(),
-                "&*".into(),
-                "+@all".into(),
-            ]);
+            let all = "~* &* +@all";
+            let rules = self.options.rules.as_deref().unwrap_or(all);
+            args.extend(["--user".into(), user.clone(), "on".into()]);
+            args.push(format!(">{password}"));
+            args.extend(rules.split_whitespace().map(String::from));
+            let (inspector, password) = &self.inspector;
+            args.extend(["--user".into(), inspector.clone(), "on".into()]);
+            args.push(format!(">{password}"));
+            args.extend(all.split_whitespace().map(String::from));
         }
         let mut child = Command::new("redis-server")
             .args(&args)

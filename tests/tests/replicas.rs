@@ -221,6 +221,7 @@ fn the_redis_fixture_speaks_tls_to_its_acl_user_only() {
     let redis = RedisServer::with(RedisOptions {
         user: Some(("tollgate".into(), "fixture-password-0123".into())),
         tls: true,
+        ..RedisOptions::default()
     });
     assert!(
         redis.url().starts_with("rediss://127.0.0.1:"),
@@ -230,6 +231,8 @@ fn the_redis_fixture_speaks_tls_to_its_acl_user_only() {
     assert!(redis.ca_file().unwrap().exists());
     let mut client = redis.client().unwrap();
     client.command(&["SET", "fixture:tls", "yes"]).unwrap();
+    let user = client.command(&["AUTH", "tollgate", "fixture-password-0123"]);
+    assert_eq!(user.unwrap(), Reply::Status("OK".into()));
     assert_eq!(redis.keys("fixture:*"), ["fixture:tls"]);
     let wrong = client
         .command(&["AUTH", "tollgate", "not-the-password"])
@@ -599,8 +602,14 @@ async fn replicas_sign_in_over_tls_and_never_show_the_password() {
     const PREFIX: &str = "tg-replicas-e2e";
     let password = random_secret("redis-password");
     let wrong = random_secret("wrong-redis-password");
+    // The user docs/state.md tells operators to make, with its key
+    // pattern and channel under this prefix.
+    let rules = "~{PREFIX}:* &{PREFIX}:revocations -@all +@read +@write +@pubsub \
+                 +@scripting +@connection +@transaction -@dangerous"
+        .replace("PREFIX", PREFIX);
     let redis = RedisServer::with(RedisOptions {
         user: Some(("tollgate".into(), password.clone())),
+        rules: Some(rules),
         tls: true,
     });
     let upstream = Upstream::http().await;
@@ -623,9 +632,14 @@ async fn replicas_sign_in_over_tls_and_never_show_the_password() {
     let b = Replica::start(&upstream, state(&redis.url(), &from_file), vec![]);
     a.wait_connected();
     b.wait_connected();
-    let task = start_task(&a.url(), CODER, &[]);
+    let task = start_task(&a.url(), CODER, &["--budget", "write=1"]);
     let out = get(&b.proxy, &task.token).await;
     assert_eq!(out.status, 200, "{}", out.body);
+    // Budgets too work within the user's rights.
+    assert_eq!(post(&b.proxy, &task.token).await.status, 200);
+    let out = post(&a.proxy, &task.token).await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert_eq!(reason(&out), "budget_exhausted");
     // The store holds the task under the configured prefix (as a hash tag
     // or not), and keeps the token out of its key names.
     let keys = redis.keys("*");
