@@ -3,8 +3,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::wrappers::{BroadcastStream, WatchStream};
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::core::audit::RequestLine;
@@ -39,6 +39,9 @@ impl DecisionApi {
 }
 
 const STORE_LOST: &str = "the task state store cannot be reached; resubscribe";
+/// Events queued for one subscriber; a subscriber that falls this far
+/// behind holds up only its own stream.
+const SUBSCRIBER_BUFFER: usize = 64;
 
 type RevocationStream = Pin<Box<dyn Stream<Item = Result<pb::Revocation, Status>> + Send>>;
 
@@ -77,46 +80,9 @@ impl DecisionService for DecisionApi {
     ) -> Result<Response<RevocationStream>, Status> {
         let subscriber = request.into_inner().subscriber;
         tracing::info!(subscriber, "revocation subscriber connected");
-        let tasks = &self.plane.tasks;
-        // A replica that cannot reach the state store cannot hear task
-        // ends: its subscribers must not trust what they hold, so they are
-        // turned away (and cut off when it is lost) until it is back.
-        let health = tasks.health();
-        if !*health.borrow() {
-            return Err(Status::unavailable(STORE_LOST));
-        }
-        let lost = WatchStream::new(health)
-            .filter(|up| !up)
-            .take(1)
-            .map(|_| Err(Status::unavailable(STORE_LOST)));
-        // Subscribe before listing, so a task ending in between is sent
-        // twice rather than never.
-        let live = BroadcastStream::new(tasks.subscribe());
-        let epochs = WatchStream::new(self.plane.snapshot.subscribe()).map(|epoch| {
-            Ok(pb::Revocation {
-                event: Some(pb::revocation::Event::PolicyEpoch(pb::PolicyEpoch {
-                    epoch,
-                })),
-            })
-        });
-        // A proxy (re)connecting may hold tunnels of tasks that ended while
-        // it was away: it hears about every ended task still remembered.
-        let ended: Vec<_> = tasks
-            .ended_tokens()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?
-            .into_iter()
-            .map(|(id, token)| Ok(task_ended(id, token)))
-            .collect();
-        let live = live.map(|event| match event {
-            Ok(revoked) => Ok(task_ended(revoked.task_id, revoked.token)),
-            // Missed revocations cannot be replayed: end the stream, and
-            // the proxy drops its whole cache and subscribes again.
-            Err(_) => Err(Status::data_loss("revocations were missed; resubscribe")),
-        });
-        let stream = epochs
-            .merge(tokio_stream::iter(ended).chain(live))
-            .merge(lost);
+        let (events, stream) = tokio::sync::mpsc::channel(SUBSCRIBER_BUFFER);
+        tokio::spawn(follow(self.plane.clone(), events));
+        let stream = ReceiverStream::new(stream);
         Ok(Response::new(Box::pin(Subscription {
             subscriber,
             events: Box::pin(stream),
@@ -173,6 +139,77 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         tracing::info!(subscriber = %self.subscriber, "revocation subscriber gone");
+    }
+}
+
+type Events = tokio::sync::mpsc::Sender<Result<pb::Revocation, Status>>;
+
+/// What one subscriber hears. Nothing while the state store cannot be
+/// reached: a replica that cannot hear task ends must not let a proxy trust
+/// its cache, and a proxy trusts it only once it has an epoch. Then every
+/// ended task still remembered (it may hold tunnels of tasks that ended
+/// while it was away), the policy epoch, and every task end and epoch from
+/// then on, until the store is lost: then the stream ends, and the proxy
+/// drops its cache and subscribes again — to wait here until the store is
+/// back, and hear what ended meanwhile at once.
+async fn follow(plane: Arc<DecisionPlane>, out: Events) {
+    let tasks = &plane.tasks;
+    let mut health = tasks.health();
+    tokio::select! {
+        up = health.wait_for(|up| *up) => if up.is_err() { return },
+        () = out.closed() => return,
+    }
+    // Subscribe before listing, so a task ending in between is sent twice
+    // rather than never.
+    let mut live = tasks.subscribe();
+    let ended = match tasks.ended_tokens().await {
+        Ok(ended) => ended,
+        Err(e) => {
+            let _ = out.send(Err(Status::unavailable(e.to_string()))).await;
+            return;
+        }
+    };
+    for (id, token) in ended {
+        if out.send(Ok(task_ended(id, token))).await.is_err() {
+            return;
+        }
+    }
+    let mut epochs = plane.snapshot.subscribe();
+    loop {
+        let epoch = *epochs.borrow_and_update();
+        if out.send(Ok(policy_epoch(epoch))).await.is_err() {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                changed = epochs.changed() => match changed {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+                revoked = live.recv() => match revoked {
+                    Ok(revoked) => Ok(task_ended(revoked.task_id, revoked.token)),
+                    // Missed revocations cannot be replayed: end the
+                    // stream, and the proxy drops its whole cache and
+                    // subscribes again.
+                    Err(_) => Err(Status::data_loss("revocations were missed; resubscribe")),
+                },
+                lost = health.wait_for(|up| !*up) => match lost {
+                    Ok(_) => Err(Status::unavailable(STORE_LOST)),
+                    Err(_) => return,
+                },
+                () = out.closed() => return,
+            };
+            let last = event.is_err();
+            if out.send(event).await.is_err() || last {
+                return;
+            }
+        }
+    }
+}
+
+fn policy_epoch(epoch: u64) -> pb::Revocation {
+    pb::Revocation {
+        event: Some(pb::revocation::Event::PolicyEpoch(pb::PolicyEpoch { epoch })),
     }
 }
 

@@ -40,6 +40,9 @@ pub struct TaskStore {
     backend: Backend,
     revoked: broadcast::Sender<TaskRevoked>,
     health: watch::Receiver<bool>,
+    /// Memory is always there: this keeps its health open and `true`, so
+    /// waiting for it to be lost waits for ever.
+    _always_up: Option<watch::Sender<bool>>,
 }
 
 enum Backend {
@@ -50,12 +53,12 @@ enum Backend {
 impl TaskStore {
     pub fn in_memory(limits: TaskLimits) -> TaskStore {
         let (revoked, _) = broadcast::channel(REVOCATION_BACKLOG);
-        // Memory is always there.
-        let (_, health) = watch::channel(true);
+        let (always_up, health) = watch::channel(true);
         TaskStore {
             backend: Backend::Memory(MemoryTasks::new(limits, revoked.clone())),
             revoked,
             health,
+            _always_up: Some(always_up),
         }
     }
 
@@ -69,6 +72,7 @@ impl TaskStore {
             health: redis.health(),
             backend: Backend::Redis(redis),
             revoked,
+            _always_up: None,
         })
     }
 
