@@ -424,10 +424,10 @@ impl Process {
         let mut listeners = HashMap::new();
         while !wanted.iter().all(|w| listeners.contains_key(*w)) {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "tollgate exited with {status} at start:\n{}",
-                    stderr.lock().unwrap().join("\n")
-                );
+                // Released before panicking: a lock poisoned here would
+                // bury this message under the capture thread's panic.
+                let said = stderr.lock().unwrap().join("\n");
+                panic!("tollgate exited with {status} at start:\n{said}");
             }
             assert!(
                 Instant::now() < deadline,

@@ -293,21 +293,6 @@ async fn only_the_admin_token_administers_tasks() {
     }
 }
 
-/// A TCP echo server: what a blind tunnel carries.
-async fn echo() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 /// CONNECT through the proxy to `authority`, with `proxy_auth` as the
 /// `Proxy-Authorization` value; returns the stream and the status line.
 async fn connect(
@@ -331,7 +316,7 @@ async fn connect(
 #[tokio::test]
 async fn ending_a_task_closes_the_tunnels_that_carry_it() {
     let upstream = Upstream::http().await;
-    let echo = echo().await;
+    let echo = tollgate_e2e::tcp_echo().await;
     let tg = Tollgate::start(setup(&upstream));
     let api = tg.decision_url();
 

@@ -209,7 +209,9 @@ async fn follow(plane: Arc<DecisionPlane>, out: Events) {
 
 fn policy_epoch(epoch: u64) -> pb::Revocation {
     pb::Revocation {
-        event: Some(pb::revocation::Event::PolicyEpoch(pb::PolicyEpoch { epoch })),
+        event: Some(pb::revocation::Event::PolicyEpoch(pb::PolicyEpoch {
+            epoch,
+        })),
     }
 }
 
