@@ -774,3 +774,41 @@ async fn a_password_in_the_redis_url_is_refused_at_load() {
     }
     assert_no_secrets(&[&secret], &collected);
 }
+
+#[tokio::test]
+async fn a_proxy_deciding_in_process_shares_the_store_with_the_replicas() {
+    // `tollgate run` with tasks and no remote decision is a replica of its
+    // own: it decides under the tasks in Redis and closes its own tunnels
+    // when a task ends anywhere.
+    let redis = RedisServer::start();
+    let upstream = Upstream::http().await;
+    let echo = tcp_echo().await;
+    let embedded = Tollgate::start(Setup {
+        extra_yaml: state(&redis.url(), ""),
+        ..setup(&upstream)
+    });
+    let b = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
+    embedded.wait_log("state store connected");
+    b.wait_connected();
+
+    let task = start_task(&embedded.decision_url(), CODER, &["--budget", "write=1"]);
+    assert_eq!(post(&b.proxy, &task.token).await.status, 200);
+    let out = post(&embedded, &task.token).await;
+    assert_eq!(
+        out.status, 403,
+        "the budget is one across both: {}",
+        out.body
+    );
+    assert_eq!(reason(&out), "budget_exhausted");
+    assert_eq!(get(&embedded, &task.token).await.status, 200);
+    let tunnel = open_tunnel(&embedded, echo, &task.token).await;
+
+    end_task(&b.url(), &task.id);
+    assert!(
+        closes(tunnel).await,
+        "the in-process proxy kept the tunnel of a task ended on a replica"
+    );
+    let out = get(&embedded, &task.token).await;
+    assert_eq!(out.status, 401, "{}", out.body);
+    assert_eq!(reason(&out), "task_ended");
+}
