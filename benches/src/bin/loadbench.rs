@@ -4,7 +4,7 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row (tunnel rows 3 s x 7)
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
-//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, decision
+//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, state, decision
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
@@ -22,12 +22,17 @@
 //! listener against the plain one, both oha; new mTLS connections per
 //! second, tollgate against Envoy); transparent capture against the
 //! explicit proxy, one tollgate serving both in a network namespace of the
-//! harness's own (needs root); Cedar decision latency.
+//! harness's own (needs root); requests under a task, with and without a
+//! budget, tasks kept in memory against tasks kept in Redis; Cedar
+//! decision latency.
 
 // The section lives beside this file, in a folder of the binary's own:
 // a file in `src/bin/` would be taken for a binary of its own.
 #[path = "loadbench/transparent.rs"]
 mod transparent;
+
+#[path = "loadbench/state.rs"]
+mod state;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -43,7 +48,7 @@ use tollgate_benches::{
     bulk, envoy, fixtures, handshakes, jwt, noop_authz, pki, process, tollgate, WORKLOAD,
 };
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "wrk",
     "ext_authz",
     "oha",
@@ -51,6 +56,7 @@ const SECTIONS: [&str; 8] = [
     "memory",
     "identity",
     "transparent",
+    "state",
     "decision",
 ];
 
@@ -332,8 +338,14 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    if o.wants("wrk") || o.wants("identity") || o.wants("transparent") {
+    if o.wants("wrk") || o.wants("identity") || o.wants("transparent") || o.wants("state") {
         require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
+    }
+    if o.wants("state") {
+        anyhow::ensure!(
+            tollgate_benches::redis::binary().is_some(),
+            "redis-server is missing: apt-get install -y redis-server (scripts/setup-test-env installs it)"
+        );
     }
     if o.wants("transparent") {
         tollgate_benches::netns::require_root()?;
@@ -418,6 +430,9 @@ fn main() -> anyhow::Result<()> {
     }
     if bench.o.wants("transparent") {
         transparent::transparent(&bench, &mut report)?;
+    }
+    if bench.o.wants("state") {
+        state::state(&bench, upstream, &mut report)?;
     }
     if bench.o.wants("decision") {
         report.decisions = decisions(bench.o.smoke);
