@@ -36,16 +36,30 @@ pub fn start(cpu: Option<&str>) -> anyhow::Result<Participant> {
         .arg("--dir")
         .arg(dir.path());
     let server = Participant::at(cmd, SocketAddr::from(([127, 0, 0, 1], port)), Some(dir))?;
-    // Accepting is not answering: it may still be loading.
+    // Accepting is not answering: it may still be loading. And the port
+    // was free a moment ago only: whoever answers must be the server
+    // started here, never another one on this machine (whose data every
+    // row would then write into).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while info(server.addr, "server").is_err() {
+    loop {
+        if let Ok(text) = info(server.addr, "server") {
+            let pid = text
+                .lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .map(str::trim);
+            anyhow::ensure!(
+                pid == Some(server.pid().to_string().as_str()),
+                "{} is answered by another Redis (process {pid:?}), not by ours",
+                server.addr
+            );
+            return Ok(server);
+        }
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
             "redis-server never answered"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(server)
 }
 
 /// The `state:` section of a tollgate configuration using `server`.
