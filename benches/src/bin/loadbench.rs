@@ -8,6 +8,7 @@
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
+//!     scripts/bench --pin --only state --redis-cpu load                    # the state section's Redis on the load CPU (default: beside the proxy)
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 //!
 //! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the two
@@ -84,6 +85,10 @@ struct Options {
     /// What the peer no-op server of the ext_authz pairs does (`""`: a
     /// tonic server answering OK).
     noop: String,
+    /// Pinned, the state section's Redis runs on the load CPU, beside the
+    /// upstream (a server elsewhere, whose CPU is not the proxy's), rather
+    /// than on the proxy CPU.
+    redis_on_load_cpu: bool,
 }
 
 impl Options {
@@ -105,6 +110,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         memory_rounds: 4,
         calibrate: None,
         noop: String::new(),
+        redis_on_load_cpu: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -143,6 +149,13 @@ fn options() -> anyhow::Result<Option<Options>> {
                 let work = value()?;
                 noop_authz::Work::parse(&work)?;
                 o.calibrate = Some(work);
+            }
+            "--redis-cpu" => {
+                o.redis_on_load_cpu = match value()?.as_str() {
+                    "proxy" => false,
+                    "load" => true,
+                    other => bail!("--redis-cpu takes proxy or load, not {other}"),
+                }
             }
             "--noop" => {
                 let work = value()?;
@@ -441,8 +454,13 @@ fn main() -> anyhow::Result<()> {
     let halt_poll = process::guest_halt_poll_ns()
         .map(|ns| format!("; guest halt-polling {ns} ns"))
         .unwrap_or_default();
+    let redis_cpu = match (o.wants("state") && o.pin, o.redis_on_load_cpu) {
+        (false, _) => "",
+        (true, false) => "; the state section's Redis on CPU 0",
+        (true, true) => "; the state section's Redis on CPU 1",
+    };
     report.print(&format!(
-        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {plan} (medians), {layout}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
+        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {plan} (medians), {layout}{redis_cpu}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
         o.connections,
         // Not `available_parallelism`: pinned, that counts only our own CPU.
         // SAFETY: sysconf has no preconditions.

@@ -1,8 +1,11 @@
 //! Requests under a task, with tasks kept in memory and in Redis. Two
 //! `tollgate run` deciding in-process, the same but for `state:`: one keeps
-//! its tasks in memory, the other in a Redis server of the section's own
-//! (on the proxy CPU, as the decision plane's part). On each, one task with
-//! a budget for the bench route's risk class and one without; wrk presents
+//! its tasks in memory, the other in a Redis server of the section's own.
+//! Pinned, that server runs on the proxy CPU by default, so the figures
+//! charge the proxy for its store's CPU as one core running the whole
+//! decision plane would; `--redis-cpu load` puts it beside the upstream
+//! instead, as a server elsewhere. On each tollgate, one task with a
+//! budget for the bench route's risk class and one without; wrk presents
 //! the task's token as an SDK would, in `Authorization: Bearer`. All rows
 //! alternate their runs, so a slow spell falls on every one.
 //!
@@ -69,7 +72,10 @@ pub(super) fn state(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let cpu = bench.proxy_cpu;
-    let server = redis::start(cpu)?;
+    let server = redis::start(match bench.o.redis_on_load_cpu {
+        true => bench.load_cpu,
+        false => cpu,
+    })?;
     let in_memory = tollgate::run(
         &RunOptions {
             tasks: Some(Tasks::InMemory),
