@@ -121,7 +121,8 @@ pub struct ProxyRow {
 pub struct RedisShare {
     /// CPU microseconds per request.
     pub cpu_us: f64,
-    /// Commands per request (a pipeline's each; a script once).
+    /// Commands per request as Redis counts them: each of a pipeline's,
+    /// and a script along with every command it runs.
     pub commands: f64,
 }
 
