@@ -3,8 +3,9 @@
 //! their parsing, oha runs for the rows wrk cannot drive (`CONNECT`, TLS to
 //! the proxy), a generator of new mTLS connections, workload tokens and
 //! certificates, bulk transfer and memory measurements, a network
-//! namespace for the transparent rows. The harness itself is
-//! `src/bin/loadbench.rs`.
+//! namespace for the transparent rows, a Redis server for decision planes
+//! sharing tasks, and the task API as an operator calls it. The harness
+//! itself is `src/bin/loadbench.rs`.
 
 pub mod bulk;
 pub mod envoy;
@@ -17,7 +18,9 @@ pub mod noop_authz;
 pub mod oha;
 pub mod pki;
 pub mod process;
+pub mod redis;
 pub mod report;
+pub mod tasks;
 pub mod tollgate;
 pub mod upstream;
 pub mod wrk;

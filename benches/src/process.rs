@@ -12,6 +12,10 @@ use anyhow::{bail, Context};
 pub struct Participant {
     child: Child,
     pub addr: SocketAddr,
+    /// Every listener the process logged up to and including the one
+    /// waited for, by its `listener=` name: a `tollgate run` deciding with
+    /// tasks also serves the decision API.
+    listeners: Vec<(String, SocketAddr)>,
     /// Files the process reads (configuration); removed on drop.
     _dir: Option<tempfile::TempDir>,
 }
@@ -46,6 +50,15 @@ impl Participant {
         self._dir.as_ref().map(|d| d.path())
     }
 
+    /// The address of the listener logged as `listener=name`, if it was
+    /// logged before the one [`Participant::from_log`] waited for.
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
+    }
+
     /// Spawn and wait for a stderr line containing `marker` and an
     /// `address=IP:PORT` field.
     pub fn from_log(
@@ -56,18 +69,39 @@ impl Participant {
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
         let stderr = BufReader::new(child.stderr.take().context("stderr")?);
         let deadline = Instant::now() + Duration::from_secs(30);
-        for line in stderr.lines() {
+        let field = |line: &str, name: &str| {
+            line.split_whitespace()
+                .find_map(|t| t.strip_prefix(name))
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        let mut listeners = Vec::new();
+        let child_id = child.id();
+        let mut lines = stderr.lines();
+        while let Some(line) = lines.next() {
             let line = line?;
+            if let (Some(name), Some(addr)) = (field(&line, "listener="), field(&line, "address="))
+            {
+                if let Ok(addr) = addr.parse() {
+                    listeners.push((name, addr));
+                }
+            }
             if line.contains(marker) {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|t| t.strip_prefix("address="))
+                let addr = field(&line, "address=")
                     .context("address= in the log line")?
-                    .trim_matches('"')
                     .parse()?;
+                // Keep reading: a process whose stderr is closed fails at
+                // its next log line (tracing reports the failed write on
+                // stderr, and that panics), and what it says later, a
+                // warning under load, belongs in the harness's output.
+                std::thread::spawn(move || {
+                    for line in lines.map_while(Result::ok) {
+                        eprintln!("  [pid {child_id}] {line}");
+                    }
+                });
                 return Ok(Participant {
                     child,
                     addr,
+                    listeners,
                     _dir: dir,
                 });
             }
@@ -91,6 +125,7 @@ impl Participant {
         Ok(Participant {
             child,
             addr,
+            listeners: Vec::new(),
             _dir: dir,
         })
     }

@@ -37,6 +37,11 @@ pub const TP_HTTPS_EXPLICIT: &str = "explicit listener, `CONNECT`, HTTPS interce
 pub const TP_HTTPS: &str = "transparent listener, redirected HTTPS intercepted (oha)";
 pub const TP_BULK_EXPLICIT: &str = "explicit listener, `CONNECT` tunnel";
 pub const TP_BULK: &str = "transparent listener, redirected and relayed blind";
+pub const STATE_NO_TASK: &str = "no task (tasks in memory)";
+pub const STATE_MEMORY_BUDGET: &str = "task with a budget, tasks in memory";
+pub const STATE_REDIS_BUDGET: &str = "task with a budget, tasks in Redis";
+pub const STATE_MEMORY: &str = "task without budgets, tasks in memory";
+pub const STATE_REDIS: &str = "task without budgets, tasks in Redis";
 
 /// What an identity row is compared with: the same load against the same
 /// proxy, identifying the old way.
@@ -56,6 +61,16 @@ fn transparent_reference(row: &str) -> Option<&'static str> {
         TP_HTTP | TP_HTTP_EXPLICIT => Some(TP_HTTP_EXPLICIT),
         TP_HTTPS | TP_HTTPS_EXPLICIT => Some(TP_HTTPS_EXPLICIT),
         TP_BULK | TP_BULK_EXPLICIT => Some(TP_BULK_EXPLICIT),
+        _ => None,
+    }
+}
+
+/// What a row under a task kept in Redis is compared with: the same task
+/// kept in memory.
+fn state_reference(row: &str) -> Option<&'static str> {
+    match row {
+        STATE_REDIS_BUDGET | STATE_MEMORY_BUDGET => Some(STATE_MEMORY_BUDGET),
+        STATE_REDIS | STATE_MEMORY => Some(STATE_MEMORY),
         _ => None,
     }
 }
@@ -99,6 +114,23 @@ pub struct ProxyRow {
     pub name: &'static str,
     pub load: LoadResult,
     pub proxy_cpu_us: f64,
+}
+
+/// What the Redis server spent on a row's requests.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisShare {
+    /// CPU microseconds per request.
+    pub cpu_us: f64,
+    /// Commands per request as Redis counts them: each of a pipeline's,
+    /// and a script along with every command it runs.
+    pub commands: f64,
+}
+
+/// A row of the task-store section; `redis` for the rows through Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct StateRow {
+    pub row: ProxyRow,
+    pub redis: Option<RedisShare>,
 }
 
 /// The middle value; with an even count, the mean of the two middle ones.
@@ -146,6 +178,8 @@ pub struct Report {
     pub transparent: Vec<ProxyRow>,
     /// The same tollgate's blind relay, through `CONNECT` and redirected.
     pub transparent_bulk: Vec<BulkRow>,
+    /// Requests under tasks kept in memory and in Redis, runs alternated.
+    pub state: Vec<StateRow>,
 }
 
 fn get(rows: &[(&str, LoadResult)], name: &str) -> Option<LoadResult> {
@@ -169,6 +203,7 @@ impl Report {
         self.print_memory();
         self.print_identity();
         self.print_transparent();
+        self.print_state();
         self.print_decisions();
         self.print_goals();
         println!("\n{footer}");
@@ -372,6 +407,41 @@ impl Report {
         );
     }
 
+    fn state_rps(&self, name: &str) -> Option<f64> {
+        self.state
+            .iter()
+            .find(|r| r.row.name == name)
+            .map(|r| r.row.load.requests_per_sec)
+    }
+
+    fn print_state(&self) {
+        if self.state.is_empty() {
+            return;
+        }
+        println!("| tollgate run, requests under a task, runs alternated | req/s | p50 ms | p99 ms | proxy CPU µs/req | Redis CPU µs/req | Redis commands/req | vs tasks in memory |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for StateRow { row: r, redis } in &self.state {
+            let versus = ratio(
+                Some(r.load.requests_per_sec),
+                state_reference(r.name).and_then(|n| self.state_rps(n)),
+            );
+            let (cpu, commands) = match redis {
+                Some(s) => (format!("{:.1}", s.cpu_us), format!("{:.2}", s.commands)),
+                None => ("–".into(), "–".into()),
+            };
+            println!(
+                "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {cpu} | {commands} | {} |",
+                r.name,
+                r.load.requests_per_sec,
+                r.load.p50_ms,
+                r.load.p99_ms,
+                r.proxy_cpu_us,
+                shown(versus),
+            );
+        }
+        println!();
+    }
+
     fn print_decisions(&self) {
         if self.decisions.is_empty() {
             return;
@@ -403,7 +473,8 @@ impl Report {
         let alternated = |n: &str| self.authz_median(n, |r| r.load.requests_per_sec);
         let id = |n: &str| self.identity_rps(n);
         let tp = |n: &str| self.transparent_rate(n);
-        let goals: [(&str, Option<f64>, f64, bool); 17] = [
+        let state = |n: &str| self.state_rps(n);
+        let goals: [(&str, Option<f64>, f64, bool); 18] = [
             (
                 "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
                 ratio(w(TOLLGATE), w(ENVOY_NOOP)),
@@ -506,6 +577,12 @@ impl Report {
                 "tollgate transparent blind relay ÷ `CONNECT` tunnel (bytes/s)",
                 ratio(tp(TP_BULK), tp(TP_BULK_EXPLICIT)),
                 0.95,
+                true,
+            ),
+            (
+                "task with a budget (never cached): tasks in Redis ÷ in memory (req/s)",
+                ratio(state(STATE_REDIS_BUDGET), state(STATE_MEMORY_BUDGET)),
+                0.7,
                 true,
             ),
         ];

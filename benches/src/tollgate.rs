@@ -154,6 +154,17 @@ pub struct Transparent<'a> {
     pub network: &'a str,
 }
 
+/// Where a `tollgate run` deciding in-process keeps its tasks. Either way
+/// it serves the decision API (tasks administered with
+/// [`crate::tasks::ADMIN_TOKEN`]) on a listener of its own, named
+/// `decision` among [`Participant::listener`]s.
+#[derive(Clone, Copy)]
+pub enum Tasks {
+    InMemory,
+    /// `state: redis` with the server at this address.
+    InRedis(SocketAddr),
+}
+
 /// What one `tollgate run` participant talks to.
 pub struct RunOptions<'a> {
     /// Plain HTTP upstream for `http://bench.test`.
@@ -167,6 +178,7 @@ pub struct RunOptions<'a> {
     pub decision_endpoint: Option<SocketAddr>,
     pub identify: Identify<'a>,
     pub transparent: Option<Transparent<'a>>,
+    pub tasks: Option<Tasks>,
 }
 
 impl RunOptions<'_> {
@@ -179,6 +191,7 @@ impl RunOptions<'_> {
             decision_endpoint: None,
             identify: Identify::Static,
             transparent: None,
+            tasks: None,
         }
     }
 }
@@ -221,12 +234,25 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
             );
         }
     }
+    let tasks = match o.tasks {
+        None => String::new(),
+        Some(store) => {
+            let state = match store {
+                Tasks::InMemory => String::new(),
+                Tasks::InRedis(server) => crate::redis::state_yaml(server),
+            };
+            format!(
+                "decision_service: {{ address: 127.0.0.1:0 }}\n{}{state}",
+                crate::tasks::TASKS_YAML
+            )
+        }
+    };
     // The explicit listener last: the harness waits for its "listening"
-    // line, and by then every listener is bound.
+    // line, and by then every listener (the decision API's too) is bound.
     let (dir, path) = prepare_with(
         &format!(
             "listeners:\n{transparent}  - name: bench\n    address: 127.0.0.1:0\n{listener}\
-             {identity}\
+             {identity}{tasks}\
              admin: {{ address: 127.0.0.1:0 }}\n\
              tls: {tls}\n\
              forward:\n  allow_networks: [{networks}]\n  resolve: {{ {resolve} }}\n\
@@ -241,6 +267,7 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
     };
     cmd.args(["run", "--workers", "1", "--config"])
         .arg(path)
+        .env("TOLLGATE_ADMIN_TOKEN", crate::tasks::ADMIN_TOKEN)
         .env("TOLLGATE_LOG", "warn,tollgate::cli=info");
     Participant::from_log(cmd, "listener=bench", Some(dir))
 }

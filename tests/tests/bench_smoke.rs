@@ -6,8 +6,10 @@
 //! relay, Envoy's `CONNECT` tunnel, tollgate's) delivers bytes and says how
 //! busy each CPU was; so does every transparent row, redirected by
 //! `tollgate iptables` in a network namespace the harness makes (root, as
-//! CI runs the suite: without it the harness fails saying why). No timing
-//! is asserted.
+//! CI runs the suite: without it the harness fails saying why); and every
+//! row under a task, with tasks kept in memory and in a Redis server the
+//! harness starts (redis-server, which `scripts/setup-test-env` installs).
+//! No timing is asserted.
 
 use std::process::Command;
 
@@ -47,6 +49,12 @@ fn every_benchmark_participant_answers() {
         "| transparent listener, redirected HTTP (wrk) |",
         "| transparent listener, redirected HTTPS intercepted (oha) |",
         "| transparent listener, redirected and relayed blind |",
+        "| no task (tasks in memory) |",
+        "| task with a budget, tasks in memory |",
+        "| task with a budget, tasks in Redis |",
+        "| task without budgets, tasks in memory |",
+        "| task without budgets, tasks in Redis |",
+        "| task with a budget (never cached): tasks in Redis ÷ in memory (req/s) |",
     ] {
         assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
     }
@@ -141,10 +149,17 @@ fn the_ext_authz_pairs_run_against_the_bare_noop() {
     }
 }
 
-/// The revocation benchmark with two trials: both proxies must see the task
-/// end (a 401) after `EndTask`; how fast is the benchmark's business.
+/// The revocation benchmark with two trials, in both shapes: every proxy
+/// must see the task end (a 401) after `EndTask`, the one asking the other
+/// Redis replica too; how fast is the benchmark's business.
 #[test]
 fn the_revocation_benchmark_runs() {
     let (stdout, stderr) = bench("revocation", &["--trials", "2"]);
-    assert!(stdout.contains("(4 samples)"), "{stdout}\n{stderr}");
+    for line in [
+        "one decision service, 2 trials x 2 proxies (4 samples)",
+        "EndTask on A, proxy asking A (2 samples)",
+        "EndTask on A, proxy asking B (across replicas) (2 samples)",
+    ] {
+        assert!(stdout.contains(line), "no {line}:\n{stdout}\n{stderr}");
+    }
 }

@@ -4,10 +4,11 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row (tunnel rows 3 s x 7)
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
-//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, decision
+//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, state, decision
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
+//!     scripts/bench --pin --only state --redis-cpu load                    # the state section's Redis on the load CPU (default: beside the proxy)
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 //!
 //! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the two
@@ -22,12 +23,17 @@
 //! listener against the plain one, both oha; new mTLS connections per
 //! second, tollgate against Envoy); transparent capture against the
 //! explicit proxy, one tollgate serving both in a network namespace of the
-//! harness's own (needs root); Cedar decision latency.
+//! harness's own (needs root); requests under a task, with and without a
+//! budget, tasks kept in memory against tasks kept in Redis; Cedar
+//! decision latency.
 
 // The section lives beside this file, in a folder of the binary's own:
 // a file in `src/bin/` would be taken for a binary of its own.
 #[path = "loadbench/transparent.rs"]
 mod transparent;
+
+#[path = "loadbench/state.rs"]
+mod state;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -43,7 +49,7 @@ use tollgate_benches::{
     bulk, envoy, fixtures, handshakes, jwt, noop_authz, pki, process, tollgate, WORKLOAD,
 };
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "wrk",
     "ext_authz",
     "oha",
@@ -51,6 +57,7 @@ const SECTIONS: [&str; 8] = [
     "memory",
     "identity",
     "transparent",
+    "state",
     "decision",
 ];
 
@@ -78,6 +85,10 @@ struct Options {
     /// What the peer no-op server of the ext_authz pairs does (`""`: a
     /// tonic server answering OK).
     noop: String,
+    /// Pinned, the state section's Redis runs on the load CPU, beside the
+    /// upstream (a server elsewhere, whose CPU is not the proxy's), rather
+    /// than on the proxy CPU.
+    redis_on_load_cpu: bool,
 }
 
 impl Options {
@@ -99,6 +110,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         memory_rounds: 4,
         calibrate: None,
         noop: String::new(),
+        redis_on_load_cpu: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -137,6 +149,13 @@ fn options() -> anyhow::Result<Option<Options>> {
                 let work = value()?;
                 noop_authz::Work::parse(&work)?;
                 o.calibrate = Some(work);
+            }
+            "--redis-cpu" => {
+                o.redis_on_load_cpu = match value()?.as_str() {
+                    "proxy" => false,
+                    "load" => true,
+                    other => bail!("--redis-cpu takes proxy or load, not {other}"),
+                }
             }
             "--noop" => {
                 let work = value()?;
@@ -332,8 +351,14 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    if o.wants("wrk") || o.wants("identity") || o.wants("transparent") {
+    if o.wants("wrk") || o.wants("identity") || o.wants("transparent") || o.wants("state") {
         require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
+    }
+    if o.wants("state") {
+        anyhow::ensure!(
+            tollgate_benches::redis::binary().is_some(),
+            "redis-server is missing: apt-get install -y redis-server (scripts/setup-test-env installs it)"
+        );
     }
     if o.wants("transparent") {
         tollgate_benches::netns::require_root()?;
@@ -419,6 +444,9 @@ fn main() -> anyhow::Result<()> {
     if bench.o.wants("transparent") {
         transparent::transparent(&bench, &mut report)?;
     }
+    if bench.o.wants("state") {
+        state::state(&bench, upstream, &mut report)?;
+    }
     if bench.o.wants("decision") {
         report.decisions = decisions(bench.o.smoke);
     }
@@ -426,8 +454,13 @@ fn main() -> anyhow::Result<()> {
     let halt_poll = process::guest_halt_poll_ns()
         .map(|ns| format!("; guest halt-polling {ns} ns"))
         .unwrap_or_default();
+    let redis_cpu = match (o.wants("state") && o.pin, o.redis_on_load_cpu) {
+        (false, _) => "",
+        (true, false) => "; the state section's Redis on CPU 0",
+        (true, true) => "; the state section's Redis on CPU 1",
+    };
     report.print(&format!(
-        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {plan} (medians), {layout}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
+        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {plan} (medians), {layout}{redis_cpu}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
         o.connections,
         // Not `available_parallelism`: pinned, that counts only our own CPU.
         // SAFETY: sysconf has no preconditions.
