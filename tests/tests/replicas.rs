@@ -791,15 +791,23 @@ async fn a_proxy_deciding_in_process_shares_the_store_with_the_replicas() {
     embedded.wait_log("state store connected");
     b.wait_connected();
 
-    let task = start_task(&embedded.decision_url(), CODER, &["--budget", "write=1"]);
+    let budgets = ["--budget", "write=1", "--budget", "prod_change=1"];
+    let task = start_task(&embedded.decision_url(), CODER, &budgets);
     assert_eq!(post(&b.proxy, &task.token).await.status, 200);
     let out = post(&embedded, &task.token).await;
-    assert_eq!(
-        out.status, 403,
-        "the budget is one across both: {}",
-        out.body
-    );
+    assert_eq!(out.status, 403, "one budget across both: {}", out.body);
     assert_eq!(reason(&out), "budget_exhausted");
+    // A request policy refuses uses none of its class's budget, though
+    // Redis takes the unit when it admits the request.
+    for proxy in [&embedded, &b.proxy] {
+        let delete = ["-X", "DELETE", "-H", &bearer(&task.token), ITEM];
+        let out = proxy.curl(&delete).await;
+        assert_eq!(reason(&out), "forbidden", "{}", out.body);
+    }
+    let shown = task_cli(&b.url(), Some(ADMIN_TOKEN), &["get", &task.id]);
+    let budgets = &shown.json["budgets"];
+    assert_eq!(budgets["prod_change"]["used"], 0, "{}", shown.json);
+    assert_eq!(budgets["write"]["used"], 1, "{}", shown.json);
     assert_eq!(get(&embedded, &task.token).await.status, 200);
     let tunnel = open_tunnel(&embedded, echo, &task.token).await;
 

@@ -76,6 +76,8 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not make the next log line a panic.
+        .log_internal_errors(false)
         .try_init();
 }
 

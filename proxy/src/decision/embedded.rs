@@ -31,16 +31,19 @@ impl EmbeddedDecider {
     /// `context.task`); then an allowed request uses one unit of the task's
     /// budget for its risk class, if it has one.
     pub async fn decide_in(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
+        let risk = request.context.risk;
         let task = match &request.task {
             None => None,
-            Some(token) => match self
-                .tasks
-                .admit(token, &request.principal, &request.action)
-                .await
-            {
-                Ok(task) => Some(task),
-                Err((refusal, task)) => return refusal.decision(task),
-            },
+            Some(token) => {
+                let admitted = self
+                    .tasks
+                    .admit(token, &request.principal, &request.action, risk)
+                    .await;
+                match admitted {
+                    Ok(task) => Some(task),
+                    Err((refusal, task)) => return refusal.decision(task),
+                }
+            }
         };
         // Policies may read `context.task.used`, which changes with every
         // budgeted request: those decisions are never cached.
@@ -51,13 +54,11 @@ impl EmbeddedDecider {
                 .decide_in_task(&snapshot.engine, request, t.as_ref()),
         };
         if let Some(task) = task {
-            let risk = request.context.risk;
             let mut task_ref = task.record.reference();
-            if decision.is_allow() && task.has_budget_for(risk) {
-                task_ref.no_cache = true;
-                if let Err((refusal, task)) = self.tasks.consume(&task, risk).await {
-                    return refusal.decision(task);
-                }
+            task_ref.no_cache = decision.is_allow() && task.has_budget_for(risk);
+            if let Err((refusal, task)) = self.tasks.settle(&task, risk, decision.is_allow()).await
+            {
+                return refusal.decision(task);
             }
             decision.task = Some(task_ref);
         }

@@ -198,6 +198,21 @@ impl TaskRecord {
 pub struct Task {
     pub record: Arc<TaskRecord>,
     pub used: BTreeMap<RiskClass, u32>,
+    /// What admission did about the request's class's budget.
+    pub budget: Admitted,
+}
+
+/// A store may take a request's unit of budget when it admits the request
+/// (Redis: one round trip instead of two), giving it back if policy then
+/// refuses; or count it only once policy has allowed (memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Nothing taken: the class has no budget, or it is counted later.
+    NotTaken,
+    /// One unit taken for this request.
+    Taken,
+    /// None was left to take.
+    Exhausted,
 }
 
 impl Task {

@@ -11,8 +11,8 @@ use tokio::sync::broadcast;
 use crate::catalog::RiskClass;
 use crate::decision::credentials::Secret;
 use crate::decision::tasks::{
-    Task, TaskError, TaskLimits, TaskRecord, TaskRefusal, TaskRevoked, TaskSpec, TaskState,
-    TaskView, TokenHash, RETENTION,
+    Admitted, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal, TaskRevoked, TaskSpec,
+    TaskState, TaskView, TokenHash, RETENTION,
 };
 
 use super::Refused;
@@ -104,6 +104,7 @@ impl MemoryTasks {
             .admits(entry.ended().map(|(_, s)| s), workload, action)
             .map_err(|refusal| (refusal, Some(entry.record.reference())))?;
         Ok(Task {
+            budget: Admitted::NotTaken,
             used: entry
                 .used
                 .iter()

@@ -22,7 +22,7 @@ use crate::catalog::RiskClass;
 use crate::config::RedisConfig;
 use crate::decision::credentials::Secret;
 use crate::decision::tasks::{
-    Task, TaskError, TaskLimits, TaskRefusal, TaskRevoked, TaskSpec, TaskView, TokenHash,
+    Admitted, Task, TaskError, TaskLimits, TaskRefusal, TaskRevoked, TaskSpec, TaskView, TokenHash,
 };
 use crate::decision::TaskRef;
 
@@ -132,26 +132,39 @@ impl TaskStore {
     }
 
     /// The task behind `token`, if it may carry a request by `workload`
-    /// for `action`. Budgets are used later, once policy has allowed.
+    /// for `action` of risk `class`. Call [`TaskStore::settle`] once policy
+    /// has decided.
     pub async fn admit(
         &self,
         token: &TokenHash,
         workload: &str,
         action: &str,
+        class: RiskClass,
     ) -> Result<Task, Refused> {
         match &self.backend {
             Backend::Memory(m) => m.admit(token, workload, action),
-            Backend::Redis(r) => r.admit(token, workload, action).await,
+            Backend::Redis(r) => r.admit(token, workload, action, class).await,
         }
     }
 
-    /// Use one unit of `class`'s budget of `task`, which must have one.
-    pub async fn consume(&self, task: &Task, class: RiskClass) -> Result<(), Refused> {
-        let refused = |refusal: TaskRefusal| (refusal, Some(task.record.reference()));
-        match &self.backend {
-            Backend::Memory(m) if m.consume(task, class) => Ok(()),
-            Backend::Memory(_) => Err(refused(TaskRefusal::BudgetExhausted)),
-            Backend::Redis(r) => r.consume(task, class).await.map_err(refused),
+    /// After policy: an allowed request uses one unit of its class's budget
+    /// (refused when none is left); a refused one uses none. Without a
+    /// budget for the class, nothing is counted.
+    pub async fn settle(
+        &self,
+        task: &Task,
+        class: RiskClass,
+        allowed: bool,
+    ) -> Result<(), Refused> {
+        let exhausted = || Err((TaskRefusal::BudgetExhausted, Some(task.record.reference())));
+        match (&self.backend, task.budget, allowed) {
+            (Backend::Memory(m), _, true) if !m.consume(task, class) => exhausted(),
+            (_, Admitted::Exhausted, true) => exhausted(),
+            (Backend::Redis(r), Admitted::Taken, false) => {
+                r.give_back(task, class).await;
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 

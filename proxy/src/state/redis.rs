@@ -34,8 +34,8 @@ use crate::catalog::RiskClass;
 use crate::config::{RedisConfig, SecretSource};
 use crate::decision::credentials::Secret;
 use crate::decision::tasks::{
-    from_unix_ms, unix_ms, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal, TaskRevoked,
-    TaskSpec, TaskState, TaskView, TokenHash, RETENTION,
+    from_unix_ms, unix_ms, Admitted, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal,
+    TaskRevoked, TaskSpec, TaskState, TaskView, TokenHash, RETENTION,
 };
 use crate::decision::TaskRef;
 
@@ -54,18 +54,36 @@ const LIST_MAX: isize = 10_000;
 /// Expiries one sweep announces; the next sweep takes the rest.
 const SWEEP_BATCH: usize = 256;
 
-/// Use one unit of a budget: 1 used, 0 none left, -1 the task has ended or
-/// is gone. A class without a limit is not counted.
-const CONSUME: &str = r"
-local limit = redis.call('HGET', KEYS[1], 'limit:' .. ARGV[1])
-if not limit then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-  return 1
+/// Admit: the task's fields as they were, and for the request's risk class
+/// (ARGV[1]) one unit of its budget taken at once if one is left, so a
+/// budgeted request costs one round trip, and replicas counting the same
+/// task at once never pass its limit. Returns `{taken, fields, ''}`: taken
+/// 1, 0 (none left), -1 (no budget for the class, or the task has ended); a
+/// gone task gives `{-1, {}, its tombstone or ''}`.
+const ADMIT: &str = r"
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then
+  return {-1, {}, redis.call('GET', KEYS[2]) or ''}
 end
-if redis.call('HEXISTS', KEYS[1], 'ended') == 1 then return -1 end
-local used = tonumber(redis.call('HGET', KEYS[1], 'used:' .. ARGV[1]) or '0')
-if used >= tonumber(limit) then return 0 end
-redis.call('HINCRBY', KEYS[1], 'used:' .. ARGV[1], 1)
+local taken = -1
+local limit = redis.call('HGET', KEYS[1], 'limit:' .. ARGV[1])
+if limit and redis.call('HEXISTS', KEYS[1], 'ended') == 0 then
+  local used = tonumber(redis.call('HGET', KEYS[1], 'used:' .. ARGV[1]) or '0')
+  if used < tonumber(limit) then
+    redis.call('HINCRBY', KEYS[1], 'used:' .. ARGV[1], 1)
+    taken = 1
+  else
+    taken = 0
+  end
+end
+return {taken, fields, ''}
+";
+
+/// Give back a unit taken for a request that was then refused.
+const GIVE_BACK: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'used:' .. ARGV[1], -1)
+end
 return 1
 ";
 
@@ -201,7 +219,15 @@ impl Keys {
 }
 
 fn hex(token: &TokenHash) -> String {
-    token.0.iter().map(|b| format!("{b:02x}")).collect()
+    // On every request's path: a `format!` per byte cost more than the
+    // rest of building the keys.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in token.0 {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 fn token_of_hex(text: &str) -> Option<TokenHash> {
@@ -302,7 +328,8 @@ struct Shared {
     /// behind a stable address): connect again, to whatever is primary now.
     demoted: Notify,
     revoked: broadcast::Sender<TaskRevoked>,
-    consume: Script,
+    admit: Script,
+    give_back: Script,
     end: Script,
     sweep: Script,
 }
@@ -509,7 +536,8 @@ impl RedisTasks {
             lost: Notify::new(),
             demoted: Notify::new(),
             revoked,
-            consume: Script::new(CONSUME),
+            admit: Script::new(ADMIT),
+            give_back: Script::new(GIVE_BACK),
             end: Script::new(END),
             sweep: Script::new(SWEEP),
         });
@@ -661,6 +689,10 @@ impl RedisTasks {
             .await
             .map_err(unavailable)?;
         let named: Vec<TaskRevoked> = members.iter().filter_map(|m| revoked_of(m)).collect();
+        // redis-rs refuses to send an empty pipeline.
+        if named.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for task in &named {
             pipe.cmd("HGETALL").arg(keys.task(&task.token));
@@ -708,59 +740,76 @@ impl RedisTasks {
         token: &TokenHash,
         workload: &str,
         action: &str,
+        class: RiskClass,
     ) -> Result<Task, Refused> {
         let keys = &self.shared.keys;
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL")
-            .arg(keys.task(token))
-            .cmd("GET")
-            .arg(keys.ended(token));
-        let (fields, ended): (HashMap<String, String>, Option<String>) = self
+        let task_key = keys.task(token);
+        let mut call = self.shared.admit.prepare_invoke();
+        call.key(&task_key)
+            .key(keys.ended(token))
+            .arg(class.as_str());
+        let (taken, fields, ended): (i64, HashMap<String, String>, String) = self
             .shared
-            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .run(|mut c| async move { call.invoke_async(&mut c).await })
             .await
             .map_err(|()| (TaskRefusal::Unavailable, None))?;
         if fields.is_empty() {
-            return Err(match ended {
-                Some(id) => (
+            return Err(match ended.is_empty() {
+                false => (
                     TaskRefusal::Ended,
                     Some(TaskRef {
-                        id,
+                        id: ended,
                         expires: SystemTime::now(),
                         no_cache: true,
                     }),
                 ),
-                None => (TaskRefusal::Unknown, None),
+                true => (TaskRefusal::Unknown, None),
             });
         }
-        let stored = Stored::parse(*token, &fields).map_err(|e| {
-            tracing::error!(error = %e, "state store: a task that cannot be read");
-            (TaskRefusal::Unavailable, None)
-        })?;
-        stored
-            .record
-            .admits(stored.ended.map(|(_, s)| s), workload, action)
-            .map_err(|refusal| (refusal, Some(stored.record.reference())))?;
-        Ok(Task {
-            record: Arc::new(stored.record),
-            used: stored.used,
-        })
+        let budget = match taken {
+            1 => Admitted::Taken,
+            0 => Admitted::Exhausted,
+            _ => Admitted::NotTaken,
+        };
+        let refused = match Stored::parse(*token, &fields) {
+            Ok(stored) => match stored
+                .record
+                .admits(stored.ended.map(|(_, s)| s), workload, action)
+            {
+                Ok(()) => {
+                    return Ok(Task {
+                        record: Arc::new(stored.record),
+                        used: stored.used,
+                        budget,
+                    })
+                }
+                Err(refusal) => (refusal, Some(stored.record.reference())),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "state store: a task that cannot be read");
+                (TaskRefusal::Unavailable, None)
+            }
+        };
+        if budget == Admitted::Taken {
+            self.give_back_to(task_key, class).await;
+        }
+        Err(refused)
     }
 
-    pub async fn consume(&self, task: &Task, class: RiskClass) -> Result<(), TaskRefusal> {
-        let mut call = self.shared.consume.prepare_invoke();
-        call.key(self.shared.keys.task(&task.record.token))
-            .arg(class.as_str());
-        let code: i64 = self
+    /// Return the unit admission took for a request that was then refused.
+    pub async fn give_back(&self, task: &Task, class: RiskClass) {
+        self.give_back_to(self.shared.keys.task(&task.record.token), class)
+            .await;
+    }
+
+    async fn give_back_to(&self, task_key: String, class: RiskClass) {
+        let mut call = self.shared.give_back.prepare_invoke();
+        call.key(task_key).arg(class.as_str());
+        // Failing, the unit stays used: the budget errs towards less.
+        let _ = self
             .shared
-            .run(|mut c| async move { call.invoke_async(&mut c).await })
-            .await
-            .map_err(|()| TaskRefusal::Unavailable)?;
-        match code {
-            1 => Ok(()),
-            0 => Err(TaskRefusal::BudgetExhausted),
-            _ => Err(TaskRefusal::Ended),
-        }
+            .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
+            .await;
     }
 
     /// Claim and announce due expiries; a replica that cannot reach the
