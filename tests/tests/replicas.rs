@@ -187,6 +187,20 @@ async fn open_tunnel(proxy: &Tollgate, echo: SocketAddr, token: &str) -> TcpStre
     tunnel
 }
 
+/// `proxy` closes `tunnel` within [`PATIENCE`], and its audit line says it
+/// was for the end of task `id`.
+async fn closed_for_the_end(proxy: &Tollgate, tunnel: TcpStream, id: &str) {
+    assert!(
+        closes(tunnel).await,
+        "the tunnel stayed open after its task ended"
+    );
+    let line = proxy.wait_audit(|l| l["mode"] == "tunnel" && l["task"] == id);
+    assert!(
+        line["error"].as_str().unwrap_or("").contains("ended"),
+        "{line}"
+    );
+}
+
 /// Whether the proxy closes `tunnel` within [`PATIENCE`].
 async fn closes(mut tunnel: TcpStream) -> bool {
     let mut rest = Vec::new();
@@ -304,17 +318,7 @@ async fn a_task_started_on_one_replica_is_used_and_ended_on_the_other() {
         assert_eq!(out.status, 401, "{}", out.body);
         assert_eq!(reason(&out), "task_ended");
     }
-    assert!(
-        closes(tunnel).await,
-        "the tunnel on A stayed open after the task ended on B"
-    );
-    let line = a
-        .proxy
-        .wait_audit(|l| l["mode"] == "tunnel" && l["task"] == task.id.as_str());
-    assert!(
-        line["error"].as_str().unwrap_or("").contains("ended"),
-        "{line}"
-    );
+    closed_for_the_end(&a.proxy, tunnel, &task.id).await;
     let listed = task_cli(&a.url(), Some(ADMIN_TOKEN), &["list"]);
     assert_eq!(listed.code, 0, "{}", listed.stderr);
     assert_eq!(listed.json["tasks"][0]["id"], task.id.as_str());
@@ -497,18 +501,8 @@ async fn a_replica_cut_off_from_redis_refuses_tasks_and_catches_up_when_it_is_ba
     let out = until(&a.proxy, &["-H", &auth, ITEM], |out| out.status != 503).await;
     assert_eq!(out.status, 401, "{}", out.body);
     assert_eq!(reason(&out), "task_ended");
-    assert!(
-        closes(tunnel).await,
-        "the tunnel on A stayed open after A learnt that its task had ended"
-    );
     // Closed for the task's end, not for the outage.
-    let line = a
-        .proxy
-        .wait_audit(|l| l["mode"] == "tunnel" && l["task"] == task.id.as_str());
-    assert!(
-        line["error"].as_str().unwrap_or("").contains("ended"),
-        "{line}"
-    );
+    closed_for_the_end(&a.proxy, tunnel, &task.id).await;
     for proxy in [&a.proxy, &b.proxy] {
         let out = get(proxy, &short.token).await;
         assert_eq!(out.status, 401, "{}", out.body);
