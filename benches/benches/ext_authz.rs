@@ -31,11 +31,11 @@ use tollgate::config::AuditOutput;
 use tollgate::core::audit::AuditSink;
 use tollgate::core::Core;
 use tollgate::decision::snapshot::{Snapshot, SnapshotHandle};
+use tollgate::decision::state::TaskStore;
 use tollgate::decision::tasks::TaskLimits;
 use tollgate::decision::EmbeddedDecider;
 use tollgate::server::ext_authz::{CheckRequest, WORKLOAD_EXTENSION};
 use tollgate::server::{DecisionPlane, ExtAuthz};
-use tollgate::state::TaskStore;
 use tollgate_benches::WORKLOAD;
 
 /// A peer as Envoy names it without mTLS: an address, no principal.

@@ -20,7 +20,6 @@ pub mod memory;
 pub mod pipeline;
 pub mod reload;
 pub mod server;
-pub mod state;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 
 use super::{load, ConfigArg, EXIT_INVALID_CONFIG};
 use crate::core::{Caller, Core, Inbound, Mode, Verdict};
+use crate::decision::state::TaskStore;
 use crate::decision::tasks::TaskLimits;
 use crate::decision::EmbeddedDecider;
 use crate::error::ProxyError;
 use crate::identity::{CallerIdentity, Identity, IdentitySource};
 use crate::pipeline::accept;
-use crate::state::TaskStore;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {

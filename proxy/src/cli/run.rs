@@ -14,10 +14,10 @@ use crate::core::audit::AuditSink;
 use crate::core::Core;
 use crate::decision::client::{RemoteConfig, RemoteDecider};
 use crate::decision::snapshot::Snapshot;
+use crate::decision::state::TaskStore;
 use crate::decision::{EmbeddedDecider, SharedDecider};
 use crate::pipeline::forward::Forwarder;
 use crate::pipeline::{accept, transparent, Pipeline};
-use crate::state::TaskStore;
 use crate::tls::{self, CertificateAuthority, LeafCache};
 
 #[derive(Debug, clap::Args)]

@@ -13,11 +13,11 @@ use crate::config::{Config, StateConfig};
 use crate::core::audit::AuditSink;
 use crate::core::Core;
 use crate::decision::snapshot::{Snapshot, SnapshotHandle};
+use crate::decision::state::TaskStore;
 use crate::decision::tasks::TaskLimits;
 use crate::decision::EmbeddedDecider;
 use crate::identity::Registry;
 use crate::server::DecisionPlane;
-use crate::state::TaskStore;
 
 /// The runtime: `workers` threads (default: one per core). Every serving
 /// command starts here, so this is also where the open-file limit is raised.

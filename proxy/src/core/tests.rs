@@ -9,10 +9,10 @@ use http::{HeaderMap, Method, Uri};
 use super::*;
 use crate::config::Config;
 use crate::decision::snapshot::SnapshotHandle;
+use crate::decision::state::TaskStore;
 use crate::decision::tasks::TaskLimits;
 use crate::decision::{Decider, DecisionFuture, EmbeddedDecider, Outcome, Reason, TaskRevoked};
 use crate::identity::IdentitySource;
-use crate::state::TaskStore;
 
 const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
 

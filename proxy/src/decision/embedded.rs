@@ -11,7 +11,7 @@ use super::outcome::Decision;
 use super::request::DecisionRequest;
 use super::tasks::TaskRevoked;
 use super::{Decider, DecisionFuture};
-use crate::state::TaskStore;
+use crate::decision::state::TaskStore;
 
 pub struct EmbeddedDecider {
     tasks: Arc<TaskStore>,

@@ -5,8 +5,9 @@
 //!
 //! The vocabulary (`request`, `outcome`) imports nothing else of this
 //! module; the engine, cache, tasks and credentials build on it, the
-//! `snapshot` holds one loaded set of them with the catalog, and `embedded`
-//! decides with a snapshot under tasks.
+//! `snapshot` holds one loaded set of them with the catalog, `state` keeps
+//! the tasks (in memory, or in Redis shared by replicas), and `embedded`
+//! decides with a snapshot under them.
 
 pub mod cache;
 mod cedar;
@@ -20,6 +21,7 @@ pub mod proto;
 mod request;
 pub mod schema;
 pub mod snapshot;
+pub mod state;
 pub mod tasks;
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use super::*;
 use crate::catalog::{ActionInfo, RiskClass};
+use crate::decision::state::TaskStore;
 use crate::identity::{Attributes, IdentitySource};
-use crate::state::TaskStore;
 
 mod load;
 
@@ -411,7 +411,7 @@ fn shipped_policies() {
     );
 
     // Inside a task, the same pull request is allowed, with its credential.
-    let tasks = crate::state::memory::MemoryTasks::new(
+    let tasks = crate::decision::state::memory::MemoryTasks::new(
         crate::decision::tasks::TaskLimits::default(),
         tokio::sync::broadcast::channel(1).0,
     );

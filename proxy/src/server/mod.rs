@@ -20,8 +20,8 @@ use crate::core::Core;
 use crate::decision::proto::pb::decision_service_server::DecisionServiceServer;
 use crate::decision::proto::FILE_DESCRIPTOR_SET;
 use crate::decision::snapshot::SnapshotHandle;
+use crate::decision::state::TaskStore;
 use crate::identity::EnvoySources;
-use crate::state::TaskStore;
 
 pub use decide::DecisionApi;
 pub use ext_authz::ExtAuthz;
