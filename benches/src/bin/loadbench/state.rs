@@ -10,10 +10,10 @@
 //! alternate their runs, so a slow spell falls on every one.
 //!
 //! A request under a budgeted task is admitted (the task read from the
-//! store), decided by Cedar without the decision cache (policies see the
-//! budget's use), and counted against the budget (a script in Redis): two
-//! round trips to Redis. Without budgets the decision may come from the
-//! cache, but the task is still read for admission: one round trip.
+//! store and its unit of budget taken, one script in Redis) and decided by
+//! Cedar without the decision cache (policies see the budget's use): one
+//! round trip to Redis. Without budgets the decision may come from the
+//! cache, but the task is still read for admission: one round trip too.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
