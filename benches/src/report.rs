@@ -429,15 +429,7 @@ impl Report {
                 Some(s) => (format!("{:.1}", s.cpu_us), format!("{:.2}", s.commands)),
                 None => ("–".into(), "–".into()),
             };
-            println!(
-                "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {cpu} | {commands} | {} |",
-                r.name,
-                r.load.requests_per_sec,
-                r.load.p50_ms,
-                r.load.p99_ms,
-                r.proxy_cpu_us,
-                shown(versus),
-            );
+            print_row_with(r, &[&cpu, &commands], versus);
         }
         println!();
     }
@@ -647,8 +639,14 @@ fn print_bulk(title: &str, rows: &[BulkRow], versus: &[(&str, Option<f64>)]) {
 /// A row of req/s, latencies and CPU, and its ratio to the row it is set
 /// against.
 fn print_versus_row(r: &ProxyRow, versus: Option<f64>) {
+    print_row_with(r, &[], versus);
+}
+
+/// The same with `more` columns before the ratio.
+fn print_row_with(r: &ProxyRow, more: &[&str], versus: Option<f64>) {
+    let more: String = more.iter().map(|c| format!(" {c} |")).collect();
     println!(
-        "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+        "| {} | {:.0} | {:.3} | {:.3} | {:.1} |{more} {} |",
         r.name,
         r.load.requests_per_sec,
         r.load.p50_ms,

@@ -111,6 +111,15 @@ impl Replica {
     }
 }
 
+/// Two replicas on `redis`, each with its proxy, both connected.
+fn two_replicas(upstream: &Upstream, redis: &RedisServer) -> (Replica, Replica) {
+    let a = Replica::start(upstream, state(&redis.url(), ""), vec![]);
+    let b = Replica::start(upstream, state(&redis.url(), ""), vec![]);
+    a.wait_connected();
+    b.wait_connected();
+    (a, b)
+}
+
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}")
 }
@@ -293,10 +302,7 @@ async fn a_task_started_on_one_replica_is_used_and_ended_on_the_other() {
     let redis = RedisServer::start();
     let upstream = Upstream::http().await;
     let echo = tcp_echo().await;
-    let a = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
-    let b = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
-    a.wait_connected();
-    b.wait_connected();
+    let (a, b) = two_replicas(&upstream, &redis);
 
     let task = start_task(&a.url(), CODER, &["--ttl", "10m"]);
     // B never saw the start: it reads the task from the store.
@@ -384,10 +390,7 @@ async fn a_budget_is_exact_across_replicas_under_concurrent_load() {
 async fn restarting_every_replica_loses_no_task() {
     let redis = RedisServer::start();
     let upstream = Upstream::http().await;
-    let mut a = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
-    let mut b = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
-    a.wait_connected();
-    b.wait_connected();
+    let (mut a, mut b) = two_replicas(&upstream, &redis);
     let task = start_task(&a.url(), CODER, &["--ttl", "10m", "--budget", "write=3"]);
     assert_eq!(post(&a.proxy, &task.token).await.status, 200);
 
@@ -563,10 +566,7 @@ async fn a_redis_restart_keeps_every_task_and_the_replicas_follow_it_again() {
     let mut redis = RedisServer::start();
     let upstream = Upstream::http().await;
     let echo = tcp_echo().await;
-    let a = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
-    let b = Replica::start(&upstream, state(&redis.url(), ""), vec![]);
-    a.wait_connected();
-    b.wait_connected();
+    let (a, b) = two_replicas(&upstream, &redis);
     let task = start_task(&a.url(), CODER, &["--budget", "write=2"]);
     assert_eq!(post(&b.proxy, &task.token).await.status, 200);
 
