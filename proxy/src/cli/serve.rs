@@ -169,7 +169,8 @@ pub fn task_store(config: &Config) -> anyhow::Result<Arc<TaskStore>> {
     let tasks = match &config.state {
         StateConfig::Memory => TaskStore::in_memory(limits),
         StateConfig::Redis(redis) => TaskStore::redis(limits, redis).map_err(anyhow::Error::msg)?,
-    };
+    }
+    .with_approval_rules(config.approvals.rules.clone());
     tracing::info!(store = tasks.kind(), "task state store");
     let tasks = Arc::new(tasks);
     tasks.spawn_sweeper(TASK_SWEEP_INTERVAL);
@@ -191,6 +192,7 @@ pub fn decision_plane(
         audit,
         admin_token: config.tasks.as_ref().and_then(|t| t.admin_token.clone()),
         envoy: identity.envoy(&config.envoy_identity),
+        approvers: config.approvals.approvers.clone(),
     })
 }
 

@@ -86,6 +86,13 @@ pub const DEFAULT_TASK_TTL: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tollgate";
 /// How long one Redis command may take before the store counts as lost.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a proxy holds a request an approval gate stopped.
+pub const DEFAULT_APPROVAL_HOLD: Duration = Duration::from_secs(30);
+/// The largest body a held request may have: it is kept in memory.
+pub const DEFAULT_APPROVAL_MAX_BODY: usize = 1024 * 1024;
+/// How long an approval waits for a verdict, and a verdict stands.
+pub const DEFAULT_APPROVAL_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_TASK_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Poll the configuration file, catalog and policy folders for changes.
@@ -148,6 +155,43 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// How ext_authz identifies a `Check` besides Envoy's mTLS principal.
     pub envoy_identity: EnvoyIdentity,
+    pub approvals: ApprovalsConfig,
+}
+
+/// `approvals:`. The proxy holds (`hold`, `max_body`); the decision plane
+/// keeps approvals (`rules`), authenticates approvers and notifies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalsConfig {
+    pub hold: Duration,
+    pub max_body: usize,
+    pub rules: crate::decision::approvals::ApprovalRules,
+    pub approvers: Vec<ApproverConfig>,
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> ApprovalsConfig {
+        ApprovalsConfig {
+            hold: DEFAULT_APPROVAL_HOLD,
+            max_body: DEFAULT_APPROVAL_MAX_BODY,
+            rules: crate::decision::approvals::ApprovalRules::default(),
+            approvers: Vec::new(),
+            webhook: None,
+        }
+    }
+}
+
+/// A person who may approve, and the token that says it is them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApproverConfig {
+    pub name: String,
+    pub token: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -372,6 +416,7 @@ impl Config {
             Some(t) => Some(sections::tasks(t, &ctx)?),
         };
         let state = sections::state(raw.state.unwrap_or_default(), &ctx)?;
+        let approvals = sections::approvals(raw.approvals, &ctx)?;
         Ok(Config {
             file: path.to_path_buf(),
             listeners,
@@ -392,6 +437,7 @@ impl Config {
             state,
             identity,
             envoy_identity,
+            approvals,
         })
     }
 
@@ -423,6 +469,7 @@ impl Config {
             ("reload", self.reload == fresh.reload),
             ("tasks", self.tasks == fresh.tasks),
             ("state", self.state == fresh.state),
+            ("approvals", self.approvals == fresh.approvals),
         ];
         sections
             .into_iter()

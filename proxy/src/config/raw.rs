@@ -35,6 +35,39 @@ pub struct RawConfig {
     pub state: Option<RawState>,
     #[serde(default)]
     pub identity: RawIdentitySection,
+    #[serde(default)]
+    pub approvals: RawApprovals,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    /// How long a proxy holds a gated request for a verdict (default 30s).
+    pub hold: Option<String>,
+    /// The largest body a held request may have (default 1 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// How long a pending approval waits, and a verdict stands (default 1h).
+    pub ttl: Option<String>,
+    /// Usable until its task ends rather than once (default false).
+    pub reusable: Option<bool>,
+    #[serde(default)]
+    pub approvers: Vec<RawApprover>,
+    pub webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprover {
+    pub name: String,
+    pub token: RawSecretSource,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    /// Per POST (default 5s).
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

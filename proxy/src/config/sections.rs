@@ -13,14 +13,15 @@ use super::ctx::Ctx;
 use super::{
     raw, split_host_port, AuditOutput, ConfigError, ForwardConfig, ListenerConfig, ListenerKind,
     RedisConfig, ReloadConfig, RemoteDecision, SecretSource, StateConfig, TasksConfig, TlsConfig,
-    TlsFiles, DEFAULT_ADMIN_ADDRESS, DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DECISION_ADDRESS, DEFAULT_DECISION_ADMIN_ADDRESS, DEFAULT_DECISION_CACHE_SIZE,
-    DEFAULT_DECISION_CACHE_TTL, DEFAULT_DECISION_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LEAF_CACHE_SIZE, DEFAULT_LISTENER_NAME, DEFAULT_MAX_IDLE_PER_HOST,
-    DEFAULT_MAX_TASK_TTL, DEFAULT_PROXY_ADDRESS, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT,
-    DEFAULT_RELOAD_INTERVAL, DEFAULT_RELOAD_WATCH, DEFAULT_REQUIRE_ORIGINAL_DESTINATION,
-    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SYSTEM_ROOTS, DEFAULT_TASK_TTL, DEFAULT_TRANSPARENT_ADDRESS,
-    DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
+    TlsFiles, DEFAULT_ADMIN_ADDRESS, DEFAULT_APPROVAL_HOLD, DEFAULT_APPROVAL_MAX_BODY,
+    DEFAULT_APPROVAL_TTL, DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DECISION_ADDRESS,
+    DEFAULT_DECISION_ADMIN_ADDRESS, DEFAULT_DECISION_CACHE_SIZE, DEFAULT_DECISION_CACHE_TTL,
+    DEFAULT_DECISION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LEAF_CACHE_SIZE, DEFAULT_LISTENER_NAME,
+    DEFAULT_MAX_IDLE_PER_HOST, DEFAULT_MAX_TASK_TTL, DEFAULT_PROXY_ADDRESS,
+    DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT, DEFAULT_RELOAD_INTERVAL, DEFAULT_RELOAD_WATCH,
+    DEFAULT_REQUIRE_ORIGINAL_DESTINATION, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SYSTEM_ROOTS,
+    DEFAULT_TASK_TTL, DEFAULT_TRANSPARENT_ADDRESS, DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
+    DEFAULT_WEBHOOK_TIMEOUT,
 };
 
 /// No listeners in the file: one, with every default.
@@ -311,6 +312,61 @@ pub(super) fn tasks(raw: raw::RawTasks, ctx: &Ctx) -> Result<TasksConfig, Config
         admin_token,
         default_ttl,
         max_ttl,
+    })
+}
+
+pub(super) fn approvals(
+    raw: raw::RawApprovals,
+    ctx: &Ctx,
+) -> Result<super::ApprovalsConfig, ConfigError> {
+    use super::{ApproverConfig, WebhookConfig};
+    let hold = ctx.duration("approvals.hold", raw.hold.as_deref(), DEFAULT_APPROVAL_HOLD)?;
+    let ttl = ctx.duration("approvals.ttl", raw.ttl.as_deref(), DEFAULT_APPROVAL_TTL)?;
+    if ttl.is_zero() {
+        return Err(ctx.invalid("approvals.ttl", "must be above zero".into()));
+    }
+    let mut approvers: Vec<ApproverConfig> = Vec::new();
+    for (i, a) in raw.approvers.into_iter().enumerate() {
+        let field = format!("approvals.approvers[{i}]");
+        let name = a.name.trim().to_string();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(ctx.invalid(&field, "needs a printable `name`".into()));
+        }
+        if approvers.iter().any(|other| other.name == name) {
+            return Err(ctx.invalid(&field, format!("approver `{name}` is listed twice")));
+        }
+        let token = secret_source(a.token, &format!("{field}.token"), ctx)?;
+        approvers.push(ApproverConfig { name, token });
+    }
+    let webhook = raw
+        .webhook
+        .map(|w| {
+            let url = url::Url::parse(&w.url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    ctx.invalid("approvals.webhook.url", "must be an http(s) URL".into())
+                })?;
+            let timeout = ctx.duration(
+                "approvals.webhook.timeout",
+                w.timeout.as_deref(),
+                DEFAULT_WEBHOOK_TIMEOUT,
+            )?;
+            Ok::<_, ConfigError>(WebhookConfig {
+                url: url.to_string(),
+                timeout,
+            })
+        })
+        .transpose()?;
+    Ok(super::ApprovalsConfig {
+        hold,
+        max_body: raw.max_body_bytes.unwrap_or(DEFAULT_APPROVAL_MAX_BODY),
+        rules: crate::decision::approvals::ApprovalRules {
+            ttl,
+            reusable: raw.reusable.unwrap_or(false),
+        },
+        approvers,
+        webhook,
     })
 }
 

@@ -272,6 +272,7 @@ impl Core {
                 sensitivity: named.sensitivity.to_string(),
             },
             task,
+            held: None,
         };
         let decision = self.decide(snapshot, &request, record).await;
         if !decision.is_allow() {

@@ -63,6 +63,7 @@ impl RequestBuilder {
         &self,
         req: &DecisionRequest,
         task: Option<&Task>,
+        approved: bool,
     ) -> Result<(Request, Entities), String> {
         if req.principal.is_empty() {
             return Err("request has no principal".into());
@@ -143,6 +144,10 @@ impl RequestBuilder {
                 ("tool".to_string(), text(&ctx.tool)),
                 ("risk".to_string(), text(ctx.risk.as_str())),
                 ("sensitivity".to_string(), text(&ctx.sensitivity)),
+                (
+                    "approved".to_string(),
+                    RestrictedExpression::new_bool(approved),
+                ),
             ]
             .into_iter()
             .chain(task_record),

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant, SystemTime};
 use quick_cache::sync::Cache;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use super::outcome::{Decision, Reason, TaskRef};
+use super::outcome::{ApprovalState, ApprovalStatus, Decision, Reason, TaskRef};
 use super::proto::pb;
 use super::proto::pb::decision_service_client::DecisionServiceClient;
 use super::request::DecisionRequest;
 use super::snapshot::Snapshot;
 use super::tasks::{TaskRefusal, TaskRevoked, TokenHash};
-use super::{Decider, DecisionFuture};
+use super::{ApprovalFuture, Decider, DecisionFuture};
 
 /// Epoch value meaning "not connected to the revocation stream".
 const UNKNOWN_EPOCH: u64 = u64::MAX;
@@ -112,6 +112,7 @@ impl Shared {
         }
         // A store that was down for a moment says nothing about later.
         if decision.task.as_ref().is_some_and(|t| t.no_cache)
+            || decision.never_cached()
             || decision.reason == Reason::StateUnavailable
         {
             return;
@@ -228,6 +229,37 @@ impl Decider for RemoteDecider {
 
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
         self.shared.revocations.subscribe()
+    }
+
+    /// The decision service waits on its store's stream; this call lasts
+    /// as long, plus the usual deadline for its answer.
+    fn await_approval<'a>(&'a self, id: &'a str, timeout: Duration) -> ApprovalFuture<'a> {
+        Box::pin(async move {
+            let request = pb::AwaitApprovalRequest {
+                approval_id: id.to_string(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            let deadline = timeout + self.timeout;
+            let mut call = tonic::Request::new(request);
+            call.set_timeout(deadline);
+            let mut client = self.client.clone();
+            match tokio::time::timeout(deadline, client.await_approval(call)).await {
+                Ok(Ok(status)) => {
+                    let status = status.into_inner();
+                    Some(ApprovalStatus {
+                        state: ApprovalState::from_name(&status.state)?,
+                        id: status.approval_id,
+                        approver: status.approver,
+                        reason: status.reason,
+                    })
+                }
+                Ok(Err(status)) => {
+                    tracing::warn!(approval = id, error = %status, "cannot wait for an approval");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
     }
 }
 

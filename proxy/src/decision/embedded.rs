@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use super::snapshot::Snapshot;
 
-use super::outcome::Decision;
+use std::time::{Duration, SystemTime};
+
+use super::approvals::{Approval, GateInfo};
+use super::outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason};
 use super::request::DecisionRequest;
-use super::tasks::TaskRevoked;
-use super::{Decider, DecisionFuture};
+use super::tasks::{Task, TaskRevoked};
+use super::{ApprovalFuture, Decider, DecisionFuture};
 use crate::decision::state::TaskStore;
 
 pub struct EmbeddedDecider {
@@ -53,6 +56,9 @@ impl EmbeddedDecider {
                 .decisions
                 .decide_in_task(&snapshot.engine, request, t.as_ref()),
         };
+        if decision.outcome == Outcome::ApprovalRequired {
+            decision = self.gated(snapshot, request, task.as_ref(), decision).await;
+        }
         if let Some(task) = task {
             let mut task_ref = task.record.reference();
             task_ref.no_cache = decision.is_allow() && task.has_budget_for(risk);
@@ -63,6 +69,84 @@ impl EmbeddedDecider {
             decision.task = Some(task_ref);
         }
         decision
+    }
+}
+
+impl EmbeddedDecider {
+    /// A request an approval gate stopped. Not held yet: answered as is,
+    /// and the proxy holds it and asks again with its body's digest. Held:
+    /// the approval for this exact call — asked for now if there is none —
+    /// decides: pending waits, denied is refused, and approved is decided
+    /// again with `context.approved`, so a forbid added since still wins.
+    async fn gated(
+        &self,
+        snapshot: &Snapshot,
+        request: &DecisionRequest,
+        task: Option<&Task>,
+        gate: Decision,
+    ) -> Decision {
+        let Some(held) = &request.held else {
+            return gate;
+        };
+        let store = self.tasks.approvals();
+        let info = GateInfo {
+            policy_ids: gate.policy_ids.clone(),
+            message: gate.message.clone(),
+        };
+        // Twice at most: a single-use approval another request used in
+        // between is not current any more, and the second look asks anew.
+        for _ in 0..2 {
+            let now = SystemTime::now();
+            let asked = Approval::ask(request, task, held, &info, store.rules(), now);
+            let approval = match store.find_or_ask(asked).await {
+                Ok(approval) => approval,
+                Err(e) => return Decision::deny(Reason::StateUnavailable, e.to_string()),
+            };
+            let status = |approval: &Approval| ApprovalStatus {
+                id: approval.id.clone(),
+                state: approval.state_at(now),
+                approver: approval.approver.clone(),
+                reason: approval.reason.clone(),
+            };
+            match approval.state_at(now) {
+                ApprovalState::Approved => {
+                    let approved = snapshot.engine.evaluate_approved(request, task);
+                    if !approved.is_allow() {
+                        return approved;
+                    }
+                    match store.use_once(&approval.id).await {
+                        Ok(true) => {
+                            return Decision {
+                                approval: Some(status(&approval)),
+                                ..approved
+                            }
+                        }
+                        Ok(false) => continue,
+                        Err(e) => return Decision::deny(Reason::StateUnavailable, e.to_string()),
+                    }
+                }
+                ApprovalState::Denied => {
+                    let message = match approval.reason.as_str() {
+                        "" => format!("denied by {}", approval.approver),
+                        reason => format!("denied by {}: {reason}", approval.approver),
+                    };
+                    return Decision {
+                        approval: Some(status(&approval)),
+                        ..Decision::deny(Reason::ApprovalDenied, message)
+                    };
+                }
+                ApprovalState::Pending | ApprovalState::Expired => {
+                    return Decision {
+                        approval: Some(status(&approval)),
+                        ..gate
+                    };
+                }
+            }
+        }
+        Decision {
+            approval: None,
+            ..gate
+        }
     }
 }
 
@@ -77,5 +161,17 @@ impl Decider for EmbeddedDecider {
 
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
         self.tasks.subscribe()
+    }
+
+    fn await_approval<'a>(&'a self, id: &'a str, timeout: Duration) -> ApprovalFuture<'a> {
+        Box::pin(async move {
+            let approval = self.tasks.approvals().await_verdict(id, timeout).await;
+            approval.ok().map(|a| ApprovalStatus {
+                state: a.state_at(SystemTime::now()),
+                id: a.id,
+                approver: a.approver,
+                reason: a.reason,
+            })
+        })
     }
 }

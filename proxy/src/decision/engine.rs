@@ -123,9 +123,16 @@ impl PolicyEngine {
     }
 
     /// `task`: the task the request's token was admitted to; policies see
-    /// it as `context.task`.
+    /// it as `context.task`. A request only approval gates forbid is
+    /// `approval_required`: see [`PolicyEngine::evaluate_approved`].
     pub fn evaluate_in_task(&self, request: &DecisionRequest, task: Option<&Task>) -> Decision {
         self.evaluate_with(request, task, true)
+    }
+
+    /// Decide a request a person approved: `context.approved` is true, so
+    /// approval gates let it through and every other forbid still stops it.
+    pub fn evaluate_approved(&self, request: &DecisionRequest, task: Option<&Task>) -> Decision {
+        self.evaluate_once(request, task, true, true)
     }
 
     /// `indexed: false` evaluates every policy: the reference the index is
@@ -136,7 +143,55 @@ impl PolicyEngine {
         task: Option<&Task>,
         indexed: bool,
     ) -> Decision {
-        let (cedar_request, entities) = match self.requests.build(request, task) {
+        let decision = self.evaluate_once(request, task, false, indexed);
+        let gated = decision.reason == Reason::Forbidden
+            && decision.policy_ids.iter().any(|id| self.is_gate(id));
+        if !gated {
+            return decision;
+        }
+        // A gate forbade it. Were it approved, would anything else still
+        // forbid it? Then it is denied by that, never offered for approval.
+        let approved = self.evaluate_once(request, task, true, indexed);
+        if !approved.is_allow() {
+            return approved;
+        }
+        let gates: Vec<String> = decision
+            .policy_ids
+            .into_iter()
+            .filter(|id| self.is_gate(id))
+            .collect();
+        let message = self
+            .meta_of(&gates[0])
+            .and_then(|m| m.reason.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "`{}` on `{}` needs a person's approval (policy `{}`)",
+                    request.action, request.resource, gates[0]
+                )
+            });
+        Decision {
+            outcome: Outcome::ApprovalRequired,
+            reason: Reason::ApprovalRequired,
+            message,
+            policy_ids: gates,
+            credential: None,
+            task: None,
+            approval: None,
+        }
+    }
+
+    fn is_gate(&self, id: &str) -> bool {
+        self.meta_of(id).is_some_and(|m| m.gate)
+    }
+
+    fn evaluate_once(
+        &self,
+        request: &DecisionRequest,
+        task: Option<&Task>,
+        approved: bool,
+        indexed: bool,
+    ) -> Decision {
+        let (cedar_request, entities) = match self.requests.build(request, task, approved) {
             Ok(built) => built,
             Err(message) => return Decision::deny(Reason::InvalidRequest, message),
         };
@@ -173,6 +228,7 @@ impl PolicyEngine {
                     policy_ids: determining,
                     credential,
                     task: None,
+                    approval: None,
                 }
             }
             CedarDecision::Deny if determining.is_empty() => deny(

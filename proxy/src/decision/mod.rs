@@ -9,6 +9,7 @@
 //! the tasks (in memory, or in Redis shared by replicas), and `embedded`
 //! decides with a snapshot under them.
 
+pub mod approvals;
 pub mod cache;
 mod cedar;
 pub mod client;
@@ -33,7 +34,7 @@ use std::sync::Arc;
 pub use cache::DecisionCache;
 pub use embedded::EmbeddedDecider;
 pub use engine::PolicyEngine;
-pub use outcome::{Decision, Outcome, Reason, TaskRef};
+pub use outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason, TaskRef};
 pub use policies::PolicyError;
 pub use request::{DecisionRequest, RequestContext, CONNECT_ACTION};
 pub use schema::schema_text;
@@ -41,6 +42,8 @@ pub use snapshot::{Snapshot, SnapshotHandle};
 pub use tasks::{TaskRevoked, TokenHash};
 
 pub type DecisionFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+/// `None`: the approval is not known, or cannot be asked about now.
+pub type ApprovalFuture<'a> = Pin<Box<dyn Future<Output = Option<ApprovalStatus>> + Send + 'a>>;
 
 /// Where decisions come from. Implementations never fail: any internal error
 /// is a `Deny` (fail closed).
@@ -57,6 +60,14 @@ pub trait Decider: Send + Sync + 'static {
 
     /// Tasks ending from now on, so connections carrying them can close.
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked>;
+
+    /// Wait up to `timeout` for approval `id` to stop being pending, on the
+    /// store's stream of changes (never polling); its status then.
+    fn await_approval<'a>(
+        &'a self,
+        id: &'a str,
+        timeout: std::time::Duration,
+    ) -> ApprovalFuture<'a>;
 }
 
 /// Shared handle used by the request path.

@@ -56,10 +56,14 @@ pub enum Reason {
     /// The request needs shared state (its task, a budget) and the state
     /// store cannot be reached.
     StateUnavailable,
+    /// An approval gate stopped it: a person must approve this exact call.
+    ApprovalRequired,
+    /// A person denied this exact call.
+    ApprovalDenied,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Allowed,
         Reason::Forbidden,
         Reason::NoPermit,
@@ -72,6 +76,8 @@ impl Reason {
         Reason::OutOfScope,
         Reason::BudgetExhausted,
         Reason::StateUnavailable,
+        Reason::ApprovalRequired,
+        Reason::ApprovalDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +94,8 @@ impl Reason {
             Reason::OutOfScope => "out_of_scope",
             Reason::BudgetExhausted => "budget_exhausted",
             Reason::StateUnavailable => "state_unavailable",
+            Reason::ApprovalRequired => "approval_required",
+            Reason::ApprovalDenied => "approval_denied",
         }
     }
 
@@ -122,11 +130,21 @@ pub struct Decision {
     pub credential: Option<String>,
     /// The task the request ran under, when it presented a known task token.
     pub task: Option<TaskRef>,
+    /// `approval_required`: the approval asked for (`None` until the
+    /// request is held). An allow or `approval_denied`: the approval that
+    /// decided it.
+    pub approval: Option<ApprovalStatus>,
 }
 
 impl Decision {
     pub fn is_allow(&self) -> bool {
         self.outcome == Outcome::Allow
+    }
+
+    /// Asking again may answer differently whatever the policies: an
+    /// approval was asked for, used or refused. Never cached.
+    pub fn never_cached(&self) -> bool {
+        self.approval.is_some() || self.outcome == Outcome::ApprovalRequired
     }
 
     /// A deny for `reason`, naming no policy.
@@ -138,6 +156,7 @@ impl Decision {
             policy_ids: Vec::new(),
             credential: None,
             task: None,
+            approval: None,
         }
     }
 
@@ -145,6 +164,47 @@ impl Decision {
     pub fn unavailable(message: impl Into<String>) -> Decision {
         Decision::deny(Reason::DecisionUnavailable, message)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ApprovalState {
+    pub const ALL: [ApprovalState; 4] = [
+        ApprovalState::Pending,
+        ApprovalState::Approved,
+        ApprovalState::Denied,
+        ApprovalState::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ApprovalState> {
+        ApprovalState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// An approval as a decision carries it: what the agent is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalStatus {
+    pub id: String,
+    pub state: ApprovalState,
+    /// Who decided and why (empty while pending).
+    pub approver: String,
+    pub reason: String,
 }
 
 /// The task a decision was made under, as the data plane needs it.

@@ -31,6 +31,8 @@ pub(super) struct PolicyMeta {
     pub location: String,
     pub reason: Option<String>,
     pub credential: Option<String>,
+    /// An approval gate: `forbid (…) unless { context.approved };`.
+    pub gate: bool,
 }
 
 pub(super) struct Loaded {
@@ -79,11 +81,19 @@ pub(super) fn parse_sources(sources: &[(String, String)]) -> Result<Loaded, Poli
             }
             let policy = parsed.new_id(id.clone());
             let annotation = |key: &str| policy.annotation(key).map(str::to_string);
+            let gate = approval_gate(&policy).map_err(|message| invalid(&location, message))?;
+            if gate && annotation("credential").is_some() {
+                return Err(invalid(
+                    &location,
+                    "an approval gate is a forbid and cannot name a @credential".into(),
+                ));
+            }
             let entry = PolicyMeta {
                 order: meta.len(),
                 location: location.clone(),
                 reason: annotation("reason"),
                 credential: annotation("credential"),
+                gate,
             };
             set.add(policy)
                 .map_err(|e| invalid(&location, e.to_string()))?;
@@ -91,6 +101,68 @@ pub(super) fn parse_sources(sources: &[(String, String)]) -> Result<Loaded, Poli
         }
     }
     Ok(Loaded { set, meta })
+}
+
+/// Whether `policy` is an approval gate. `context.approved` is true only
+/// when a person approved the exact call, so it may appear in one form
+/// alone: a forbid's `unless { context.approved }`. Anything else reading it
+/// (a permit that approval would widen, `when { context.approved }`, a
+/// gate mixed into a larger expression) is refused at load, because
+/// approval would then mean something no one reviewing the policy expects.
+fn approval_gate(policy: &Policy) -> Result<bool, String> {
+    const FORM: &str = "`context.approved` may only be used as an approval gate: \
+                        `forbid (…) unless { context.approved };` (see docs/approvals.md)";
+    let Ok(est) = policy.to_json() else {
+        return Ok(false);
+    };
+    let mentions = reads_approved(&est);
+    if mentions == 0 {
+        return Ok(false);
+    }
+    let forbid = est.get("effect").and_then(|e| e.as_str()) == Some("forbid");
+    let gates = est
+        .get("conditions")
+        .and_then(|c| c.as_array())
+        .map_or(0, |conditions| {
+            conditions
+                .iter()
+                .filter(|c| {
+                    c.get("kind").and_then(|k| k.as_str()) == Some("unless")
+                        && c.get("body").is_some_and(is_approved_access)
+                })
+                .count()
+        });
+    if forbid && gates == 1 && mentions == 1 {
+        Ok(true)
+    } else {
+        Err(FORM.into())
+    }
+}
+
+/// `context.approved` (or `context["approved"]`) itself.
+fn is_approved_access(expr: &serde_json::Value) -> bool {
+    expr.get(".").is_some_and(|access| {
+        access.get("attr").and_then(|a| a.as_str()) == Some("approved")
+            && access.get("left") == Some(&serde_json::json!({"Var": "context"}))
+    })
+}
+
+/// How many times a policy (as Cedar's JSON form) reads or tests
+/// `context.approved`.
+fn reads_approved(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(map) => {
+            let here = [".", "has"].iter().any(|op| {
+                map.get(*op).is_some_and(|access| {
+                    access.get("attr").and_then(|a| a.as_str()) == Some("approved")
+                        && access.get("left") == Some(&serde_json::json!({"Var": "context"}))
+                })
+            });
+            usize::from(here) + map.values().map(reads_approved).sum::<usize>()
+        }
+        serde_json::Value::Array(items) => items.iter().map(reads_approved).sum(),
+        _ => 0,
+    }
 }
 
 /// Strict validation; the first error in load order is reported at its

@@ -9,7 +9,8 @@ pub mod pb {
 /// For gRPC server reflection (`grpcurl list`).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tollgate_descriptor");
 
-use super::outcome::{Decision, Outcome, Reason, TaskRef};
+use super::approvals::{Approval, BodyDigest, HeldCall};
+use super::outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason, TaskRef};
 use super::request::{DecisionRequest, RequestContext};
 use super::tasks::{from_unix_ms, unix_ms, TaskView, TokenHash};
 use std::sync::Arc;
@@ -41,6 +42,10 @@ impl From<&DecisionRequest> for pb::DecideRequest {
                 service_account: r.attributes.service_account.clone(),
                 pod: r.attributes.pod.clone(),
                 claims: r.attributes.claims.clone().into_iter().collect(),
+            }),
+            held: r.held.as_ref().map(|h| pb::HeldCall {
+                body_sha256: h.body.0.to_vec(),
+                query: h.query.clone(),
             }),
         }
     }
@@ -76,6 +81,16 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
                 claims: i.claims.into_iter().collect(),
             },
         };
+        let held = r
+            .held
+            .map(|h| {
+                Ok::<_, String>(HeldCall {
+                    body: BodyDigest::from_slice(&h.body_sha256)
+                        .ok_or("held.body_sha256 must be 32 bytes")?,
+                    query: h.query,
+                })
+            })
+            .transpose()?;
         Ok(DecisionRequest {
             attributes: Arc::new(attributes),
             principal: r.principal,
@@ -91,6 +106,7 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
                 sensitivity: c.sensitivity,
             },
             task,
+            held,
         })
     }
 }
@@ -111,7 +127,8 @@ impl Decision {
             policy_epoch,
             task_id: self.task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
             task_expires_unix_ms: self.task.as_ref().map_or(0, |t| unix_ms(t.expires)),
-            no_cache: self.task.as_ref().is_some_and(|t| t.no_cache),
+            no_cache: self.task.as_ref().is_some_and(|t| t.no_cache) || self.never_cached(),
+            approval: self.approval.as_ref().map(pb::ApprovalStatus::from),
         }
     }
 }
@@ -153,6 +170,57 @@ impl From<pb::DecideResponse> for Decision {
                 expires: from_unix_ms(r.task_expires_unix_ms),
                 no_cache: r.no_cache,
             }),
+            approval: r.approval.and_then(|a| {
+                Some(ApprovalStatus {
+                    state: ApprovalState::from_name(&a.state)?,
+                    id: a.approval_id,
+                    approver: a.approver,
+                    reason: a.reason,
+                })
+            }),
+        }
+    }
+}
+
+impl From<&ApprovalStatus> for pb::ApprovalStatus {
+    fn from(a: &ApprovalStatus) -> pb::ApprovalStatus {
+        pb::ApprovalStatus {
+            approval_id: a.id.clone(),
+            state: a.state.as_str().to_string(),
+            approver: a.approver.clone(),
+            reason: a.reason.clone(),
+        }
+    }
+}
+
+impl From<&Approval> for pb::Approval {
+    fn from(a: &Approval) -> pb::Approval {
+        pb::Approval {
+            approval_id: a.id.clone(),
+            state: a
+                .state_at(std::time::SystemTime::now())
+                .as_str()
+                .to_string(),
+            workload: a.workload.clone(),
+            task_id: a.task_id.clone(),
+            task_purpose: a.task_purpose.clone(),
+            action: a.action.clone(),
+            resource: a.resource.clone(),
+            method: a.method.clone(),
+            host: a.host.clone(),
+            port: u32::from(a.port),
+            path: a.path.clone(),
+            query: a.query.clone(),
+            body_sha256: a.body_sha256.clone(),
+            policy_ids: a.policy_ids.clone(),
+            message: a.message.clone(),
+            created_unix_ms: a.created_ms,
+            expires_unix_ms: a.expires_ms,
+            approver: a.approver.clone(),
+            reason: a.reason.clone(),
+            decided_unix_ms: a.decided_ms,
+            uses: a.uses,
+            reusable: a.reusable,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::catalog::RiskClass;
 use crate::identity::Attributes;
 
+use super::approvals::HeldCall;
 use super::tasks::TokenHash;
 
 /// The built-in action for traffic the catalog does not cover: decided on
@@ -31,6 +32,9 @@ pub struct DecisionRequest {
     /// The task token the agent presented, hashed; `None` when it presented
     /// none. The decision plane resolves it to a task.
     pub task: Option<TokenHash>,
+    /// Set once a proxy holds a request an approval gate stopped: what the
+    /// approval is bound to and records beyond the above.
+    pub held: Option<HeldCall>,
 }
 
 /// The request attributes policies may look at (Cedar `context`).

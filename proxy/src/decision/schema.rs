@@ -122,6 +122,7 @@ pub(super) fn render(model: &ActionModel) -> String {
         out,
         "type RequestContext = {{\n  method: String,\n  host: String,\n  port: Long,\n  \
          path: String,\n  tool: String,\n  risk: String,\n  sensitivity: String,\n  \
+         approved: Bool,\n  \
          task?: {{ id: String, purpose: String, scopes: Set<String>, used: {{ {} }} }},\n}};\n\n",
         used.join(", ")
     );

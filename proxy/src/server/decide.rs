@@ -15,7 +15,7 @@ use crate::decision::{DecisionRequest, TokenHash};
 use crate::error::ProxyError;
 use crate::identity::CallerIdentity;
 
-use super::{tasks, DecisionPlane};
+use super::{approvals, tasks, DecisionPlane};
 
 pub struct DecisionApi {
     plane: Arc<DecisionPlane>,
@@ -115,6 +115,62 @@ impl DecisionService for DecisionApi {
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         tasks::list(&self.plane, request).await.map(Response::new)
+    }
+
+    async fn list_approvals(
+        &self,
+        request: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        approvals::list(&self.plane, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_approval(
+        &self,
+        request: Request<pb::GetApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        approvals::get(&self.plane, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn approve(
+        &self,
+        request: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        approvals::decide(&self.plane, request, true)
+            .await
+            .map(Response::new)
+    }
+
+    async fn deny(
+        &self,
+        request: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        approvals::decide(&self.plane, request, false)
+            .await
+            .map(Response::new)
+    }
+
+    type WatchApprovalsStream = approvals::ApprovalEvents;
+
+    async fn watch_approvals(
+        &self,
+        request: Request<pb::WatchApprovalsRequest>,
+    ) -> Result<Response<approvals::ApprovalEvents>, Status> {
+        approvals::watch(&self.plane, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn await_approval(
+        &self,
+        request: Request<pb::AwaitApprovalRequest>,
+    ) -> Result<Response<pb::ApprovalStatus>, Status> {
+        approvals::await_verdict(&self.plane, request)
+            .await
+            .map(Response::new)
     }
 }
 

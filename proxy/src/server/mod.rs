@@ -3,6 +3,7 @@
 //! `Authorization`, gRPC health and server reflection, all deciding against
 //! the same snapshot.
 
+mod approvals;
 mod decide;
 pub mod ext_authz;
 pub mod front;
@@ -14,15 +15,16 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::config::SecretSource;
+use crate::config::{ApproverConfig, SecretSource};
 use crate::core::audit::AuditSink;
 use crate::core::Core;
 use crate::decision::proto::pb::decision_service_server::DecisionServiceServer;
 use crate::decision::proto::FILE_DESCRIPTOR_SET;
 use crate::decision::snapshot::SnapshotHandle;
-use crate::decision::state::TaskStore;
+use crate::decision::state::{ApprovalStore, TaskStore};
 use crate::identity::EnvoySources;
 
+pub use approvals::approver_of;
 pub use decide::DecisionApi;
 pub use ext_authz::ExtAuthz;
 
@@ -40,6 +42,14 @@ pub struct DecisionPlane {
     pub admin_token: Option<SecretSource>,
     /// How Envoy's `Check` requests are identified.
     pub envoy: EnvoySources,
+    /// Who may approve and deny.
+    pub approvers: Vec<ApproverConfig>,
+}
+
+impl DecisionPlane {
+    pub fn approvals(&self) -> &ApprovalStore {
+        self.tasks.approvals()
+    }
 }
 
 /// Serve for as long as the process runs; an error is a service that could

@@ -10,6 +10,7 @@
 //! administration fails, and [`TaskStore::health`] says so, which is what
 //! `/readyz` and the revocation streams follow.
 
+pub mod approvals;
 pub mod memory;
 pub mod redis;
 
@@ -26,6 +27,9 @@ use crate::decision::tasks::{
 };
 use crate::decision::TaskRef;
 
+use crate::decision::approvals::ApprovalRules;
+
+pub use approvals::ApprovalStore;
 use memory::MemoryTasks;
 use redis::RedisTasks;
 
@@ -38,6 +42,7 @@ const REVOCATION_BACKLOG: usize = 1024;
 
 pub struct TaskStore {
     backend: Backend,
+    approvals: ApprovalStore,
     revoked: broadcast::Sender<TaskRevoked>,
     health: watch::Receiver<bool>,
     /// Memory is always there: this keeps its health open and `true`, so
@@ -56,6 +61,7 @@ impl TaskStore {
         let (always_up, health) = watch::channel(true);
         TaskStore {
             backend: Backend::Memory(MemoryTasks::new(limits, revoked.clone())),
+            approvals: ApprovalStore::in_memory(ApprovalRules::default()),
             revoked,
             health,
             _always_up: Some(always_up),
@@ -69,11 +75,23 @@ impl TaskStore {
         let (revoked, _) = broadcast::channel(REVOCATION_BACKLOG);
         let redis = RedisTasks::connect(limits, config, revoked.clone())?;
         Ok(TaskStore {
+            approvals: ApprovalStore::in_memory(ApprovalRules::default()),
             health: redis.health(),
             backend: Backend::Redis(redis),
             revoked,
             _always_up: None,
         })
+    }
+
+    /// Approvals behaving as `rules` say.
+    pub fn with_approval_rules(mut self, rules: ApprovalRules) -> TaskStore {
+        self.approvals = ApprovalStore::in_memory(rules);
+        self
+    }
+
+    /// The approvals kept beside the tasks, in the same store.
+    pub fn approvals(&self) -> &ApprovalStore {
+        &self.approvals
     }
 
     /// `memory` or `redis`, for logs.
@@ -201,5 +219,6 @@ impl TaskStore {
             Backend::Memory(m) => m.sweep(),
             Backend::Redis(r) => r.sweep().await,
         }
+        self.approvals.sweep().await;
     }
 }
