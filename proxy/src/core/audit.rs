@@ -55,6 +55,10 @@ pub struct AuditRecord {
     /// The task the request ran under, when it carried a known task token.
     task: Option<String>,
     policy_ids: Vec<String>,
+    /// The approval asked for, or the one that decided the request, with
+    /// who decided and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<AuditedApproval>,
     /// Set when something other than policy ended the request.
     error: Option<String>,
     status: u16,
@@ -65,6 +69,16 @@ pub struct AuditRecord {
     /// `latency_us` is counted from here to the line's emission.
     #[serde(skip)]
     started: Instant,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct AuditedApproval {
+    id: String,
+    state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    approver: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    reason: String,
 }
 
 /// What a record is about before anything is decided: the request line as
@@ -103,6 +117,7 @@ impl AuditRecord {
             reason: "",
             task: None,
             policy_ids: Vec::new(),
+            approval: None,
             error: None,
             status: 0,
             decision_us: 0,
@@ -143,7 +158,18 @@ impl AuditRecord {
         self.reason = decision.reason.as_str();
         self.policy_ids = decision.policy_ids.clone();
         self.task = decision.task.as_ref().map(|t| t.id.clone());
+        self.approval = decision.approval.as_ref().map(|a| AuditedApproval {
+            id: a.id.clone(),
+            state: a.state.as_str(),
+            approver: a.approver.clone(),
+            reason: a.reason.clone(),
+        });
         self.decision_us = took.as_micros() as u64;
+    }
+
+    /// The approval that decided this request, if one did.
+    pub fn approval_id(&self) -> Option<&str> {
+        self.approval.as_ref().map(|a| a.id.as_str())
     }
 
     /// An error ended the request, with the status its answer carries. A

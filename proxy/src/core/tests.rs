@@ -94,6 +94,14 @@ impl Decider for ReloadFirst {
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
         self.decider.revocations()
     }
+
+    fn await_approval<'a>(
+        &'a self,
+        id: &'a str,
+        timeout: std::time::Duration,
+    ) -> crate::decision::ApprovalFuture<'a> {
+        self.decider.await_approval(id, timeout)
+    }
 }
 
 #[tokio::test]
@@ -124,6 +132,7 @@ async fn a_request_is_decided_by_the_snapshot_that_named_it() {
         method: &method,
         uri: &uri,
         headers: &headers,
+        held: None,
     };
     let mut verbs = Vec::new();
     for round in 1..=4 {
@@ -177,6 +186,7 @@ async fn refusals_are_recorded_as_decisions_are() {
                 method: &Method::GET,
                 uri: &uri,
                 headers,
+                held: None,
             };
             let verdict = core.http(snapshot, &caller(identity), inbound).await;
             let json = serde_json::to_value(&verdict.record).unwrap();
