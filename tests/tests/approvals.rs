@@ -281,3 +281,81 @@ async fn a_proxy_deciding_remotely_holds_on_the_services_verdict() {
     assert_eq!(out.status, 200, "{}", out.body);
     assert_eq!(upstream.count(), 1);
 }
+
+/// Wait (up to 10 s) until `upstream` has seen `count` requests.
+async fn seen(upstream: &Upstream, count: usize) -> Vec<tollgate_e2e::Seen> {
+    for _ in 0..200 {
+        let requests = upstream.requests();
+        if requests.len() >= count {
+            return requests;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{count} webhook posts expected, saw {:?}",
+        upstream.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_hears_each_request_and_verdict_and_a_dead_one_blocks_nothing() {
+    let upstream = Upstream::http().await;
+    let hooks = Upstream::http().await;
+    let secret_path = "/services/T0/B0/webhook-secret-4f1c";
+    let webhook = "  webhook: { url: { env: TOLLGATE_TEST_WEBHOOK }, timeout: 2s }\n";
+    let tg = Arc::new(Tollgate::start(Setup {
+        extra_yaml: approvals_yaml("30s", webhook),
+        env: vec![
+            approver_env(),
+            (
+                "TOLLGATE_TEST_WEBHOOK".into(),
+                format!("http://{}{secret_path}", hooks.addr),
+            ),
+        ],
+        ..gated(&upstream, "30s")
+    }));
+    let api = tg.decision_url();
+    let held = merge(&tg, BODY);
+    let id = wait_pending(&api, 1)[0]["id"].as_str().unwrap().to_string();
+    let posts = seen(&hooks, 1).await;
+    assert_eq!(posts[0].method, "POST");
+    assert_eq!(posts[0].path_and_query, secret_path);
+    let requested: Value = serde_json::from_str(&posts[0].body_head).unwrap();
+    assert_eq!(requested["event"], "requested");
+    assert_eq!(requested["approval"]["id"], id.as_str());
+    let text = requested["text"].as_str().unwrap();
+    assert!(
+        text.contains("github:pulls.merge") && text.contains(&id),
+        "{text}"
+    );
+
+    decide(&api, "approve", &id, "go ahead");
+    assert_eq!(held.await.unwrap().status, 200);
+    let posts = seen(&hooks, 2).await;
+    let approved: Value = serde_json::from_str(&posts[1].body_head).unwrap();
+    assert_eq!(approved["event"], "approved");
+    assert!(approved["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("Approved by alice: go ahead"));
+    assert!(
+        !tg.logs().contains(secret_path),
+        "the webhook URL was logged"
+    );
+
+    // A webhook that cannot be reached is logged, and nothing waits on it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
+    drop(dead);
+    let tg = Arc::new(Tollgate::start(Setup {
+        extra_yaml: approvals_yaml("30s", webhook),
+        env: vec![approver_env(), ("TOLLGATE_TEST_WEBHOOK".into(), dead_url)],
+        ..gated(&upstream, "30s")
+    }));
+    let api = tg.decision_url();
+    let held = merge(&tg, BODY);
+    let id = wait_pending(&api, 1)[0]["id"].as_str().unwrap().to_string();
+    decide(&api, "approve", &id, "");
+    assert_eq!(held.await.unwrap().status, 200);
+    tg.wait_log("approval webhook failed");
+}
