@@ -359,3 +359,34 @@ async fn a_webhook_hears_each_request_and_verdict_and_a_dead_one_blocks_nothing(
     assert_eq!(held.await.unwrap().status, 200);
     tg.wait_log("approval webhook failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercepted_https_request_is_held_and_released_the_same_way() {
+    let upstream = Upstream::http().await;
+    let (_pki, upstream_tls, tg) = tollgate_e2e::github_tls(gated(&upstream, "30s")).await;
+    let tg = Arc::new(tg);
+    let api = tg.decision_url();
+    let agent = {
+        let tg = tg.clone();
+        tokio::spawn(async move {
+            let ca = tg.ca_cert().display().to_string();
+            tg.curl(&[
+                "--cacert",
+                &ca,
+                "-X",
+                "PUT",
+                "https://api.github.com/repos/acme/api/pulls/7/merge",
+                "-d",
+                BODY,
+            ])
+            .await
+        })
+    };
+    let asked = wait_pending(&api, 1);
+    assert_eq!(asked[0]["port"], 443);
+    decide(&api, "approve", asked[0]["id"].as_str().unwrap(), "ok");
+    let out = agent.await.unwrap();
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(upstream_tls.count(), 1);
+    assert_eq!(upstream_tls.requests()[0].body_head, BODY);
+}
