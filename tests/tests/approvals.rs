@@ -390,3 +390,27 @@ async fn an_intercepted_https_request_is_held_and_released_the_same_way() {
     assert_eq!(upstream_tls.count(), 1);
     assert_eq!(upstream_tls.requests()[0].body_head, BODY);
 }
+
+#[tokio::test]
+async fn an_approval_is_for_one_pull_request_and_one_query_only() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(gated(&upstream, "1s"));
+    let api = tg.decision_url();
+    let first = tg.curl(&["-X", "PUT", MERGE, "-d", BODY]).await;
+    let id = first.json()["approval_id"].as_str().unwrap().to_string();
+    decide(&api, "approve", &id, "pull 7 only");
+
+    // Same action, resource and body: another pull request, or another
+    // query, is another call.
+    for other in [
+        "http://api.github.com/repos/acme/api/pulls/8/merge",
+        "http://api.github.com/repos/acme/api/pulls/7/merge?force=1",
+    ] {
+        let out = tg.curl(&["-X", "PUT", other, "-d", BODY]).await;
+        assert_eq!(out.status, 428, "{other}: {}", out.body);
+        assert_ne!(out.json()["approval_id"], id.as_str());
+    }
+    assert_eq!(upstream.count(), 0);
+    let out = tg.curl(&["-X", "PUT", MERGE, "-d", BODY]).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+}
