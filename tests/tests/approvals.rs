@@ -414,3 +414,62 @@ async fn an_approval_is_for_one_pull_request_and_one_query_only() {
     let out = tg.curl(&["-X", "PUT", MERGE, "-d", BODY]).await;
     assert_eq!(out.status, 200, "{}", out.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approver_tokens_and_the_webhook_url_appear_in_no_log_answer_or_error() {
+    use tollgate_e2e::hygiene::{assert_no_secrets, Collected};
+    let upstream = Upstream::http().await;
+    let hooks = Upstream::http().await;
+    let hook_secret = tollgate_e2e::random_secret("hook");
+    let tg = Arc::new(Tollgate::start(Setup {
+        extra_yaml: approvals_yaml(
+            "30s",
+            "  webhook: { url: { env: TOLLGATE_TEST_WEBHOOK } }\n",
+        ),
+        env: vec![
+            approver_env(),
+            (
+                "TOLLGATE_TEST_WEBHOOK".into(),
+                format!("http://{}/hooks/{hook_secret}", hooks.addr),
+            ),
+        ],
+        ..gated(&upstream, "30s")
+    }));
+    let api = tg.decision_url();
+    let mut collected = Collected::new();
+    let held = merge(&tg, BODY);
+    let id = wait_pending(&api, 1)[0]["id"].as_str().unwrap().to_string();
+    for args in [vec!["list"], vec!["show", id.as_str()]] {
+        let out = approvals_cli(&api, &args);
+        collected.add(
+            format!("approvals {args:?}"),
+            format!("{}{}", out.json, out.stderr),
+        );
+    }
+    // A wrong token's error, and deciding twice.
+    let wrong = admin_cli(
+        "approvals",
+        "TOLLGATE_APPROVER_TOKEN",
+        &api,
+        Some("wrong-token-0123456789"),
+        &["approve", &id],
+    );
+    collected.add("wrong token", wrong.stderr);
+    decide(&api, "approve", &id, "fine");
+    let twice = approvals_cli(&api, &["deny", &id]);
+    assert!(
+        twice.stderr.contains("only a pending approval"),
+        "{}",
+        twice.stderr
+    );
+    collected.add("decided twice", twice.stderr);
+    let out = held.await.unwrap();
+    collected.add("agent answer", out.body);
+    seen(&hooks, 2).await;
+    for post in hooks.requests() {
+        collected.add("webhook post", post.body_head);
+    }
+    collected.add("logs", tg.logs());
+    collected.add("audit", tg.stdout_text());
+    assert_no_secrets(&[APPROVER_TOKEN, &hook_secret], &collected);
+}
