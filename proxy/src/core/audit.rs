@@ -19,6 +19,7 @@ use crate::identity::IdentitySource;
 use crate::telemetry;
 
 use super::classify::Named;
+use super::recent::{RecentDecision, RecentDecisions};
 use super::{Caller, Mode};
 
 /// One audit line. Built by the decision core as the request goes through
@@ -55,6 +56,9 @@ pub struct AuditRecord {
     /// The task the request ran under, when it carried a known task token.
     task: Option<String>,
     policy_ids: Vec<String>,
+    /// The approval that decided it, or that it waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<String>,
     /// Set when something other than policy ended the request.
     error: Option<String>,
     status: u16,
@@ -103,6 +107,7 @@ impl AuditRecord {
             reason: "",
             task: None,
             policy_ids: Vec::new(),
+            approval: None,
             error: None,
             status: 0,
             decision_us: 0,
@@ -143,6 +148,7 @@ impl AuditRecord {
         self.reason = decision.reason.as_str();
         self.policy_ids = decision.policy_ids.clone();
         self.task = decision.task.as_ref().map(|t| t.id.clone());
+        self.approval = decision.approval.as_ref().map(|a| a.id.clone());
         self.decision_us = took.as_micros() as u64;
     }
 
@@ -187,6 +193,25 @@ impl AuditRecord {
     /// What ended the exchange early, after it was allowed.
     pub fn ended_by(&mut self, error: Option<String>) {
         self.error = error;
+    }
+
+    /// The fields a person scanning recent decisions wants.
+    fn summary(&self) -> RecentDecision {
+        RecentDecision {
+            time: self.time.clone(),
+            decision_id: self.decision_id.clone(),
+            workload: self.workload.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            method: self.method.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            decision: self.decision,
+            reason: self.reason,
+            status: self.status,
+            task: self.task.clone(),
+            approval: self.approval.clone(),
+        }
     }
 }
 
@@ -246,6 +271,8 @@ const LINE_CAPACITY: usize = 768;
 #[derive(Clone)]
 pub struct AuditSink {
     lines: SyncSender<Vec<u8>>,
+    /// Where the approval console reads recent decisions, when it is on.
+    recent: Option<Arc<RecentDecisions>>,
 }
 
 impl AuditSink {
@@ -263,7 +290,16 @@ impl AuditSink {
         std::thread::Builder::new()
             .name("tollgate-audit".into())
             .spawn(move || write_lines(rx, writer))?;
-        Ok(AuditSink { lines })
+        Ok(AuditSink {
+            lines,
+            recent: None,
+        })
+    }
+
+    /// Also keep each line's key fields in `recent`.
+    pub fn with_recent(mut self, recent: Arc<RecentDecisions>) -> AuditSink {
+        self.recent = Some(recent);
+        self
     }
 
     /// Write the line; its latency is the time since it was begun.
@@ -292,6 +328,9 @@ impl AuditSink {
         if let Some((source, outcome)) = identification {
             metrics::counter!(telemetry::IDENTIFICATIONS, "source" => source, "outcome" => outcome)
                 .increment(1);
+        }
+        if let Some(recent) = &self.recent {
+            recent.push(record.summary());
         }
         // A typical line is about 520 bytes: sized once instead of grown
         // (and copied) from serde_json's 128 three times.
