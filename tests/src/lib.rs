@@ -6,6 +6,7 @@
 //! that share state get a real Redis of their own ([`redis`]).
 
 pub mod clients;
+pub mod console;
 pub mod envoy;
 pub mod hygiene;
 pub mod identity;
