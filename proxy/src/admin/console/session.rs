@@ -176,23 +176,32 @@ pub fn csrf_matches(signed: &SignedIn, headers: &HeaderMap) -> bool {
 /// neither is not a browser, and a forged request needs a browser to
 /// carry someone else's cookie.
 pub fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" {
-            return Err("the request came from another site (Sec-Fetch-Site)");
-        }
+    let site = headers.get("sec-fetch-site");
+    if site.is_some_and(|s| s.as_bytes() != b"same-origin") {
+        return Err("the request came from another site (Sec-Fetch-Site)");
     }
-    if let Some(origin) = headers.get(ORIGIN) {
-        let host = headers.get(HOST).map(|h| h.as_bytes());
-        // Scheme left aside: one host and port serve one thing, and a TLS
-        // terminator in front changes the scheme the browser saw.
-        let authority = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, authority)| authority.as_bytes());
-        if authority.is_none() || authority != host {
-            return Err("the request came from another origin (Origin)");
-        }
+    let Some(origin) = headers.get(ORIGIN) else {
+        return Ok(());
+    };
+    if origin.as_bytes() == b"null" {
+        // What a browser sends from a page whose referrer policy is
+        // `no-referrer`, as the console's own pages are; other sites can
+        // send it too, so only the fetch metadata can vouch for it.
+        return match site {
+            Some(_) => Ok(()),
+            None => Err("the request's origin is hidden and nothing says it is this site"),
+        };
+    }
+    let host = headers.get(HOST).map(|h| h.as_bytes());
+    // Scheme left aside: one host and port serve one thing, and a TLS
+    // terminator in front changes the scheme the browser saw.
+    let authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, authority)| authority.as_bytes());
+    if authority.is_none() || authority != host {
+        return Err("the request came from another origin (Origin)");
     }
     Ok(())
 }
@@ -263,13 +272,18 @@ mod tests {
         assert!(same_origin(&headers(&[host])).is_ok());
         assert!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:9901")])).is_ok());
         assert!(same_origin(&headers(&[host, ("sec-fetch-site", "same-origin")])).is_ok());
+        let hidden = ("origin", "null");
+        assert!(same_origin(&headers(&[host, hidden, ("sec-fetch-site", "same-origin")])).is_ok());
         for bad in [
-            [host, ("origin", "http://evil.example")],
-            [host, ("origin", "null")],
-            [host, ("sec-fetch-site", "cross-site")],
-            [host, ("sec-fetch-site", "same-site")],
+            &[host, ("origin", "http://evil.example")][..],
+            &[host, ("origin", "http://127.0.0.1:9902")],
+            &[host, hidden],
+            &[host, hidden, ("sec-fetch-site", "cross-site")],
+            &[host, ("sec-fetch-site", "cross-site")],
+            &[host, ("sec-fetch-site", "same-site")],
+            &[host, ("sec-fetch-site", "none")],
         ] {
-            assert!(same_origin(&headers(&bad)).is_err(), "{bad:?}");
+            assert!(same_origin(&headers(bad)).is_err(), "{bad:?}");
         }
     }
 }
