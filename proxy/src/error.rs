@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::body::{full, ProxyBody};
 use crate::decision::credentials::CredentialError;
-use crate::decision::{Decision, Reason};
+use crate::decision::{Decision, Outcome, Reason};
 use crate::identity::IdentityError;
 
 /// Why a request was not forwarded (or failed on its way), named as a fact.
@@ -45,7 +45,19 @@ pub enum ProxyError {
     /// tool. The binding wins over policy: refused, never forwarded.
     #[error("{0}")]
     CredentialNotBound(String),
+    /// A request an approval gate stopped has a body too large to hold
+    /// while a person decides: refused, never truncated.
+    #[error("the request needs approval and its body is over the {limit}-byte limit for held requests (approvals.max_body_bytes)")]
+    HeldBodyTooLarge { limit: usize },
+    /// The body of a request being held could not be read to its end.
+    #[error("reading the body of a held request failed: {0}")]
+    HeldBodyUnreadable(String),
 }
+
+/// How long an agent told its approval is pending should wait before
+/// asking again (`Retry-After`). Asking again holds again, so a short wait
+/// costs nothing.
+pub const APPROVAL_RETRY_AFTER_SECONDS: u64 = 5;
 
 impl From<CredentialError> for ProxyError {
     fn from(err: CredentialError) -> ProxyError {
@@ -88,6 +100,12 @@ impl ProxyError {
             ProxyError::Denied(d) if d.decision.reason == Reason::StateUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // Not refused for good: the same request passes once a person
+            // approves it. 428 says "not yet, under a condition", which a
+            // 403 would not; the body names the approval to wait for.
+            ProxyError::Denied(d) if d.decision.outcome == Outcome::ApprovalRequired => {
+                StatusCode::PRECONDITION_REQUIRED
+            }
             ProxyError::Denied(_)
             | ProxyError::DestinationBlocked { .. }
             | ProxyError::DestinationMismatch(_)
@@ -97,6 +115,8 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::HeldBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeldBodyUnreadable(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -114,6 +134,8 @@ impl ProxyError {
             ProxyError::UpstreamFailed(_) => "upstream_failed",
             ProxyError::CredentialUnavailable(_) => "credential_unavailable",
             ProxyError::CredentialNotBound(_) => "credential_not_bound",
+            ProxyError::HeldBodyTooLarge { .. } => "held_body_too_large",
+            ProxyError::HeldBodyUnreadable(_) => "held_body_unreadable",
         }
     }
 
@@ -121,15 +143,29 @@ impl ProxyError {
     /// proxy, or Envoy through ext_authz).
     pub fn body(&self, decision_id: &str) -> serde_json::Value {
         match self {
-            ProxyError::Denied(d) => json!({
-                "decision": d.decision.outcome.as_str(),
-                "action": d.action,
-                "reason": d.decision.reason.as_str(),
-                "message": d.decision.message,
-                "policy_ids": d.decision.policy_ids,
-                "task_id": d.decision.task.as_ref().map(|t| t.id.as_str()),
-                "decision_id": decision_id,
-            }),
+            ProxyError::Denied(d) => {
+                let mut body = json!({
+                    "decision": d.decision.outcome.as_str(),
+                    "action": d.action,
+                    "reason": d.decision.reason.as_str(),
+                    "message": d.decision.message,
+                    "policy_ids": d.decision.policy_ids,
+                    "task_id": d.decision.task.as_ref().map(|t| t.id.as_str()),
+                    "decision_id": decision_id,
+                });
+                if let Some(approval) = &d.decision.approval {
+                    body["approval_id"] = json!(approval.id);
+                    body["status"] = json!(approval.state.as_str());
+                    if !approval.approver.is_empty() {
+                        body["approver"] = json!(approval.approver);
+                        body["approver_reason"] = json!(approval.reason);
+                    }
+                }
+                if d.decision.outcome == Outcome::ApprovalRequired {
+                    body["retry_after"] = json!(APPROVAL_RETRY_AFTER_SECONDS);
+                }
+                body
+            }
             ProxyError::DestinationBlocked { .. }
             | ProxyError::DestinationMismatch(_)
             | ProxyError::CredentialNotBound(_) => json!({
@@ -153,6 +189,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )];
+        if self.status() == StatusCode::PRECONDITION_REQUIRED {
+            headers.push((
+                header::RETRY_AFTER,
+                HeaderValue::from(APPROVAL_RETRY_AFTER_SECONDS),
+            ));
+        }
         if self.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             headers.push((
                 header::PROXY_AUTHENTICATE,

@@ -5,6 +5,7 @@
 //! those build it from network namespaces ([`netns`]). Decision replicas
 //! that share state get a real Redis of their own ([`redis`]).
 
+pub mod approvals;
 pub mod clients;
 pub mod console;
 pub mod envoy;

@@ -20,13 +20,25 @@ pub struct TaskCli {
 /// `tollgate task <args> --endpoint <endpoint>`, with `admin_token` in
 /// `TOLLGATE_ADMIN_TOKEN` (`None`: unset).
 pub fn task_cli(endpoint: &str, admin_token: Option<&str>, args: &[&str]) -> TaskCli {
+    admin_cli("task", "TOLLGATE_ADMIN_TOKEN", endpoint, admin_token, args)
+}
+
+/// `tollgate <verb> <args> --endpoint <endpoint>`, with `token` in the
+/// environment variable `token_var` (`None`: unset).
+pub fn admin_cli(
+    verb: &str,
+    token_var: &str,
+    endpoint: &str,
+    token: Option<&str>,
+    args: &[&str],
+) -> TaskCli {
     let mut cmd = Command::new(tollgate_bin());
-    cmd.arg("task")
+    cmd.arg(verb)
         .args(args)
         .args(["--endpoint", endpoint])
-        .env_remove("TOLLGATE_ADMIN_TOKEN");
-    if let Some(token) = admin_token {
-        cmd.env("TOLLGATE_ADMIN_TOKEN", token);
+        .env_remove(token_var);
+    if let Some(token) = token {
+        cmd.env(token_var, token);
     }
     let out = cmd.output().expect("run tollgate task");
     let stdout = String::from_utf8_lossy(&out.stdout);

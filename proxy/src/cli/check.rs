@@ -106,6 +106,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
         method: &method,
         uri: &uri,
         headers: &headers,
+        held: None,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(runtime) => runtime,

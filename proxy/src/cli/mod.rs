@@ -1,5 +1,6 @@
 //! Command line: one file per verb. `main.rs` only calls [`main`].
 
+mod approvals;
 mod ca;
 mod check;
 mod decision;
@@ -7,6 +8,7 @@ mod iptables;
 mod run;
 mod schema;
 mod serve;
+mod service;
 mod task;
 mod tls_files;
 mod validate;
@@ -52,6 +54,8 @@ enum Command {
     Ca(ca::CaCommand),
     /// Start, end and list tasks (needs the admin token).
     Task(task::TaskArgs),
+    /// Decide requests held for approval: list, show, approve, deny.
+    Approvals(approvals::ApprovalsArgs),
     /// Print, install or remove the iptables rules that send a pod's
     /// outbound TCP to the transparent listener (for an init container).
     Iptables(iptables::IptablesArgs),
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => schema::schema(args),
         Command::Ca(command) => ca::ca(command),
         Command::Task(args) => task::task(args),
+        Command::Approvals(args) => approvals::approvals(args),
         Command::Iptables(args) => iptables::iptables(args),
     }
 }

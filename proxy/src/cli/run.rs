@@ -17,7 +17,7 @@ use crate::decision::snapshot::Snapshot;
 use crate::decision::state::TaskStore;
 use crate::decision::{EmbeddedDecider, SharedDecider};
 use crate::pipeline::forward::Forwarder;
-use crate::pipeline::{accept, transparent, Pipeline};
+use crate::pipeline::{accept, transparent, Hold, Pipeline};
 use crate::tls::{self, CertificateAuthority, LeafCache};
 
 #[derive(Debug, clap::Args)]
@@ -123,11 +123,17 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         audit: audit.clone(),
         via: config.forward.via,
         tunnel_half_close: config.forward.tunnel_half_close_timeout,
+        hold: Hold {
+            time: config.approvals.hold,
+            max_body: config.approvals.max_body,
+        },
     });
-    // Deciding in-process with tasks configured: this process is the
-    // decision plane, so it serves the API that starts and ends tasks.
+    // Deciding in-process with tasks or approvers configured: this process
+    // is the decision plane, so it serves the API that starts and ends
+    // tasks and decides approvals.
     let identity = serve::identity_registry(&config).await?;
-    if let (Some(tasks), Some(_)) = (&tasks, &config.tasks) {
+    let administered = config.tasks.is_some() || !config.approvals.approvers.is_empty();
+    if let (Some(tasks), true) = (&tasks, administered) {
         let plane =
             serve::decision_plane(&config, snapshot.clone(), tasks.clone(), audit, &identity);
         let (listener, tls) = serve::bind_decision(&config).await?;

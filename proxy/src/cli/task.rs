@@ -8,35 +8,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::json;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+use super::service::{bearer_token, failed, print_answer, time, ServiceArgs};
 use crate::decision::proto::pb;
-use crate::decision::proto::pb::decision_service_client::DecisionServiceClient;
-use crate::decision::tasks::from_unix_ms;
 
 #[derive(Debug, clap::Args)]
 pub struct TaskArgs {
     #[command(subcommand)]
     command: TaskCommand,
-    /// The decision plane's gRPC endpoint.
-    #[arg(
-        long,
-        global = true,
-        env = "TOLLGATE_DECISION_ENDPOINT",
-        default_value = "http://127.0.0.1:9191"
-    )]
-    endpoint: String,
+    #[command(flatten)]
+    service: ServiceArgs,
     /// File holding the admin token (default: $TOLLGATE_ADMIN_TOKEN).
     #[arg(long, global = true)]
     admin_token_file: Option<PathBuf>,
-    /// CA certificate (PEM) for an https:// endpoint.
-    #[arg(long, global = true)]
-    ca: Option<PathBuf>,
-    /// Client certificate and key (PEM) when the service requires mTLS.
-    #[arg(long, global = true, requires = "key")]
-    cert: Option<PathBuf>,
-    #[arg(long, global = true, requires = "cert")]
-    key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -79,66 +63,17 @@ fn parse_budget(s: &str) -> Result<(String, u32), String> {
 }
 
 pub fn task(args: TaskArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(call(args)) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("tollgate task: {message}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn admin_token(args: &TaskArgs) -> Result<zeroize::Zeroizing<String>, String> {
-    let raw = match &args.admin_token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("admin token file {}: {}", path.display(), e.kind()))?,
-        None => std::env::var("TOLLGATE_ADMIN_TOKEN").map_err(|_| {
-            "no admin token: set TOLLGATE_ADMIN_TOKEN or pass --admin-token-file".to_string()
-        })?,
-    };
-    Ok(zeroize::Zeroizing::new(raw.trim().to_string()))
+    print_answer("tollgate task", call(args))
 }
 
 async fn call(args: TaskArgs) -> Result<serde_json::Value, String> {
-    let token = admin_token(&args)?;
-    let mut endpoint = Endpoint::from_shared(args.endpoint.clone())
-        .map_err(|e| format!("endpoint `{}`: {e}", args.endpoint))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10));
-    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
-    if let Some(ca) = &args.ca {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
-    }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.endpoint))?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token.as_str())
-        .parse()
-        .map_err(|_| "the admin token is not a valid header value".to_string())?;
-    let mut client =
-        DecisionServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        });
-    let failed = |s: tonic::Status| format!("{}: {}", code_name(s.code()), s.message());
+    let token = bearer_token(
+        args.admin_token_file.as_deref(),
+        "TOLLGATE_ADMIN_TOKEN",
+        "admin token",
+        "--admin-token-file",
+    )?;
+    let mut client = args.service.client(&token).await?;
     Ok(match args.command {
         TaskCommand::Start {
             workload,
@@ -188,13 +123,6 @@ async fn call(args: TaskArgs) -> Result<serde_json::Value, String> {
     })
 }
 
-fn time(ms: i64) -> serde_json::Value {
-    if ms == 0 {
-        return serde_json::Value::Null;
-    }
-    json!(humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string())
-}
-
 fn task_json(t: &pb::Task) -> serde_json::Value {
     json!({
         "id": t.task_id,
@@ -207,15 +135,4 @@ fn task_json(t: &pb::Task) -> serde_json::Value {
         "expires": time(t.expires_unix_ms),
         "ended": time(t.ended_unix_ms),
     })
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::Unauthenticated => "unauthenticated",
-        tonic::Code::PermissionDenied => "permission denied",
-        tonic::Code::NotFound => "not found",
-        tonic::Code::InvalidArgument => "invalid argument",
-        tonic::Code::Unavailable => "unavailable",
-        _ => "error",
-    }
 }

@@ -56,9 +56,10 @@ pub struct AuditRecord {
     /// The task the request ran under, when it carried a known task token.
     task: Option<String>,
     policy_ids: Vec<String>,
-    /// The approval that decided it, or that it waits for.
+    /// The approval asked for, or the one that decided the request, with
+    /// who decided and why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    approval: Option<String>,
+    approval: Option<AuditedApproval>,
     /// Set when something other than policy ended the request.
     error: Option<String>,
     status: u16,
@@ -69,6 +70,16 @@ pub struct AuditRecord {
     /// `latency_us` is counted from here to the line's emission.
     #[serde(skip)]
     started: Instant,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct AuditedApproval {
+    id: String,
+    state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    approver: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    reason: String,
 }
 
 /// What a record is about before anything is decided: the request line as
@@ -148,8 +159,18 @@ impl AuditRecord {
         self.reason = decision.reason.as_str();
         self.policy_ids = decision.policy_ids.clone();
         self.task = decision.task.as_ref().map(|t| t.id.clone());
-        self.approval = decision.approval.as_ref().map(|a| a.id.clone());
+        self.approval = decision.approval.as_ref().map(|a| AuditedApproval {
+            id: a.id.clone(),
+            state: a.state.as_str(),
+            approver: a.approver.clone(),
+            reason: a.reason.clone(),
+        });
         self.decision_us = took.as_micros() as u64;
+    }
+
+    /// The approval that decided this request, if one did.
+    pub fn approval_id(&self) -> Option<&str> {
+        self.approval.as_ref().map(|a| a.id.as_str())
     }
 
     /// An error ended the request, with the status its answer carries. A
@@ -210,7 +231,12 @@ impl AuditRecord {
             reason: self.reason,
             status: self.status,
             task: self.task.clone(),
-            approval: self.approval.clone(),
+            approval: self.approval.as_ref().map(|a| a.id.clone()),
+            approver: self
+                .approval
+                .as_ref()
+                .map(|a| a.approver.clone())
+                .filter(|name| !name.is_empty()),
         }
     }
 }

@@ -25,8 +25,11 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, Uri};
 
+use crate::decision::approvals::HeldCall;
 use crate::decision::snapshot::Snapshot;
-use crate::decision::{Decision, DecisionRequest, RequestContext, SharedDecider, TokenHash};
+use crate::decision::{
+    ApprovalState, Decision, DecisionRequest, Outcome, RequestContext, SharedDecider, TokenHash,
+};
 use crate::error::ProxyError;
 use crate::identity::{CallerIdentity, Identity};
 use crate::telemetry;
@@ -81,6 +84,9 @@ pub struct Inbound<'r> {
     /// The path and query (the rest of the URI is ignored).
     pub uri: &'r Uri,
     pub headers: &'r HeaderMap,
+    /// Set when the front holds the request (its body read) because an
+    /// approval gate stopped it: see [`Core::held`].
+    pub held: Option<&'r HeldCall>,
 }
 
 /// What the core says about one request: its audit record (the front adds
@@ -89,6 +95,40 @@ pub struct Inbound<'r> {
 pub struct Verdict<'s> {
     pub record: AuditRecord,
     pub outcome: Result<Allowed<'s>, ProxyError>,
+}
+
+impl Verdict<'_> {
+    /// An approval gate stopped the request and no approval was asked for
+    /// yet: the front must read the body and decide it again as held
+    /// ([`Core::held`]), or refuse it as it stands.
+    pub fn needs_holding(&self) -> bool {
+        matches!(&self.outcome, Err(ProxyError::Denied(d))
+            if d.decision.outcome == Outcome::ApprovalRequired && d.decision.approval.is_none())
+    }
+
+    /// The approval this request waits for, while it is pending.
+    fn pending_approval(&self) -> Option<&str> {
+        match &self.outcome {
+            Err(ProxyError::Denied(d)) if d.decision.outcome == Outcome::ApprovalRequired => d
+                .decision
+                .approval
+                .as_ref()
+                .filter(|a| a.state == ApprovalState::Pending)
+                .map(|a| a.id.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// A held request after waiting for its approval.
+#[derive(Debug)]
+pub enum Held<'s> {
+    /// The answer: allowed at once (approved before), denied, or still
+    /// pending when the hold ran out.
+    Answered(Verdict<'s>),
+    /// A person decided while it was held: decide it once more, with the
+    /// snapshot of now, so a forbid added meanwhile still wins.
+    Decided,
 }
 
 /// An allowed request: the decision, the task token it ran under and the
@@ -159,6 +199,28 @@ impl Core {
         };
         self.run(snapshot, caller, line, Subject::Http(request))
             .await
+    }
+
+    /// A request an approval gate stopped, its body read (`request.held`
+    /// set): decided again, which asks for the approval of this exact call
+    /// or finds it; while it is pending, wait up to `hold` on the decision
+    /// plane's stream of verdicts.
+    pub async fn held<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        caller: &Caller,
+        request: Inbound<'_>,
+        hold: std::time::Duration,
+    ) -> Held<'s> {
+        let verdict = self.http(snapshot, caller, request).await;
+        let Some(id) = verdict.pending_approval().filter(|_| !hold.is_zero()) else {
+            return Held::Answered(verdict);
+        };
+        tracing::debug!(approval = id, hold = ?hold, "holding a request for its approval");
+        match self.decider.await_approval(id, hold).await {
+            Some(status) if status.state != ApprovalState::Pending => Held::Decided,
+            _ => Held::Answered(verdict),
+        }
     }
 
     /// A `CONNECT` decided on host:port alone, as the built-in `connect`.
@@ -273,7 +335,10 @@ impl Core {
                 sensitivity: named.sensitivity.to_string(),
             },
             task,
-            held: None,
+            held: match &subject {
+                Subject::Http(r) => r.held.cloned(),
+                Subject::Tunnel(_) => None,
+            },
         };
         let decision = self.decide(snapshot, &request, record).await;
         if !decision.is_allow() {

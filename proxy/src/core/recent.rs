@@ -30,6 +30,8 @@ pub struct RecentDecision {
     pub status: u16,
     pub task: Option<String>,
     pub approval: Option<String>,
+    /// Who decided that approval, once someone has.
+    pub approver: Option<String>,
 }
 
 /// Which decisions a reader wants: substrings of workload and action, and
@@ -128,6 +130,7 @@ mod tests {
             status: 200,
             task: None,
             approval: None,
+            approver: None,
         }
     }
 

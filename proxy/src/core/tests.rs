@@ -132,6 +132,7 @@ async fn a_request_is_decided_by_the_snapshot_that_named_it() {
         method: &method,
         uri: &uri,
         headers: &headers,
+        held: None,
     };
     let mut verbs = Vec::new();
     for round in 1..=4 {
@@ -185,6 +186,7 @@ async fn refusals_are_recorded_as_decisions_are() {
                 method: &Method::GET,
                 uri: &uri,
                 headers,
+                held: None,
             };
             let verdict = core.http(snapshot, &caller(identity), inbound).await;
             let json = serde_json::to_value(&verdict.record).unwrap();

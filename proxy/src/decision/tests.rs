@@ -832,3 +832,87 @@ fn a_policy_naming_an_attribute_no_source_provides_is_refused_at_load() {
         );
     }
 }
+
+const GATE: &str = "@id(\"allow\") permit (principal, action, resource);\n\
+    @id(\"deletes-need-approval\") @reason(\"deleting a repository needs a person\")\n\
+    forbid (principal, action == Action::\"github:repos.delete\", resource) unless { context.approved };\n";
+
+#[test]
+fn a_gate_asks_for_approval_and_approval_lets_only_the_gate_through() {
+    let e = engine(&[("p.cedar", GATE)]);
+    let delete = req(
+        CODER,
+        "github:repos.delete",
+        "github/repos/acme/api",
+        "internal",
+    );
+    let gated = e.evaluate(&delete);
+    assert_eq!(gated.outcome, Outcome::ApprovalRequired);
+    assert_eq!(gated.reason, Reason::ApprovalRequired);
+    assert_eq!(gated.policy_ids, ["deletes-need-approval"]);
+    assert_eq!(gated.message, "deleting a repository needs a person");
+    assert!(e.evaluate_approved(&delete, None).is_allow());
+    // Other actions are not gated at all.
+    let read = req(
+        CODER,
+        "github:pulls.list",
+        "github/repos/acme/api",
+        "internal",
+    );
+    assert!(e.evaluate(&read).is_allow());
+
+    // A forbid always wins: forbidden and gated is denied by the forbid,
+    // never offered for approval, and approval does not lift it.
+    let guarded = format!(
+        "{GATE}@id(\"no-prod\") forbid (principal, action, resource == Target::\"github/repos/acme/prod\");\n"
+    );
+    let e = engine(&[("p.cedar", &guarded)]);
+    let prod = req(
+        CODER,
+        "github:repos.delete",
+        "github/repos/acme/prod",
+        "internal",
+    );
+    let denied = e.evaluate(&prod);
+    assert_eq!(denied.reason, Reason::Forbidden);
+    assert_eq!(denied.policy_ids, ["no-prod"]);
+    assert_eq!(e.evaluate_approved(&prod, None).reason, Reason::Forbidden);
+
+    // Nothing permits: approval would not help, so none is asked.
+    let e = engine(&[(
+        "p.cedar",
+        "forbid (principal, action == Action::\"github:repos.delete\", resource) unless { context.approved };",
+    )]);
+    assert_eq!(e.evaluate(&delete).reason, Reason::NoPermit);
+}
+
+#[test]
+fn context_approved_is_refused_anywhere_but_a_gate() {
+    for (text, why) in [
+        (
+            "permit (principal, action, resource) when { context.approved };",
+            "a permit approval would widen",
+        ),
+        (
+            "forbid (principal, action, resource) when { !context.approved };",
+            "a gate written as `when`",
+        ),
+        (
+            "forbid (principal, action, resource) unless { context.approved || context.port == 1 };",
+            "a gate mixed into a larger condition",
+        ),
+        (
+            "forbid (principal, action, resource) unless { context.approved } unless { context.approved };",
+            "two gates in one policy",
+        ),
+    ] {
+        let (location, message) = load_error(&[("gate.cedar", text)]);
+        assert_eq!(location, "gate.cedar:1:1", "{why}");
+        assert!(message.contains("approval gate"), "{why}: {message}");
+    }
+    // A gate may narrow what it covers with `when`.
+    engine(&[(
+        "p.cedar",
+        "forbid (principal, action, resource) when { context.method == \"DELETE\" } unless { context.approved };",
+    )]);
+}

@@ -31,6 +31,7 @@ use crate::body::{Counted, Finish, OnFinish, ProxyBody};
 use crate::core::audit::{AuditRecord, AuditSink, RequestLine};
 use crate::core::classify::RequestTarget;
 use crate::core::{self, Caller, Core, Inbound, Mode};
+use crate::decision::approvals::{BodyDigest, HeldCall};
 use crate::decision::snapshot::SnapshotHandle;
 use crate::decision::{TaskRevoked, TokenHash};
 use crate::error::ProxyError;
@@ -152,6 +153,16 @@ pub struct Pipeline {
     /// How long the second direction of a blind tunnel or a WebSocket may
     /// stay open without a byte after the first has closed.
     pub tunnel_half_close: std::time::Duration,
+    /// How requests an approval gate stops are held.
+    pub hold: Hold,
+}
+
+/// How long a request an approval gate stopped is held for a verdict, and
+/// the largest body it may have (the body is kept in memory meanwhile).
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    pub time: std::time::Duration,
+    pub max_body: usize,
 }
 
 /// Resolves with the task's id when a task `carried` holds ends: the
@@ -266,11 +277,51 @@ impl Pipeline {
             method: &parts.method,
             uri: &parts.uri,
             headers: &parts.headers,
+            held: None,
+        };
+        let verdict = self.core.http(&snapshot, caller, inbound).await;
+        // An approval gate stopped it: read the body (the approval is bound
+        // to its digest, and it is sent from here if approved), decide it
+        // again as held, and wait for a verdict. A verdict while it is held
+        // means deciding once more, with the policies of that moment.
+        let (held, later);
+        let (verdict, body) = if verdict.needs_holding() {
+            let declared = http_body::Body::size_hint(&body).exact();
+            let bytes = match crate::body::read_held(body, declared, self.hold.max_body).await {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    let mut record = verdict.record;
+                    record.refused(&err);
+                    return Err((record, err));
+                }
+            };
+            held = HeldCall {
+                body: BodyDigest::of(&bytes),
+                query: parts.uri.query().unwrap_or("").to_string(),
+            };
+            let inbound = Inbound {
+                held: Some(&held),
+                ..inbound
+            };
+            let verdict = match self
+                .core
+                .held(&snapshot, caller, inbound, self.hold.time)
+                .await
+            {
+                core::Held::Answered(verdict) => verdict,
+                core::Held::Decided => {
+                    later = self.snapshot.load();
+                    self.core.http(&later, caller, inbound).await
+                }
+            };
+            (verdict, crate::body::full(bytes))
+        } else {
+            (verdict, body.map_err(Into::into).boxed())
         };
         let core::Verdict {
             mut record,
             outcome,
-        } = self.core.http(&snapshot, caller, inbound).await;
+        } = verdict;
         // A refusal of the core's is in its record already.
         let allowed = match outcome {
             Ok(allowed) => allowed,

@@ -23,6 +23,7 @@ use crate::core::audit::{AuditRecord, RequestLine};
 use crate::core::classify::{normalize_host, RequestTarget};
 use crate::core::plan::{names_param, CredentialPlan};
 use crate::core::{self, Caller, Inbound, Mode, Verdict};
+use crate::decision::approvals::{BodyDigest, HeldCall};
 use crate::decision::credentials::{CredentialError, Placement};
 use crate::error::ProxyError;
 use crate::identity::{CallerIdentity, EnvoySources, Identity, IdentityError, IdentitySource};
@@ -75,7 +76,13 @@ struct Attributes {
     target: RequestTarget,
     uri: Uri,
     headers: HeaderMap,
+    /// The whole body, when Envoy sent it or the request has none; `None`
+    /// when it is not known (not sent, or cut at the filter's limit).
+    body: Option<Bytes>,
 }
+
+/// The header Envoy adds when it sends the body: `false` means whole.
+const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
 
 /// Who is asking, strongest first: Envoy's mTLS principal, a JWT Envoy's
 /// `jwt_authn` verified, a JWT in the request's headers (verified here),
@@ -177,6 +184,7 @@ fn attributes(check: CheckRequest, sources: &EnvoySources) -> Result<Attributes,
         port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
     };
     let uri = Uri::from_maybe_shared(http.path).map_err(|_| malformed("bad path attribute"))?;
+    let (size, text_body, raw_body) = (http.size, http.body, http.raw_body);
     let raw = http.header_map.map(|m| m.headers).unwrap_or_default();
     let mut headers = HeaderMap::with_capacity(http.headers.len() + raw.len());
     // Envoy lists the pseudo-headers too; their content is in the
@@ -204,12 +212,26 @@ fn attributes(check: CheckRequest, sources: &EnvoySources) -> Result<Attributes,
         };
         add(&entry.key, value)?;
     }
+    // Envoy says whether the body it sent is whole; without that header
+    // it sent none, which is the body only when the request declared none.
+    let body = if headers.get(PARTIAL_BODY).is_some_and(|v| v == "false") {
+        Some(if raw_body.is_empty() {
+            text_body
+        } else {
+            raw_body
+        })
+    } else if size == 0 {
+        Some(Bytes::new())
+    } else {
+        None
+    };
     Ok(Attributes {
         identity,
         method,
         target,
         uri,
         headers,
+        body,
     })
 }
 
@@ -330,11 +352,39 @@ impl ExtAuthz {
             method: &attrs.method,
             uri: &attrs.uri,
             headers: &attrs.headers,
+            held: None,
         };
+        let mut verdict = self.plane.core.http(&snapshot, &caller, inbound).await;
+        // An approval gate: asked for at once, bound to the body Envoy
+        // sent, and refused with its id while pending (Envoy's check is not
+        // held: see docs/approvals.md). The agent sends the request again
+        // once it is approved.
+        let held;
+        if verdict.needs_holding() {
+            let Some(body) = &attrs.body else {
+                let err = ProxyError::HeldBodyUnreadable(
+                    "Envoy sent no body to bind the approval to: set with_request_body \
+                     on the ext_authz filter"
+                        .into(),
+                );
+                let mut record = verdict.record;
+                record.refused(&err);
+                return self.answer(record, Err(err));
+            };
+            held = HeldCall {
+                body: BodyDigest::of(body),
+                query: attrs.uri.query().unwrap_or("").to_string(),
+            };
+            let inbound = Inbound {
+                held: Some(&held),
+                ..inbound
+            };
+            verdict = self.plane.core.http(&snapshot, &caller, inbound).await;
+        }
         let Verdict {
             mut record,
             outcome,
-        } = self.plane.core.http(&snapshot, &caller, inbound).await;
+        } = verdict;
         let answer = match outcome {
             Ok(allowed) => render(&allowed.credentials, &attrs, &self.plane.envoy.jwt_header)
                 .map_err(|err| {

@@ -83,6 +83,15 @@ pub struct HttpRequest {
     pub host: Bytes,
     #[prost(bytes = "bytes", tag = "6")]
     pub scheme: Bytes,
+    /// The body's length as the request declared it; -1 when unknown.
+    #[prost(int64, tag = "9")]
+    pub size: i64,
+    /// The body, when the filter sends it (`with_request_body`), as text
+    /// (`body`) or, with `pack_as_bytes`, as bytes (`raw_body`).
+    #[prost(bytes = "bytes", tag = "11")]
+    pub body: Bytes,
+    #[prost(bytes = "bytes", tag = "12")]
+    pub raw_body: Bytes,
     /// `header_map`: what Envoy sends instead of `headers` when the filter
     /// sets `encode_raw_headers: true`.
     #[prost(message, optional, tag = "13")]

@@ -185,7 +185,7 @@
       cell(row, d.decision, `outcome ${d.decision}`);
       cell(row, d.reason);
       cell(row, d.status || '');
-      cell(row, d.approval, 'mono');
+      cell(row, d.approver ? `${d.approval} (${d.approver})` : d.approval, 'mono');
       return row;
     });
     $('#decisions tbody').replaceChildren(...rows);
