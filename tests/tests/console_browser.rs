@@ -1,18 +1,22 @@
-//! The approval console in a real browser: headless Chromium, driven by
-//! Selenium (`tests/py/console_browser.py`), signs in, finds the held
-//! request with its context, and approves or denies it; the request that
-//! was waiting then gets its answer. Screenshots of each step are kept in
+//! The approval console in a real browser: an agent's pull request is held
+//! by `tollgate run`; headless Chromium, driven by Selenium
+//! (`tests/py/console_browser.py`), signs in to the console on run's admin
+//! listener, finds the request with its context, and approves or denies
+//! it; the agent's request, still waiting, then gets the upstream's answer
+//! or the approver's refusal. Screenshots of each step are kept in
 //! `target/test-artifacts/console/`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tollgate_e2e::clients::python_bin;
-use tollgate_e2e::console::{ask_approval, grpcurl, held_pull_request, with_approvers};
+use tollgate_e2e::console::{with_approvers, ConsoleClient};
 use tollgate_e2e::hygiene::{assert_no_secrets, Collected};
 use tollgate_e2e::tasks::{task_cli, ADMIN_TOKEN};
-use tollgate_e2e::{repo_root, DecisionService, Setup, CODER};
+use tollgate_e2e::{repo_root, CurlOutput, Setup, Tollgate, Upstream, CODER};
 
 const PURPOSE: &str = "Open the release pull request for acme/api";
 
@@ -70,52 +74,78 @@ async fn in_browser(
     result
 }
 
-/// A decision service with alice as approver, a task for the coder, and
-/// a pull request of that task held for approval; the request's approval.
+/// An agent's pull request, held by the proxy until someone decides.
 struct Held {
-    svc: DecisionService,
+    tg: Arc<Tollgate>,
+    upstream: Upstream,
     alice: String,
     task_token: String,
     approval: String,
+    agent: tokio::task::JoinHandle<CurlOutput>,
 }
 
-fn held(body: &str) -> Held {
+async fn held(body: &str) -> Held {
+    let upstream = Upstream::http().await;
     let (setup, tokens) = with_approvers(
         Setup {
             tasks: true,
-            ..Setup::default()
+            ..Setup::routing("api.github.com:80", upstream.addr)
         },
         &["alice"],
     );
-    let svc = DecisionService::start(setup);
+    let tg = Arc::new(Tollgate::start(setup));
     let task = task_cli(
-        &format!("http://{}", svc.addr),
+        &tg.decision_url(),
         Some(ADMIN_TOKEN),
         &["start", "--workload", CODER, "--purpose", PURPOSE],
     );
     assert_eq!(task.code, 0, "{}", task.stderr);
     let task_token = task.json["token"].as_str().unwrap().to_string();
-    let approval = ask_approval(svc.addr, Some(&task_token), body);
+    let agent = {
+        let (tg, auth, body) = (
+            tg.clone(),
+            format!("Authorization: Bearer {task_token}"),
+            body.to_string(),
+        );
+        tokio::spawn(async move {
+            tg.curl(&[
+                "-X",
+                "POST",
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body,
+                "http://api.github.com/repos/acme/api/pulls?draft=false",
+            ])
+            .await
+        })
+    };
+    let alice = tokens["alice"].clone();
+    let approval = first_pending(tg.admin, &alice).await;
     Held {
-        svc,
-        alice: tokens["alice"].clone(),
+        tg,
+        upstream,
+        alice,
         task_token,
         approval,
+        agent,
     }
 }
 
-/// Wait, as a holding proxy does, for the approval to be decided.
-fn await_verdict(addr: SocketAddr, approval: &str) -> tokio::task::JoinHandle<Value> {
-    let approval = approval.to_string();
-    tokio::task::spawn_blocking(move || {
-        grpcurl(
-            addr,
-            None,
-            "AwaitApproval",
-            &json!({"approvalId": approval, "timeoutMs": 60000}),
-        )
-        .expect("AwaitApproval")
-    })
+/// The first approval the console lists as pending (waiting up to 20 s).
+async fn first_pending(admin: SocketAddr, token: &str) -> String {
+    let console = ConsoleClient::login(admin, token).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = console.get("/console/api/approvals").await.out.json();
+        if let Some(id) = listed["approvals"][0]["id"].as_str() {
+            return id.to_string();
+        }
+        assert!(Instant::now() < deadline, "nothing became pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn assert_card_shows_context(result: &Value, held: &Held) {
@@ -143,12 +173,16 @@ fn assert_card_shows_context(result: &Value, held: &Held) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approving_in_the_browser_releases_the_held_request() {
-    let held = held(r#"{"title":"release 1.2","head":"release-1.2"}"#);
-    let waiting = await_verdict(held.svc.addr, &held.approval);
+    let held = held(r#"{"title":"release 1.2","head":"release-1.2"}"#).await;
+    assert_eq!(
+        held.upstream.count(),
+        0,
+        "nothing leaves before the verdict"
+    );
     let result = in_browser(
-        held.svc.admin,
+        held.tg.admin,
         &held.alice,
         &held.approval,
         "approve",
@@ -162,35 +196,31 @@ async fn approving_in_the_browser_releases_the_held_request() {
         "{result}"
     );
 
-    let verdict = waiting.await.unwrap();
-    assert_eq!(verdict["state"], "approved", "{verdict}");
-    assert_eq!(verdict["approver"], "alice");
-    // Released: asked again with the same call, it is allowed.
-    let released = grpcurl(
-        held.svc.addr,
-        None,
-        "Decide",
-        &held_pull_request(
-            Some(&held.task_token),
-            r#"{"title":"release 1.2","head":"release-1.2"}"#,
-        ),
-    )
-    .unwrap();
-    assert_eq!(released["outcome"], "OUTCOME_ALLOW", "{released}");
+    // The agent, waiting all along, gets the upstream's answer.
+    let answer = held.agent.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["upstream"], "ok", "{}", answer.body);
+    assert_eq!(held.upstream.count(), 1, "exactly once");
+    let line = held
+        .tg
+        .wait_audit(|l| l["action"] == "github:pulls.create" && l["status"] == 200);
+    assert_eq!(line["approval"]["id"], held.approval.as_str());
+    assert_eq!(line["approval"]["approver"], "alice");
+    assert_eq!(line["approval"]["reason"], "release is due");
 
     let mut collected = Collected::new();
     collected.add("browser result", result.to_string());
-    collected.add("logs", held.svc.logs());
-    collected.add("audit", held.svc.stdout_text());
+    collected.add("agent answer", answer.body.clone());
+    collected.add("logs", held.tg.logs());
+    collected.add("audit", held.tg.stdout_text());
     assert_no_secrets(&[&held.alice, &held.task_token], &collected);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denying_in_the_browser_tells_the_agent_why() {
-    let held = held(r#"{"title":"force push"}"#);
-    let waiting = await_verdict(held.svc.addr, &held.approval);
+    let held = held(r#"{"title":"force push to main"}"#).await;
     let result = in_browser(
-        held.svc.admin,
+        held.tg.admin,
         &held.alice,
         &held.approval,
         "deny",
@@ -204,19 +234,12 @@ async fn denying_in_the_browser_tells_the_agent_why() {
         "{result}"
     );
 
-    let verdict = waiting.await.unwrap();
-    assert_eq!(verdict["state"], "denied", "{verdict}");
-    assert_eq!(verdict["reason"], "not during the release freeze");
-    let refused = grpcurl(
-        held.svc.addr,
-        None,
-        "Decide",
-        &held_pull_request(Some(&held.task_token), r#"{"title":"force push"}"#),
-    )
-    .unwrap();
-    assert_eq!(refused["reason"], "approval_denied", "{refused}");
-    assert!(refused["message"]
-        .as_str()
-        .unwrap()
-        .contains("not during the release freeze"));
+    let answer = held.agent.await.unwrap();
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    let body = answer.json();
+    assert_eq!(body["reason"], "approval_denied", "{body}");
+    assert_eq!(body["approval_id"], held.approval.as_str());
+    assert_eq!(body["approver"], "alice");
+    assert_eq!(body["approver_reason"], "not during the release freeze");
+    assert_eq!(held.upstream.count(), 0, "a denied request never leaves");
 }
