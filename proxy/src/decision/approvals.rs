@@ -15,39 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use super::outcome::{ApprovalState, ApprovalStatus};
 use super::request::DecisionRequest;
+pub use super::request::{BodyDigest, HeldCall};
 use super::tasks::{unix_ms, Task};
-
-/// SHA-256 of a request body, as the holding proxy computed it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BodyDigest(pub [u8; 32]);
-
-impl BodyDigest {
-    pub fn of(body: &[u8]) -> BodyDigest {
-        BodyDigest(sha256(&[body]))
-    }
-
-    pub fn from_slice(bytes: &[u8]) -> Option<BodyDigest> {
-        Some(BodyDigest(bytes.try_into().ok()?))
-    }
-
-    pub fn hex(&self) -> String {
-        hex(&self.0)
-    }
-}
-
-impl fmt::Debug for BodyDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}…", &self.hex()[..12])
-    }
-}
-
-/// What a proxy holding a gated request adds to its decision request: the
-/// body's digest and the query string, which the approval records.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HeldCall {
-    pub body: BodyDigest,
-    pub query: String,
-}
 
 /// Which calls an approval is good for: the digest of everything it is
 /// bound to — workload, task, action, resource, and the request itself
