@@ -94,6 +94,14 @@ impl Decider for ReloadFirst {
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
         self.decider.revocations()
     }
+
+    fn await_approval<'a>(
+        &'a self,
+        id: &'a str,
+        timeout: std::time::Duration,
+    ) -> crate::decision::ApprovalFuture<'a> {
+        self.decider.await_approval(id, timeout)
+    }
 }
 
 #[tokio::test]

@@ -617,6 +617,7 @@ mod index_tests {
                 sensitivity: rng.pick(&["public", "restricted"]).into(),
             },
             task: None,
+            held: None,
         }
     }
 
@@ -661,6 +662,7 @@ mod index_tests {
             resource: "github/repos/acme/api".into(),
             context: RequestContext::default(),
             task: None,
+            held: None,
         };
         let seen: usize = engine
             .index

@@ -273,6 +273,7 @@ mod tests {
                 sensitivity: "internal".into(),
             },
             task: Some(TokenHash::of("tgt_example")),
+            held: None,
         }
     }
 
@@ -317,6 +318,7 @@ mod tests {
                 expires: from_unix_ms(1_700_000_000_123),
                 no_cache: true,
             }),
+            approval: None,
         };
         assert_eq!(Decision::from(d.to_pb("id", 3)), d);
     }

@@ -86,6 +86,7 @@ fn req(principal: &str, action: &str, resource: &str, sensitivity: &str) -> Deci
             sensitivity: sensitivity.into(),
         },
         task: None,
+        held: None,
     }
 }
 
