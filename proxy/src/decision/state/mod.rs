@@ -31,7 +31,7 @@ use crate::decision::approvals::ApprovalRules;
 
 pub use approvals::ApprovalStore;
 use memory::MemoryTasks;
-use redis::RedisTasks;
+use redis::{RedisStore, RedisTasks};
 
 /// A token that does not admit its request: why, and the task when known.
 pub type Refused = (TaskRefusal, Option<TaskRef>);
@@ -73,11 +73,11 @@ impl TaskStore {
     /// runtime.
     pub fn redis(limits: TaskLimits, config: &RedisConfig) -> Result<TaskStore, String> {
         let (revoked, _) = broadcast::channel(REVOCATION_BACKLOG);
-        let redis = RedisTasks::connect(limits, config, revoked.clone())?;
+        let redis = RedisStore::connect(config, revoked.clone())?;
         Ok(TaskStore {
             approvals: ApprovalStore::in_memory(ApprovalRules::default()),
             health: redis.health(),
-            backend: Backend::Redis(redis),
+            backend: Backend::Redis(RedisTasks::new(redis, limits)),
             revoked,
             _always_up: None,
         })
