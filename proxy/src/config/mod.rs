@@ -164,7 +164,7 @@ pub struct Config {
 pub struct ApprovalsConfig {
     pub hold: Duration,
     pub max_body: usize,
-    pub rules: crate::decision::approvals::ApprovalRules,
+    pub rules: ApprovalRules,
     pub approvers: Vec<ApproverConfig>,
     pub webhook: Option<WebhookConfig>,
 }
@@ -174,9 +174,28 @@ impl Default for ApprovalsConfig {
         ApprovalsConfig {
             hold: DEFAULT_APPROVAL_HOLD,
             max_body: DEFAULT_APPROVAL_MAX_BODY,
-            rules: crate::decision::approvals::ApprovalRules::default(),
+            rules: ApprovalRules::default(),
             approvers: Vec::new(),
             webhook: None,
+        }
+    }
+}
+
+/// How approvals behave, from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRules {
+    /// How long a pending approval waits for a verdict, and how long a
+    /// verdict stands.
+    pub ttl: Duration,
+    /// Usable until its task ends (or its ttl), not once.
+    pub reusable: bool,
+}
+
+impl Default for ApprovalRules {
+    fn default() -> ApprovalRules {
+        ApprovalRules {
+            ttl: DEFAULT_APPROVAL_TTL,
+            reusable: false,
         }
     }
 }

@@ -361,7 +361,7 @@ pub(super) fn approvals(
     Ok(super::ApprovalsConfig {
         hold,
         max_body: raw.max_body_bytes.unwrap_or(DEFAULT_APPROVAL_MAX_BODY),
-        rules: crate::decision::approvals::ApprovalRules {
+        rules: super::ApprovalRules {
             ttl,
             reusable: raw.reusable.unwrap_or(false),
         },
