@@ -23,18 +23,15 @@ use crate::catalog::RiskClass;
 use crate::config::RedisConfig;
 use crate::decision::credentials::Secret;
 use crate::decision::tasks::{
-    Admitted, Task, TaskError, TaskLimits, TaskRefusal, TaskRevoked, TaskSpec, TaskView, TokenHash,
+    Admitted, Refused, Task, TaskError, TaskLimits, TaskRefusal, TaskRevoked, TaskSpec, TaskView,
+    TokenHash,
 };
-use crate::decision::TaskRef;
 
 use crate::decision::approvals::ApprovalRules;
 
 pub use approvals::ApprovalStore;
 use memory::MemoryTasks;
 use redis::{RedisStore, RedisTasks};
-
-/// A token that does not admit its request: why, and the task when known.
-pub type Refused = (TaskRefusal, Option<TaskRef>);
 
 /// How many task ends a subscriber may fall behind by before its stream is
 /// cut (and it resubscribes, hearing every remembered end again).

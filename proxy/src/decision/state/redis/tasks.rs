@@ -27,9 +27,8 @@ use redis::Script;
 
 use crate::catalog::RiskClass;
 use crate::decision::credentials::Secret;
-use crate::decision::state::Refused;
 use crate::decision::tasks::{
-    from_unix_ms, unix_ms, Admitted, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal,
+    from_unix_ms, unix_ms, Admitted, Refused, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal,
     TaskRevoked, TaskSpec, TaskState, TaskView, TokenHash, RETENTION,
 };
 use crate::decision::TaskRef;
