@@ -228,6 +228,14 @@ pub enum ApprovalEventKind {
 }
 
 impl ApprovalEventKind {
+    pub const ALL: [ApprovalEventKind; 5] = [
+        ApprovalEventKind::Requested,
+        ApprovalEventKind::Approved,
+        ApprovalEventKind::Denied,
+        ApprovalEventKind::Used,
+        ApprovalEventKind::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ApprovalEventKind::Requested => "requested",

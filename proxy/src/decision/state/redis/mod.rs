@@ -1,12 +1,15 @@
 //! The state store in Redis: one connection per replica (commands, and a
 //! subscription to the announcements), kept up by a supervisor that
 //! reconnects with backoff, and shared by what is kept there: tasks
-//! ([`tasks`]).
+//! ([`tasks`]) and approvals ([`approvals`]).
 //!
 //! Every key is `P:…`, `P` the configured prefix inside a hash tag
 //! (`{tollgate}`), so a Redis Cluster keeps them in one slot and one
-//! script may touch them; each part's keys are listed in its module.
+//! script may touch them; each part's keys are listed in its module. The
+//! subscription hears two channels, `P:revocations` and `P:approvals`,
+//! and relays each to this replica's own broadcast.
 
+mod approvals;
 mod tasks;
 
 use std::future::Future;
@@ -19,8 +22,10 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio_stream::StreamExt;
 
 use crate::config::{RedisConfig, SecretSource};
+use crate::decision::approvals::ApprovalEvent;
 use crate::decision::tasks::{unix_ms, TaskRevoked, TokenHash};
 
+pub use approvals::RedisApprovals;
 pub use tasks::RedisTasks;
 
 const RECONNECT_START: Duration = Duration::from_millis(100);
@@ -60,6 +65,27 @@ impl Keys {
     }
     fn channel(&self) -> String {
         format!("{}:revocations", self.prefix)
+    }
+    fn approval(&self, id: &str) -> String {
+        format!("{}{id}", self.approval_prefix())
+    }
+    fn approval_prefix(&self) -> String {
+        format!("{}:approval:", self.prefix)
+    }
+    fn binding(&self, binding: &str) -> String {
+        format!("{}{binding}", self.binding_prefix())
+    }
+    fn binding_prefix(&self) -> String {
+        format!("{}:binding:", self.prefix)
+    }
+    fn approvals_created(&self) -> String {
+        format!("{}:approvals:created", self.prefix)
+    }
+    fn approvals_expiring(&self) -> String {
+        format!("{}:approvals:expiring", self.prefix)
+    }
+    fn approvals_channel(&self) -> String {
+        format!("{}:approvals", self.prefix)
     }
 }
 
@@ -150,6 +176,7 @@ pub struct Shared {
     /// behind a stable address): connect again, to whatever is primary now.
     demoted: Notify,
     revoked: broadcast::Sender<TaskRevoked>,
+    approvals: broadcast::Sender<ApprovalEvent>,
 }
 
 impl Shared {
@@ -202,7 +229,8 @@ impl Shared {
             .map_err(|e| e.to_string())?;
         let subscribe = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(self.keys.channel()).await?;
+            let channels = [self.keys.channel(), self.keys.approvals_channel()];
+            pubsub.subscribe(&channels).await?;
             Ok::<_, RedisError>(pubsub.into_on_message())
         };
         let stream = tokio::time::timeout(self.timeout, subscribe)
@@ -256,22 +284,35 @@ impl Shared {
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(message) => {
-                        let payload: String = message.get_payload().unwrap_or_default();
-                        match tasks::revoked_of(&payload) {
-                            Some(revoked) => {
-                                tracing::debug!(task = %revoked.task_id, "task end heard");
-                                let _ = self.revoked.send(revoked);
-                            }
-                            None => tracing::warn!("state store: an announcement that names no task"),
-                        }
-                    }
+                    Some(message) => self.relay(&message),
                     None => return,
                 },
                 _ = ping.tick() => if !self.answers(conn).await { return },
                 _ = self.lost.notified() => if !self.answers(conn).await { return },
                 _ = self.demoted.notified() => return,
             }
+        }
+    }
+
+    /// Pass one announcement on to this replica's subscribers.
+    fn relay(&self, message: &redis::Msg) {
+        let payload: String = message.get_payload().unwrap_or_default();
+        if message.get_channel_name() == self.keys.approvals_channel() {
+            match approvals::event_of(&payload) {
+                Some(event) => {
+                    tracing::debug!(approval = %event.approval.id, kind = event.kind.as_str(), "approval change heard");
+                    let _ = self.approvals.send(event);
+                }
+                None => tracing::warn!("state store: an approval announcement that cannot be read"),
+            }
+            return;
+        }
+        match tasks::revoked_of(&payload) {
+            Some(revoked) => {
+                tracing::debug!(task = %revoked.task_id, "task end heard");
+                let _ = self.revoked.send(revoked);
+            }
+            None => tracing::warn!("state store: an announcement that names no task"),
         }
     }
 
@@ -347,10 +388,12 @@ impl std::ops::Deref for RedisStore {
 
 impl RedisStore {
     /// Connect (and reconnect) in the background, relaying task ends to
-    /// `revoked`. Until connected the store is unhealthy. Needs a runtime.
+    /// `revoked` and approval changes to `approvals`. Until connected the
+    /// store is unhealthy. Needs a runtime.
     pub fn connect(
         config: &RedisConfig,
         revoked: broadcast::Sender<TaskRevoked>,
+        approvals: broadcast::Sender<ApprovalEvent>,
     ) -> Result<Arc<RedisStore>, String> {
         let (up, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -364,6 +407,7 @@ impl RedisStore {
             lost: Notify::new(),
             demoted: Notify::new(),
             revoked,
+            approvals,
         });
         let supervisor = tokio::spawn(shared.clone().supervise());
         Ok(Arc::new(RedisStore { shared, supervisor }))
