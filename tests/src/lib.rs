@@ -7,6 +7,7 @@
 
 pub mod clients;
 pub mod envoy;
+pub mod grpc;
 pub mod hygiene;
 pub mod identity;
 pub mod netns;
