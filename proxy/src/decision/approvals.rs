@@ -17,6 +17,7 @@ pub use super::outcome::{ApprovalState, ApprovalStatus};
 use super::request::DecisionRequest;
 pub use super::request::{BodyDigest, HeldCall};
 use super::tasks::{unix_ms, Task};
+pub use crate::config::ApprovalRules;
 
 /// Which calls an approval is good for: the digest of everything it is
 /// bound to — workload, task, action, resource, and the request itself
@@ -243,6 +244,14 @@ pub enum ApprovalEventKind {
 }
 
 impl ApprovalEventKind {
+    pub const ALL: [ApprovalEventKind; 5] = [
+        ApprovalEventKind::Requested,
+        ApprovalEventKind::Approved,
+        ApprovalEventKind::Denied,
+        ApprovalEventKind::Used,
+        ApprovalEventKind::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ApprovalEventKind::Requested => "requested",
@@ -266,25 +275,6 @@ pub struct ApprovalEvent {
 pub struct GateInfo {
     pub policy_ids: Vec<String>,
     pub message: String,
-}
-
-/// How approvals behave, from configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApprovalRules {
-    /// How long a pending approval waits for a verdict, and how long a
-    /// verdict stands.
-    pub ttl: Duration,
-    /// Usable until its task ends (or its ttl), not once.
-    pub reusable: bool,
-}
-
-impl Default for ApprovalRules {
-    fn default() -> ApprovalRules {
-        ApprovalRules {
-            ttl: crate::config::DEFAULT_APPROVAL_TTL,
-            reusable: false,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
