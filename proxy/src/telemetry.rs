@@ -29,8 +29,13 @@ pub const REMOTE_DECISIONS: &str = "tollgate_remote_decisions_total";
 /// `outcome` (`identified`, or the refusal's reason).
 pub const IDENTIFICATIONS: &str = "tollgate_identifications_total";
 
+/// Requests a proxy holds for an approval's verdict now.
+pub const HELD_REQUESTS: &str = "tollgate_held_requests";
+/// Approval changes made by this process, by `event`.
+pub const APPROVAL_EVENTS: &str = "tollgate_approval_events_total";
+
 /// Every series with a fixed set of labels: (name, label, values).
-const FIXED: [(&str, &str, &[&str]); 4] = [
+const FIXED: [(&str, &str, &[&str]); 5] = [
     (RELOADS, "result", &["ok", "refused"]),
     (LEAF_CACHE, "result", &["hit", "miss"]),
     (DECISION_CACHE, "result", &["hit", "miss"]),
@@ -38,6 +43,11 @@ const FIXED: [(&str, &str, &[&str]); 4] = [
         REMOTE_DECISIONS,
         "result",
         &["cache_hit", "answered", "unavailable"],
+    ),
+    (
+        APPROVAL_EVENTS,
+        "event",
+        &["requested", "approved", "denied", "used", "expired"],
     ),
 ];
 
@@ -60,6 +70,14 @@ pub fn register() {
     describe_counter!(LEAF_CACHE, "Interception certificates reused or minted.");
     describe_counter!(DECISION_CACHE, "Lookups in the embedded decision cache.");
     describe_counter!(REMOTE_DECISIONS, "Answers of a remote decision service.");
+    describe_gauge!(
+        HELD_REQUESTS,
+        "Requests held for an approval's verdict now."
+    );
+    describe_counter!(
+        APPROVAL_EVENTS,
+        "Approval changes made by this process: requested, approved, denied, used, expired."
+    );
     describe_counter!(
         IDENTIFICATIONS,
         "Callers identified, by identity source and outcome."
@@ -72,4 +90,5 @@ pub fn register() {
     let _ = metrics::histogram!(DECISION_DURATION);
     let _ = metrics::histogram!(UPSTREAM_DURATION);
     metrics::gauge!(OPEN_CONNECTIONS).increment(0.0);
+    metrics::gauge!(HELD_REQUESTS).increment(0.0);
 }

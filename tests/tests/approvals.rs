@@ -63,6 +63,12 @@ async fn a_held_request_approved_while_held_reaches_the_upstream_once() {
     assert_eq!(upstream.count(), 0, "nothing leaves before the verdict");
 
     let id = approval["id"].as_str().unwrap();
+    let metrics = || async {
+        tollgate_e2e::curl(&[&format!("http://{}/metrics", tg.admin)])
+            .await
+            .body
+    };
+    assert!(metrics().await.contains("tollgate_held_requests 1\n"));
     let approved = decide(&api, "approve", id, "release 1.4 is planned");
     assert_eq!(approved["state"], "approved");
     assert_eq!(approved["approver"], APPROVER);
@@ -82,6 +88,12 @@ async fn a_held_request_approved_while_held_reaches_the_upstream_once() {
         !tg.logs().contains(APPROVER_TOKEN),
         "the approver token was logged"
     );
+    let after = metrics().await;
+    assert!(after.contains("tollgate_held_requests 0\n"), "{after}");
+    for event in ["requested", "approved", "used"] {
+        let series = format!("tollgate_approval_events_total{{event=\"{event}\"}} 1\n");
+        assert!(after.contains(&series), "{series} in {after}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,6 +504,8 @@ async fn watch_approvals_streams_the_current_ones_then_every_change() {
         .arg(api.trim_start_matches("http://"))
         .arg("tollgate.authz.v1.DecisionService/WatchApprovals")
         .stdout(std::process::Stdio::piped())
+        // It ends at -max-time, saying so: expected.
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

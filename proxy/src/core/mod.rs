@@ -217,6 +217,10 @@ impl Core {
             return Held::Answered(Box::new(verdict));
         };
         tracing::debug!(approval = id, hold = ?hold, "holding a request for its approval");
+        let held = metrics::gauge!(telemetry::HELD_REQUESTS);
+        held.increment(1.0);
+        // Decremented however the wait ends, the agent leaving included.
+        let _release = scopeguard(move || held.decrement(1.0));
         match self.decider.await_approval(id, hold).await {
             Some(status) if status.state != ApprovalState::Pending => Held::Decided,
             _ => Held::Answered(Box::new(verdict)),
@@ -375,4 +379,17 @@ impl Core {
         record.decided(&decision, took);
         decision
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

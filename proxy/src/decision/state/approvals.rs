@@ -110,7 +110,7 @@ impl ApprovalStore {
                 approval = %approval.id, workload = %approval.workload, action = %approval.action,
                 resource = %approval.resource, "approval requested"
             );
-            self.notify_webhook(&approval, ApprovalEventKind::Requested);
+            self.made(&approval, ApprovalEventKind::Requested);
         }
         Ok(approval)
     }
@@ -119,10 +119,14 @@ impl ApprovalStore {
     /// (any more): single use and used, or no longer approved.
     pub async fn use_once(&self, id: &str) -> Result<bool, ApprovalError> {
         let now = SystemTime::now();
-        match &self.backend {
-            Backend::Memory(m) => Ok(m.use_once(id, now)),
-            Backend::Redis(r) => r.use_once(id, now).await,
+        let used = match &self.backend {
+            Backend::Memory(m) => m.use_once(id, now),
+            Backend::Redis(r) => r.use_once(id, now).await?,
+        };
+        if used {
+            metrics::counter!(crate::telemetry::APPROVAL_EVENTS, "event" => "used").increment(1);
         }
+        Ok(used)
     }
 
     /// An approver's verdict on a pending approval.
@@ -142,7 +146,7 @@ impl ApprovalStore {
         } else {
             ApprovalEventKind::Denied
         };
-        self.notify_webhook(&approval, kind);
+        self.made(&approval, kind);
         Ok(approval)
     }
 
@@ -221,13 +225,15 @@ impl ApprovalStore {
             tracing::info!(approval = %id, "approval expired undecided");
             if self.webhook.is_some() {
                 if let Ok(approval) = self.get(&id).await {
-                    self.notify_webhook(&approval, ApprovalEventKind::Expired);
+                    self.made(&approval, ApprovalEventKind::Expired);
                 }
             }
         }
     }
 
-    fn notify_webhook(&self, approval: &Approval, kind: ApprovalEventKind) {
+    /// A change made here: counted, and told to the webhook.
+    fn made(&self, approval: &Approval, kind: ApprovalEventKind) {
+        metrics::counter!(crate::telemetry::APPROVAL_EVENTS, "event" => kind.as_str()).increment(1);
         if let Some(webhook) = &self.webhook {
             webhook.notify(&approval.event(kind));
         }
