@@ -180,7 +180,7 @@ impl ConsoleClient {
     /// Submit the login form with `token`, as a browser on this origin.
     pub async fn submit_login(&self, token: &str) -> Answer {
         let origin = format!("Origin: {}", self.origin());
-        let form = format!("token={}", urlencode(token));
+        let form = format!("token={}", crate::hygiene::percent_encode(token));
         self.post(
             "/console/login",
             &[
@@ -216,17 +216,4 @@ impl ConsoleClient {
     pub fn cookie(&self) -> Option<&str> {
         self.cookie.as_deref()
     }
-}
-
-fn urlencode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

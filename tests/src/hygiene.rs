@@ -55,7 +55,8 @@ pub fn leak_forms(secret: &str) -> Vec<String> {
     forms
 }
 
-fn percent_encode(value: &str) -> String {
+/// Every byte but RFC 3986's unreserved ones as `%XX`.
+pub fn percent_encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| {

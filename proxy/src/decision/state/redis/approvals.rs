@@ -35,8 +35,6 @@ use crate::decision::tasks::{unix_ms, RETENTION};
 
 use super::RedisStore;
 
-/// The most approvals `ListApprovals` shows.
-const LIST_MAX: isize = 10_000;
 /// Expiries one sweep announces; the next sweep takes the rest.
 const SWEEP_BATCH: usize = 256;
 
@@ -367,18 +365,7 @@ impl RedisApprovals {
     pub async fn list(&self) -> Result<Vec<Approval>, ApprovalError> {
         let keys = &self.redis.keys;
         let index = keys.approvals_created();
-        let ids: Vec<String> = self
-            .redis
-            .run(|mut c| async move {
-                redis::cmd("ZREVRANGE")
-                    .arg(index)
-                    .arg(0)
-                    .arg(LIST_MAX - 1)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .map_err(unavailable)?;
+        let ids = self.redis.newest(index).await.map_err(unavailable)?;
         // redis-rs refuses to send an empty pipeline.
         if ids.is_empty() {
             return Ok(Vec::new());

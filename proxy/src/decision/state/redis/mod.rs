@@ -179,7 +179,24 @@ pub struct Shared {
     approvals: broadcast::Sender<ApprovalEvent>,
 }
 
+/// The most a listing returns, newest first.
+const LIST_MAX: isize = 10_000;
+
 impl Shared {
+    /// The newest members of the sorted set `index` (its scores are
+    /// times), at most [`LIST_MAX`].
+    async fn newest(&self, index: String) -> Result<Vec<String>, ()> {
+        self.run(|mut c| async move {
+            redis::cmd("ZREVRANGE")
+                .arg(index)
+                .arg(0)
+                .arg(LIST_MAX - 1)
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// Run one command (or pipeline, or script) on the shared connection,
     /// within the timeout. `Err` is logged here and means "unavailable".
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, ()>

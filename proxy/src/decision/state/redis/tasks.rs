@@ -35,8 +35,6 @@ use crate::decision::TaskRef;
 
 use super::{hex, RedisStore};
 
-/// The most tasks `ListTasks` shows.
-const LIST_MAX: isize = 10_000;
 /// Expiries one sweep announces; the next sweep takes the rest.
 const SWEEP_BATCH: usize = 256;
 
@@ -345,18 +343,7 @@ impl RedisTasks {
     pub async fn list(&self) -> Result<Vec<TaskView>, TaskError> {
         let keys = &self.redis.keys;
         let index = keys.tasks();
-        let members: Vec<String> = self
-            .redis
-            .run(|mut c| async move {
-                redis::cmd("ZREVRANGE")
-                    .arg(index)
-                    .arg(0)
-                    .arg(LIST_MAX - 1)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .map_err(unavailable)?;
+        let members = self.redis.newest(index).await.map_err(unavailable)?;
         let named: Vec<TaskRevoked> = members.iter().filter_map(|m| revoked_of(m)).collect();
         // redis-rs refuses to send an empty pipeline.
         if named.is_empty() {
