@@ -117,6 +117,7 @@ fn check(c: &mut Criterion) {
         audit: AuditSink::start(&AuditOutput::File("/dev/null".into())).unwrap(),
         admin_token: None,
         envoy: Default::default(),
+        approvers: Vec::new(),
     });
     let authz = ExtAuthz::new(plane);
 

@@ -184,6 +184,7 @@ pub fn requests(catalog: &Catalog, count: usize) -> Vec<DecisionRequest> {
                     sensitivity: c.sensitivity.to_string(),
                 },
                 task: None,
+                held: None,
             }
         })
         .collect()
