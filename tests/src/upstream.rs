@@ -34,6 +34,8 @@ pub struct Seen {
     pub version: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
+    /// The body's first 64 KiB, as text.
+    pub body_head: String,
 }
 
 impl Seen {
@@ -158,9 +160,12 @@ async fn answer(
     let switched = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, mut body) = req.into_parts();
     let mut body_len = 0u64;
+    let mut head = Vec::new();
     while let Some(Ok(frame)) = body.frame().await {
         if let Some(data) = frame.data_ref() {
             body_len += data.len() as u64;
+            let room = (64 * 1024usize).saturating_sub(head.len());
+            head.extend_from_slice(&data[..data.len().min(room)]);
         }
     }
     let path_and_query = parts
@@ -183,6 +188,7 @@ async fn answer(
             })
             .collect(),
         body_len,
+        body_head: String::from_utf8_lossy(&head).into_owned(),
     });
     let number = |name: &str| {
         parts

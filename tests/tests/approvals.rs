@@ -281,3 +281,195 @@ async fn a_proxy_deciding_remotely_holds_on_the_services_verdict() {
     assert_eq!(out.status, 200, "{}", out.body);
     assert_eq!(upstream.count(), 1);
 }
+
+/// Wait (up to 10 s) until `upstream` has seen `count` requests.
+async fn seen(upstream: &Upstream, count: usize) -> Vec<tollgate_e2e::Seen> {
+    for _ in 0..200 {
+        let requests = upstream.requests();
+        if requests.len() >= count {
+            return requests;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{count} webhook posts expected, saw {:?}",
+        upstream.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_hears_each_request_and_verdict_and_a_dead_one_blocks_nothing() {
+    let upstream = Upstream::http().await;
+    let hooks = Upstream::http().await;
+    let secret_path = "/services/T0/B0/webhook-secret-4f1c";
+    let webhook = "  webhook: { url: { env: TOLLGATE_TEST_WEBHOOK }, timeout: 2s }\n";
+    let tg = Arc::new(Tollgate::start(Setup {
+        extra_yaml: approvals_yaml("30s", webhook),
+        env: vec![
+            approver_env(),
+            (
+                "TOLLGATE_TEST_WEBHOOK".into(),
+                format!("http://{}{secret_path}", hooks.addr),
+            ),
+        ],
+        ..gated(&upstream, "30s")
+    }));
+    let api = tg.decision_url();
+    let held = merge(&tg, BODY);
+    let id = wait_pending(&api, 1)[0]["id"].as_str().unwrap().to_string();
+    let posts = seen(&hooks, 1).await;
+    assert_eq!(posts[0].method, "POST");
+    assert_eq!(posts[0].path_and_query, secret_path);
+    let requested: Value = serde_json::from_str(&posts[0].body_head).unwrap();
+    assert_eq!(requested["event"], "requested");
+    assert_eq!(requested["approval"]["id"], id.as_str());
+    let text = requested["text"].as_str().unwrap();
+    assert!(
+        text.contains("github:pulls.merge") && text.contains(&id),
+        "{text}"
+    );
+
+    decide(&api, "approve", &id, "go ahead");
+    assert_eq!(held.await.unwrap().status, 200);
+    let posts = seen(&hooks, 2).await;
+    let approved: Value = serde_json::from_str(&posts[1].body_head).unwrap();
+    assert_eq!(approved["event"], "approved");
+    assert!(approved["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("Approved by alice: go ahead"));
+    assert!(
+        !tg.logs().contains(secret_path),
+        "the webhook URL was logged"
+    );
+
+    // A webhook that cannot be reached is logged, and nothing waits on it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
+    drop(dead);
+    let tg = Arc::new(Tollgate::start(Setup {
+        extra_yaml: approvals_yaml("30s", webhook),
+        env: vec![approver_env(), ("TOLLGATE_TEST_WEBHOOK".into(), dead_url)],
+        ..gated(&upstream, "30s")
+    }));
+    let api = tg.decision_url();
+    let held = merge(&tg, BODY);
+    let id = wait_pending(&api, 1)[0]["id"].as_str().unwrap().to_string();
+    decide(&api, "approve", &id, "");
+    assert_eq!(held.await.unwrap().status, 200);
+    tg.wait_log("approval webhook failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercepted_https_request_is_held_and_released_the_same_way() {
+    let upstream = Upstream::http().await;
+    let (_pki, upstream_tls, tg) = tollgate_e2e::github_tls(gated(&upstream, "30s")).await;
+    let tg = Arc::new(tg);
+    let api = tg.decision_url();
+    let agent = {
+        let tg = tg.clone();
+        tokio::spawn(async move {
+            let ca = tg.ca_cert().display().to_string();
+            tg.curl(&[
+                "--cacert",
+                &ca,
+                "-X",
+                "PUT",
+                "https://api.github.com/repos/acme/api/pulls/7/merge",
+                "-d",
+                BODY,
+            ])
+            .await
+        })
+    };
+    let asked = wait_pending(&api, 1);
+    assert_eq!(asked[0]["port"], 443);
+    decide(&api, "approve", asked[0]["id"].as_str().unwrap(), "ok");
+    let out = agent.await.unwrap();
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(upstream_tls.count(), 1);
+    assert_eq!(upstream_tls.requests()[0].body_head, BODY);
+}
+
+#[tokio::test]
+async fn an_approval_is_for_one_pull_request_and_one_query_only() {
+    let upstream = Upstream::http().await;
+    let tg = Tollgate::start(gated(&upstream, "1s"));
+    let api = tg.decision_url();
+    let first = tg.curl(&["-X", "PUT", MERGE, "-d", BODY]).await;
+    let id = first.json()["approval_id"].as_str().unwrap().to_string();
+    decide(&api, "approve", &id, "pull 7 only");
+
+    // Same action, resource and body: another pull request, or another
+    // query, is another call.
+    for other in [
+        "http://api.github.com/repos/acme/api/pulls/8/merge",
+        "http://api.github.com/repos/acme/api/pulls/7/merge?force=1",
+    ] {
+        let out = tg.curl(&["-X", "PUT", other, "-d", BODY]).await;
+        assert_eq!(out.status, 428, "{other}: {}", out.body);
+        assert_ne!(out.json()["approval_id"], id.as_str());
+    }
+    assert_eq!(upstream.count(), 0);
+    let out = tg.curl(&["-X", "PUT", MERGE, "-d", BODY]).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approver_tokens_and_the_webhook_url_appear_in_no_log_answer_or_error() {
+    use tollgate_e2e::hygiene::{assert_no_secrets, Collected};
+    let upstream = Upstream::http().await;
+    let hooks = Upstream::http().await;
+    let hook_secret = tollgate_e2e::random_secret("hook");
+    let tg = Arc::new(Tollgate::start(Setup {
+        extra_yaml: approvals_yaml(
+            "30s",
+            "  webhook: { url: { env: TOLLGATE_TEST_WEBHOOK } }\n",
+        ),
+        env: vec![
+            approver_env(),
+            (
+                "TOLLGATE_TEST_WEBHOOK".into(),
+                format!("http://{}/hooks/{hook_secret}", hooks.addr),
+            ),
+        ],
+        ..gated(&upstream, "30s")
+    }));
+    let api = tg.decision_url();
+    let mut collected = Collected::new();
+    let held = merge(&tg, BODY);
+    let id = wait_pending(&api, 1)[0]["id"].as_str().unwrap().to_string();
+    for args in [vec!["list"], vec!["show", id.as_str()]] {
+        let out = approvals_cli(&api, &args);
+        collected.add(
+            format!("approvals {args:?}"),
+            format!("{}{}", out.json, out.stderr),
+        );
+    }
+    // A wrong token's error, and deciding twice.
+    let wrong = admin_cli(
+        "approvals",
+        "TOLLGATE_APPROVER_TOKEN",
+        &api,
+        Some("wrong-token-0123456789"),
+        &["approve", &id],
+    );
+    collected.add("wrong token", wrong.stderr);
+    decide(&api, "approve", &id, "fine");
+    let twice = approvals_cli(&api, &["deny", &id]);
+    assert!(
+        twice.stderr.contains("only a pending approval"),
+        "{}",
+        twice.stderr
+    );
+    collected.add("decided twice", twice.stderr);
+    let out = held.await.unwrap();
+    collected.add("agent answer", out.body);
+    seen(&hooks, 2).await;
+    for post in hooks.requests() {
+        collected.add("webhook post", post.body_head);
+    }
+    collected.add("logs", tg.logs());
+    collected.add("audit", tg.stdout_text());
+    assert_no_secrets(&[APPROVER_TOKEN, &hook_secret], &collected);
+}

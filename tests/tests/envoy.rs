@@ -586,3 +586,55 @@ async fn a_credential_rebound_in_the_configuration_file_applies_without_a_restar
     );
     gw.assert_secret_kept(&[&refused, &allowed]);
 }
+
+#[tokio::test]
+async fn an_approval_gate_through_envoy_answers_with_the_approval_id_and_passes_once_approved() {
+    use tollgate_e2e::approvals::{approvals_yaml, approver_env, decide, gated_policies, pending};
+    let github = Upstream::http().await;
+    let decision = DecisionService::start(Setup {
+        env: vec![approver_env()],
+        extra_yaml: approvals_yaml("30s", ""),
+        policies: Some(gated_policies()),
+        tasks: true,
+        ..Setup::default()
+    });
+    let envoy = Envoy::gateway(decision.addr, github.addr);
+    let gw = Gateway {
+        github,
+        decision,
+        envoy,
+        secret: String::new(),
+    };
+    let body = r#"{"merge_method":"squash"}"#;
+    let merge = ["-d", body];
+    let first = gw
+        .send("PUT", "/repos/acme/api/pulls/7/merge", &merge)
+        .await;
+    assert_eq!(first.out.status, 428, "{}", first.out.body);
+    let answer = first.out.json();
+    assert_eq!(answer["reason"], "approval_required");
+    assert_eq!(answer["status"], "pending");
+    assert_eq!(first.header("retry-after").as_deref(), Some("5"));
+    let id = answer["approval_id"].as_str().unwrap().to_string();
+    // Bound to the body Envoy sent.
+    let asked = pending(&gw.decision.url());
+    let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(asked[0]["body_sha256"], hex);
+    assert_eq!(gw.github.count(), 0);
+
+    decide(&gw.decision.url(), "approve", &id, "ok");
+    let second = gw
+        .send("PUT", "/repos/acme/api/pulls/7/merge", &merge)
+        .await;
+    assert_eq!(second.out.status, 200, "{}", second.out.body);
+    assert_eq!(gw.github.count(), 1);
+    let seen = gw.github.requests();
+    assert_eq!(seen[0].body_head, body);
+    // Used once: the next one is gated again.
+    let third = gw
+        .send("PUT", "/repos/acme/api/pulls/7/merge", &merge)
+        .await;
+    assert_eq!(third.out.status, 428);
+    assert_eq!(gw.github.count(), 1);
+}

@@ -15,6 +15,7 @@ use crate::core::Core;
 use crate::decision::snapshot::{Snapshot, SnapshotHandle};
 use crate::decision::state::TaskStore;
 use crate::decision::tasks::TaskLimits;
+use crate::decision::webhook::Webhook;
 use crate::decision::EmbeddedDecider;
 use crate::identity::Registry;
 use crate::server::DecisionPlane;
@@ -171,6 +172,16 @@ pub fn task_store(config: &Config) -> anyhow::Result<Arc<TaskStore>> {
         StateConfig::Redis(redis) => TaskStore::redis(limits, redis).map_err(anyhow::Error::msg)?,
     }
     .with_approval_rules(config.approvals.rules.clone());
+    let tasks = match &config.approvals.webhook {
+        Some(webhook) => {
+            let tls = crate::tls::upstream::client_config(
+                config.tls.system_roots,
+                &config.tls.upstream_ca_files,
+            )?;
+            tasks.with_webhook(Webhook::start(webhook.url.clone(), webhook.timeout, tls))
+        }
+        None => tasks,
+    };
     tracing::info!(store = tasks.kind(), "task state store");
     let tasks = Arc::new(tasks);
     tasks.spawn_sweeper(TASK_SWEEP_INTERVAL);

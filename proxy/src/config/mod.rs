@@ -190,7 +190,8 @@ pub struct ApproverConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
-    pub url: String,
+    /// Where the URL is read from: for Slack the URL is the secret.
+    pub url: SecretSource,
     pub timeout: Duration,
 }
 

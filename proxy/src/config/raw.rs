@@ -65,7 +65,8 @@ pub struct RawApprover {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
-    pub url: String,
+    /// `{ env: VAR }` or `{ file: path }`: a Slack webhook URL is a secret.
+    pub url: RawSecretSource,
     /// Per POST (default 5s).
     pub timeout: Option<String>,
 }

@@ -341,21 +341,13 @@ pub(super) fn approvals(
     let webhook = raw
         .webhook
         .map(|w| {
-            let url = url::Url::parse(&w.url)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| {
-                    ctx.invalid("approvals.webhook.url", "must be an http(s) URL".into())
-                })?;
+            let url = secret_source(w.url, "approvals.webhook.url", ctx)?;
             let timeout = ctx.duration(
                 "approvals.webhook.timeout",
                 w.timeout.as_deref(),
                 DEFAULT_WEBHOOK_TIMEOUT,
             )?;
-            Ok::<_, ConfigError>(WebhookConfig {
-                url: url.to_string(),
-                timeout,
-            })
+            Ok::<_, ConfigError>(WebhookConfig { url, timeout })
         })
         .transpose()?;
     Ok(super::ApprovalsConfig {

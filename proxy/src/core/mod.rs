@@ -124,7 +124,7 @@ impl Verdict<'_> {
 pub enum Held<'s> {
     /// The answer: allowed at once (approved before), denied, or still
     /// pending when the hold ran out.
-    Answered(Verdict<'s>),
+    Answered(Box<Verdict<'s>>),
     /// A person decided while it was held: decide it once more, with the
     /// snapshot of now, so a forbid added meanwhile still wins.
     Decided,
@@ -213,12 +213,12 @@ impl Core {
     ) -> Held<'s> {
         let verdict = self.http(snapshot, caller, request).await;
         let Some(id) = verdict.pending_approval().filter(|_| !hold.is_zero()) else {
-            return Held::Answered(verdict);
+            return Held::Answered(Box::new(verdict));
         };
         tracing::debug!(approval = id, hold = ?hold, "holding a request for its approval");
         match self.decider.await_approval(id, hold).await {
             Some(status) if status.state != ApprovalState::Pending => Held::Decided,
-            _ => Held::Answered(verdict),
+            _ => Held::Answered(Box::new(verdict)),
         }
     }
 

@@ -50,20 +50,30 @@ pub struct HeldCall {
 }
 
 /// Which calls an approval is good for: the digest of everything it is
-/// bound to. Two requests with the same binding are the same call.
+/// bound to — workload, task, action, resource, and the request itself
+/// (method, host, port, path, query, body). Two requests with the same
+/// binding are the same call; approving a merge of pull request 7 does
+/// not approve one of pull request 8, though both name the same resource.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Binding(pub [u8; 32]);
 
 impl Binding {
-    pub fn of(request: &DecisionRequest, task: Option<&Task>, body: &BodyDigest) -> Binding {
+    pub fn of(request: &DecisionRequest, task: Option<&Task>, held: &HeldCall) -> Binding {
         let task = task.map_or("", |t| t.record.id.as_str());
+        let c = &request.context;
+        let port = c.port.to_be_bytes();
         // Length-prefixed, so no two different calls spell the same bytes.
-        let parts: [&[u8]; 5] = [
+        let parts: [&[u8]; 10] = [
             request.principal.as_bytes(),
             task.as_bytes(),
             request.action.as_bytes(),
             request.resource.as_bytes(),
-            &body.0,
+            c.method.as_bytes(),
+            c.host.as_bytes(),
+            &port,
+            c.path.as_bytes(),
+            held.query.as_bytes(),
+            &held.body.0,
         ];
         let mut framed = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
         for part in parts {
@@ -135,7 +145,7 @@ impl Approval {
         let task_expires_ms = task.map_or(0, |t| unix_ms(t.record.expires));
         let mut approval = Approval {
             id: format!("apr_{}", uuid::Uuid::now_v7().simple()),
-            binding: Binding::of(request, task, &held.body).hex(),
+            binding: Binding::of(request, task, held).hex(),
             workload: request.principal.clone(),
             task_id: task.map(|t| t.record.id.clone()).unwrap_or_default(),
             task_purpose: task.map(|t| t.record.purpose.clone()).unwrap_or_default(),

@@ -26,6 +26,7 @@ pub mod state;
 pub mod tasks;
 #[cfg(test)]
 mod tests;
+pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;

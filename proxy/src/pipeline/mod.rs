@@ -308,7 +308,7 @@ impl Pipeline {
                 .held(&snapshot, caller, inbound, self.hold.time)
                 .await
             {
-                core::Held::Answered(verdict) => verdict,
+                core::Held::Answered(verdict) => *verdict,
                 core::Held::Decided => {
                     later = self.snapshot.load();
                     self.core.http(&later, caller, inbound).await

@@ -18,6 +18,7 @@ use crate::decision::approvals::{
     Verdict,
 };
 use crate::decision::tasks::{unix_ms, RETENTION};
+use crate::decision::webhook::Webhook;
 
 /// Changes a watcher may fall behind by before it must list again.
 const EVENT_BACKLOG: usize = 4096;
@@ -26,6 +27,9 @@ pub struct ApprovalStore {
     backend: Backend,
     events: broadcast::Sender<ApprovalEvent>,
     rules: ApprovalRules,
+    /// Told of the changes made here (not those relayed from other
+    /// replicas, which tell it themselves).
+    webhook: Option<Webhook>,
 }
 
 enum Backend {
@@ -38,7 +42,13 @@ impl ApprovalStore {
             backend: Backend::Memory(MemoryApprovals::default()),
             events: broadcast::channel(EVENT_BACKLOG).0,
             rules,
+            webhook: None,
         }
+    }
+
+    /// Notify `webhook` of every change made through this store.
+    pub fn notify(&mut self, webhook: Webhook) {
+        self.webhook = Some(webhook);
     }
 
     pub fn rules(&self) -> &ApprovalRules {
@@ -166,8 +176,12 @@ impl ApprovalStore {
     }
 
     fn announce(&self, approval: &Approval, kind: ApprovalEventKind) {
+        let event = approval.event(kind);
+        if let Some(webhook) = &self.webhook {
+            webhook.notify(&event);
+        }
         // No watcher is not an error.
-        let _ = self.events.send(approval.event(kind));
+        let _ = self.events.send(event);
     }
 }
 

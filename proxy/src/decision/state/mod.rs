@@ -28,6 +28,7 @@ use crate::decision::tasks::{
 use crate::decision::TaskRef;
 
 use crate::decision::approvals::ApprovalRules;
+use crate::decision::webhook::Webhook;
 
 pub use approvals::ApprovalStore;
 use memory::MemoryTasks;
@@ -86,6 +87,12 @@ impl TaskStore {
     /// Approvals behaving as `rules` say.
     pub fn with_approval_rules(mut self, rules: ApprovalRules) -> TaskStore {
         self.approvals = ApprovalStore::in_memory(rules);
+        self
+    }
+
+    /// Notify `webhook` of the approval changes made here.
+    pub fn with_webhook(mut self, webhook: Webhook) -> TaskStore {
+        self.approvals.notify(webhook);
         self
     }
 
