@@ -4,7 +4,7 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row (tunnel rows 3 s x 7)
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
-//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, state, decision
+//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, state, approvals, decision
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
