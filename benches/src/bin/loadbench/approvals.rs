@@ -418,25 +418,25 @@ async fn release_trials(
     }
 }
 
-/// The approval merge `n` asks for (its body's digest is `digest`), as
-/// `watch` shows it pending; an error after `within`.
+/// The approval a merge whose body's digest is `digest` asks for, as
+/// `watch` shows it pending; `None` if it has not within `within`.
 async fn requested(
     watch: &mut tonic::Streaming<pb::ApprovalEvent>,
     digest: &str,
     within: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Option<String>> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let event = tokio::time::timeout_at(deadline, watch.message())
-            .await
-            .context("no such approval on the approver's watch")??
-            .context("the approver's watch ended")?;
+        let Ok(event) = tokio::time::timeout_at(deadline, watch.message()).await else {
+            return Ok(None);
+        };
+        let event = event?.context("the approver's watch ended")?;
         let Some(approval) = event.approval else {
             continue;
         };
         let asked = matches!(event.kind.as_str(), "requested" | "snapshot");
         if asked && approval.state == "pending" && approval.body_sha256 == digest {
-            return Ok(approval.approval_id);
+            return Ok(Some(approval.approval_id));
         }
     }
 }
@@ -461,7 +461,7 @@ async fn shared(
     let answer = tokio::spawn(approvals::answer(
         approvals::send(proxy, token, &body).await?,
     ));
-    if let Ok(id) = requested(&mut watch, &digest, SEEN_WITHIN).await {
+    if let Some(id) = requested(&mut watch, &digest, SEEN_WITHIN).await? {
         approvals::decide(on_b, &id, true).await?;
         let a = answer.await??;
         anyhow::ensure!(a.status == 200, "the probe merge: {} {}", a.status, a.text);
@@ -505,8 +505,8 @@ async fn trials(
             approvals::send(proxy, token, &body).await?,
         ));
         let id = requested(&mut watch, &digest, SEEN_WITHIN)
-            .await
-            .with_context(|| format!("merge {n}"))?;
+            .await?
+            .with_context(|| format!("merge {n}: no approval on the approver's watch"))?;
         tokio::time::sleep(SETTLE).await;
         let sent = Instant::now();
         approvals::decide(approver, &id, true).await?;
