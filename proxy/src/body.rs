@@ -1,6 +1,5 @@
 //! Body types shared by the listener, the pipeline and the error answers.
-//! Bodies stream frame by frame; only a request held for approval is read
-//! whole ([`read_held`]), within a limit.
+//! Bodies stream frame by frame; nothing here buffers a whole body.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,30 +16,6 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into()).map_err(|e| match e {}).boxed()
-}
-
-/// The whole body of a request held for approval: refused when it is (or
-/// says it will be) over `limit` bytes, never cut short.
-pub async fn read_held<B>(
-    body: B,
-    declared: Option<u64>,
-    limit: usize,
-) -> Result<Bytes, crate::error::ProxyError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    use crate::error::ProxyError;
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ProxyError::HeldBodyTooLarge { limit });
-    }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::HeldBodyTooLarge { limit })
-        }
-        Err(e) => Err(ProxyError::HeldBodyUnreadable(e.to_string())),
-    }
 }
 
 pub fn empty() -> ProxyBody {

@@ -7,6 +7,7 @@
 
 pub mod approvals;
 pub mod clients;
+pub mod console;
 pub mod envoy;
 pub mod hygiene;
 pub mod identity;

@@ -473,3 +473,60 @@ async fn approver_tokens_and_the_webhook_url_appear_in_no_log_answer_or_error() 
     collected.add("audit", tg.stdout_text());
     assert_no_secrets(&[APPROVER_TOKEN, &hook_secret], &collected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_approvals_streams_the_current_ones_then_every_change() {
+    let upstream = Upstream::http().await;
+    let tg = Arc::new(Tollgate::start(gated(&upstream, "30s")));
+    let api = tg.decision_url();
+    // One pending before the watch starts: it comes first, as a snapshot.
+    let _first = merge(&tg, BODY);
+    let before = wait_pending(&api, 1)[0]["id"].as_str().unwrap().to_string();
+
+    let grpcurl = tollgate_e2e::repo_root().join(".venv/bin/grpcurl");
+    assert!(grpcurl.exists(), "run scripts/setup-test-env");
+    let watch = tokio::process::Command::new(&grpcurl)
+        .args(["-plaintext", "-max-time", "4", "-H"])
+        .arg(format!("authorization: Bearer {APPROVER_TOKEN}"))
+        .args(["-d", "{}"])
+        .arg(api.trim_start_matches("http://"))
+        .arg("tollgate.authz.v1.DecisionService/WatchApprovals")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let held = merge(&tg, r#"{"merge_method":"rebase"}"#);
+    let ids: Vec<String> = wait_pending(&api, 2)
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    let during = ids.iter().find(|id| **id != before).unwrap().clone();
+    decide(&api, "approve", &during, "ok");
+    assert_eq!(held.await.unwrap().status, 200);
+
+    let out = watch.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // grpcurl prints one pretty JSON object per message.
+    let events: Vec<Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect();
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["approval"]["approvalId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = |kind: &str, id: &str| (kind.to_string(), id.to_string());
+    assert_eq!(seen.first(), Some(&expect("snapshot", &before)), "{text}");
+    for wanted in [
+        expect("requested", &during),
+        expect("approved", &during),
+        expect("used", &during),
+    ] {
+        assert!(seen.contains(&wanted), "{wanted:?} not in {seen:?}");
+    }
+}

@@ -225,7 +225,18 @@ fn every_verb_has_help() {
         .collect();
     assert_eq!(
         listed,
-        ["run", "decision", "check", "validate", "schema", "ca", "task", "iptables", "help"],
+        [
+            "run",
+            "decision",
+            "check",
+            "validate",
+            "schema",
+            "ca",
+            "task",
+            "approvals",
+            "iptables",
+            "help"
+        ],
         "{stdout}"
     );
     for verb in &listed[..listed.len() - 1] {

@@ -1,6 +1,9 @@
 //! Admin listener: `/metrics` (Prometheus), `/healthz` (the process is up),
 //! `/readyz` (listeners bound, a valid policy set loaded, and the state
-//! store reachable).
+//! store reachable), and the approval console under `/console` where this
+//! process keeps approvals.
+
+pub mod console;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +19,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::body::{full, ProxyBody};
+use console::Console;
 
 /// Buckets for decision and upstream latency, from 10 µs to 10 s: decisions
 /// sit at the low end, upstream calls at the high end.
@@ -46,11 +50,14 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// The state store's health, when this process keeps one.
     pub store: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The approval console, when this process keeps approvals and
+    /// approvers are configured.
+    pub console: Option<Arc<Console>>,
 }
 
 pub async fn serve(listener: TcpListener, state: AdminState) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -58,7 +65,15 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&state, &request)) }
+                async move {
+                    let response = match &state.console {
+                        Some(console) if Console::serves(request.uri().path()) => {
+                            console.answer(request, peer).await
+                        }
+                        _ => answer(&state, &request),
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

@@ -43,20 +43,17 @@ async fn run(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     let (metrics, snapshot) = serve::start_snapshot(snapshot, &config)?;
     let identity = serve::identity_registry(&config).await?;
     let tasks = serve::task_store(&config)?;
+    let (audit, console) =
+        serve::audit_with_console(&config, &tasks, AuditSink::start(&config.audit)?);
     let ready = serve::start_admin(
         "decision-admin",
         config.decision_admin_address,
         metrics,
         Some(&tasks),
+        console,
     )
     .await?;
-    let plane = serve::decision_plane(
-        &config,
-        snapshot.clone(),
-        tasks,
-        AuditSink::start(&config.audit)?,
-        &identity,
-    );
+    let plane = serve::decision_plane(&config, snapshot.clone(), tasks, audit, &identity);
     let (listener, tls) = serve::bind_decision(&config).await?;
     serve::start_reloader(snapshot, &config);
     ready.store(true, Ordering::Release);

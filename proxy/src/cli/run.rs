@@ -104,12 +104,17 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     let leaves = load_ca(&config)?;
     let upstream_tls =
         tls::upstream::client_config(config.tls.system_roots, &config.tls.upstream_ca_files)?;
-    let audit = AuditSink::start(&config.audit)?;
     let tasks = config
         .remote_decision
         .is_none()
         .then(|| serve::task_store(&config))
         .transpose()?;
+    // The console needs the approvals: only a process deciding in-process
+    // keeps them (a remote decision service serves its own).
+    let (audit, console) = match &tasks {
+        Some(tasks) => serve::audit_with_console(&config, tasks, AuditSink::start(&config.audit)?),
+        None => (AuditSink::start(&config.audit)?, None),
+    };
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
         core: Core::new(decider(&config, tasks.as_ref())?),
@@ -139,8 +144,14 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         });
     }
 
-    let ready =
-        serve::start_admin("admin", config.admin_address, metrics, tasks.as_deref()).await?;
+    let ready = serve::start_admin(
+        "admin",
+        config.admin_address,
+        metrics,
+        tasks.as_deref(),
+        console,
+    )
+    .await?;
     let sources = identity.listeners(&config.listeners)?;
     for (listener_config, sources) in config.listeners.iter().zip(sources) {
         let tls = match &listener_config.tls {

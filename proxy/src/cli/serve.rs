@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::admin::console::Console;
 use crate::config::{Config, StateConfig};
 use crate::core::audit::AuditSink;
+use crate::core::recent::{RecentDecisions, RECENT_DECISIONS};
 use crate::core::Core;
+use crate::decision::approvals::ApprovalRules;
 use crate::decision::snapshot::{Snapshot, SnapshotHandle};
 use crate::decision::state::TaskStore;
 use crate::decision::tasks::TaskLimits;
@@ -106,25 +109,33 @@ pub fn start_snapshot(
     ))
 }
 
-/// Bind the admin listener (`/metrics`, `/healthz`, `/readyz`), log its
-/// address under `name`, and serve it. Readiness starts false, and while
-/// `tasks` (the state store, when this process keeps one) cannot be
-/// reached it stays false.
+/// Bind the admin listener (`/metrics`, `/healthz`, `/readyz`, and the
+/// approval console when there is one), log its address under `name`, and
+/// serve it. Readiness starts false, and while `tasks` (the state store,
+/// when this process keeps one) cannot be reached it stays false.
 pub async fn start_admin(
     name: &str,
     address: SocketAddr,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     tasks: Option<&TaskStore>,
+    console: Option<Arc<Console>>,
 ) -> anyhow::Result<Arc<AtomicBool>> {
     let ready = Arc::new(AtomicBool::new(false));
     let listener = TcpListener::bind(address).await?;
     tracing::info!(listener = name, address = %listener.local_addr()?, "listening");
+    if console.is_some() {
+        tracing::info!(
+            url = %format!("http://{}/console", listener.local_addr()?),
+            "approval console"
+        );
+    }
     tokio::spawn(crate::admin::serve(
         listener,
         crate::admin::AdminState {
             metrics,
             ready: ready.clone(),
             store: tasks.map(TaskStore::health),
+            console,
         },
     ));
     Ok(ready)
@@ -171,7 +182,10 @@ pub fn task_store(config: &Config) -> anyhow::Result<Arc<TaskStore>> {
         StateConfig::Memory => TaskStore::in_memory(limits),
         StateConfig::Redis(redis) => TaskStore::redis(limits, redis).map_err(anyhow::Error::msg)?,
     }
-    .with_approval_rules(config.approvals.rules.clone());
+    .with_approval_rules(ApprovalRules {
+        ttl: config.approvals.ttl,
+        reusable: config.approvals.reusable,
+    });
     let tasks = match &config.approvals.webhook {
         Some(webhook) => {
             let tls = crate::tls::upstream::client_config(
@@ -186,6 +200,28 @@ pub fn task_store(config: &Config) -> anyhow::Result<Arc<TaskStore>> {
     let tasks = Arc::new(tasks);
     tasks.spawn_sweeper(TASK_SWEEP_INTERVAL);
     Ok(tasks)
+}
+
+/// Where this process keeps approvals: an audit sink that also remembers
+/// recent decisions, and the console showing both, when approvers are
+/// configured (without them nobody could sign in, and the audit path
+/// keeps nothing extra).
+pub fn audit_with_console(
+    config: &Config,
+    tasks: &Arc<TaskStore>,
+    audit: AuditSink,
+) -> (AuditSink, Option<Arc<Console>>) {
+    if config.approvals.approvers.is_empty() {
+        tracing::info!("approval console off: no approvals.approvers configured");
+        return (audit, None);
+    }
+    let recent = Arc::new(RecentDecisions::new(RECENT_DECISIONS));
+    let console = Console::new(
+        tasks.clone(),
+        config.approvals.approvers.clone(),
+        recent.clone(),
+    );
+    (audit.with_recent(recent), console)
 }
 
 /// The decision plane deciding in this process, under `tasks`.

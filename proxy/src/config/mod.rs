@@ -164,7 +164,10 @@ pub struct Config {
 pub struct ApprovalsConfig {
     pub hold: Duration,
     pub max_body: usize,
-    pub rules: crate::decision::approvals::ApprovalRules,
+    /// How long an approval waits, and a verdict stands.
+    pub ttl: Duration,
+    /// Usable until its task ends or it expires, not once.
+    pub reusable: bool,
     pub approvers: Vec<ApproverConfig>,
     pub webhook: Option<WebhookConfig>,
 }
@@ -174,7 +177,8 @@ impl Default for ApprovalsConfig {
         ApprovalsConfig {
             hold: DEFAULT_APPROVAL_HOLD,
             max_body: DEFAULT_APPROVAL_MAX_BODY,
-            rules: crate::decision::approvals::ApprovalRules::default(),
+            ttl: DEFAULT_APPROVAL_TTL,
+            reusable: false,
             approvers: Vec::new(),
             webhook: None,
         }

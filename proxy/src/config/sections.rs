@@ -353,10 +353,8 @@ pub(super) fn approvals(
     Ok(super::ApprovalsConfig {
         hold,
         max_body: raw.max_body_bytes.unwrap_or(DEFAULT_APPROVAL_MAX_BODY),
-        rules: crate::decision::approvals::ApprovalRules {
-            ttl,
-            reusable: raw.reusable.unwrap_or(false),
-        },
+        ttl,
+        reusable: raw.reusable.unwrap_or(false),
         approvers,
         webhook,
     })

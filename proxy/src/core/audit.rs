@@ -19,6 +19,7 @@ use crate::identity::IdentitySource;
 use crate::telemetry;
 
 use super::classify::Named;
+use super::recent::{RecentDecision, RecentDecisions};
 use super::{Caller, Mode};
 
 /// One audit line. Built by the decision core as the request goes through
@@ -214,6 +215,30 @@ impl AuditRecord {
     pub fn ended_by(&mut self, error: Option<String>) {
         self.error = error;
     }
+
+    /// The fields a person scanning recent decisions wants.
+    fn summary(&self) -> RecentDecision {
+        RecentDecision {
+            time: self.time.clone(),
+            decision_id: self.decision_id.clone(),
+            workload: self.workload.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            method: self.method.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            decision: self.decision,
+            reason: self.reason,
+            status: self.status,
+            task: self.task.clone(),
+            approval: self.approval.as_ref().map(|a| a.id.clone()),
+            approver: self
+                .approval
+                .as_ref()
+                .map(|a| a.approver.clone())
+                .filter(|name| !name.is_empty()),
+        }
+    }
 }
 
 /// Register the request counter at zero for every action `actions` names
@@ -272,6 +297,8 @@ const LINE_CAPACITY: usize = 768;
 #[derive(Clone)]
 pub struct AuditSink {
     lines: SyncSender<Vec<u8>>,
+    /// Where the approval console reads recent decisions, when it is on.
+    recent: Option<Arc<RecentDecisions>>,
 }
 
 impl AuditSink {
@@ -289,7 +316,16 @@ impl AuditSink {
         std::thread::Builder::new()
             .name("tollgate-audit".into())
             .spawn(move || write_lines(rx, writer))?;
-        Ok(AuditSink { lines })
+        Ok(AuditSink {
+            lines,
+            recent: None,
+        })
+    }
+
+    /// Also keep each line's key fields in `recent`.
+    pub fn with_recent(mut self, recent: Arc<RecentDecisions>) -> AuditSink {
+        self.recent = Some(recent);
+        self
     }
 
     /// Write the line; its latency is the time since it was begun.
@@ -318,6 +354,9 @@ impl AuditSink {
         if let Some((source, outcome)) = identification {
             metrics::counter!(telemetry::IDENTIFICATIONS, "source" => source, "outcome" => outcome)
                 .increment(1);
+        }
+        if let Some(recent) = &self.recent {
+            recent.push(record.summary());
         }
         // A typical line is about 520 bytes: sized once instead of grown
         // (and copied) from serde_json's 128 three times.

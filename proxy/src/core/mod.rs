@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod classify;
 pub mod plan;
+pub mod recent;
 #[cfg(test)]
 mod tests;
 pub mod token;

@@ -212,13 +212,19 @@ impl Approval {
     }
 
     /// The approver's verdict, applied: only a pending approval can be
-    /// decided, once.
+    /// decided, once, and never by an approver named as the workload that
+    /// asked (an agent configured as an approver must not release itself).
     pub fn decide(
         &mut self,
         verdict: &Verdict,
         rules: &ApprovalRules,
         now: SystemTime,
     ) -> Result<(), ApprovalError> {
+        if verdict.approver == self.workload {
+            return Err(ApprovalError::OwnWorkload {
+                id: self.id.clone(),
+            });
+        }
         let state = self.state_at(now);
         if state != ApprovalState::Pending {
             return Err(ApprovalError::AlreadyDecided {
@@ -318,6 +324,8 @@ pub enum ApprovalError {
     NotFound(String),
     #[error("approval `{id}` is {state}; only a pending approval can be decided")]
     AlreadyDecided { id: String, state: &'static str },
+    #[error("approval `{id}` was asked for by the approver's own workload; another approver must decide it")]
+    OwnWorkload { id: String },
     #[error("approvals cannot be reached: {0}")]
     Unavailable(String),
 }

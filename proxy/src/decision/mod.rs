@@ -10,6 +10,7 @@
 //! decides with a snapshot under them.
 
 pub mod approvals;
+pub mod approvers;
 pub mod cache;
 mod cedar;
 pub mod client;

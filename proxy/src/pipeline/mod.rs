@@ -287,7 +287,7 @@ impl Pipeline {
         let (held, later);
         let (verdict, body) = if verdict.needs_holding() {
             let declared = http_body::Body::size_hint(&body).exact();
-            let bytes = match crate::body::read_held(body, declared, self.hold.max_body).await {
+            let bytes = match read_held(body, declared, self.hold.max_body).await {
                 Ok(bytes) => bytes,
                 Err(err) => {
                     let mut record = verdict.record;
@@ -483,5 +483,28 @@ impl Pipeline {
             ended,
         ));
         Response::from_parts(parts, crate::body::empty())
+    }
+}
+
+/// The whole body of a request held for approval: refused when it is (or
+/// says it will be) over `limit` bytes, never cut short.
+async fn read_held<B>(
+    body: B,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<bytes::Bytes, ProxyError>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<crate::body::BoxError>,
+{
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ProxyError::HeldBodyTooLarge { limit });
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::HeldBodyTooLarge { limit })
+        }
+        Err(e) => Err(ProxyError::HeldBodyUnreadable(e.to_string())),
     }
 }

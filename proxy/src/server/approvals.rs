@@ -15,9 +15,8 @@ use tonic::{Request, Status};
 use crate::authorization;
 use crate::config::ApproverConfig;
 use crate::decision::approvals::{ApprovalError, ApprovalEvent, ApprovalState, Verdict};
+use crate::decision::approvers::ApproverError;
 use crate::decision::proto::pb;
-use crate::decision::tasks::TOKEN_PREFIX;
-use crate::decision::TokenHash;
 
 use super::{tasks, DecisionPlane};
 
@@ -34,28 +33,16 @@ enum Caller {
     Admin,
 }
 
-/// The approver whose token `presented` is, if any. Compared as SHA-256
-/// digests, so timing says nothing about the tokens.
+/// The approver whose token `presented` is, if any (see
+/// [`crate::decision::approvers::approver_of`]), as gRPC answers it.
 pub fn approver_of(
     approvers: &[ApproverConfig],
     presented: &str,
 ) -> Result<Option<String>, Status> {
-    if presented.starts_with(TOKEN_PREFIX) {
-        return Err(Status::permission_denied(
-            "a task token cannot approve: approvals need an approver's token",
-        ));
-    }
-    let presented = TokenHash::of(presented);
-    for approver in approvers {
-        let expected = approver.token.read().map_err(|e| {
-            tracing::error!(approver = %approver.name, error = %e, "approver token unreadable");
-            Status::unavailable("an approver token cannot be read")
-        })?;
-        if TokenHash::of(expected.trim()) == presented {
-            return Ok(Some(approver.name.clone()));
-        }
-    }
-    Ok(None)
+    crate::decision::approvers::approver_of(approvers, presented).map_err(|e| match e {
+        ApproverError::TaskToken => Status::permission_denied(e.to_string()),
+        ApproverError::Unreadable => Status::unavailable(e.to_string()),
+    })
 }
 
 fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
@@ -93,6 +80,7 @@ pub fn status(err: ApprovalError) -> Status {
     match err {
         ApprovalError::NotFound(_) => Status::not_found(err.to_string()),
         ApprovalError::AlreadyDecided { .. } => Status::failed_precondition(err.to_string()),
+        ApprovalError::OwnWorkload { .. } => Status::permission_denied(err.to_string()),
         ApprovalError::Unavailable(_) => Status::unavailable(err.to_string()),
     }
 }
@@ -133,19 +121,13 @@ pub async fn decide(
 ) -> Result<pb::Approval, Status> {
     let approver = require_approver(plane, &request)?;
     let r = request.into_inner();
-    let approvals = plane.approvals();
-    let approval = approvals.get(&r.approval_id).await.map_err(status)?;
-    if approval.workload == approver {
-        return Err(Status::permission_denied(
-            "an approver cannot decide a request of its own workload",
-        ));
-    }
     let verdict = Verdict {
         approve,
         approver,
         reason: r.reason.trim().to_string(),
     };
-    let decided = approvals
+    let decided = plane
+        .approvals()
         .decide(&r.approval_id, &verdict)
         .await
         .map_err(status)?;
