@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod clients;
 pub mod console;
 pub mod envoy;
+pub mod grpc;
 pub mod hygiene;
 pub mod identity;
 pub mod netns;

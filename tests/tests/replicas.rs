@@ -597,9 +597,9 @@ async fn replicas_sign_in_over_tls_and_never_show_the_password() {
     let password = random_secret("redis-password");
     let wrong = random_secret("wrong-redis-password");
     // The user docs/state.md tells operators to make, with its key
-    // pattern and channel under this prefix.
-    let rules = "~{PREFIX}:* &{PREFIX}:revocations -@all +@read +@write +@pubsub \
-                 +@scripting +@connection +@transaction -@dangerous"
+    // pattern and channels under this prefix.
+    let rules = "~{PREFIX}:* &{PREFIX}:revocations &{PREFIX}:approvals -@all +@read +@write \
+                 +@pubsub +@scripting +@connection +@transaction -@dangerous"
         .replace("PREFIX", PREFIX);
     let redis = RedisServer::with(RedisOptions {
         user: Some(("tollgate".into(), password.clone())),

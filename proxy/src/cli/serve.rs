@@ -14,7 +14,6 @@ use crate::config::{Config, StateConfig};
 use crate::core::audit::AuditSink;
 use crate::core::recent::{RecentDecisions, RECENT_DECISIONS};
 use crate::core::Core;
-use crate::decision::approvals::ApprovalRules;
 use crate::decision::snapshot::{Snapshot, SnapshotHandle};
 use crate::decision::state::TaskStore;
 use crate::decision::tasks::TaskLimits;
@@ -182,10 +181,7 @@ pub fn task_store(config: &Config) -> anyhow::Result<Arc<TaskStore>> {
         StateConfig::Memory => TaskStore::in_memory(limits),
         StateConfig::Redis(redis) => TaskStore::redis(limits, redis).map_err(anyhow::Error::msg)?,
     }
-    .with_approval_rules(ApprovalRules {
-        ttl: config.approvals.ttl,
-        reusable: config.approvals.reusable,
-    });
+    .with_approval_rules(config.approvals.rules.clone());
     let tasks = match &config.approvals.webhook {
         Some(webhook) => {
             let tls = crate::tls::upstream::client_config(

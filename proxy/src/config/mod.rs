@@ -164,10 +164,7 @@ pub struct Config {
 pub struct ApprovalsConfig {
     pub hold: Duration,
     pub max_body: usize,
-    /// How long an approval waits, and a verdict stands.
-    pub ttl: Duration,
-    /// Usable until its task ends or it expires, not once.
-    pub reusable: bool,
+    pub rules: ApprovalRules,
     pub approvers: Vec<ApproverConfig>,
     pub webhook: Option<WebhookConfig>,
 }
@@ -177,10 +174,28 @@ impl Default for ApprovalsConfig {
         ApprovalsConfig {
             hold: DEFAULT_APPROVAL_HOLD,
             max_body: DEFAULT_APPROVAL_MAX_BODY,
-            ttl: DEFAULT_APPROVAL_TTL,
-            reusable: false,
+            rules: ApprovalRules::default(),
             approvers: Vec::new(),
             webhook: None,
+        }
+    }
+}
+
+/// How approvals behave, from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRules {
+    /// How long a pending approval waits for a verdict, and how long a
+    /// verdict stands.
+    pub ttl: Duration,
+    /// Usable until its task ends (or its ttl), not once.
+    pub reusable: bool,
+}
+
+impl Default for ApprovalRules {
+    fn default() -> ApprovalRules {
+        ApprovalRules {
+            ttl: DEFAULT_APPROVAL_TTL,
+            reusable: false,
         }
     }
 }

@@ -353,8 +353,10 @@ pub(super) fn approvals(
     Ok(super::ApprovalsConfig {
         hold,
         max_body: raw.max_body_bytes.unwrap_or(DEFAULT_APPROVAL_MAX_BODY),
-        ttl,
-        reusable: raw.reusable.unwrap_or(false),
+        rules: super::ApprovalRules {
+            ttl,
+            reusable: raw.reusable.unwrap_or(false),
+        },
         approvers,
         webhook,
     })

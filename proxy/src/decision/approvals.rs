@@ -15,39 +15,9 @@ use serde::{Deserialize, Serialize};
 
 pub use super::outcome::{ApprovalState, ApprovalStatus};
 use super::request::DecisionRequest;
+pub use super::request::{BodyDigest, HeldCall};
 use super::tasks::{unix_ms, Task};
-
-/// SHA-256 of a request body, as the holding proxy computed it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BodyDigest(pub [u8; 32]);
-
-impl BodyDigest {
-    pub fn of(body: &[u8]) -> BodyDigest {
-        BodyDigest(sha256(&[body]))
-    }
-
-    pub fn from_slice(bytes: &[u8]) -> Option<BodyDigest> {
-        Some(BodyDigest(bytes.try_into().ok()?))
-    }
-
-    pub fn hex(&self) -> String {
-        hex(&self.0)
-    }
-}
-
-impl fmt::Debug for BodyDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}…", &self.hex()[..12])
-    }
-}
-
-/// What a proxy holding a gated request adds to its decision request: the
-/// body's digest and the query string, which the approval records.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HeldCall {
-    pub body: BodyDigest,
-    pub query: String,
-}
+pub use crate::config::ApprovalRules;
 
 /// Which calls an approval is good for: the digest of everything it is
 /// bound to — workload, task, action, resource, and the request itself
@@ -274,6 +244,14 @@ pub enum ApprovalEventKind {
 }
 
 impl ApprovalEventKind {
+    pub const ALL: [ApprovalEventKind; 5] = [
+        ApprovalEventKind::Requested,
+        ApprovalEventKind::Approved,
+        ApprovalEventKind::Denied,
+        ApprovalEventKind::Used,
+        ApprovalEventKind::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ApprovalEventKind::Requested => "requested",
@@ -297,25 +275,6 @@ pub struct ApprovalEvent {
 pub struct GateInfo {
     pub policy_ids: Vec<String>,
     pub message: String,
-}
-
-/// How approvals behave, from configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApprovalRules {
-    /// How long a pending approval waits for a verdict, and how long a
-    /// verdict stands.
-    pub ttl: Duration,
-    /// Usable until its task ends (or its ttl), not once.
-    pub reusable: bool,
-}
-
-impl Default for ApprovalRules {
-    fn default() -> ApprovalRules {
-        ApprovalRules {
-            ttl: crate::config::DEFAULT_APPROVAL_TTL,
-            reusable: false,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,12 +3,12 @@
 //! equal decisions (for one policy snapshot), which is what makes a decision
 //! cache sound.
 
+use std::fmt;
 use std::sync::Arc;
 
 use crate::catalog::RiskClass;
 use crate::identity::Attributes;
 
-use super::approvals::HeldCall;
 use super::tasks::TokenHash;
 
 /// The built-in action for traffic the catalog does not cover: decided on
@@ -63,4 +63,39 @@ impl Default for RequestContext {
             sensitivity: String::new(),
         }
     }
+}
+
+/// SHA-256 of a request body, as the holding proxy computed it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BodyDigest(pub [u8; 32]);
+
+impl BodyDigest {
+    pub fn of(body: &[u8]) -> BodyDigest {
+        let digest = ring::digest::digest(&ring::digest::SHA256, body);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        BodyDigest(out)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<BodyDigest> {
+        Some(BodyDigest(bytes.try_into().ok()?))
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for BodyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}…", &self.hex()[..12])
+    }
+}
+
+/// What a proxy holding a gated request adds to its decision request: the
+/// body's digest and the query string, which the approval records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HeldCall {
+    pub body: BodyDigest,
+    pub query: String,
 }

@@ -231,6 +231,9 @@ impl Task {
     }
 }
 
+/// A token that does not admit its request: why, and the task when known.
+pub type Refused = (TaskRefusal, Option<TaskRef>);
+
 /// Why a presented task token does not admit the request. Each is a deny
 /// with a stable reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

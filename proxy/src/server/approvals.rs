@@ -135,8 +135,9 @@ pub async fn decide(
 }
 
 /// The approvals still current, then every change. A watcher that falls
-/// too far behind is cut off and must watch again (it hears the current
-/// ones again first).
+/// too far behind, or whose replica loses the state store (changes made
+/// meanwhile are never heard), is cut off and must watch again (it hears
+/// the current ones again first).
 pub async fn watch(
     plane: &DecisionPlane,
     request: Request<pb::WatchApprovalsRequest>,
@@ -148,6 +149,7 @@ pub async fn watch(
     };
     let approvals = plane.approvals();
     let mut live = approvals.subscribe();
+    let mut health = approvals.health();
     let current = approvals.list(None).await.map_err(status)?;
     let (out, stream) = tokio::sync::mpsc::channel(WATCH_BUFFER);
     tracing::info!(watcher = %who, "approval watcher connected");
@@ -166,6 +168,11 @@ pub async fn watch(
             let event = tokio::select! {
                 event = live.recv() => event,
                 () = out.closed() => return,
+                true = async { health.wait_for(|up| !*up).await.is_ok() } => {
+                    let lost = Status::unavailable("the state store was lost; watch again");
+                    let _ = out.send(Err(lost)).await;
+                    return;
+                }
             };
             let sent = match event {
                 Ok(event) => out.send(Ok(to_pb(&event))).await,

@@ -11,11 +11,9 @@ use tokio::sync::broadcast;
 use crate::catalog::RiskClass;
 use crate::decision::credentials::Secret;
 use crate::decision::tasks::{
-    Admitted, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal, TaskRevoked, TaskSpec,
+    Admitted, Refused, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal, TaskRevoked, TaskSpec,
     TaskState, TaskView, TokenHash, RETENTION,
 };
-
-use super::Refused;
 
 struct Entry {
     record: Arc<TaskRecord>,

@@ -21,21 +21,17 @@ use tokio::sync::{broadcast, watch};
 
 use crate::catalog::RiskClass;
 use crate::config::RedisConfig;
+use crate::decision::approvals::ApprovalRules;
 use crate::decision::credentials::Secret;
 use crate::decision::tasks::{
-    Admitted, Task, TaskError, TaskLimits, TaskRefusal, TaskRevoked, TaskSpec, TaskView, TokenHash,
+    Admitted, Refused, Task, TaskError, TaskLimits, TaskRefusal, TaskRevoked, TaskSpec, TaskView,
+    TokenHash,
 };
-use crate::decision::TaskRef;
-
-use crate::decision::approvals::ApprovalRules;
 use crate::decision::webhook::Webhook;
 
 pub use approvals::ApprovalStore;
 use memory::MemoryTasks;
-use redis::RedisTasks;
-
-/// A token that does not admit its request: why, and the task when known.
-pub type Refused = (TaskRefusal, Option<TaskRef>);
+use redis::{RedisApprovals, RedisStore, RedisTasks};
 
 /// How many task ends a subscriber may fall behind by before its stream is
 /// cut (and it resubscribes, hearing every remembered end again).
@@ -69,24 +65,32 @@ impl TaskStore {
         }
     }
 
-    /// Tasks in the Redis `config` names, connecting (and reconnecting) in
-    /// the background: until connected the store is unhealthy. Needs a
-    /// runtime.
+    /// Tasks and approvals in the Redis `config` names, on one connection
+    /// made (and remade) in the background: until connected the store is
+    /// unhealthy. Needs a runtime.
     pub fn redis(limits: TaskLimits, config: &RedisConfig) -> Result<TaskStore, String> {
         let (revoked, _) = broadcast::channel(REVOCATION_BACKLOG);
-        let redis = RedisTasks::connect(limits, config, revoked.clone())?;
+        let (events, _) = broadcast::channel(approvals::EVENT_BACKLOG);
+        let redis = RedisStore::connect(config, revoked.clone(), events.clone())?;
+        let approvals = ApprovalStore::redis(
+            ApprovalRules::default(),
+            RedisApprovals::new(redis.clone()),
+            events,
+            redis.health(),
+        );
         Ok(TaskStore {
-            approvals: ApprovalStore::in_memory(ApprovalRules::default()),
+            approvals,
             health: redis.health(),
-            backend: Backend::Redis(redis),
+            backend: Backend::Redis(RedisTasks::new(redis, limits)),
             revoked,
             _always_up: None,
         })
     }
 
-    /// Approvals behaving as `rules` say.
+    /// Approvals behaving as `rules` say, wherever they are kept. Before
+    /// the store is shared: the rules never change while it serves.
     pub fn with_approval_rules(mut self, rules: ApprovalRules) -> TaskStore {
-        self.approvals = ApprovalStore::in_memory(rules);
+        self.approvals.set_rules(rules);
         self
     }
 

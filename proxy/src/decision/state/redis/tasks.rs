@@ -1,8 +1,7 @@
 //! Tasks in Redis, shared by every decision replica that names the same
 //! server, and kept when all of them restart.
 //!
-//! Keys (`P` is the configured prefix inside a hash tag, `{tollgate}`, so
-//! a Redis Cluster keeps them in one slot and one script may touch them):
+//! Keys:
 //! - `P:task:<token hash>`: a hash with `record` (JSON: what the task was
 //!   started with), `limit:<class>`, `used:<class>` and, once ended,
 //!   `ended` (`<unix ms> ended`). It expires with the task.
@@ -21,34 +20,21 @@
 //! at once never pass its limit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use redis::aio::{MultiplexedConnection, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script};
-use tokio::sync::{broadcast, watch, Notify};
-use tokio_stream::StreamExt;
+use redis::Script;
 
 use crate::catalog::RiskClass;
-use crate::config::{RedisConfig, SecretSource};
 use crate::decision::credentials::Secret;
 use crate::decision::tasks::{
-    from_unix_ms, unix_ms, Admitted, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal,
+    from_unix_ms, unix_ms, Admitted, Refused, Task, TaskError, TaskLimits, TaskRecord, TaskRefusal,
     TaskRevoked, TaskSpec, TaskState, TaskView, TokenHash, RETENTION,
 };
 use crate::decision::TaskRef;
 
-use super::Refused;
+use super::{hex, RedisStore};
 
-const RECONNECT_START: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
-/// How often a connected replica checks that Redis still answers: a server
-/// that hangs rather than closes is noticed within this plus the timeout.
-const PING_INTERVAL: Duration = Duration::from_secs(1);
-/// A replica reconnecting hears again every end from this long before it
-/// lost the store, as the clocks of replicas may differ a little.
-const RECONCILE_MARGIN: Duration = Duration::from_secs(5);
 /// The most tasks `ListTasks` shows.
 const LIST_MAX: isize = 10_000;
 /// Expiries one sweep announces; the next sweep takes the rest.
@@ -187,49 +173,6 @@ impl Stored {
     }
 }
 
-struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    fn task(&self, token: &TokenHash) -> String {
-        format!("{}:task:{}", self.prefix, hex(token))
-    }
-    fn id(&self, id: &str) -> String {
-        format!("{}:id:{id}", self.prefix)
-    }
-    fn ended(&self, token: &TokenHash) -> String {
-        format!("{}{}", self.ended_prefix(), hex(token))
-    }
-    fn ended_prefix(&self) -> String {
-        format!("{}:ended:", self.prefix)
-    }
-    fn expiring(&self) -> String {
-        format!("{}:expiring", self.prefix)
-    }
-    fn revoked(&self) -> String {
-        format!("{}:revoked", self.prefix)
-    }
-    fn tasks(&self) -> String {
-        format!("{}:tasks", self.prefix)
-    }
-    fn channel(&self) -> String {
-        format!("{}:revocations", self.prefix)
-    }
-}
-
-fn hex(token: &TokenHash) -> String {
-    // On every request's path: a `format!` per byte cost more than the
-    // rest of building the keys.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in token.0 {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
-}
-
 fn token_of_hex(text: &str) -> Option<TokenHash> {
     if text.len() != 64 {
         return None;
@@ -246,7 +189,7 @@ fn member(token: &TokenHash, id: &str) -> String {
     format!("{} {id}", hex(token))
 }
 
-fn revoked_of(member: &str) -> Option<TaskRevoked> {
+pub(super) fn revoked_of(member: &str) -> Option<TaskRevoked> {
     let (token, id) = member.split_once(' ')?;
     Some(TaskRevoked {
         task_id: id.to_string(),
@@ -254,264 +197,13 @@ fn revoked_of(member: &str) -> Option<TaskRevoked> {
     })
 }
 
-/// How to reach the server. The password is read at every connection, so a
-/// rotated file takes effect at the next reconnect.
-struct Target {
-    info: redis::ConnectionInfo,
-    password: Option<SecretSource>,
-    ca: Option<Vec<u8>>,
-    /// The URL for logs (it never holds a password).
-    shown: String,
-}
-
-impl Target {
-    fn new(config: &RedisConfig) -> Result<Target, String> {
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("state.redis.url: {e}"))?;
-        let info = match &config.username {
-            Some(user) => {
-                let settings = info.redis_settings().clone().set_username(user);
-                info.set_redis_settings(settings)
-            }
-            None => info,
-        };
-        let ca = config
-            .ca_file
-            .as_ref()
-            .map(|path| {
-                std::fs::read(path)
-                    .map_err(|e| format!("state.redis.ca_file {}: {}", path.display(), e.kind()))
-            })
-            .transpose()?;
-        Ok(Target {
-            info,
-            password: config.password.clone(),
-            ca,
-            shown: config.url.clone(),
-        })
-    }
-
-    fn client(&self) -> Result<Client, String> {
-        let mut info = self.info.clone();
-        if let Some(source) = &self.password {
-            let password = source.read()?;
-            let settings = info.redis_settings().clone().set_password(password.trim());
-            info = info.set_redis_settings(settings);
-        }
-        match &self.ca {
-            Some(pem) => Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => Client::open(info),
-        }
-        .map_err(|e| e.to_string())
-    }
-}
-
-struct Shared {
-    keys: Keys,
-    target: Target,
-    timeout: Duration,
-    /// `None` while the store is lost.
-    conn: RwLock<Option<MultiplexedConnection>>,
-    up: watch::Sender<bool>,
-    /// A command failed as if the connection were gone: check it now.
-    lost: Notify,
-    /// The server answers but is no longer the primary (after a failover
-    /// behind a stable address): connect again, to whatever is primary now.
-    demoted: Notify,
-    revoked: broadcast::Sender<TaskRevoked>,
+pub struct RedisTasks {
+    redis: Arc<RedisStore>,
+    limits: TaskLimits,
     admit: Script,
     give_back: Script,
     end: Script,
     sweep: Script,
-}
-
-impl Shared {
-    /// Run one command (or pipeline, or script) on the shared connection,
-    /// within the timeout. `Err` is logged here and means "unavailable".
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, ()>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<T, RedisError>>,
-    {
-        let conn = self
-            .conn
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(())?;
-        match tokio::time::timeout(self.timeout, op(conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
-                    self.demoted.notify_one();
-                } else if e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_unrecoverable_error()
-                {
-                    self.lost.notify_one();
-                }
-                tracing::warn!(error = %e, "state store command failed");
-                Err(())
-            }
-            Err(_) => {
-                self.lost.notify_one();
-                tracing::warn!(timeout = ?self.timeout, "state store command timed out");
-                Err(())
-            }
-        }
-    }
-
-    /// A command connection, and a subscription to the announcements.
-    async fn open(&self) -> Result<(MultiplexedConnection, PubSubStream), String> {
-        let client = self.target.client()?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let subscribe = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(self.keys.channel()).await?;
-            Ok::<_, RedisError>(pubsub.into_on_message())
-        };
-        let stream = tokio::time::timeout(self.timeout, subscribe)
-            .await
-            .map_err(|_| "subscribing timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        Ok((conn, stream))
-    }
-
-    async fn answers(&self, conn: &MultiplexedConnection) -> bool {
-        let mut conn = conn.clone();
-        let ping = redis::cmd("PING");
-        let answer = ping.query_async::<String>(&mut conn);
-        matches!(tokio::time::timeout(self.timeout, answer).await, Ok(Ok(_)))
-    }
-
-    /// Tell this replica's subscribers about every task that ended since
-    /// `since`: they may hold tunnels of tasks that ended while it could
-    /// not hear.
-    async fn reconcile(&self, conn: &MultiplexedConnection, since: SystemTime) -> bool {
-        let mut conn = conn.clone();
-        let mut query = redis::cmd("ZRANGEBYSCORE");
-        query
-            .arg(self.keys.revoked())
-            .arg(unix_ms(since))
-            .arg("+inf");
-        let answer = query.query_async::<Vec<String>>(&mut conn);
-        let Ok(Ok(members)) = tokio::time::timeout(self.timeout, answer).await else {
-            return false;
-        };
-        let revoked: Vec<TaskRevoked> = members.iter().filter_map(|m| revoked_of(m)).collect();
-        if !revoked.is_empty() {
-            tracing::info!(
-                tasks = revoked.len(),
-                "state store back: telling subscribers of tasks that ended meanwhile"
-            );
-        }
-        for r in revoked {
-            let _ = self.revoked.send(r);
-        }
-        true
-    }
-
-    /// Relay announcements until the store is lost.
-    async fn follow(&self, conn: &MultiplexedConnection, mut stream: PubSubStream) {
-        let mut ping = tokio::time::interval(PING_INTERVAL);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                message = stream.next() => match message {
-                    Some(message) => {
-                        let payload: String = message.get_payload().unwrap_or_default();
-                        match revoked_of(&payload) {
-                            Some(revoked) => {
-                                tracing::debug!(task = %revoked.task_id, "task end heard");
-                                let _ = self.revoked.send(revoked);
-                            }
-                            None => tracing::warn!("state store: an announcement that names no task"),
-                        }
-                    }
-                    None => return,
-                },
-                _ = ping.tick() => if !self.answers(conn).await { return },
-                _ = self.lost.notified() => if !self.answers(conn).await { return },
-                _ = self.demoted.notified() => return,
-            }
-        }
-    }
-
-    fn set_conn(&self, conn: Option<MultiplexedConnection>) {
-        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
-    }
-
-    /// Connect, follow, and reconnect when lost, for as long as the store
-    /// lives.
-    async fn supervise(self: Arc<Self>) {
-        let mut backoff = RECONNECT_START;
-        let mut lost_at: Option<SystemTime> = None;
-        let mut said_unreachable = false;
-        loop {
-            let opened = self.open().await;
-            let (conn, stream) = match opened {
-                Ok(opened) => opened,
-                Err(error) => {
-                    if !said_unreachable {
-                        tracing::warn!(url = %self.target.shown, %error, "state store unreachable; requests under tasks are refused until it is back");
-                        said_unreachable = true;
-                    } else {
-                        tracing::debug!(%error, "state store still unreachable");
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RECONNECT_MAX);
-                    continue;
-                }
-            };
-            // Subscribed first, then caught up: an end in between is heard
-            // twice rather than never.
-            if let Some(at) = lost_at {
-                if !self.reconcile(&conn, at - RECONCILE_MARGIN).await {
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-            }
-            backoff = RECONNECT_START;
-            self.set_conn(Some(conn.clone()));
-            self.up.send_replace(true);
-            tracing::info!(url = %self.target.shown, "state store connected");
-            self.follow(&conn, stream).await;
-            self.set_conn(None);
-            self.up.send_replace(false);
-            lost_at = Some(SystemTime::now());
-            said_unreachable = true;
-            tracing::warn!(url = %self.target.shown, "state store unreachable; requests under tasks are refused until it is back");
-        }
-    }
-}
-
-pub struct RedisTasks {
-    shared: Arc<Shared>,
-    limits: TaskLimits,
-    supervisor: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RedisTasks {
-    fn drop(&mut self) {
-        self.supervisor.abort();
-    }
 }
 
 fn unavailable(_: ()) -> TaskError {
@@ -519,43 +211,20 @@ fn unavailable(_: ()) -> TaskError {
 }
 
 impl RedisTasks {
-    pub fn connect(
-        limits: TaskLimits,
-        config: &RedisConfig,
-        revoked: broadcast::Sender<TaskRevoked>,
-    ) -> Result<RedisTasks, String> {
-        let (up, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            keys: Keys {
-                prefix: format!("{{{}}}", config.key_prefix),
-            },
-            target: Target::new(config)?,
-            timeout: config.timeout,
-            conn: RwLock::new(None),
-            up,
-            lost: Notify::new(),
-            demoted: Notify::new(),
-            revoked,
+    pub fn new(redis: Arc<RedisStore>, limits: TaskLimits) -> RedisTasks {
+        RedisTasks {
+            redis,
+            limits,
             admit: Script::new(ADMIT),
             give_back: Script::new(GIVE_BACK),
             end: Script::new(END),
             sweep: Script::new(SWEEP),
-        });
-        let supervisor = tokio::spawn(shared.clone().supervise());
-        Ok(RedisTasks {
-            shared,
-            limits,
-            supervisor,
-        })
-    }
-
-    pub fn health(&self) -> watch::Receiver<bool> {
-        self.shared.up.subscribe()
+        }
     }
 
     pub async fn start(&self, spec: TaskSpec) -> Result<(TaskView, Secret), TaskError> {
         let (record, token) = self.limits.issue(spec)?;
-        let keys = &self.shared.keys;
+        let keys = &self.redis.keys;
         let task = keys.task(&record.token);
         let member = member(&record.token, &record.id);
         let (created, expires) = (unix_ms(record.created), unix_ms(record.expires));
@@ -604,7 +273,7 @@ impl RedisTasks {
             .arg("-inf")
             .arg(oldest)
             .ignore();
-        self.shared
+        self.redis
             .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await
             .map_err(unavailable)?;
@@ -613,9 +282,9 @@ impl RedisTasks {
 
     /// The token hash of task `id`, while its record lasts.
     async fn token_of(&self, id: &str) -> Result<TokenHash, TaskError> {
-        let key = self.shared.keys.id(id);
+        let key = self.redis.keys.id(id);
         let hex: Option<String> = self
-            .shared
+            .redis
             .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await
             .map_err(unavailable)?;
@@ -641,8 +310,8 @@ impl RedisTasks {
 
     pub async fn end(&self, id: &str) -> Result<TaskView, TaskError> {
         let token = self.token_of(id).await?;
-        let keys = &self.shared.keys;
-        let mut call = self.shared.end.prepare_invoke();
+        let keys = &self.redis.keys;
+        let mut call = self.end.prepare_invoke();
         call.key(keys.task(&token))
             .key(keys.expiring())
             .key(keys.revoked())
@@ -653,7 +322,7 @@ impl RedisTasks {
             .arg(keys.channel())
             .arg(id);
         let fields: HashMap<String, String> = self
-            .shared
+            .redis
             .run(|mut c| async move { call.invoke_async(&mut c).await })
             .await
             .map_err(unavailable)?;
@@ -664,9 +333,9 @@ impl RedisTasks {
 
     pub async fn get(&self, id: &str) -> Result<TaskView, TaskError> {
         let token = self.token_of(id).await?;
-        let key = self.shared.keys.task(&token);
+        let key = self.redis.keys.task(&token);
         let fields: HashMap<String, String> = self
-            .shared
+            .redis
             .run(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
             .await
             .map_err(unavailable)?;
@@ -674,10 +343,10 @@ impl RedisTasks {
     }
 
     pub async fn list(&self) -> Result<Vec<TaskView>, TaskError> {
-        let keys = &self.shared.keys;
+        let keys = &self.redis.keys;
         let index = keys.tasks();
         let members: Vec<String> = self
-            .shared
+            .redis
             .run(|mut c| async move {
                 redis::cmd("ZREVRANGE")
                     .arg(index)
@@ -698,7 +367,7 @@ impl RedisTasks {
             pipe.cmd("HGETALL").arg(keys.task(&task.token));
         }
         let all: Vec<HashMap<String, String>> = self
-            .shared
+            .redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await
             .map_err(unavailable)?;
@@ -714,10 +383,10 @@ impl RedisTasks {
     }
 
     pub async fn ended_tokens(&self) -> Result<Vec<(String, TokenHash)>, TaskError> {
-        let key = self.shared.keys.revoked();
+        let key = self.redis.keys.revoked();
         let since = unix_ms(SystemTime::now()) - RETENTION.as_millis() as i64;
         let members: Vec<String> = self
-            .shared
+            .redis
             .run(|mut c| async move {
                 redis::cmd("ZRANGEBYSCORE")
                     .arg(key)
@@ -742,14 +411,14 @@ impl RedisTasks {
         action: &str,
         class: RiskClass,
     ) -> Result<Task, Refused> {
-        let keys = &self.shared.keys;
+        let keys = &self.redis.keys;
         let task_key = keys.task(token);
-        let mut call = self.shared.admit.prepare_invoke();
+        let mut call = self.admit.prepare_invoke();
         call.key(&task_key)
             .key(keys.ended(token))
             .arg(class.as_str());
         let (taken, fields, ended): (i64, HashMap<String, String>, String) = self
-            .shared
+            .redis
             .run(|mut c| async move { call.invoke_async(&mut c).await })
             .await
             .map_err(|()| (TaskRefusal::Unavailable, None))?;
@@ -798,16 +467,16 @@ impl RedisTasks {
 
     /// Return the unit admission took for a request that was then refused.
     pub async fn give_back(&self, task: &Task, class: RiskClass) {
-        self.give_back_to(self.shared.keys.task(&task.record.token), class)
+        self.give_back_to(self.redis.keys.task(&task.record.token), class)
             .await;
     }
 
     async fn give_back_to(&self, task_key: String, class: RiskClass) {
-        let mut call = self.shared.give_back.prepare_invoke();
+        let mut call = self.give_back.prepare_invoke();
         call.key(task_key).arg(class.as_str());
         // Failing, the unit stays used: the budget errs towards less.
         let _ = self
-            .shared
+            .redis
             .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
             .await;
     }
@@ -815,11 +484,11 @@ impl RedisTasks {
     /// Claim and announce due expiries; a replica that cannot reach the
     /// store leaves them to the others, or to itself when it is back.
     pub async fn sweep(&self) {
-        if !*self.shared.up.borrow() {
+        if !*self.redis.up.borrow() {
             return;
         }
-        let keys = &self.shared.keys;
-        let mut call = self.shared.sweep.prepare_invoke();
+        let keys = &self.redis.keys;
+        let mut call = self.sweep.prepare_invoke();
         call.key(keys.expiring())
             .key(keys.revoked())
             .arg(unix_ms(SystemTime::now()))
@@ -828,7 +497,7 @@ impl RedisTasks {
             .arg(keys.ended_prefix())
             .arg(SWEEP_BATCH);
         if let Ok(count) = self
-            .shared
+            .redis
             .run(|mut c| async move { call.invoke_async::<i64>(&mut c).await })
             .await
         {
