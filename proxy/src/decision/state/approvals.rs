@@ -592,6 +592,7 @@ mod tests {
             rules: rules(false),
             health,
             _always_up: None,
+            webhook: None,
         });
         let now = SystemTime::now();
         let a = store.find_or_ask(asked("call", now, false)).await.unwrap();
