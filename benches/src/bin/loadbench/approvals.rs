@@ -441,6 +441,25 @@ async fn requested(
     }
 }
 
+/// Fails if merge `n` was answered before its verdict: a held request
+/// must wait for one.
+async fn still_held(
+    answer: &mut JoinHandle<anyhow::Result<Answer>>,
+    n: usize,
+) -> anyhow::Result<()> {
+    if !answer.is_finished() {
+        return Ok(());
+    }
+    match answer.await? {
+        Ok(a) => anyhow::bail!(
+            "merge {n} was answered before any verdict: {} {}",
+            a.status,
+            a.text
+        ),
+        Err(e) => Err(e.context(format!("merge {n} failed while held"))),
+    }
+}
+
 /// Does an approval a proxy asks replica A for show on replica B? A probe
 /// merge, approved on B when it does (`None`); denied on A when it does
 /// not, with the reason the shape cannot be measured.
@@ -458,10 +477,12 @@ async fn shared(
         .into_inner();
     let body = approvals::body(n);
     let digest = approvals::sha256_hex(body.as_bytes());
-    let answer = tokio::spawn(approvals::answer(
+    let mut answer = tokio::spawn(approvals::answer(
         approvals::send(proxy, token, &body).await?,
     ));
     if let Some(id) = requested(&mut watch, &digest, SEEN_WITHIN).await? {
+        tokio::time::sleep(SETTLE).await;
+        still_held(&mut answer, n).await?;
         approvals::decide(on_b, &id, true).await?;
         let a = answer.await??;
         anyhow::ensure!(a.status == 200, "the probe merge: {} {}", a.status, a.text);
@@ -501,20 +522,29 @@ async fn trials(
     for n in first..first + WARM_TRIALS + count {
         let body = approvals::body(n);
         let digest = approvals::sha256_hex(body.as_bytes());
-        let answer = tokio::spawn(approvals::answer(
+        let mut answer = tokio::spawn(approvals::answer(
             approvals::send(proxy, token, &body).await?,
         ));
         let id = requested(&mut watch, &digest, SEEN_WITHIN)
             .await?
             .with_context(|| format!("merge {n}: no approval on the approver's watch"))?;
         tokio::time::sleep(SETTLE).await;
+        still_held(&mut answer, n).await?;
         let sent = Instant::now();
         approvals::decide(approver, &id, true).await?;
         let returned = Instant::now();
-        let arrival = tokio::time::timeout(SEEN_WITHIN, arrivals.recv())
-            .await
-            .with_context(|| format!("approved merge {n} never reached the upstream"))?
-            .context("the upstream is gone")?;
+        let Ok(arrival) = tokio::time::timeout(SEEN_WITHIN, arrivals.recv()).await else {
+            // What the agent got instead says where it stopped.
+            let got = match tokio::time::timeout(Duration::from_secs(1), answer).await {
+                Ok(a) => format!("it was answered {:?}", a??),
+                Err(_) => "it is still held".to_string(),
+            };
+            anyhow::bail!(
+                "approved merge {n} (approval {id}) never reached the upstream in {} s: {got}",
+                SEEN_WITHIN.as_secs()
+            );
+        };
+        let arrival = arrival.context("the upstream is gone")?;
         anyhow::ensure!(
             arrival.body == body.as_bytes(),
             "the upstream received another merge than {n}"
