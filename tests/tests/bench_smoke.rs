@@ -60,22 +60,13 @@ fn every_benchmark_participant_answers() {
         "| approved: 200 through the upstream, once each / denied: 403 `approval_denied`, never upstream | 10 / 10 |",
         "| one process: tollgate run deciding in-process | 10 |",
         "| tollgate run asking one tollgate decision | 10 |",
+        "| tollgate run asking replica A, Approve sent to replica B, both on one Redis | 10 |",
         "| RSS per held request, its body excluded (KiB) |",
         "| `Approve` → upstream p99, one process deciding in-process (ms) |",
+        "| `Approve` → upstream p99, two decision replicas on Redis, Approve on the other (ms) |",
     ] {
         assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
     }
-    // Approvals shared through Redis come from another branch. Until it is
-    // merged the harness says the replicas cannot be measured and why;
-    // once it is, only the measured row may pass here.
-    let replicas =
-        "| tollgate run asking replica A, Approve sent to replica B, both on one Redis |";
-    let measured = format!("{replicas} 10 |");
-    let not_shared = format!("{replicas} – | not measured: replica B never showed the approval");
-    assert!(
-        stdout.contains(&measured) || stdout.contains(&not_shared),
-        "no replicas row:\n{stdout}\n{stderr}"
-    );
     // The bulk rows say which CPU ran out: a share for each CPU, as a %.
     let direct = stdout
         .lines()
