@@ -4,9 +4,11 @@
 //! the proxy), a generator of new mTLS connections, workload tokens and
 //! certificates, bulk transfer and memory measurements, a network
 //! namespace for the transparent rows, a Redis server for decision planes
-//! sharing tasks, and the task API as an operator calls it. The harness
-//! itself is `src/bin/loadbench.rs`.
+//! sharing tasks, the task API as an operator calls it, and merges held
+//! for a person's approval with an approver's client. The harness itself
+//! is `src/bin/loadbench.rs`.
 
+pub mod approvals;
 pub mod bulk;
 pub mod envoy;
 pub mod fixtures;

@@ -1,6 +1,8 @@
 //! The load harness's report: Markdown tables for every section that ran,
 //! then one table of goals with the value measured for each.
 
+use std::time::Duration;
+
 use crate::fixtures::Percentiles;
 use crate::wrk::LoadResult;
 
@@ -42,6 +44,10 @@ pub const STATE_MEMORY_BUDGET: &str = "task with a budget, tasks in memory";
 pub const STATE_REDIS_BUDGET: &str = "task with a budget, tasks in Redis";
 pub const STATE_MEMORY: &str = "task without budgets, tasks in memory";
 pub const STATE_REDIS: &str = "task without budgets, tasks in Redis";
+pub const RELEASE_EMBEDDED: &str = "one process: tollgate run deciding in-process";
+pub const RELEASE_SERVICE: &str = "tollgate run asking one tollgate decision";
+pub const RELEASE_REPLICAS: &str =
+    "tollgate run asking replica A, Approve sent to replica B, both on one Redis";
 
 /// What an identity row is compared with: the same load against the same
 /// proxy, identifying the old way.
@@ -133,6 +139,106 @@ pub struct StateRow {
     pub redis: Option<RedisShare>,
 }
 
+/// Many gated requests held at once by one `tollgate run`, then released
+/// by verdicts sent all together.
+#[derive(Debug, Clone)]
+pub struct HeldRequests {
+    pub held: usize,
+    /// Each request's body (all the same length, each different).
+    pub body_bytes: usize,
+    /// RSS, KiB: warm (held requests served before) and none held now.
+    pub before_kib: u64,
+    /// With every request held and its approval pending.
+    pub holding_kib: u64,
+    /// Once every request was answered and its connection closed.
+    pub after_kib: u64,
+    /// Then with as many idle keep-alive connections open, each after one
+    /// ordinary request: what a held request costs beyond its connection.
+    pub idle_kib: u64,
+    pub approved: usize,
+    pub denied: usize,
+    /// Verdicts in flight at once.
+    pub in_flight: usize,
+    /// From the first verdict sent to the last answer read.
+    pub release: Duration,
+}
+
+impl HeldRequests {
+    /// RSS per held request, less the body it holds.
+    pub fn per_request_kib(&self) -> f64 {
+        let grown = self.holding_kib as f64 - self.before_kib as f64;
+        grown / self.held.max(1) as f64 - self.body_bytes as f64 / 1024.0
+    }
+
+    /// RSS per idle keep-alive connection, against the same process after
+    /// the release.
+    pub fn per_idle_connection_kib(&self) -> f64 {
+        (self.idle_kib as f64 - self.after_kib as f64) / self.held.max(1) as f64
+    }
+}
+
+/// One trial of a release: from `Approve` returning, and from it being
+/// sent, to the upstream receiving the held request.
+#[derive(Debug, Clone, Copy)]
+pub struct Release {
+    pub after_return: Duration,
+    pub after_sent: Duration,
+}
+
+/// The release latency of one deployment shape, or why it was not
+/// measured.
+#[derive(Debug, Clone)]
+pub struct ReleaseLatency {
+    pub shape: &'static str,
+    pub trials: Result<Vec<Release>, String>,
+}
+
+/// The sample at quantile `q` (nearest rank) of `sorted`.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A shape's trials in ms: from `Approve` returning, and from it being
+/// sent.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseSummary {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub sent_p50: f64,
+    pub sent_p99: f64,
+    /// Trials where the upstream had the request before the approver had
+    /// `Approve`'s answer (counted as 0): the verdict is announced before
+    /// it is answered.
+    pub upstream_first: usize,
+}
+
+impl ReleaseLatency {
+    pub fn summary(&self) -> Option<ReleaseSummary> {
+        let trials = self.trials.as_ref().ok().filter(|t| !t.is_empty())?;
+        let sorted = |f: fn(&Release) -> Duration| {
+            let mut v: Vec<Duration> = trials.iter().map(f).collect();
+            v.sort();
+            v
+        };
+        let returned = sorted(|r| r.after_return);
+        let sent = sorted(|r| r.after_sent);
+        Some(ReleaseSummary {
+            p50: ms(quantile(&returned, 0.5)),
+            p99: ms(quantile(&returned, 0.99)),
+            max: ms(*returned.last()?),
+            sent_p50: ms(quantile(&sent, 0.5)),
+            sent_p99: ms(quantile(&sent, 0.99)),
+            upstream_first: returned.iter().filter(|d| d.is_zero()).count(),
+        })
+    }
+}
+
 /// The middle value; with an even count, the mean of the two middle ones.
 pub fn median_f64(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
@@ -180,6 +286,10 @@ pub struct Report {
     pub transparent_bulk: Vec<BulkRow>,
     /// Requests under tasks kept in memory and in Redis, runs alternated.
     pub state: Vec<StateRow>,
+    /// Gated requests held at once, their memory and their release.
+    pub held: Option<HeldRequests>,
+    /// `Approve` → upstream, per deployment shape.
+    pub release: Vec<ReleaseLatency>,
 }
 
 fn get(rows: &[(&str, LoadResult)], name: &str) -> Option<LoadResult> {
@@ -204,6 +314,7 @@ impl Report {
         self.print_identity();
         self.print_transparent();
         self.print_state();
+        self.print_approvals();
         self.print_decisions();
         self.print_goals();
         println!("\n{footer}");
@@ -434,6 +545,77 @@ impl Report {
         println!();
     }
 
+    fn print_approvals(&self) {
+        if let Some(h) = &self.held {
+            println!(
+                "| {} gated requests held at once: one tollgate run, 1 worker, deciding in-process | value |\n|---|---:|",
+                h.held
+            );
+            println!("| RSS before: warm, nothing held | {} KiB |", h.before_kib);
+            println!(
+                "| RSS with all {} held, each with a pending approval of its own | {} KiB |",
+                h.held, h.holding_kib
+            );
+            println!(
+                "| per held request, its {}-byte body excluded: (held − before) ÷ {} − body | {:.1} KiB |",
+                h.body_bytes,
+                h.held,
+                h.per_request_kib()
+            );
+            println!(
+                "| verdicts sent ({} approve, {} deny, {} in flight) → last answer read | {:.0} ms |",
+                h.approved,
+                h.denied,
+                h.in_flight,
+                ms(h.release)
+            );
+            println!(
+                "| approved: 200 through the upstream, once each / denied: 403 `approval_denied`, never upstream | {} / {} |",
+                h.approved, h.denied
+            );
+            println!(
+                "| RSS after every answer, connections closed | {} KiB |",
+                h.after_kib
+            );
+            println!(
+                "| then {} idle keep-alive connections, each after one GET: per connection | {:.1} KiB |\n",
+                h.held,
+                h.per_idle_connection_kib()
+            );
+        }
+        if self.release.is_empty() {
+            return;
+        }
+        println!("| `Approve` returned → upstream received the held request | trials | p50 ms | p99 ms | max ms | from `Approve` sent: p50 ms | p99 ms | upstream first |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &self.release {
+            match (&r.trials, r.summary()) {
+                (Ok(trials), Some(s)) => println!(
+                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    r.shape,
+                    trials.len(),
+                    s.p50,
+                    s.p99,
+                    s.max,
+                    s.sent_p50,
+                    s.sent_p99,
+                    s.upstream_first
+                ),
+                (Err(why), _) => println!("| {} | – | not measured: {why} | | | | | |", r.shape),
+                (Ok(_), None) => println!("| {} | 0 | | | | | | |", r.shape),
+            }
+        }
+        println!();
+    }
+
+    fn release_p99(&self, shape: &str) -> Option<f64> {
+        self.release
+            .iter()
+            .find(|r| r.shape == shape)
+            .and_then(|r| r.summary())
+            .map(|s| s.p99)
+    }
+
     fn print_decisions(&self) {
         if self.decisions.is_empty() {
             return;
@@ -466,7 +648,7 @@ impl Report {
         let id = |n: &str| self.identity_rps(n);
         let tp = |n: &str| self.transparent_rate(n);
         let state = |n: &str| self.state_rps(n);
-        let goals: [(&str, Option<f64>, f64, bool); 18] = [
+        let goals: [(&str, Option<f64>, f64, bool); 21] = [
             (
                 "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
                 ratio(w(TOLLGATE), w(ENVOY_NOOP)),
@@ -576,6 +758,24 @@ impl Report {
                 ratio(state(STATE_REDIS_BUDGET), state(STATE_MEMORY_BUDGET)),
                 0.7,
                 true,
+            ),
+            (
+                "RSS per held request, its body excluded (KiB)",
+                self.held.as_ref().map(HeldRequests::per_request_kib),
+                64.0,
+                false,
+            ),
+            (
+                "`Approve` → upstream p99, one process deciding in-process (ms)",
+                self.release_p99(RELEASE_EMBEDDED),
+                50.0,
+                false,
+            ),
+            (
+                "`Approve` → upstream p99, two decision replicas on Redis, Approve on the other (ms)",
+                self.release_p99(RELEASE_REPLICAS),
+                50.0,
+                false,
             ),
         ];
         if goals.iter().all(|g| g.1.is_none()) {

@@ -1,7 +1,8 @@
 //! tollgate participants: `run` (embedded or remote decisions; a listener
 //! that knows its caller statically, by a JWT or by an mTLS client
-//! certificate; beside it, a transparent listener) and `decision`, each
-//! with one worker thread.
+//! certificate; beside it, a transparent listener; merges held for
+//! approval) and `decision` (also serving tasks and approvals), each with
+//! one worker thread.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::process::Command;
 
 use anyhow::Context;
 
+use crate::approvals::{self, Gate};
 use crate::pki::SvidFiles;
 use crate::process::{command, Participant};
 use crate::{repo_root, WORKLOAD};
@@ -179,6 +181,8 @@ pub struct RunOptions<'a> {
     pub identify: Identify<'a>,
     pub transparent: Option<Transparent<'a>>,
     pub tasks: Option<Tasks>,
+    /// Merges on [`approvals::HOST`] held for an approval.
+    pub gate: Option<Gate>,
 }
 
 impl RunOptions<'_> {
@@ -192,6 +196,7 @@ impl RunOptions<'_> {
             identify: Identify::Static,
             transparent: None,
             tasks: None,
+            gate: None,
         }
     }
 }
@@ -234,6 +239,12 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
             );
         }
     }
+    let mut gate = String::new();
+    if let Some(g) = o.gate {
+        resolve.push_str(&format!(", \"{}:80\": \"{}\"", approvals::HOST, g.upstream));
+        policies.push_str(&approvals::policies());
+        gate = approvals::yaml(g.hold);
+    }
     let tasks = match o.tasks {
         None => String::new(),
         Some(store) => {
@@ -252,7 +263,7 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
     let (dir, path) = prepare_with(
         &format!(
             "listeners:\n{transparent}  - name: bench\n    address: 127.0.0.1:0\n{listener}\
-             {identity}{tasks}\
+             {identity}{tasks}{gate}\
              admin: {{ address: 127.0.0.1:0 }}\n\
              tls: {tls}\n\
              forward:\n  allow_networks: [{networks}]\n  resolve: {{ {resolve} }}\n\
@@ -261,6 +272,12 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
         ),
         &policies,
     )?;
+    if o.gate.is_some() {
+        std::fs::write(
+            dir.path().join("catalog").join(approvals::CATALOG_FILE),
+            approvals::CATALOG,
+        )?;
+    }
     let mut cmd = match o.transparent {
         None => command(&binary()?, cpu),
         Some(t) => as_uid(t.uid, dir.path(), o.tls.map(|(_, ca)| ca), cpu)?,
@@ -268,6 +285,7 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
     cmd.args(["run", "--workers", "1", "--config"])
         .arg(path)
         .env("TOLLGATE_ADMIN_TOKEN", crate::tasks::ADMIN_TOKEN)
+        .env(approvals::APPROVER_ENV, approvals::APPROVER_TOKEN)
         .env("TOLLGATE_LOG", "warn,tollgate::cli=info");
     Participant::from_log(cmd, "listener=bench", Some(dir))
 }
@@ -331,6 +349,38 @@ pub fn decision(cpu: Option<&str>) -> anyhow::Result<Participant> {
     let mut cmd = command(&binary()?, cpu);
     cmd.args(["decision", "--workers", "1", "--config"])
         .arg(path)
+        .env("TOLLGATE_LOG", "warn,tollgate::cli=info");
+    Participant::from_log(cmd, "listener=\"decision\"", Some(dir))
+}
+
+/// `tollgate decision` serving tasks (kept as `tasks` says) and approvals
+/// of merges held up to `hold` by the proxies asking it.
+pub fn gated_decision(
+    tasks: Tasks,
+    hold: std::time::Duration,
+    cpu: Option<&str>,
+) -> anyhow::Result<Participant> {
+    let state = match tasks {
+        Tasks::InMemory => String::new(),
+        Tasks::InRedis(server) => crate::redis::state_yaml(server),
+    };
+    let (dir, path) = prepare_with(
+        &format!(
+            "decision_service: {{ address: 127.0.0.1:0, admin: 127.0.0.1:0 }}\n{}{state}{}",
+            crate::tasks::TASKS_YAML,
+            approvals::yaml(hold)
+        ),
+        &approvals::policies(),
+    )?;
+    std::fs::write(
+        dir.path().join("catalog").join(approvals::CATALOG_FILE),
+        approvals::CATALOG,
+    )?;
+    let mut cmd = command(&binary()?, cpu);
+    cmd.args(["decision", "--workers", "1", "--config"])
+        .arg(path)
+        .env("TOLLGATE_ADMIN_TOKEN", crate::tasks::ADMIN_TOKEN)
+        .env(approvals::APPROVER_ENV, approvals::APPROVER_TOKEN)
         .env("TOLLGATE_LOG", "warn,tollgate::cli=info");
     Participant::from_log(cmd, "listener=\"decision\"", Some(dir))
 }

@@ -3,19 +3,22 @@
 //! the same whoever calls it. The HTTPS variant is the same server behind
 //! rustls, for the interception row. Each binds loopback on a free port,
 //! or a fixed address for the transparent rows, whose upstreams must sit
-//! at the addresses the agent dials.
+//! at the addresses the agent dials. The recording variant also says when
+//! each request arrived, for latencies measured at the upstream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 
 pub const BODY: &[u8; 20] = b"hello from upstream\n";
 
@@ -32,11 +35,43 @@ pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<SocketAddr> {
     start_at(ANY_LOOPBACK.parse()?, Some(tls))
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
-    let service = service_fn(|_req| async {
-        let mut r = Response::new(Full::new(Bytes::from_static(BODY)));
-        *r.status_mut() = StatusCode::OK;
-        Ok::<_, Infallible>(r)
+/// One request as the recording upstream received it.
+#[derive(Debug)]
+pub struct Arrival {
+    /// When its head had been read: before its body, so a body's size does
+    /// not count as lateness.
+    pub at: Instant,
+    pub body: Bytes,
+}
+
+/// The plain upstream, telling of every request it answers on the
+/// returned channel.
+pub fn start_recording() -> anyhow::Result<(SocketAddr, mpsc::UnboundedReceiver<Arrival>)> {
+    let (arrivals, received) = mpsc::unbounded_channel();
+    let addr = spawn(ANY_LOOPBACK.parse()?, None, Some(arrivals))?;
+    Ok((addr, received))
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    record: Option<mpsc::UnboundedSender<Arrival>>,
+) {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        // Taken before anything else, and only when someone listens: the
+        // rows that do not record pay nothing for it.
+        let at = record.as_ref().map(|r| (Instant::now(), r.clone()));
+        async move {
+            if let Some((at, record)) = at {
+                let body = match req.into_body().collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => Bytes::new(),
+                };
+                let _ = record.send(Arrival { at, body });
+            }
+            let mut r = Response::new(Full::new(Bytes::from_static(BODY)));
+            *r.status_mut() = StatusCode::OK;
+            Ok::<_, Infallible>(r)
+        }
     });
     let _ = http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
@@ -49,6 +84,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
 pub fn start_at(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<SocketAddr> {
+    spawn(addr, tls, None)
+}
+
+fn spawn(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    record: Option<mpsc::UnboundedSender<Arrival>>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
@@ -69,12 +112,13 @@ pub fn start_at(
                     };
                     let _ = stream.set_nodelay(true);
                     let acceptor = acceptor.clone();
+                    let record = record.clone();
                     tokio::spawn(async move {
                         match acceptor {
-                            None => serve(stream).await,
+                            None => serve(stream, record).await,
                             Some(acceptor) => {
                                 if let Ok(tls) = acceptor.accept(stream).await {
-                                    serve(tls).await;
+                                    serve(tls, record).await;
                                 }
                             }
                         }

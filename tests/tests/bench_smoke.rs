@@ -8,8 +8,9 @@
 //! `tollgate iptables` in a network namespace the harness makes (root, as
 //! CI runs the suite: without it the harness fails saying why); and every
 //! row under a task, with tasks kept in memory and in a Redis server the
-//! harness starts (redis-server, which `scripts/setup-test-env` installs).
-//! No timing is asserted.
+//! harness starts (redis-server, which `scripts/setup-test-env` installs);
+//! and requests held for approval, every verdict answered as given, and
+//! released in each deployment shape. No timing is asserted.
 
 use std::process::Command;
 
@@ -55,6 +56,14 @@ fn every_benchmark_participant_answers() {
         "| task without budgets, tasks in memory |",
         "| task without budgets, tasks in Redis |",
         "| task with a budget (never cached): tasks in Redis ÷ in memory (req/s) |",
+        "| 20 gated requests held at once: one tollgate run, 1 worker, deciding in-process | value |",
+        "| approved: 200 through the upstream, once each / denied: 403 `approval_denied`, never upstream | 10 / 10 |",
+        "| one process: tollgate run deciding in-process | 10 |",
+        "| tollgate run asking one tollgate decision | 10 |",
+        "| tollgate run asking replica A, Approve sent to replica B, both on one Redis | 10 |",
+        "| RSS per held request, its body excluded (KiB) |",
+        "| `Approve` → upstream p99, one process deciding in-process (ms) |",
+        "| `Approve` → upstream p99, two decision replicas on Redis, Approve on the other (ms) |",
     ] {
         assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
     }

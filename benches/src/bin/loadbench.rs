@@ -4,11 +4,12 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row (tunnel rows 3 s x 7)
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
-//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, state, decision
+//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, state, approvals, decision
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
 //!     scripts/bench --pin --only state --redis-cpu load                    # the state section's Redis on the load CPU (default: beside the proxy)
+//!     scripts/bench --only approvals --held 1000 --trials 200             # held requests' memory, and Approve → upstream latency
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 //!
 //! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the two
@@ -24,8 +25,11 @@
 //! second, tollgate against Envoy); transparent capture against the
 //! explicit proxy, one tollgate serving both in a network namespace of the
 //! harness's own (needs root); requests under a task, with and without a
-//! budget, tasks kept in memory against tasks kept in Redis; Cedar
-//! decision latency.
+//! budget, tasks kept in memory against tasks kept in Redis; requests held
+//! for a person's approval (memory per held request, every verdict
+//! answered as given; `Approve` → upstream latency in one process, with
+//! one decision service, and across two decision replicas on Redis);
+//! Cedar decision latency.
 
 // The section lives beside this file, in a folder of the binary's own:
 // a file in `src/bin/` would be taken for a binary of its own.
@@ -34,6 +38,9 @@ mod transparent;
 
 #[path = "loadbench/state.rs"]
 mod state;
+
+#[path = "loadbench/approvals.rs"]
+mod approvals;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -49,7 +56,7 @@ use tollgate_benches::{
     bulk, envoy, fixtures, handshakes, jwt, noop_authz, pki, process, tollgate, WORKLOAD,
 };
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "wrk",
     "ext_authz",
     "oha",
@@ -58,6 +65,7 @@ const SECTIONS: [&str; 9] = [
     "identity",
     "transparent",
     "state",
+    "approvals",
     "decision",
 ];
 
@@ -89,6 +97,10 @@ struct Options {
     /// upstream (a server elsewhere, whose CPU is not the proxy's), rather
     /// than on the proxy CPU.
     redis_on_load_cpu: bool,
+    /// Gated requests held at once for the memory figure.
+    held: usize,
+    /// Measured releases per shape for the `Approve` → upstream latency.
+    approval_trials: usize,
 }
 
 impl Options {
@@ -111,6 +123,8 @@ fn options() -> anyhow::Result<Option<Options>> {
         calibrate: None,
         noop: String::new(),
         redis_on_load_cpu: false,
+        held: 1_000,
+        approval_trials: 200,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -127,6 +141,8 @@ fn options() -> anyhow::Result<Option<Options>> {
             "--connections" => o.connections = value()?.parse()?,
             "--idle-connections" => o.idle_connections = value()?.parse()?,
             "--memory-rounds" => o.memory_rounds = value()?.parse::<usize>()?.max(1),
+            "--held" => o.held = value()?.parse::<usize>()?.max(2),
+            "--trials" => o.approval_trials = value()?.parse::<usize>()?.max(1),
             "--pin" => o.pin = true,
             "--only" => {
                 let section = value()?;
@@ -144,6 +160,8 @@ fn options() -> anyhow::Result<Option<Options>> {
                 o.connections = 4;
                 o.idle_connections = 1_000;
                 o.memory_rounds = 2;
+                o.held = 20;
+                o.approval_trials = 10;
             }
             "--calibrate" => {
                 let work = value()?;
@@ -354,7 +372,7 @@ fn main() -> anyhow::Result<()> {
     if o.wants("wrk") || o.wants("identity") || o.wants("transparent") || o.wants("state") {
         require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
     }
-    if o.wants("state") {
+    if o.wants("state") || o.wants("approvals") {
         anyhow::ensure!(
             tollgate_benches::redis::binary().is_some(),
             "redis-server is missing: apt-get install -y redis-server (scripts/setup-test-env installs it)"
@@ -391,6 +409,16 @@ fn main() -> anyhow::Result<()> {
             limit > o.idle_connections as u64 + 256,
             "open-file limit {limit} is too low for {} connections",
             o.idle_connections
+        );
+    }
+    if o.wants("approvals") {
+        // Each held merge has a connection from this process to tollgate,
+        // and the approved ones one from tollgate to its upstream here.
+        let limit = memory::raise_nofile(3 * o.held as u64 + 1_024)?;
+        anyhow::ensure!(
+            limit > 2 * o.held as u64 + 256,
+            "open-file limit {limit} is too low to hold {} requests",
+            o.held
         );
     }
     let proxy_script = tempfile::tempdir()?;
@@ -447,6 +475,9 @@ fn main() -> anyhow::Result<()> {
     if bench.o.wants("state") {
         state::state(&bench, upstream, &mut report)?;
     }
+    if bench.o.wants("approvals") {
+        approvals::approvals(&bench, &mut report)?;
+    }
     if bench.o.wants("decision") {
         report.decisions = decisions(bench.o.smoke);
     }
@@ -459,8 +490,22 @@ fn main() -> anyhow::Result<()> {
         (true, false) => "; the state section's Redis on CPU 0",
         (true, true) => "; the state section's Redis on CPU 1",
     };
+    let approvals_plan = match (o.wants("approvals"), o.pin) {
+        (false, _) => String::new(),
+        (true, pinned) => format!(
+            "; approvals: {} requests held at once, {} releases per shape after {} to warm up{}",
+            o.held,
+            o.approval_trials,
+            approvals::WARM_TRIALS,
+            if pinned {
+                ", every tollgate process and their Redis on CPU 0"
+            } else {
+                ""
+            }
+        ),
+    };
     report.print(&format!(
-        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {plan} (medians), {layout}{redis_cpu}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
+        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {plan} (medians), {layout}{redis_cpu}{approvals_plan}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
         o.connections,
         // Not `available_parallelism`: pinned, that counts only our own CPU.
         // SAFETY: sysconf has no preconditions.

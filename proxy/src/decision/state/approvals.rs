@@ -240,8 +240,19 @@ impl ApprovalStore {
     }
 }
 
-/// The next change to `id` other than a use; `None` when changes may have
-/// been missed: fallen behind, or the store back after it was lost.
+/// What ends a wait for a verdict: the verdict, or the approval expiring
+/// undecided. Not its use, and not its request: with Redis, a request's
+/// own announcement reaches this replica's subscribers a little after it
+/// was made, and may arrive once the holding proxy already waits.
+fn ends_the_wait(kind: ApprovalEventKind) -> bool {
+    matches!(
+        kind,
+        ApprovalEventKind::Approved | ApprovalEventKind::Denied | ApprovalEventKind::Expired
+    )
+}
+
+/// The verdict on `id` or its expiry; `None` when changes may have been
+/// missed: fallen behind, or the store back after it was lost.
 async fn heard(
     id: &str,
     events: &mut broadcast::Receiver<ApprovalEvent>,
@@ -250,7 +261,7 @@ async fn heard(
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Ok(event) if event.approval.id == id && event.kind != ApprovalEventKind::Used => {
+                Ok(event) if event.approval.id == id && ends_the_wait(event.kind) => {
                     return Some(event.approval);
                 }
                 Ok(_) => {}
@@ -437,6 +448,24 @@ mod tests {
             events,
         };
         (store, heard)
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_at_the_verdict_not_at_the_requests_late_announcement() {
+        let (events, mut heard_events) = broadcast::channel(EVENT_BACKLOG);
+        let (_up, mut health) = watch::channel(true);
+        let now = SystemTime::now();
+        let a = asked("call", now, false);
+        let mut approved = a.clone();
+        approved.state = ApprovalState::Approved;
+        for (approval, kind) in [
+            (&a, ApprovalEventKind::Requested),
+            (&approved, ApprovalEventKind::Approved),
+        ] {
+            events.send(approval.event(kind)).unwrap();
+        }
+        let heard = heard(&a.id, &mut heard_events, &mut health).await;
+        assert_eq!(heard.map(|h| h.state), Some(ApprovalState::Approved));
     }
 
     fn kinds(heard: &mut broadcast::Receiver<ApprovalEvent>) -> Vec<&'static str> {
