@@ -411,3 +411,27 @@ async fn a_replica_without_redis_refuses_and_hears_a_verdict_given_meanwhile_onc
     let released = decide(&mut on_a, &call).await;
     assert_eq!(outcome(&released), pb::Outcome::Allow, "{released:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_named_as_the_workload_cannot_decide_its_call_in_redis_either() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let own = random_secret("own");
+    let file = dir.path().join("coder-approver");
+    std::fs::write(&file, &own).unwrap();
+    let token = random_secret("approver");
+    let more = format!(
+        "    - {{ name: \"{CODER}\", token: {{ file: {} }} }}\n",
+        file.display()
+    );
+    let a = replica_with(&redis.url(), &token, &more);
+    let mut on_a = grpc::client(&a.url()).await;
+    let id = approval_of(&decide(&mut on_a, &held_deploy("api", b"v9")).await).approval_id;
+    let refused = on_a
+        .approve(verdict_on(&id, "my own", &own))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let listed = list(&mut on_a, &token).await.unwrap();
+    assert_eq!(listed[0].state, "pending");
+}

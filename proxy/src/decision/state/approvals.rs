@@ -134,7 +134,15 @@ impl ApprovalStore {
         let now = SystemTime::now();
         let approval = match &self.backend {
             Backend::Memory(m) => m.decide(id, verdict, &self.rules, now)?,
-            Backend::Redis(r) => r.decide(id, verdict, &self.rules, now).await?,
+            Backend::Redis(r) => {
+                // The script checks the state; who asked never changes, so
+                // it is checked here, as `Approval::decide` does in memory.
+                let asked = r.get(id).await?;
+                if asked.workload == verdict.approver {
+                    return Err(ApprovalError::OwnWorkload { id: asked.id });
+                }
+                r.decide(id, verdict, &self.rules, now).await?
+            }
         };
         tracing::info!(
             approval = %approval.id, approver = %verdict.approver, reason = %verdict.reason,
