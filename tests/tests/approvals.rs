@@ -544,3 +544,82 @@ async fn watch_approvals_streams_the_current_ones_then_every_change() {
         assert!(seen.contains(&wanted), "{wanted:?} not in {seen:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_request_carries_the_credential_its_permit_names() {
+    let upstream = Upstream::http().await;
+    let policies = vec![(
+        "gated.cedar".into(),
+        "@id(\"merges\")\n@credential(\"github-pull-requests\")\n\
+         permit (principal, action == Action::\"github:pulls.merge\", resource);\n\
+         @id(\"merge-needs-approval\")\n\
+         forbid (principal, action == Action::\"github:pulls.merge\", resource) unless { context.approved };\n"
+            .into(),
+    )];
+    let tg = Arc::new(Tollgate::start(Setup {
+        policies: Some(policies),
+        ..gated(&upstream, "30s")
+    }));
+    let api = tg.decision_url();
+    let held = {
+        let tg = tg.clone();
+        tokio::spawn(async move {
+            tg.curl(&[
+                "-X",
+                "PUT",
+                MERGE,
+                "-d",
+                BODY,
+                "-H",
+                "Authorization: Bearer agent-own-token",
+            ])
+            .await
+        })
+    };
+    let id = wait_pending(&api, 1)[0]["id"].as_str().unwrap().to_string();
+    decide(&api, "approve", &id, "ok");
+    assert_eq!(held.await.unwrap().status, 200);
+    let seen = upstream.requests();
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Bearer harness-github-pull-requests-value"),
+        "the policy's credential, never the agent's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_on_one_replica_the_request_held_behind_the_others_proxy_is_released() {
+    let redis = tollgate_e2e::RedisServer::start();
+    let replica = || {
+        let service = DecisionService::start(Setup {
+            policies: Some(gated_policies()),
+            extra_yaml: format!(
+                "state:\n  redis:\n    url: \"{}\"\n{}",
+                redis.url(),
+                approvals_yaml("30s", "")
+            ),
+            env: vec![approver_env()],
+            ..Setup::default()
+        });
+        service.wait_log("state store connected");
+        service
+    };
+    let (a, b) = (replica(), replica());
+    let upstream = Upstream::http().await;
+    let tg = Arc::new(Tollgate::start(Setup {
+        decision_endpoint: Some(a.url()),
+        extra_yaml: approvals_yaml("30s", ""),
+        ..Setup::routing("api.github.com:80", upstream.addr)
+    }));
+    let held = merge(&tg, BODY);
+    // Asked through A, seen and approved on B.
+    let id = wait_pending(&b.url(), 1)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(upstream.count(), 0);
+    decide(&b.url(), "approve", &id, "from the other replica");
+    let out = held.await.unwrap();
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(upstream.count(), 1);
+}
