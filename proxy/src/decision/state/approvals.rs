@@ -3,9 +3,10 @@
 //! replica releases a request held behind another.
 //!
 //! Every change is announced on [`ApprovalStore::subscribe`], wherever it
-//! happened: that stream is what holding proxies wait on (never polling),
-//! what `WatchApprovals` and the console follow, and what the webhook
-//! reports.
+//! happened: that stream is what holding proxies wait on (never polling)
+//! and what `WatchApprovals` and the console follow. The webhook and the
+//! metrics hear only the changes made through this store, so a change is
+//! posted and counted once however many replicas relay it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
