@@ -9,10 +9,10 @@
 //! posted and counted once however many replicas relay it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
 
 use crate::decision::approvals::{
@@ -38,6 +38,8 @@ pub struct ApprovalStore {
     /// Told of the changes made through this store only: every replica
     /// hears every change, and each must be posted once.
     webhook: Option<Webhook>,
+    /// Holding proxies, by the approval they wait for.
+    waiters: Arc<Waiters>,
 }
 
 /// Each backend announces its own changes on `events`: memory as it makes
@@ -62,6 +64,7 @@ impl ApprovalStore {
             health,
             _always_up: Some(always_up),
             webhook: None,
+            waiters: Arc::default(),
         }
     }
 
@@ -80,6 +83,7 @@ impl ApprovalStore {
             health,
             _always_up: None,
             webhook: None,
+            waiters: Arc::default(),
         }
     }
 
@@ -192,33 +196,36 @@ impl ApprovalStore {
 
     /// Wait up to `timeout` for `id` to stop being pending; the approval
     /// as it is then (still pending when the time ran out).
+    ///
+    /// A waiter is woken only for its own approval (or when changes may
+    /// have been missed), then reads it again: a thousand requests held
+    /// cost a thousand wake-ups for a thousand verdicts, not a million.
     pub async fn await_verdict(
         &self,
         id: &str,
         timeout: Duration,
     ) -> Result<Approval, ApprovalError> {
-        // Subscribed (and the health seen) before reading, so a verdict in
-        // between is heard, or read after the store is back.
-        let mut events = self.subscribe();
-        let mut health = self.health();
-        health.borrow_and_update();
-        let approval = self.get(id).await?;
-        let remaining = Duration::from_millis(
-            u64::try_from(approval.expires_ms - unix_ms(SystemTime::now())).unwrap_or(0),
-        );
-        let deadline = Instant::now() + timeout.min(remaining);
-        let mut approval = approval;
+        self.waiters.follow(self.subscribe(), self.health());
+        let waiting = self.waiters.register(id);
+        let mut deadline = None;
         loop {
+            // Armed before reading, so a verdict in between still wakes it.
+            let woken = waiting.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let approval = self.get(id).await?;
             if approval.state_at(SystemTime::now()) != ApprovalState::Pending {
                 return Ok(approval);
             }
-            let heard = tokio::time::timeout_at(deadline, heard(id, &mut events, &mut health));
-            approval = match heard.await {
-                Ok(Some(decided)) => return Ok(decided),
-                // Something may have been missed: read it again.
-                Ok(None) => self.get(id).await?,
-                Err(_) => return self.get(id).await,
-            };
+            let until = *deadline.get_or_insert_with(|| {
+                let remaining = Duration::from_millis(
+                    u64::try_from(approval.expires_ms - unix_ms(SystemTime::now())).unwrap_or(0),
+                );
+                Instant::now() + timeout.min(remaining)
+            });
+            if tokio::time::timeout_at(until, woken).await.is_err() {
+                return self.get(id).await;
+            }
         }
     }
 
@@ -260,29 +267,98 @@ fn ends_the_wait(kind: ApprovalEventKind) -> bool {
     )
 }
 
-/// The verdict on `id` or its expiry; `None` when changes may have been
-/// missed: fallen behind, or the store back after it was lost.
-async fn heard(
-    id: &str,
-    events: &mut broadcast::Receiver<ApprovalEvent>,
-    health: &mut watch::Receiver<bool>,
-) -> Option<Approval> {
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) if event.approval.id == id && ends_the_wait(event.kind) => {
-                    return Some(event.approval);
+/// Who waits for which approval, and the one task that wakes them from
+/// the store's stream of changes.
+#[derive(Default)]
+struct Waiters {
+    by_id: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    following: std::sync::OnceLock<()>,
+}
+
+/// One waiter's place; leaving it (dropped) unregisters it.
+struct Waiting<'w> {
+    waiters: &'w Waiters,
+    id: String,
+    notify: Arc<Notify>,
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Notify>, usize)>> {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, id: &str) -> Waiting<'_> {
+        let mut all = self.lock();
+        let entry = all
+            .entry(id.to_string())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        Waiting {
+            waiters: self,
+            id: id.to_string(),
+            notify: entry.0.clone(),
+        }
+    }
+
+    fn wake(&self, id: &str) {
+        if let Some((notify, _)) = self.lock().get(id) {
+            notify.notify_waiters();
+        }
+    }
+
+    fn wake_all(&self) {
+        for (notify, _) in self.lock().values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Start the task that wakes waiters, once (it needs a runtime, which
+    /// a waiter has). It ends when the store's stream does.
+    fn follow(
+        self: &Arc<Self>,
+        mut events: broadcast::Receiver<ApprovalEvent>,
+        mut health: watch::Receiver<bool>,
+    ) {
+        let waiters = Arc::downgrade(self);
+        self.following.get_or_init(|| {
+            tokio::spawn(async move {
+                loop {
+                    let woke = tokio::select! {
+                        event = events.recv() => match event {
+                            Ok(event) if ends_the_wait(event.kind) => Some(event.approval.id),
+                            Ok(_) => continue,
+                            // Missed changes: everyone reads again.
+                            Err(broadcast::error::RecvError::Lagged(_)) => None,
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        },
+                        changed = health.changed() => match changed {
+                            // Back after it was lost: changes may have been missed.
+                            Ok(()) if *health.borrow_and_update() => None,
+                            Ok(()) => continue,
+                            Err(_) => std::future::pending().await,
+                        },
+                    };
+                    let Some(waiters) = waiters.upgrade() else {
+                        return;
+                    };
+                    match woke {
+                        Some(id) => waiters.wake(&id),
+                        None => waiters.wake_all(),
+                    }
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => return None,
-                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-            },
-            changed = health.changed() => match changed {
-                Ok(()) if *health.borrow_and_update() => return None,
-                Ok(()) => {}
-                // Memory keeps its sender; a store being dropped says nothing.
-                Err(_) => std::future::pending().await,
-            },
+            });
+        });
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut all = self.waiters.lock();
+        if let Some(entry) = all.get_mut(&self.id) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                all.remove(&self.id);
+            }
         }
     }
 }
@@ -461,20 +537,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_ends_at_the_verdict_not_at_the_requests_late_announcement() {
-        let (events, mut heard_events) = broadcast::channel(EVENT_BACKLOG);
-        let (_up, mut health) = watch::channel(true);
+        let store = Arc::new(ApprovalStore::in_memory(rules(false)));
         let now = SystemTime::now();
-        let a = asked("call", now, false);
-        let mut approved = a.clone();
-        approved.state = ApprovalState::Approved;
-        for (approval, kind) in [
-            (&a, ApprovalEventKind::Requested),
-            (&approved, ApprovalEventKind::Approved),
-        ] {
-            events.send(approval.event(kind)).unwrap();
-        }
-        let heard = heard(&a.id, &mut heard_events, &mut health).await;
-        assert_eq!(heard.map(|h| h.state), Some(ApprovalState::Approved));
+        let a = store.find_or_ask(asked("call", now, false)).await.unwrap();
+        let waiter = {
+            let (store, id) = (store.clone(), a.id.clone());
+            tokio::spawn(async move { store.await_verdict(&id, Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The request's own announcement, heard late (as with Redis).
+        store
+            .events
+            .send(a.event(ApprovalEventKind::Requested))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a late announcement ended the wait");
+        store.decide(&a.id, &verdict(true)).await.unwrap();
+        let decided = waiter.await.unwrap().unwrap();
+        assert_eq!(decided.state, ApprovalState::Approved);
+        assert!(store.waiters.lock().is_empty(), "the waiter left its place");
     }
 
     fn kinds(heard: &mut broadcast::Receiver<ApprovalEvent>) -> Vec<&'static str> {
@@ -637,6 +718,7 @@ mod tests {
             health,
             _always_up: None,
             webhook: None,
+            waiters: Arc::default(),
         });
         let now = SystemTime::now();
         let a = store.find_or_ask(asked("call", now, false)).await.unwrap();
