@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use super::outcome::{ApprovalState, ApprovalStatus};
 use super::request::DecisionRequest;
 pub use super::request::{BodyDigest, HeldCall};
-use super::tasks::{unix_ms, Task};
+use super::tasks::{hex, sha256, unix_ms, Task};
 pub use crate::config::ApprovalRules;
 
 /// Which calls an approval is good for: the digest of everything it is
@@ -50,7 +50,7 @@ impl Binding {
             framed.extend_from_slice(&(part.len() as u64).to_be_bytes());
             framed.extend_from_slice(part);
         }
-        Binding(sha256(&[&framed]))
+        Binding(sha256(&framed))
     }
 
     pub fn hex(&self) -> String {
@@ -287,18 +287,4 @@ pub enum ApprovalError {
     OwnWorkload { id: String },
     #[error("approvals cannot be reached: {0}")]
     Unavailable(String),
-}
-
-fn sha256(parts: &[&[u8]]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in parts {
-        ctx.update(part);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

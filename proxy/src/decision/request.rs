@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::catalog::RiskClass;
 use crate::identity::Attributes;
 
-use super::tasks::TokenHash;
+use super::tasks::{hex, sha256, TokenHash};
 
 /// The built-in action for traffic the catalog does not cover: decided on
 /// host:port alone and tunnelled blind if allowed.
@@ -71,10 +71,7 @@ pub struct BodyDigest(pub [u8; 32]);
 
 impl BodyDigest {
     pub fn of(body: &[u8]) -> BodyDigest {
-        let digest = ring::digest::digest(&ring::digest::SHA256, body);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest.as_ref());
-        BodyDigest(out)
+        BodyDigest(sha256(body))
     }
 
     pub fn from_slice(bytes: &[u8]) -> Option<BodyDigest> {
@@ -82,7 +79,7 @@ impl BodyDigest {
     }
 
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 }
 

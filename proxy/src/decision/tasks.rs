@@ -33,10 +33,7 @@ pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
     pub fn of(token: &str) -> TokenHash {
-        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest.as_ref());
-        TokenHash(out)
+        TokenHash(sha256(token.as_bytes()))
     }
 
     pub fn from_slice(bytes: &[u8]) -> Option<TokenHash> {
@@ -398,4 +395,23 @@ pub fn unix_ms(t: SystemTime) -> i64 {
 
 pub fn from_unix_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// SHA-256 of `data`: token hashes, body digests, approval bindings.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
+    out
+}
+
+/// Lowercase hex. On every task-bound request's path (Redis keys): a
+/// `format!` per byte cost more than the rest of building the keys.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, Uri};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 
 use crate::body::{Counted, Finish, OnFinish, ProxyBody};
@@ -314,9 +314,10 @@ impl Pipeline {
                     self.core.http(&later, caller, inbound).await
                 }
             };
-            (verdict, crate::body::full(bytes))
+            (verdict, Either::Right(Full::new(bytes)))
         } else {
-            (verdict, body.map_err(Into::into).boxed())
+            // Streamed as it comes, boxed once below like any request.
+            (verdict, Either::Left(body))
         };
         let core::Verdict {
             mut record,

@@ -12,7 +12,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Status};
 
-use crate::authorization;
 use crate::config::ApproverConfig;
 use crate::decision::approvals::{ApprovalError, ApprovalEvent, ApprovalState, Verdict};
 use crate::decision::approvers::ApproverError;
@@ -45,28 +44,19 @@ pub fn approver_of(
     })
 }
 
-fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(authorization::bearer)
-        .ok_or_else(|| Status::unauthenticated("an approver's bearer token is required"))
-}
-
 fn require_approver<T>(plane: &DecisionPlane, request: &Request<T>) -> Result<String, Status> {
     if plane.approvers.is_empty() {
         return Err(Status::permission_denied(
             "approvals are disabled: no approvals.approvers are configured",
         ));
     }
-    approver_of(&plane.approvers, bearer(request)?)?
+    approver_of(&plane.approvers, tasks::bearer(request, "an approver's")?)?
         .ok_or_else(|| Status::permission_denied("the approver token is not valid"))
 }
 
 /// Approvers and the admin may look.
 fn require_reader<T>(plane: &DecisionPlane, request: &Request<T>) -> Result<Caller, Status> {
-    if let Some(name) = approver_of(&plane.approvers, bearer(request)?)? {
+    if let Some(name) = approver_of(&plane.approvers, tasks::bearer(request, "an approver's")?)? {
         return Ok(Caller::Approver(name));
     }
     tasks::require_admin(plane, request)

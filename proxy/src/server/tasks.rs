@@ -28,16 +28,22 @@ pub fn require_admin<T>(plane: &DecisionPlane, request: &Request<T>) -> Result<(
         tracing::error!(error = %e, "admin token unreadable; refusing task administration");
         Status::unavailable("the admin token cannot be read")
     })?;
-    let presented = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(authorization::bearer)
-        .ok_or_else(|| Status::unauthenticated("an admin bearer token is required"))?;
+    let presented = bearer(request, "an admin")?;
     if TokenHash::of(presented) != TokenHash::of(expected.trim()) {
         return Err(Status::permission_denied("the admin token is not valid"));
     }
     Ok(())
+}
+
+/// The bearer token of a call's `authorization` metadata; `whose` names
+/// the token expected when there is none.
+pub fn bearer<'r, T>(request: &'r Request<T>, whose: &str) -> Result<&'r str, Status> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(authorization::bearer)
+        .ok_or_else(|| Status::unauthenticated(format!("{whose} bearer token is required")))
 }
 
 fn status(err: TaskError) -> Status {

@@ -90,15 +90,7 @@ impl Keys {
 }
 
 fn hex(token: &TokenHash) -> String {
-    // On every request's path: a `format!` per byte cost more than the
-    // rest of building the keys.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in token.0 {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
+    crate::decision::tasks::hex(&token.0)
 }
 
 /// How to reach the server. The password is read at every connection, so a
