@@ -2,7 +2,7 @@
 //! Bodies stream frame by frame; nothing here buffers a whole body.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -130,6 +130,63 @@ where
             Poll::Ready(Some(Err(_))) => self.finish(Finish::Failed),
             Poll::Ready(Some(Ok(_))) => self.finish_if_ended(),
             Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Ends a body with an error once more than `limit` data bytes have
+/// passed, and says so in `over`: a request body is cut off at its limit
+/// rather than sent whole.
+pub struct Capped<B> {
+    inner: B,
+    left: u64,
+    over: Arc<AtomicBool>,
+}
+
+impl<B> Capped<B> {
+    pub fn new(inner: B, limit: u64, over: Arc<AtomicBool>) -> Self {
+        Capped {
+            inner,
+            left: limit,
+            over,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the body is over its size limit")]
+pub struct OverLimit;
+
+impl<B> Body for Capped<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match self.left.checked_sub(len) {
+                Some(left) => self.left = left,
+                None => {
+                    self.over.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(OverLimit))));
+                }
+            }
         }
         polled
     }

@@ -52,7 +52,25 @@ pub enum ProxyError {
     /// The body of a request being held could not be read to its end.
     #[error("reading the body of a held request failed: {0}")]
     HeldBodyUnreadable(String),
+    #[error("the request target is over the {limit}-byte limit (limits.max_request_line_bytes)")]
+    UriTooLong { limit: usize },
+    #[error("{0} (limits.max_headers, limits.max_header_bytes)")]
+    HeadersTooLarge(String),
+    /// Where the body ends could be read two ways: refused, and the
+    /// connection closed, since what follows cannot be trusted either.
+    #[error("ambiguous message framing: {0}")]
+    AmbiguousFraming(String),
+    #[error(
+        "the request body is over the {limit}-byte limit for this tool (limits.max_body_bytes)"
+    )]
+    BodyTooLarge { limit: u64 },
+    /// At a limit of open tunnels or requests in flight: try again soon.
+    #[error("tollgate is at its limit of {0}; retry shortly")]
+    Overloaded(&'static str),
 }
+
+/// How long an agent told tollgate is overloaded should wait.
+pub const OVERLOAD_RETRY_AFTER_SECONDS: u64 = 1;
 
 /// How long an agent told its approval is pending should wait before
 /// asking again (`Retry-After`). Asking again holds again, so a short wait
@@ -89,7 +107,13 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Identity(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-            ProxyError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MalformedRequest(_) | ProxyError::AmbiguousFraming(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             // A task token that no longer works is an authentication
             // problem the agent can fix (ask for a new task), not policy.
@@ -136,6 +160,11 @@ impl ProxyError {
             ProxyError::CredentialNotBound(_) => "credential_not_bound",
             ProxyError::HeldBodyTooLarge { .. } => "held_body_too_large",
             ProxyError::HeldBodyUnreadable(_) => "held_body_unreadable",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::AmbiguousFraming(_) => "ambiguous_framing",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::Overloaded(_) => "overloaded",
         }
     }
 
@@ -194,6 +223,15 @@ impl ProxyError {
                 header::RETRY_AFTER,
                 HeaderValue::from(APPROVAL_RETRY_AFTER_SECONDS),
             ));
+        }
+        if let ProxyError::Overloaded(_) = self {
+            headers.push((
+                header::RETRY_AFTER,
+                HeaderValue::from(OVERLOAD_RETRY_AFTER_SECONDS),
+            ));
+        }
+        if let ProxyError::AmbiguousFraming(_) = self {
+            headers.push((header::CONNECTION, HeaderValue::from_static("close")));
         }
         if self.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             headers.push((

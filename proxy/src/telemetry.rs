@@ -34,8 +34,12 @@ pub const HELD_REQUESTS: &str = "tollgate_held_requests";
 /// Approval changes made by this process, by `event`.
 pub const APPROVAL_EVENTS: &str = "tollgate_approval_events_total";
 
+/// Connections and requests refused at a limit (`limit`: `connections`,
+/// `tunnels`, `requests in flight`): overload answered, not queued.
+pub const SHED_TOTAL: &str = "tollgate_shed_total";
+
 /// Every series with a fixed set of labels: (name, label, values).
-const FIXED: [(&str, &str, &[&str]); 5] = [
+const FIXED: [(&str, &str, &[&str]); 6] = [
     (RELOADS, "result", &["ok", "refused"]),
     (LEAF_CACHE, "result", &["hit", "miss"]),
     (DECISION_CACHE, "result", &["hit", "miss"]),
@@ -48,6 +52,11 @@ const FIXED: [(&str, &str, &[&str]); 5] = [
         APPROVAL_EVENTS,
         "event",
         &["requested", "approved", "denied", "used", "expired"],
+    ),
+    (
+        SHED_TOTAL,
+        "limit",
+        &["connections", "tunnels", "requests in flight"],
     ),
 ];
 
@@ -77,6 +86,10 @@ pub fn register() {
     describe_counter!(
         APPROVAL_EVENTS,
         "Approval changes made by this process: requested, approved, denied, used, expired."
+    );
+    describe_counter!(
+        SHED_TOTAL,
+        "Connections and requests refused at a limit (limits: in the configuration)."
     );
     describe_counter!(
         IDENTIFICATIONS,

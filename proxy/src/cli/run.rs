@@ -17,6 +17,7 @@ use crate::decision::snapshot::Snapshot;
 use crate::decision::state::TaskStore;
 use crate::decision::{EmbeddedDecider, SharedDecider};
 use crate::pipeline::forward::Forwarder;
+use crate::pipeline::limits::Admission;
 use crate::pipeline::{accept, transparent, Hold, Pipeline};
 use crate::tls::{self, CertificateAuthority, LeafCache};
 
@@ -127,6 +128,8 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
             time: config.approvals.hold,
             max_body: config.approvals.max_body,
         },
+        limits: Arc::new(config.limits.clone()),
+        admission: Admission::new(&config.limits),
     });
     // Deciding in-process with tasks or approvers configured: this process
     // is the decision plane, so it serves the API that starts and ends

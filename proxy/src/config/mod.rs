@@ -5,6 +5,7 @@
 mod credentials;
 mod ctx;
 mod identity;
+mod limits;
 mod raw;
 mod sections;
 pub mod yaml;
@@ -21,6 +22,7 @@ pub use identity::{
     EnvoyIdentity, IdentityConfig, IssuerConfig, JwksSource, ListenerIdentity, TokenKind,
     DEFAULT_ENVOY_JWT_HEADER, DEFAULT_JWKS_REFRESH, DEFAULT_JWT_AUTHN_PAYLOAD, DEFAULT_JWT_LEEWAY,
 };
+pub use limits::*;
 pub use raw::RawConfig;
 pub use yaml::YamlError;
 
@@ -156,6 +158,7 @@ pub struct Config {
     /// How ext_authz identifies a `Check` besides Envoy's mTLS principal.
     pub envoy_identity: EnvoyIdentity,
     pub approvals: ApprovalsConfig,
+    pub limits: Limits,
 }
 
 /// `approvals:`. The proxy holds (`hold`, `max_body`); the decision plane
@@ -437,6 +440,7 @@ impl Config {
         };
         let state = sections::state(raw.state.unwrap_or_default(), &ctx)?;
         let approvals = sections::approvals(raw.approvals, &ctx)?;
+        let limits = limits::limits(raw.limits, &ctx)?;
         Ok(Config {
             file: path.to_path_buf(),
             listeners,
@@ -458,6 +462,7 @@ impl Config {
             identity,
             envoy_identity,
             approvals,
+            limits,
         })
     }
 
@@ -490,12 +495,25 @@ impl Config {
             ("tasks", self.tasks == fresh.tasks),
             ("state", self.state == fresh.state),
             ("approvals", self.approvals == fresh.approvals),
+            ("limits", self.limits == fresh.limits),
         ];
         sections
             .into_iter()
             .filter(|(_, same)| !same)
             .map(|(name, _)| name)
             .collect()
+    }
+
+    /// Every tool `limits.tools` names exists in the catalog.
+    pub fn check_limit_tools(&self, is_tool: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+        match self.limits.tool_body_bytes.keys().find(|t| !is_tool(t)) {
+            None => Ok(()),
+            Some(tool) => Err(ConfigError::Invalid {
+                file: self.file.display().to_string(),
+                field: format!("limits.tools.{tool}"),
+                message: format!("`{tool}` is not a tool in the catalog"),
+            }),
+        }
     }
 
     /// Every tool a credential is bound to exists in the catalog: a typo in

@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub identity: RawIdentitySection,
     #[serde(default)]
     pub approvals: RawApprovals,
+    #[serde(default)]
+    pub limits: super::limits::RawLimits,
 }
 
 #[derive(Debug, Deserialize, Default)]

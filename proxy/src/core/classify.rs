@@ -84,18 +84,69 @@ pub fn classify(
 ) -> Result<Named, ProxyError> {
     let path = uri.path();
     check_path(path)?;
-    Ok(
-        match catalog.classify(&target.host, method, path, uri.query(), headers) {
-            Some(c) => Named {
-                tool: Some(c.tool),
-                action: c.action,
-                resource: c.resource,
-                risk: c.risk,
-                sensitivity: c.sensitivity,
-            },
-            None => Named::connect(target),
-        },
-    )
+    let Some(c) = catalog.classify(&target.host, method, path, uri.query(), headers) else {
+        return Ok(Named::connect(target));
+    };
+    // No route names this path, yet it may name one as a lenient upstream
+    // reads it: the request would pass as `<tool>:unknown` and act as
+    // that route. Refused rather than guessed either way.
+    if c.risk == RiskClass::Unknown {
+        if let Some(read) = upstream_reading(path) {
+            if let Some(other) = catalog
+                .classify(&target.host, method, &read, uri.query(), headers)
+                .filter(|o| o.risk != RiskClass::Unknown)
+            {
+                return Err(ProxyError::MalformedRequest(format!(
+                    "the path can be read as `{read}` ({}), which it does not match as sent; send it in that form",
+                    other.action
+                )));
+            }
+        }
+    }
+    Ok(Named {
+        tool: Some(c.tool),
+        action: c.action,
+        resource: c.resource,
+        risk: c.risk,
+        sensitivity: c.sensitivity,
+    })
+}
+
+/// The path as a lenient upstream may read it: slashes merged (nginx's
+/// `merge_slashes`), unreserved characters percent-decoded (RFC 3986
+/// §6.2.2.2), and lower-cased (case-insensitive servers). `None` when that is the
+/// path as sent.
+fn upstream_reading(path: &str) -> Option<String> {
+    let mut read = String::with_capacity(path.len());
+    let mut segments = path.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment.is_empty() && read.ends_with('/') && segments.peek().is_some() {
+            continue;
+        }
+        let bytes = segment.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let decoded = (bytes[i] == b'%')
+                .then(|| segment.get(i + 1..i + 3))
+                .flatten()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+            match decoded {
+                Some(b) => {
+                    read.push(char::from(b.to_ascii_lowercase()));
+                    i += 3;
+                }
+                None => {
+                    read.push(char::from(bytes[i].to_ascii_lowercase()));
+                    i += 1;
+                }
+            }
+        }
+        if segments.peek().is_some() {
+            read.push('/');
+        }
+    }
+    (read != path).then_some(read)
 }
 
 /// Refuse paths the upstream might read differently from the catalog: dot
@@ -121,6 +172,37 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
         return Err(ProxyError::MalformedRequest(
             "dot segments in the path are not accepted".into(),
         ));
+    }
+    // Servlet containers drop `;` parameters from segments
+    // (`/merge;x` is `/merge` to them), so a parameter could move a request
+    // to a resource the catalog did not name.
+    if bytes.contains(&b';') {
+        return Err(ProxyError::MalformedRequest(
+            "`;` parameters in the path are not accepted".into(),
+        ));
+    }
+    // `%` must start an escape: `%zz` or a cut-off `%2` is read one way by
+    // one server and another way (or refused) by the next; an escaped
+    // control character (`%00`) ends a path early for some.
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        let escaped = rest
+            .get(at + 1..at + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            None => {
+                return Err(ProxyError::MalformedRequest(
+                    "invalid percent-encoding in the path".into(),
+                ))
+            }
+            Some(b) if b.is_ascii_control() => {
+                return Err(ProxyError::MalformedRequest(
+                    "an escaped control character in the path".into(),
+                ))
+            }
+            Some(_) => rest = &rest[at + 3..],
+        }
     }
     Ok(())
 }
@@ -167,6 +249,13 @@ mod tests {
             "/repos/acme%2Fapi",
             "/a\\b",
             "relative",
+            "/%2",
+            "/a%zzb",
+            "/a%",
+            "/a%+1",
+            "/a/1;x=y",
+            "/a%00",
+            "/a%7F",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
@@ -178,9 +267,23 @@ mod tests {
             "/v1/chat/completions",
             "/a%20b",
             "/a/.well-known/x",
-            "/%2",
+            "/%41%7e",
         ] {
             assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn paths_are_read_as_lenient_upstreams_would() {
+        assert_eq!(upstream_reading("/repos/acme/api"), None);
+        for (sent, read) in [
+            ("/repos//acme/api", "/repos/acme/api"),
+            ("//repos/acme/api", "/repos/acme/api"),
+            ("/Repos/acme/api", "/repos/acme/api"),
+            ("/rep%6Fs/acme/api", "/repos/acme/api"),
+            ("/a/%2Fb", "/a/%2fb"),
+        ] {
+            assert_eq!(upstream_reading(sent).as_deref(), Some(read), "{sent}");
         }
     }
 

@@ -136,6 +136,9 @@ pub enum Held<'s> {
 #[derive(Debug)]
 pub struct Allowed<'s> {
     pub decision: Decision,
+    /// The catalog tool it was named as (`None`: a host the catalog does
+    /// not cover).
+    pub tool: Option<Arc<str>>,
     /// The task token the request presented, when it names a real task.
     pub task: Option<TokenHash>,
     pub credentials: CredentialPlan<'s>,
@@ -357,6 +360,7 @@ impl Core {
             decision.credential.as_deref(),
         )?;
         Ok(Allowed {
+            tool: named.tool.clone(),
             // Only tokens of real tasks: a made-up one must not be tracked.
             task: task.filter(|_| decision.task.is_some()),
             decision,

@@ -56,6 +56,7 @@ impl Snapshot {
         config.check_credential_bindings(|tool| {
             snapshot.catalog.credential_headers(tool).is_some()
         })?;
+        config.check_limit_tools(|tool| snapshot.catalog.credential_headers(tool).is_some())?;
         snapshot.credentials = CredentialStore::new(config.credentials.clone());
         Ok(snapshot)
     }

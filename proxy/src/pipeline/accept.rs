@@ -3,17 +3,14 @@
 //! pipeline; `CONNECT host:port` is intercepted when the catalog covers the
 //! host, and otherwise decided as a blind tunnel.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{empty, ProxyBody};
@@ -24,13 +21,8 @@ use crate::core::{self, token, Caller, Mode};
 use crate::error::ProxyError;
 use crate::identity::{CallerIdentity, ListenerSources};
 
+use super::limits::{check_head, serve_agent, Protocol};
 use super::{closed_at_task_end, intercept, task_ended, tunnel, Connection, Pipeline};
-
-/// Slow or silent clients are cut off rather than holding a connection.
-pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A TLS client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A proxy listener: plain, or TLS when `tls` is given (client
 /// certificates, when offered, are checked by `sources` once the handshake
@@ -44,6 +36,13 @@ pub async fn serve(
 ) {
     loop {
         let (stream, peer) = next_connection(&listener, &config.name).await;
+        let Some(place) = pipeline.admission.connection(peer) else {
+            if tls.is_none() {
+                // Best effort, without waiting: the agent learns why.
+                let _ = stream.try_write(OVERLOADED);
+            }
+            continue;
+        };
         let (pipeline, sources, name) = (pipeline.clone(), sources.clone(), config.name.clone());
         // Two tasks of their own types: a plain connection's task is not
         // sized for the TLS state it never holds (idle keep-alive
@@ -51,9 +50,10 @@ pub async fn serve(
         match &tls {
             None => tokio::spawn(async move {
                 let _open = crate::memory::OpenConnection::new();
+                let _place = place;
                 let identity = sources.connection(peer.ip(), None);
                 let connection = Arc::new(Connection::new(name, peer, identity));
-                serve_http(TokioIo::new(stream), connection, pipeline).await;
+                serve_http(stream, connection, pipeline).await;
             }),
             Some(tls) => tokio::spawn(serve_tls(
                 tls.clone(),
@@ -62,10 +62,14 @@ pub async fn serve(
                 name,
                 sources,
                 pipeline,
+                place,
             )),
         };
     }
 }
+
+/// The answer to a connection over `limits.max_connections`.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 85\r\n\r\n{\"error\":\"overloaded\",\"message\":\"tollgate is at its limit of connections; retry shortly\"}";
 
 /// The next agent connection, with Nagle off.
 pub(super) async fn next_connection(listener: &TcpListener, name: &str) -> (TcpStream, SocketAddr) {
@@ -91,9 +95,11 @@ async fn serve_tls(
     name: Arc<str>,
     sources: Arc<ListenerSources>,
     pipeline: Arc<Pipeline>,
+    _place: OwnedSemaphorePermit,
 ) {
     let _open = crate::memory::OpenConnection::new();
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+    let handshake = pipeline.limits.tls_handshake_timeout;
+    let stream = match tokio::time::timeout(handshake, tls.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::info!(error = %e, %peer, listener = %name, "TLS handshake with an agent failed");
@@ -106,28 +112,24 @@ async fn serve_tls(
     };
     let identity = sources.connection(peer.ip(), stream.get_ref().1.peer_certificates());
     let connection = Arc::new(Connection::new(name, peer, identity));
-    serve_http(TokioIo::new(stream), connection, pipeline).await;
+    serve_http(stream, connection, pipeline).await;
 }
 
-async fn serve_http<S>(io: TokioIo<S>, connection: Arc<Connection>, pipeline: Arc<Pipeline>)
+async fn serve_http<S>(io: S, connection: Arc<Connection>, pipeline: Arc<Pipeline>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let peer = connection.peer;
-    let service = service_fn(move |request| {
-        let pipeline = pipeline.clone();
-        let connection = connection.clone();
-        async move { Ok::<_, Infallible>(route(pipeline, connection, request).await) }
-    });
-    let served = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(io, service)
-        .with_upgrades()
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(error = %e, %peer, "agent connection ended with an error");
-    }
+    let (peer, activity) = (connection.peer, connection.activity.clone());
+    let limits = pipeline.limits.clone();
+    serve_agent(
+        io,
+        Protocol::Http1,
+        &limits,
+        activity,
+        peer,
+        move |request| route(pipeline.clone(), connection.clone(), request),
+    )
+    .await;
 }
 
 async fn route(
@@ -140,27 +142,8 @@ async fn route(
     }
     match absolute_target(request.uri()) {
         Ok(target) => pipeline.handle(connection, target, request).await,
-        Err(err) => refuse_unread(&pipeline, &connection.caller, &request, err),
+        Err(err) => pipeline.refuse_unread(&connection.caller, &request, err),
     }
-}
-
-/// A request whose target cannot be read: refused before there is anything
-/// to decide, and audited like every refusal.
-pub(super) fn refuse_unread(
-    pipeline: &Pipeline,
-    caller: &Caller,
-    request: &Request<Incoming>,
-    err: ProxyError,
-) -> Response<ProxyBody> {
-    let uri = request.uri();
-    let line = RequestLine {
-        method: request.method().as_str(),
-        host: uri.host().unwrap_or(""),
-        port: uri.port_u16().unwrap_or(0),
-        path_and_query: uri.path_and_query().map_or("", |pq| pq.as_str()),
-    };
-    tracing::info!(listener = %caller.listener, error = %err, "request refused unread");
-    pipeline.refuse(core::refused(caller, line, &err), &err)
 }
 
 pub fn absolute_target(uri: &http::Uri) -> Result<RequestTarget, ProxyError> {
@@ -201,8 +184,30 @@ pub(super) fn authority_target(
     if host.is_empty() {
         return Err(ProxyError::MalformedRequest("request names no host".into()));
     }
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let port = explicit_port(authority)?.unwrap_or(if tls { 443 } else { 80 });
+    if port == 0 {
+        return Err(ProxyError::MalformedRequest(
+            "port 0 cannot be reached".into(),
+        ));
+    }
     Ok(RequestTarget { tls, host, port })
+}
+
+/// The port an authority names, if it names one. `http`'s own reader
+/// takes a port it cannot parse (`:65536`) for none, and the request would
+/// go to the scheme's default port instead.
+fn explicit_port(authority: &http::uri::Authority) -> Result<Option<u16>, ProxyError> {
+    let text = authority.as_str();
+    let after_host = match text.rfind(']') {
+        Some(end) => &text[end + 1..],
+        None => text.rfind(':').map_or("", |colon| &text[colon..]),
+    };
+    match after_host.strip_prefix(':') {
+        None | Some("") => Ok(None),
+        Some(port) => port.parse().map(Some).map_err(|_| {
+            ProxyError::MalformedRequest(format!("port `{port}` is not a number up to 65535"))
+        }),
+    }
 }
 
 fn connect_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyError> {
@@ -210,9 +215,19 @@ fn connect_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyErr
         .uri()
         .authority()
         .ok_or_else(|| ProxyError::MalformedRequest("CONNECT needs a host:port target".into()))?;
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::MalformedRequest(
+            "credentials in the request's host are not accepted".into(),
+        ));
+    }
+    // RFC 9110 §9.3.6: host:port, nothing else.
+    if request.uri().scheme().is_some() || request.uri().path_and_query().is_some() {
+        return Err(ProxyError::MalformedRequest(
+            "CONNECT needs a host:port target, not a URL".into(),
+        ));
+    }
     let host = normalize_host(authority.host());
-    let port = authority
-        .port_u16()
+    let port = explicit_port(authority)?
         .ok_or_else(|| ProxyError::MalformedRequest("CONNECT needs a host:port target".into()))?;
     if host.is_empty() || port == 0 {
         return Err(ProxyError::MalformedRequest(
@@ -235,9 +250,13 @@ async fn connect(
         mode: Mode::Tunnel,
         ..connection.caller.clone()
     };
-    let target = match connect_target(&request) {
-        Ok(target) => target,
-        Err(err) => return refuse_unread(&pipeline, &tunnel_caller, &request, err),
+    let suspect = connection.activity.take_suspect();
+    let checked = check_head(&request, &pipeline.limits, suspect)
+        .and_then(|()| connect_target(&request))
+        .and_then(|target| Ok((target, pipeline.admission.tunnel(connection.peer)?)));
+    let (target, place) = match checked {
+        Ok(checked) => checked,
+        Err(err) => return pipeline.refuse_unread(&tunnel_caller, &request, err),
     };
     // Nobody unidentified gets a tunnel, intercepted or not: the agent
     // learns it must authenticate to the proxy. What the CONNECT proved
@@ -275,8 +294,11 @@ async fn connect(
         pipeline.leaves.clone(),
     ) {
         // Every request inside is decided on its own; nothing to decide yet.
-        let connection = Arc::new(connection.in_tunnel(&tunnel_caller, task));
+        let tunnel = Arc::new(connection.in_tunnel(&tunnel_caller, task));
+        connection.activity.hand_over();
+        let connection = tunnel;
         tokio::spawn(async move {
+            let _place = place;
             match hyper::upgrade::on(request).await {
                 Ok(upgraded) => {
                     let watched = connection.clone();
@@ -314,7 +336,9 @@ async fn connect(
     };
     let sink = pipeline.audit.clone();
     let half_close = pipeline.tunnel_half_close;
+    connection.activity.hand_over();
     tokio::spawn(async move {
+        let _place = place;
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
                 // Bytes moved until the task ended still go in the audit

@@ -7,16 +7,11 @@
 //! same way without the TLS: its first byte tells, since a TLS connection
 //! starts with a handshake record.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::Request;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -25,9 +20,9 @@ use crate::core::classify::{normalize_host, RequestTarget};
 use crate::error::ProxyError;
 use crate::tls::LeafCache;
 
+use super::limits::{serve_agent, Protocol};
+use super::watch::Watched;
 use super::{Connection, Pipeline};
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -42,14 +37,15 @@ pub async fn serve(
     // A plain proxy listener: take the socket back from hyper, with
     // whatever the agent sent after the CONNECT head, and peek at the
     // first byte without taking it.
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    let upgraded = match upgraded.downcast::<TokioIo<Watched<TcpStream>>>() {
         Ok(parts) => {
-            let tcp = parts.io.into_inner();
+            let tcp = parts.io.into_inner().into_inner();
             let first = match parts.read_buf.first() {
                 Some(&byte) => Some(byte),
                 None => {
                     let mut byte = [0u8; 1];
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut byte)).await {
+                    let handshake = pipeline.limits.tls_handshake_timeout;
+                    match tokio::time::timeout(handshake, tcp.peek(&mut byte)).await {
                         Ok(Ok(1)) => Some(byte[0]),
                         _ => None,
                     }
@@ -68,7 +64,8 @@ pub async fn serve(
     // the first byte is read and put back in front.
     let (mut from_agent, to_agent) = tokio::io::split(TokioIo::new(upgraded));
     let mut byte = [0u8; 1];
-    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, from_agent.read(&mut byte)).await {
+    let handshake = pipeline.limits.tls_handshake_timeout;
+    let first = match tokio::time::timeout(handshake, from_agent.read(&mut byte)).await {
         Ok(Ok(1)) => Some(byte[0]),
         _ => None,
     };
@@ -92,7 +89,7 @@ async fn inspect(
     };
     if first != TLS_HANDSHAKE {
         target.tls = false;
-        return serve_http(pipeline, connection, target, agent).await;
+        return serve_http(pipeline, connection, target, agent, None).await;
     }
 
     terminate(pipeline, leaves, connection, target, agent).await;
@@ -107,8 +104,9 @@ pub(super) async fn terminate(
     target: RequestTarget,
     agent: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
 ) {
+    let handshake = pipeline.limits.tls_handshake_timeout;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), agent);
-    let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
+    let start = match tokio::time::timeout(handshake, acceptor).await {
         Ok(Ok(start)) => start,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, host = %target.host, "agent TLS hello failed");
@@ -135,36 +133,45 @@ pub(super) async fn terminate(
             return;
         }
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+    let tls = match tokio::time::timeout(handshake, start.into_stream(config)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, host = %target.host, "agent TLS handshake failed");
             return;
         }
-        Err(_) => return,
+        Err(_) => {
+            tracing::debug!(host = %target.host, "agent TLS handshake timed out");
+            return;
+        }
     };
-    serve_http(pipeline, connection, target, tls).await;
+    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_http(pipeline, connection, target, tls, Some(http2)).await;
 }
 
-/// HTTP/1.1 or HTTP/2 from the agent, each request through the pipeline.
+/// HTTP/1.1 or HTTP/2 from the agent (`http2` as ALPN said, or told by
+/// the first bytes), each request through the pipeline.
 async fn serve_http(
     pipeline: Arc<Pipeline>,
     connection: Arc<Connection>,
     target: RequestTarget,
     agent: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    http2: Option<bool>,
 ) {
-    let service = service_fn(move |request: Request<Incoming>| {
-        let pipeline = pipeline.clone();
-        let connection = connection.clone();
-        let target = target.clone();
-        async move { Ok::<_, Infallible>(pipeline.handle(connection, target, request).await) }
-    });
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(agent), service)
-        .await
-    {
-        tracing::debug!(error = %e, "intercepted connection ended with an error");
-    }
+    let (peer, activity) = (connection.peer, connection.activity.clone());
+    let limits = pipeline.limits.clone();
+    serve_agent(
+        agent,
+        Protocol::Auto(http2),
+        &limits,
+        activity,
+        peer,
+        move |request| {
+            pipeline
+                .clone()
+                .handle(connection.clone(), target.clone(), request)
+        },
+    )
+    .await;
 }
 
 /// The host a request inside the tunnel names (`:authority` or `Host`) must

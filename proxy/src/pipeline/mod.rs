@@ -14,9 +14,11 @@ pub mod accept;
 pub mod forward;
 pub mod headers;
 pub mod intercept;
+pub mod limits;
 pub mod transparent;
 pub mod tunnel;
 pub mod upgrade;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +29,8 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 
-use crate::body::{Counted, Finish, OnFinish, ProxyBody};
+use crate::body::{Capped, Counted, Finish, OnFinish, ProxyBody};
+use crate::config::Limits;
 use crate::core::audit::{AuditRecord, AuditSink, RequestLine};
 use crate::core::classify::RequestTarget;
 use crate::core::{self, Caller, Core, Inbound, Mode};
@@ -40,6 +43,8 @@ use crate::telemetry;
 use crate::tls::LeafCache;
 
 use forward::Forwarder;
+use limits::Admission;
+use watch::Activity;
 
 /// One agent connection: who is on the other end, and the tasks its
 /// requests have run under.
@@ -53,6 +58,8 @@ pub struct Connection {
     tasks_seen: std::sync::Mutex<Vec<TokenHash>>,
     /// Set on a connection iptables redirected to a transparent listener.
     redirected: Option<Redirected>,
+    /// What its requests are doing, for the connection's clocks.
+    pub activity: Arc<Activity>,
 }
 
 /// What a redirected connection's requests are held to: the host each
@@ -81,6 +88,7 @@ impl Connection {
             peer,
             tasks_seen: std::sync::Mutex::default(),
             redirected: None,
+            activity: Arc::default(),
         }
     }
 
@@ -115,6 +123,7 @@ impl Connection {
             peer: self.peer,
             tasks_seen: std::sync::Mutex::new(connect_task.into_iter().collect()),
             redirected: None,
+            activity: Arc::default(),
         }
     }
 
@@ -155,6 +164,9 @@ pub struct Pipeline {
     pub tunnel_half_close: std::time::Duration,
     /// How requests an approval gate stops are held.
     pub hold: Hold,
+    /// What one agent may cost (`limits:`).
+    pub limits: Arc<Limits>,
+    pub admission: Admission,
 }
 
 /// How long a request an approval gate stopped is held for a verdict, and
@@ -224,10 +236,40 @@ impl Pipeline {
         target: RequestTarget,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        let suspect = connection.activity.take_suspect();
+        if let Err(err) = limits::check_head(&request, &self.limits, suspect) {
+            return self.refuse_unread(&connection.caller, &request, err);
+        }
+        // Held until the response head is back: deciding and waiting on
+        // the upstream are what a flood of requests would pile up.
+        let _in_flight = match self.admission.request(connection.peer) {
+            Ok(permit) => permit,
+            Err(err) => return self.refuse_unread(&connection.caller, &request, err),
+        };
         match self.run(&connection, &target, request).await {
             Ok(response) => response,
             Err((record, err)) => self.refuse(record, &err),
         }
+    }
+
+    /// A request refused before there is anything to decide (its target
+    /// unreadable, its head over a limit, tollgate overloaded), audited
+    /// like every refusal.
+    pub fn refuse_unread<B>(
+        &self,
+        caller: &Caller,
+        request: &Request<B>,
+        err: ProxyError,
+    ) -> Response<ProxyBody> {
+        let uri = request.uri();
+        let line = RequestLine {
+            method: request.method().as_str(),
+            host: uri.host().unwrap_or(""),
+            port: uri.port_u16().unwrap_or(0),
+            path_and_query: uri.path_and_query().map_or("", |pq| pq.as_str()),
+        };
+        tracing::info!(listener = %caller.listener, error = %err, "request refused unread");
+        self.refuse(core::refused(caller, line, &err), &err)
     }
 
     /// Answer a refusal and write its audit line.
@@ -331,6 +373,14 @@ impl Pipeline {
         if let Some(token) = allowed.task {
             connection.saw_task(token);
         }
+        let body_limit = self.limits.body_limit(allowed.tool.as_deref());
+        if let Some(limit) = body_limit {
+            if http_body::Body::size_hint(&body).lower() > limit {
+                let err = ProxyError::BodyTooLarge { limit };
+                record.refused(&err);
+                return Err((record, err));
+            }
+        }
         or_refuse!(self.check_redirected(connection, target).await, record);
 
         // credentials, on a request shaped for the next hop
@@ -361,14 +411,32 @@ impl Pipeline {
         );
         *outbound.uri_mut() = uri;
         let bytes_in = Arc::new(AtomicU64::new(0));
-        let outbound = outbound.map(|b| Counted::new(b, bytes_in.clone()).boxed());
+        let over_limit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outbound = outbound.map(|b| {
+            let counted = Counted::new(b, bytes_in.clone());
+            match body_limit {
+                Some(limit) => Capped::new(counted, limit, over_limit.clone()).boxed(),
+                None => counted.boxed(),
+            }
+        });
 
         // forward
         let upstream_started = Instant::now();
-        let response = or_refuse!(
-            self.forwarder.send(outbound, upgrade.is_some()).await,
-            record
-        );
+        let sent = self.forwarder.send(outbound, upgrade.is_some()).await;
+        let response = match (sent, body_limit) {
+            (Ok(response), _) => response,
+            // A streamed body went over its limit: the upstream saw it cut
+            // off, and the agent learns why.
+            (Err(_), Some(limit)) if over_limit.load(Ordering::Relaxed) => {
+                let err = ProxyError::BodyTooLarge { limit };
+                record.refused(&err);
+                return Err((record, err));
+            }
+            (Err(err), _) => {
+                record.refused(&err);
+                return Err((record, err));
+            }
+        };
         metrics::histogram!(telemetry::UPSTREAM_DURATION)
             .record(upstream_started.elapsed().as_secs_f64());
         if let Some((_, agent, revocations)) = upgrade {
@@ -387,6 +455,8 @@ impl Pipeline {
                     connection.peer,
                     "upgraded connection",
                 );
+                // Its bytes are no longer requests: the clocks stop.
+                connection.activity.hand_over();
                 return Ok(self.switch(agent, response, record, ended));
             }
         }

@@ -17,7 +17,6 @@
 //! reaches only an address that name resolves to, and unless the listener
 //! says otherwise, only the address it was headed for.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -25,10 +24,8 @@ use std::time::Duration;
 
 use http::{Method, Request};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::core::classify::{normalize_host, RequestTarget};
@@ -36,7 +33,8 @@ use crate::core::Verdict;
 use crate::error::ProxyError;
 use crate::identity::ListenerSources;
 
-use super::accept::{authority_target, next_connection, refuse_unread, HEADER_READ_TIMEOUT};
+use super::accept::{authority_target, next_connection};
+use super::limits::{serve_agent, Protocol};
 use super::{closed_at_task_end, intercept, task_ended, tunnel, Connection, Pipeline};
 
 /// A client that says nothing this long after connecting is taken to wait
@@ -67,6 +65,11 @@ pub async fn serve(
 ) {
     loop {
         let (stream, peer) = next_connection(&listener, &name).await;
+        // Nothing can be said to a client expecting its origin: over the
+        // limit, the connection is closed.
+        let Some(place) = pipeline.admission.connection(peer) else {
+            continue;
+        };
         let original = match original_destination(&stream) {
             // A connection made to the listener's own address was not
             // redirected: there is nowhere to take it.
@@ -84,7 +87,13 @@ pub async fn serve(
             original,
             require_original_destination,
         ));
-        tokio::spawn(redirected(pipeline.clone(), connection, stream, original));
+        tokio::spawn(redirected(
+            pipeline.clone(),
+            connection,
+            stream,
+            original,
+            place,
+        ));
     }
 }
 
@@ -93,6 +102,7 @@ async fn redirected(
     connection: Arc<Connection>,
     stream: TcpStream,
     original: SocketAddr,
+    _place: OwnedSemaphorePermit,
 ) {
     let _open = crate::memory::OpenConnection::new();
     let address_only = || RequestTarget {
@@ -144,33 +154,19 @@ async fn tls(
 /// HTTP/1 is served as the explicit proxy serves it; `h2`, HTTP/2 with
 /// prior knowledge (it began with the preface).
 async fn http(pipeline: Arc<Pipeline>, connection: Arc<Connection>, stream: TcpStream, h2: bool) {
-    let peer = connection.peer;
-    let service = service_fn(move |request: Request<Incoming>| {
+    let (peer, activity) = (connection.peer, connection.activity.clone());
+    let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+    let limits = pipeline.limits.clone();
+    serve_agent(stream, protocol, &limits, activity, peer, move |request| {
         let (pipeline, connection) = (pipeline.clone(), connection.clone());
         async move {
-            let answer = match request_target(&request) {
+            match request_target(&request) {
                 Ok(target) => pipeline.handle(connection, target, request).await,
-                Err(err) => refuse_unread(&pipeline, &connection.caller, &request, err),
-            };
-            Ok::<_, Infallible>(answer)
+                Err(err) => pipeline.refuse_unread(&connection.caller, &request, err),
+            }
         }
-    });
-    let io = TokioIo::new(stream);
-    let served = if h2 {
-        http2::Builder::new(TokioExecutor::new())
-            .serve_connection(io, service)
-            .await
-    } else {
-        http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(io, service)
-            .with_upgrades()
-            .await
-    };
-    if let Err(e) = served {
-        tracing::debug!(error = %e, %peer, "redirected connection ended with an error");
-    }
+    })
+    .await;
 }
 
 /// The service a plain request on a redirected connection is for: its
@@ -216,9 +212,12 @@ async fn relay_blind(
         mut record,
         outcome,
     } = pipeline.core.tunnel(&snapshot, caller, &target).await;
-    let task = match outcome {
-        Ok(allowed) => allowed.task,
+    let outcome =
+        outcome.and_then(|allowed| Ok((allowed, pipeline.admission.tunnel(connection.peer)?)));
+    let (task, _place) = match outcome {
+        Ok((allowed, place)) => (allowed.task, place),
         Err(err) => {
+            record.refused(&err);
             tracing::info!(peer = %connection.peer, %original, host = %target.host, reason = err.reason(), "redirected connection refused");
             return pipeline.audit.emit(record);
         }

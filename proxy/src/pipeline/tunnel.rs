@@ -134,10 +134,11 @@ pub async fn relay_upgraded(
     half_close: Duration,
     stop: impl Future<Output = String>,
 ) -> Relayed {
+    use super::watch::Watched;
     use hyper_util::rt::TokioIo;
-    let upgraded = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+    let upgraded = match upgraded.downcast::<TokioIo<Watched<tokio::net::TcpStream>>>() {
         Ok(parts) => {
-            let agent = parts.io.into_inner();
+            let agent = parts.io.into_inner().into_inner();
             return relay_tcp(agent, parts.read_buf, upstream, half_close, stop).await;
         }
         Err(upgraded) => upgraded,
