@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::ctx::Ctx;
+use super::raw::RawLimits;
 use super::ConfigError;
 
 // Defaults: docs/configuration.md lists the same values and compares them
@@ -90,40 +89,6 @@ impl Limits {
         tool.and_then(|t| self.tool_body_bytes.get(t).copied())
             .or(self.max_body_bytes)
     }
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    pub max_request_line_bytes: Option<usize>,
-    pub max_header_bytes: Option<usize>,
-    pub max_headers: Option<usize>,
-    pub max_body_bytes: Option<u64>,
-    pub header_read_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub tls_handshake_timeout: Option<String>,
-    pub max_connections: Option<usize>,
-    pub max_tunnels: Option<usize>,
-    pub max_in_flight: Option<usize>,
-    #[serde(default)]
-    pub http2: RawHttp2Limits,
-    /// Per catalog tool.
-    #[serde(default)]
-    pub tools: BTreeMap<String, RawToolLimits>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawHttp2Limits {
-    pub max_concurrent_streams: Option<u32>,
-    pub max_pending_resets: Option<usize>,
-    pub max_error_resets: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawToolLimits {
-    pub max_body_bytes: u64,
 }
 
 pub(super) fn limits(raw: RawLimits, ctx: &Ctx) -> Result<Limits, ConfigError> {

@@ -38,7 +38,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub approvals: RawApprovals,
     #[serde(default)]
-    pub limits: super::limits::RawLimits,
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -334,4 +334,39 @@ pub struct RawAudit {
 pub struct RawReload {
     pub watch: Option<bool>,
     pub interval: Option<String>,
+}
+
+/// `limits:` (see `limits.rs` for the defaults).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_request_line_bytes: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub tls_handshake_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_tunnels: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    #[serde(default)]
+    pub http2: RawHttp2Limits,
+    /// Per catalog tool.
+    #[serde(default)]
+    pub tools: BTreeMap<String, RawToolLimits>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp2Limits {
+    pub max_concurrent_streams: Option<u32>,
+    pub max_pending_resets: Option<usize>,
+    pub max_error_resets: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolLimits {
+    pub max_body_bytes: u64,
 }

@@ -50,9 +50,9 @@ pub async fn serve(
         match &tls {
             None => tokio::spawn(async move {
                 let _open = crate::memory::OpenConnection::new();
-                let _place = place;
                 let identity = sources.connection(peer.ip(), None);
                 let connection = Arc::new(Connection::new(name, peer, identity));
+                connection.hold_place(place);
                 serve_http(stream, connection, pipeline).await;
             }),
             Some(tls) => tokio::spawn(serve_tls(
@@ -68,8 +68,9 @@ pub async fn serve(
     }
 }
 
-/// The answer to a connection over `limits.max_connections`.
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 85\r\n\r\n{\"error\":\"overloaded\",\"message\":\"tollgate is at its limit of connections; retry shortly\"}";
+/// The answer to a connection over `limits.max_connections`; the close
+/// ends its body.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: application/json\r\n\r\n{\"error\":\"overloaded\",\"message\":\"tollgate is at its limit of connections; retry shortly\"}";
 
 /// The next agent connection, with Nagle off.
 pub(super) async fn next_connection(listener: &TcpListener, name: &str) -> (TcpStream, SocketAddr) {
@@ -95,7 +96,7 @@ async fn serve_tls(
     name: Arc<str>,
     sources: Arc<ListenerSources>,
     pipeline: Arc<Pipeline>,
-    _place: OwnedSemaphorePermit,
+    place: OwnedSemaphorePermit,
 ) {
     let _open = crate::memory::OpenConnection::new();
     let handshake = pipeline.limits.tls_handshake_timeout;
@@ -112,6 +113,7 @@ async fn serve_tls(
     };
     let identity = sources.connection(peer.ip(), stream.get_ref().1.peer_certificates());
     let connection = Arc::new(Connection::new(name, peer, identity));
+    connection.hold_place(place);
     serve_http(stream, connection, pipeline).await;
 }
 
@@ -296,9 +298,10 @@ async fn connect(
         // Every request inside is decided on its own; nothing to decide yet.
         let tunnel = Arc::new(connection.in_tunnel(&tunnel_caller, task));
         connection.activity.hand_over();
+        let held = (place, connection.take_place());
         let connection = tunnel;
         tokio::spawn(async move {
-            let _place = place;
+            let _places = held;
             match hyper::upgrade::on(request).await {
                 Ok(upgraded) => {
                     let watched = connection.clone();
@@ -337,8 +340,9 @@ async fn connect(
     let sink = pipeline.audit.clone();
     let half_close = pipeline.tunnel_half_close;
     connection.activity.hand_over();
+    let held = (place, connection.take_place());
     tokio::spawn(async move {
-        let _place = place;
+        let _places = held;
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
                 // Bytes moved until the task ended still go in the audit

@@ -28,6 +28,7 @@ use std::time::Instant;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{Capped, Counted, Finish, OnFinish, ProxyBody};
 use crate::config::Limits;
@@ -60,6 +61,10 @@ pub struct Connection {
     redirected: Option<Redirected>,
     /// What its requests are doing, for the connection's clocks.
     pub activity: Arc<Activity>,
+    /// Its place under `limits.max_connections`, handed to whatever
+    /// carries the connection on once it is upgraded (a tunnel, a
+    /// WebSocket), so it counts until the socket closes.
+    place: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 /// What a redirected connection's requests are held to: the host each
@@ -89,6 +94,7 @@ impl Connection {
             tasks_seen: std::sync::Mutex::default(),
             redirected: None,
             activity: Arc::default(),
+            place: std::sync::Mutex::default(),
         }
     }
 
@@ -124,7 +130,17 @@ impl Connection {
             tasks_seen: std::sync::Mutex::new(connect_task.into_iter().collect()),
             redirected: None,
             activity: Arc::default(),
+            place: std::sync::Mutex::default(),
         }
+    }
+
+    pub fn hold_place(&self, place: OwnedSemaphorePermit) {
+        *self.place.lock().unwrap_or_else(|e| e.into_inner()) = Some(place);
+    }
+
+    /// The connection's place, for the task that carries it on.
+    pub fn take_place(&self) -> Option<OwnedSemaphorePermit> {
+        self.place.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn saw_task(&self, token: TokenHash) {
@@ -457,7 +473,8 @@ impl Pipeline {
                 );
                 // Its bytes are no longer requests: the clocks stop.
                 connection.activity.hand_over();
-                return Ok(self.switch(agent, response, record, ended));
+                let place = connection.take_place();
+                return Ok(self.switch(agent, response, record, ended, place));
             }
         }
 
@@ -534,6 +551,7 @@ impl Pipeline {
         mut response: Response<Incoming>,
         mut record: AuditRecord,
         ended: impl std::future::Future<Output = String> + Send + 'static,
+        place: Option<OwnedSemaphorePermit>,
     ) -> Response<ProxyBody> {
         let upstream = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
@@ -546,13 +564,17 @@ impl Pipeline {
             headers::add_via(&mut parts.headers, parts.version);
         }
         record.answered(parts.status.as_u16());
-        tokio::spawn(upgrade::join(
+        let joined = upgrade::join(
             (agent, upstream),
             record,
             self.audit.clone(),
             self.tunnel_half_close,
             ended,
-        ));
+        );
+        tokio::spawn(async move {
+            let _place = place;
+            joined.await;
+        });
         Response::from_parts(parts, crate::body::empty())
     }
 }

@@ -25,7 +25,6 @@ use std::time::Duration;
 use http::{Method, Request};
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::core::classify::{normalize_host, RequestTarget};
@@ -87,13 +86,8 @@ pub async fn serve(
             original,
             require_original_destination,
         ));
-        tokio::spawn(redirected(
-            pipeline.clone(),
-            connection,
-            stream,
-            original,
-            place,
-        ));
+        connection.hold_place(place);
+        tokio::spawn(redirected(pipeline.clone(), connection, stream, original));
     }
 }
 
@@ -102,7 +96,6 @@ async fn redirected(
     connection: Arc<Connection>,
     stream: TcpStream,
     original: SocketAddr,
-    _place: OwnedSemaphorePermit,
 ) {
     let _open = crate::memory::OpenConnection::new();
     let address_only = || RequestTarget {

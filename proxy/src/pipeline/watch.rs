@@ -30,8 +30,9 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Written, best effort, to a client whose head did not arrive in time.
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 83\r\n\r\n{\"error\":\"request_timeout\",\"message\":\"the request head did not arrive in time\"}\n";
+/// Written, best effort, to a client whose head did not arrive in time;
+/// the close ends its body.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\n\r\n{\"error\":\"request_timeout\",\"message\":\"the request head did not arrive in time\"}\n";
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
