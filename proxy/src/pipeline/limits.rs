@@ -13,7 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap, Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -197,23 +196,9 @@ pub async fn serve_agent<IO, F, Fut>(
         let answer = handler(request);
         async move { Ok::<_, Infallible>(answer.await.map(|body| Tracked::new(body, active))) }
     });
-    let served: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
-        Protocol::Http1 => http1_server(limits)
-            .serve_connection(io, service)
-            .with_upgrades()
-            .await
-            .map_err(Into::into),
-        Protocol::Http2 => http2_server(limits)
-            .serve_connection(io, service)
-            .await
-            .map_err(Into::into),
-        Protocol::Auto(_) => {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            configure_http1(&mut builder.http1(), limits);
-            configure_http2(&mut builder.http2(), limits);
-            builder.serve_connection_with_upgrades(io, service).await
-        }
-    };
+    let served = server(limits, protocol)
+        .serve_connection_with_upgrades(io, service)
+        .await;
     let Err(e) = served else { return };
     // What the agent sent could not be read as HTTP (hyper answered `400`,
     // `414` or `431` itself), or broke HTTP/2's rules: worth a line, as
@@ -243,46 +228,30 @@ fn refused_by_protocol(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn http1_server(limits: &Limits) -> http1::Builder {
-    let mut builder = http1::Builder::new();
+/// hyper's server, configured from `limits:`. The read buffer bounds an
+/// HTTP/1 head (hyper's floor for it is 8 KiB); the watch keeps the header
+/// and idle clocks, so hyper's own header clock is off: it would close idle
+/// keep-alive connections as slow heads.
+fn server(limits: &Limits, protocol: Protocol) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
-        .timer(TokioTimer::new())
-        // The watch keeps the header and idle clocks apart; hyper's one
-        // clock would close idle keep-alive connections as slow heads.
-        .header_read_timeout(None)
-        .max_headers(limits.max_headers)
-        .max_header_size(head_bytes(limits));
-    builder
-}
-
-fn configure_http1(builder: &mut auto::Http1Builder<'_, TokioExecutor>, limits: &Limits) {
-    // No `max_header_size` here: the read buffer bounds the head instead
-    // (hyper's floor for it is 8 KiB).
-    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_headers(limits.max_headers)
         .max_buf_size(head_bytes(limits).max(8192));
-}
-
-fn http2_server(limits: &Limits) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
+        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(header_list_bytes(limits))
         .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
         .max_local_error_reset_streams(limits.h2_max_error_resets);
-    builder
-}
-
-fn configure_http2(builder: &mut auto::Http2Builder<'_, TokioExecutor>, limits: &Limits) {
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(header_list_bytes(limits))
-        .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
-        .max_local_error_reset_streams(limits.h2_max_error_resets);
+    match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+        Protocol::Auto(_) => builder,
+    }
 }
 
 /// hyper refuses a head over this itself (`431`); smaller excesses are
