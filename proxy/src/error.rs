@@ -25,8 +25,14 @@ pub enum ProxyError {
     Misdirected { expected: String, got: String },
     #[error("denied by policy: {}", .0.decision.reason)]
     Denied(Box<DeniedRequest>),
-    #[error("destination {host} resolves to {address}, which is not allowed")]
-    DestinationBlocked { host: String, address: IpAddr },
+    /// The private-address guard refused every address the host
+    /// resolved to; `why` names the range, endpoint or listener.
+    #[error("destination {host} resolves to {address}, which is not allowed: {why}")]
+    DestinationBlocked {
+        host: String,
+        address: IpAddr,
+        why: String,
+    },
     /// A redirected connection named a host that does not resolve to the
     /// address it was headed for.
     #[error("{0}")]

@@ -8,6 +8,7 @@
 pub mod approvals;
 pub mod clients;
 pub mod console;
+pub mod dns;
 pub mod envoy;
 pub mod grpc;
 pub mod hygiene;
@@ -25,6 +26,7 @@ pub use clients::{
     ask_to_switch, curl, curl_answer, curl_in, python, python_in, read_head, send_head, Answer,
     CurlOutput,
 };
+pub use dns::Rebinder;
 pub use identity::{JwksServer, JwtIssuer};
 pub use netns::{require_namespaces, Netns};
 pub use pki::{ClientSvid, MtlsFiles, SvidOptions, TestPki};

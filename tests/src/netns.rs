@@ -9,7 +9,7 @@
 //! without ever checking the rules.
 
 use std::ffi::OsStr;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -31,7 +31,8 @@ pub struct Netns {
     name: String,
     /// This namespace's ends of its veth pairs.
     veths: Mutex<Vec<String>>,
-    /// Whether [`Netns::hosts`] wrote `/etc/netns/<name>/`.
+    /// Whether [`Netns::hosts`] or [`Netns::resolv_conf`] wrote
+    /// `/etc/netns/<name>/`.
     etc: AtomicBool,
 }
 
@@ -201,10 +202,42 @@ impl Netns {
     /// to whoever uses it). Nonblocking, so tokio can adopt it with
     /// `tokio::net::TcpListener::from_std`.
     pub fn bind_tcp(&self, addr: SocketAddr) -> TcpListener {
+        self.inside(|| {
+            let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("nonblocking {addr}: {e}"))?;
+            Ok(listener)
+        })
+    }
+
+    /// A UDP socket bound inside the namespace (a nameserver's, say).
+    pub fn bind_udp(&self, addr: SocketAddr) -> UdpSocket {
+        self.inside(|| UdpSocket::bind(addr).map_err(|e| format!("bind udp {addr}: {e}")))
+    }
+
+    /// `/etc/resolv.conf` for every process started through
+    /// [`Netns::command`] (`ip netns exec` mounts
+    /// `/etc/netns/<name>/resolv.conf` over it): only `nameserver`, asked
+    /// once with a short timeout, no search domains.
+    pub fn resolv_conf(&self, nameserver: IpAddr) {
+        let dir = PathBuf::from("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        self.etc.store(true, Ordering::Relaxed);
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:2 attempts:1\n"),
+        )
+        .unwrap();
+    }
+
+    /// Runs `make` on a thread of its own inside the namespace: what it
+    /// creates (a socket) belongs to the namespace.
+    fn inside<T: Send>(&self, make: impl FnOnce() -> Result<T, String> + Send) -> T {
         let path = PathBuf::from(RUN_DIR).join(&self.name);
         // setns moves only the calling thread, so a thread of its own
         // enters the namespace and ends there.
-        let bound = std::thread::scope(|s| {
+        let made = std::thread::scope(|s| {
             s.spawn(|| {
                 let handle = std::fs::File::open(&path)
                     .map_err(|e| format!("open {}: {e}", path.display()))?;
@@ -217,16 +250,12 @@ impl Netns {
                         std::io::Error::last_os_error()
                     ));
                 }
-                let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-                listener
-                    .set_nonblocking(true)
-                    .map_err(|e| format!("nonblocking {addr}: {e}"))?;
-                Ok(listener)
+                make()
             })
             .join()
-            .expect("the binding thread panicked")
+            .expect("the thread inside the namespace panicked")
         });
-        bound.unwrap_or_else(|e| panic!("in {}: {e}", self.name))
+        made.unwrap_or_else(|e| panic!("in {}: {e}", self.name))
     }
 }
 

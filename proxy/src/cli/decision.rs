@@ -45,7 +45,7 @@ async fn run(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     let tasks = serve::task_store(&config)?;
     let (audit, console) =
         serve::audit_with_console(&config, &tasks, AuditSink::start(&config.audit)?);
-    let ready = serve::start_admin(
+    let (ready, _) = serve::start_admin(
         "decision-admin",
         config.decision_admin_address,
         metrics,

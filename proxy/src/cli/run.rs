@@ -131,6 +131,14 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         limits: Arc::new(config.limits.clone()),
         admission: Admission::new(&config.limits),
     });
+    // tollgate never dials itself: a request to one of its own ports would
+    // come back in and loop. The decision service's configured addresses
+    // count too, whether this process or a `tollgate decision` beside it
+    // serves them: an agent must not reach the decision API through it.
+    let guard = pipeline.forwarder.connector().guard();
+    guard.own_listener(config.decision_address);
+    guard.own_listener(config.decision_admin_address);
+
     // Deciding in-process with tasks or approvers configured: this process
     // is the decision plane, so it serves the API that starts and ends
     // tasks and decides approvals.
@@ -140,6 +148,7 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         let plane =
             serve::decision_plane(&config, snapshot.clone(), tasks.clone(), audit, &identity);
         let (listener, tls) = serve::bind_decision(&config).await?;
+        guard.own_listener(listener.local_addr()?);
         tokio::spawn(async move {
             if let Err(e) = crate::server::serve(listener, plane, tls).await {
                 tracing::error!("decision API stopped: {e:#}");
@@ -147,7 +156,7 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         });
     }
 
-    let ready = serve::start_admin(
+    let (ready, admin) = serve::start_admin(
         "admin",
         config.admin_address,
         metrics,
@@ -155,7 +164,12 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         console,
     )
     .await?;
+    guard.own_listener(admin);
+    // Every agent listener is bound, and known to the guard, before any
+    // of them serves: no request can reach a port the guard does not know
+    // yet.
     let sources = identity.listeners(&config.listeners)?;
+    let mut bound = Vec::with_capacity(config.listeners.len());
     for (listener_config, sources) in config.listeners.iter().zip(sources) {
         let tls = match &listener_config.tls {
             Some(files) => Some(TlsAcceptor::from(super::tls_files::proxy_listener(
@@ -168,6 +182,7 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
             tokio::spawn(bundle.clone().watch(config.reload.interval));
         }
         let listener = TcpListener::bind(listener_config.address).await?;
+        guard.own_listener(listener.local_addr()?);
         tracing::info!(
             listener = %listener_config.name,
             kind = listener_config.kind.as_str(),
@@ -176,6 +191,9 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
             address = %listener.local_addr()?,
             "listening"
         );
+        bound.push((listener, listener_config, sources, tls));
+    }
+    for (listener, listener_config, sources, tls) in bound {
         match listener_config.kind {
             ListenerKind::Proxy => tokio::spawn(accept::serve(
                 listener,

@@ -111,17 +111,19 @@ pub fn start_snapshot(
 /// Bind the admin listener (`/metrics`, `/healthz`, `/readyz`, and the
 /// approval console when there is one), log its address under `name`, and
 /// serve it. Readiness starts false, and while `tasks` (the state store,
-/// when this process keeps one) cannot be reached it stays false.
+/// when this process keeps one) cannot be reached it stays false. Returns
+/// the readiness flag and the address bound.
 pub async fn start_admin(
     name: &str,
     address: SocketAddr,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     tasks: Option<&TaskStore>,
     console: Option<Arc<Console>>,
-) -> anyhow::Result<Arc<AtomicBool>> {
+) -> anyhow::Result<(Arc<AtomicBool>, SocketAddr)> {
     let ready = Arc::new(AtomicBool::new(false));
     let listener = TcpListener::bind(address).await?;
-    tracing::info!(listener = name, address = %listener.local_addr()?, "listening");
+    let bound = listener.local_addr()?;
+    tracing::info!(listener = name, address = %bound, "listening");
     if console.is_some() {
         tracing::info!(
             url = %format!("http://{}/console", listener.local_addr()?),
@@ -137,7 +139,7 @@ pub async fn start_admin(
             console,
         },
     ));
-    Ok(ready)
+    Ok((ready, bound))
 }
 
 /// Reload catalog, policies and credentials into `snapshot` on SIGHUP and

@@ -1,8 +1,10 @@
 //! Forward: a pooled client over rustls toward upstreams. Every connection,
-//! pooled or tunnelled, goes through `GuardedConnector`: resolve (or take a
-//! configured override), refuse private / link-local / metadata addresses
-//! unless allowed, then connect to the checked address — so a hostname that
-//! resolves to 169.254.169.254 can never be reached through tollgate.
+//! pooled, tunnelled or relayed, goes through `GuardedConnector`: resolve
+//! (or take a configured override), then ask the guard (`super::guard`)
+//! about each address right before dialling it — so a hostname that
+//! resolves to 169.254.169.254 can never be reached through tollgate, and
+//! a name that resolves differently the next time (DNS rebinding) is
+//! judged again by what it resolves to then.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,17 +19,21 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use ipnet::IpNet;
 use tokio::net::TcpStream;
 
+use super::guard::Guard;
 use crate::body::ProxyBody;
 use crate::config::ForwardConfig;
 use crate::error::ProxyError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
-    #[error("{host} resolves to {address}, which is not allowed")]
-    Blocked { host: String, address: IpAddr },
+    #[error("{host} resolves to {address}, which is not allowed: {why}")]
+    Blocked {
+        host: String,
+        address: IpAddr,
+        why: String,
+    },
     #[error("cannot resolve {host}: {message}")]
     Resolve { host: String, message: String },
     #[error("cannot connect to {host}: {message}")]
@@ -47,8 +53,8 @@ pub enum ConnectError {
 impl From<ConnectError> for ProxyError {
     fn from(err: ConnectError) -> ProxyError {
         match err {
-            ConnectError::Blocked { host, address } => {
-                ProxyError::DestinationBlocked { host, address }
+            ConnectError::Blocked { host, address, why } => {
+                ProxyError::DestinationBlocked { host, address, why }
             }
             ConnectError::Timeout { .. } => ProxyError::UpstreamTimeout,
             mismatch @ ConnectError::Mismatch { .. } => {
@@ -59,57 +65,43 @@ impl From<ConnectError> for ProxyError {
     }
 }
 
-struct Guard {
+struct Settings {
     resolve: HashMap<(String, u16), SocketAddr>,
-    allow: Vec<IpNet>,
+    guard: Guard,
     connect_timeout: Duration,
 }
 
 #[derive(Clone)]
 pub struct GuardedConnector {
-    guard: Arc<Guard>,
-}
-
-/// Addresses an agent must not reach by naming them: loopback, private,
-/// shared, link-local (cloud metadata lives there), and the like.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
+    settings: Arc<Settings>,
 }
 
 impl GuardedConnector {
     pub fn new(config: &ForwardConfig) -> GuardedConnector {
         GuardedConnector {
-            guard: Arc::new(Guard {
+            settings: Arc::new(Settings {
                 resolve: config.resolve.clone(),
-                allow: config.allow_networks.clone(),
+                guard: Guard::new(config.allow_networks.clone()),
                 connect_timeout: config.connect_timeout,
             }),
         }
     }
 
-    fn allowed(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        !is_internal(ip) || self.guard.allow.iter().any(|net| net.contains(&ip))
+    /// The guard every address passes before it is dialled: tell it where
+    /// tollgate listens.
+    pub fn guard(&self) -> &Guard {
+        &self.settings.guard
+    }
+
+    fn blocked(&self, host: &str, addr: SocketAddr) -> Result<(), ConnectError> {
+        self.settings
+            .guard
+            .check(addr)
+            .map_err(|why| ConnectError::Blocked {
+                host: host.to_string(),
+                address: addr.ip(),
+                why: why.to_string(),
+            })
     }
 
     /// Resolve `host`, keep only permitted addresses, connect to the first
@@ -149,13 +141,16 @@ impl GuardedConnector {
 
     /// A redirected connection's original destination must be one of the
     /// addresses `host` resolves to: naming an allowed host in SNI or
-    /// `Host` does not open a way to another address.
+    /// `Host` does not open a way to another address. Nothing is dialled
+    /// here: the request's own connection resolves and is checked again.
     pub async fn verify_destination(
         &self,
         host: &str,
         port: u16,
         original: SocketAddr,
     ) -> Result<(), ConnectError> {
+        // Headed for a refused address: refused, whatever the name says.
+        self.blocked(host, original)?;
         self.within_timeout(host, async {
             let candidates = self.resolve(host, port).await?;
             if candidates.iter().any(|c| same_address(*c, original)) {
@@ -172,7 +167,7 @@ impl GuardedConnector {
         host: &str,
         attempt: impl Future<Output = Result<T, ConnectError>>,
     ) -> Result<T, ConnectError> {
-        tokio::time::timeout(self.guard.connect_timeout, attempt)
+        tokio::time::timeout(self.settings.connect_timeout, attempt)
             .await
             .map_err(|_| ConnectError::Timeout {
                 host: host.to_string(),
@@ -181,7 +176,7 @@ impl GuardedConnector {
 
     /// A configured override, the literal address, or DNS.
     async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-        if let Some(addr) = self.guard.resolve.get(&(host.to_string(), port)) {
+        if let Some(addr) = self.settings.resolve.get(&(host.to_string(), port)) {
             return Ok(vec![*addr]);
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
@@ -196,6 +191,9 @@ impl GuardedConnector {
             .collect())
     }
 
+    /// The only place an upstream is dialled: each candidate is checked
+    /// right before it is dialled, so whatever resolved it, and however
+    /// often, the address dialled is the address checked.
     async fn connect_first(
         &self,
         host: &str,
@@ -204,8 +202,8 @@ impl GuardedConnector {
         let mut last = None;
         let mut blocked = None;
         for addr in candidates {
-            if !self.allowed(addr.ip()) {
-                blocked.get_or_insert(addr.ip());
+            if let Err(refused) = self.blocked(host, addr) {
+                blocked.get_or_insert(refused);
                 continue;
             }
             match TcpStream::connect(addr).await {
@@ -221,10 +219,7 @@ impl GuardedConnector {
                 host: host.to_string(),
                 message: e.to_string(),
             },
-            (None, Some(address)) => ConnectError::Blocked {
-                host: host.to_string(),
-                address,
-            },
+            (None, Some(blocked)) => blocked,
             (None, None) => ConnectError::Resolve {
                 host: host.to_string(),
                 message: "no addresses".into(),
@@ -365,27 +360,19 @@ fn client_error(err: hyper_util::client::legacy::Error) -> ProxyError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn internal_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-        ] {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+    fn loopback_allowed() -> ForwardConfig {
+        ForwardConfig {
+            allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
+            ..ForwardConfig::default()
         }
-        for ip in ["140.82.112.6", "8.8.8.8", "2606:4700::1111"] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
-        }
+    }
+
+    /// Nothing connected to `listener` (checked without waiting on it).
+    fn untouched(listener: &tokio::net::TcpListener) -> bool {
+        let waker = std::task::Waker::noop();
+        listener
+            .poll_accept(&mut Context::from_waker(waker))
+            .is_pending()
     }
 
     #[tokio::test]
@@ -398,20 +385,79 @@ mod tests {
         let connector = GuardedConnector::new(&config);
         let err = connector.connect("metadata.example", 80).await.unwrap_err();
         assert!(matches!(err, ConnectError::Blocked { .. }), "{err}");
+        assert!(err.to_string().contains("cloud metadata"), "{err}");
     }
 
     #[tokio::test]
     async fn allow_networks_exempts_loopback() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut config = ForwardConfig::default();
-        let connector = GuardedConnector::new(&config);
+        let connector = GuardedConnector::new(&ForwardConfig::default());
         assert!(matches!(
             connector.connect("127.0.0.1", port).await,
             Err(ConnectError::Blocked { .. })
         ));
-        config.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
-        let connector = GuardedConnector::new(&config);
+        let connector = GuardedConnector::new(&loopback_allowed());
         assert!(connector.connect("127.0.0.1", port).await.is_ok());
+    }
+
+    /// The resolver reads these spellings as 127.0.0.1 and the guard sees
+    /// what it resolved to, not what was written.
+    #[tokio::test]
+    async fn other_spellings_of_loopback_are_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connector = GuardedConnector::new(&ForwardConfig::default());
+        for host in [
+            "127.1",
+            "0x7f.0.0.1",
+            "0177.0.0.1",
+            "2130706433",
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "0:0:0:0:0:ffff:127.0.0.1",
+        ] {
+            let err = connector.connect(host, port).await.unwrap_err();
+            assert!(matches!(err, ConnectError::Blocked { .. }), "{host}: {err}");
+        }
+        assert!(untouched(&listener));
+    }
+
+    #[tokio::test]
+    async fn tollgates_own_listener_is_refused_even_where_loopback_is_allowed() {
+        let own = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = own.local_addr().unwrap();
+        let connector = GuardedConnector::new(&loopback_allowed());
+        connector.guard().own_listener(addr);
+        for host in ["127.0.0.1", "::ffff:127.0.0.1", "0.0.0.0"] {
+            let err = connector.connect(host, addr.port()).await.unwrap_err();
+            assert!(
+                err.to_string().contains("tollgate's own listener"),
+                "{host}: {err}"
+            );
+            assert_eq!(ProxyError::from(err).reason(), "destination_blocked");
+        }
+        assert!(untouched(&own));
+    }
+
+    #[tokio::test]
+    async fn a_redirected_connection_to_a_refused_address_is_refused() {
+        let mut config = ForwardConfig::default();
+        config.resolve.insert(
+            ("api.example".into(), 80),
+            "169.254.169.254:80".parse().unwrap(),
+        );
+        let connector = GuardedConnector::new(&config);
+        let original = "169.254.169.254:80".parse().unwrap();
+        let err = connector
+            .verify_destination("api.example", 80, original)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Blocked { .. }), "{err}");
+        let err = connector
+            .connect_redirected("api.example", 80, original, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Blocked { .. }), "{err}");
     }
 }

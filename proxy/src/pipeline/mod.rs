@@ -12,6 +12,7 @@
 
 pub mod accept;
 pub mod forward;
+pub mod guard;
 pub mod headers;
 pub mod intercept;
 pub mod limits;
