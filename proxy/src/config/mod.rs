@@ -4,6 +4,7 @@
 
 mod credentials;
 mod ctx;
+mod enforcement;
 mod identity;
 mod raw;
 mod sections;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use enforcement::{Enforcement, EnforcementMode, ToolEnforcement, CONNECT_TOOL};
 pub use identity::{
     EnvoyIdentity, IdentityConfig, IssuerConfig, JwksSource, ListenerIdentity, TokenKind,
     DEFAULT_ENVOY_JWT_HEADER, DEFAULT_JWKS_REFRESH, DEFAULT_JWT_AUTHN_PAYLOAD, DEFAULT_JWT_LEEWAY,
@@ -156,6 +158,9 @@ pub struct Config {
     /// How ext_authz identifies a `Check` besides Envoy's mTLS principal.
     pub envoy_identity: EnvoyIdentity,
     pub approvals: ApprovalsConfig,
+    /// Which policy denials are enforced and which only reported.
+    /// Reloaded with the catalog and policies (its tools are theirs).
+    pub enforcement: Enforcement,
 }
 
 /// `approvals:`. The proxy holds (`hold`, `max_body`); the decision plane
@@ -437,6 +442,7 @@ impl Config {
         };
         let state = sections::state(raw.state.unwrap_or_default(), &ctx)?;
         let approvals = sections::approvals(raw.approvals, &ctx)?;
+        let enforcement = enforcement::section(raw.enforcement, &ctx);
         Ok(Config {
             file: path.to_path_buf(),
             listeners,
@@ -458,12 +464,14 @@ impl Config {
             identity,
             envoy_identity,
             approvals,
+            enforcement,
         })
     }
 
     /// The sections of `fresh` (the file as it reads now) that differ from
-    /// this running configuration outside `credentials:`. Those are read
-    /// once at start, so a reload leaves them as they were.
+    /// this running configuration outside `credentials:` and
+    /// `enforcement:`. Those are read once at start, so a reload leaves
+    /// them as they were.
     pub fn changed_outside_credentials(&self, fresh: &Config) -> Vec<&'static str> {
         let sections = [
             ("listeners", self.listeners == fresh.listeners),

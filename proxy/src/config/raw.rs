@@ -37,6 +37,9 @@ pub struct RawConfig {
     pub identity: RawIdentitySection,
     #[serde(default)]
     pub approvals: RawApprovals,
+    /// Policy denials enforced or only reported (default: enforced).
+    #[serde(default)]
+    pub enforcement: RawEnforcement,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -332,4 +335,22 @@ pub struct RawAudit {
 pub struct RawReload {
     pub watch: Option<bool>,
     pub interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnforcement {
+    /// For every tool not named under `tools` (default `enforce`).
+    pub mode: Option<RawEnforcementMode>,
+    /// Catalog tool (or `connect`) → its own mode. Spanned so a name the
+    /// catalog lacks is reported at its line.
+    #[serde(default)]
+    pub tools: BTreeMap<String, Spanned<RawEnforcementMode>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum RawEnforcementMode {
+    Enforce,
+    Report,
 }
