@@ -1,6 +1,7 @@
 //! Reload: on SIGHUP, and when the configuration file or a file under the
 //! catalog or policy folder changes, load and validate a new snapshot
-//! (catalog, policies and the file's `credentials:` section) and swap it in.
+//! (catalog, policies, and the file's `credentials:` and `enforcement:`
+//! sections) and swap it in.
 //! A set that fails is refused with its error and the running set stays.
 //! The rest of the configuration file is read once at start; a reload that
 //! finds it changed says which sections wait for a restart.
@@ -22,7 +23,7 @@ use crate::telemetry;
 pub struct Reloader {
     pub snapshot: Arc<SnapshotHandle>,
     /// The configuration the process started with: its folders, and
-    /// everything but `credentials:`, stay as they were.
+    /// everything but `credentials:` and `enforcement:`, stay as they were.
     pub started: Config,
 }
 
@@ -40,11 +41,12 @@ impl Reloader {
                     credentials = snapshot.credentials.len(),
                     "catalog, policies and credentials reloaded"
                 );
+                snapshot.log_enforcement(self.started.remote_decision.is_some());
                 if !restart_needed.is_empty() {
                     tracing::warn!(
                         sections = restart_needed.join(", "),
-                        "the configuration file changed outside `credentials:`; \
-                         those sections take effect on restart"
+                        "the configuration file changed outside `credentials:` and \
+                         `enforcement:`; those sections take effect on restart"
                     );
                 }
                 crate::core::audit::register_request_series(snapshot.catalog.actions());
@@ -59,13 +61,15 @@ impl Reloader {
         }
     }
 
-    /// The file's `credentials:` section as it reads now, with the folders
-    /// and settings of the start: swapped in, or why not.
+    /// The file's `credentials:` and `enforcement:` sections as they read
+    /// now, with the folders and settings of the start: swapped in, or why
+    /// not.
     fn load(&self) -> Result<(u64, Vec<&'static str>), SnapshotError> {
         let fresh = Config::load(&self.started.file)?;
         let restart_needed = self.started.changed_outside_credentials(&fresh);
         let effective = Config {
             credentials: fresh.credentials,
+            enforcement: fresh.enforcement,
             ..self.started.clone()
         };
         let epoch = self.snapshot.reload(&effective)?;

@@ -7,8 +7,13 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
-/// Decisions by tool, action and outcome (`decision`).
+/// Decisions by tool, action and outcome (`decision`: `allow`, `deny`,
+/// `approval_required`, or `would_deny` for a request report mode let
+/// through).
 pub const REQUESTS: &str = "tollgate_requests_total";
+/// Requests report mode forwarded although policy denies them, by `tool`
+/// and the denial's `reason`.
+pub const WOULD_DENY: &str = "tollgate_would_deny_total";
 /// Time to decide, whichever front asked.
 pub const DECISION_DURATION: &str = "tollgate_decision_duration_seconds";
 /// Time to the upstream's response head.
@@ -64,6 +69,10 @@ const FIXED: [(&str, &str, &[&str]); 6] = [
 /// once, after the recorder is installed.
 pub fn register() {
     describe_counter!(REQUESTS, "Decisions by tool, action and outcome.");
+    describe_counter!(
+        WOULD_DENY,
+        "Requests forwarded in report mode although policy denies them, by tool and reason."
+    );
     describe_histogram!(
         DECISION_DURATION,
         Unit::Seconds,

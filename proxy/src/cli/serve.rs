@@ -102,6 +102,7 @@ pub fn start_snapshot(
         credentials = snapshot.credentials.len(),
         "catalog, policies and credentials loaded"
     );
+    snapshot.log_enforcement(config.remote_decision.is_some());
     Ok((
         metrics,
         SnapshotHandle::new(snapshot, config.decision_cache_size),

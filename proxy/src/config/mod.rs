@@ -4,6 +4,7 @@
 
 mod credentials;
 mod ctx;
+mod enforcement;
 mod identity;
 mod limits;
 mod raw;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use enforcement::{Enforcement, EnforcementMode, ToolEnforcement, CONNECT_TOOL};
 pub use identity::{
     EnvoyIdentity, IdentityConfig, IssuerConfig, JwksSource, ListenerIdentity, TokenKind,
     DEFAULT_ENVOY_JWT_HEADER, DEFAULT_JWKS_REFRESH, DEFAULT_JWT_AUTHN_PAYLOAD, DEFAULT_JWT_LEEWAY,
@@ -159,6 +161,9 @@ pub struct Config {
     pub envoy_identity: EnvoyIdentity,
     pub approvals: ApprovalsConfig,
     pub limits: Limits,
+    /// Which policy denials are enforced and which only reported.
+    /// Reloaded with the catalog and policies (its tools are theirs).
+    pub enforcement: Enforcement,
 }
 
 /// `approvals:`. The proxy holds (`hold`, `max_body`); the decision plane
@@ -441,6 +446,7 @@ impl Config {
         let state = sections::state(raw.state.unwrap_or_default(), &ctx)?;
         let approvals = sections::approvals(raw.approvals, &ctx)?;
         let limits = limits::limits(raw.limits, &ctx)?;
+        let enforcement = enforcement::section(raw.enforcement, &ctx);
         Ok(Config {
             file: path.to_path_buf(),
             listeners,
@@ -463,12 +469,14 @@ impl Config {
             envoy_identity,
             approvals,
             limits,
+            enforcement,
         })
     }
 
     /// The sections of `fresh` (the file as it reads now) that differ from
-    /// this running configuration outside `credentials:`. Those are read
-    /// once at start, so a reload leaves them as they were.
+    /// this running configuration outside `credentials:` and
+    /// `enforcement:`. Those are read once at start, so a reload leaves
+    /// them as they were.
     pub fn changed_outside_credentials(&self, fresh: &Config) -> Vec<&'static str> {
         let sections = [
             ("listeners", self.listeners == fresh.listeners),

@@ -39,6 +39,9 @@ pub struct RawConfig {
     pub approvals: RawApprovals,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Policy denials enforced or only reported (default: enforced).
+    #[serde(default)]
+    pub enforcement: RawEnforcement,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -369,4 +372,22 @@ pub struct RawHttp2Limits {
 #[serde(deny_unknown_fields)]
 pub struct RawToolLimits {
     pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnforcement {
+    /// For every tool not named under `tools` (default `enforce`).
+    pub mode: Option<RawEnforcementMode>,
+    /// Catalog tool (or `connect`) → its own mode. Spanned so a name the
+    /// catalog lacks is reported at its line.
+    #[serde(default)]
+    pub tools: BTreeMap<String, Spanned<RawEnforcementMode>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum RawEnforcementMode {
+    Enforce,
+    Report,
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::catalog::{ActionInfo, RiskClass};
 use crate::config::AuditOutput;
-use crate::decision::{Decision, Outcome, CONNECT_ACTION};
+use crate::decision::{Decision, Outcome, Reason, CONNECT_ACTION, WOULD_DENY};
 use crate::error::ProxyError;
 use crate::identity::IdentitySource;
 use crate::telemetry;
@@ -51,7 +51,10 @@ pub struct AuditRecord {
     port: u16,
     /// Path with every query value replaced, so tokens in URLs stay out.
     path: String,
-    decision: Outcome,
+    /// `allow`, `deny`, `approval_required`, or `would_deny`: report mode
+    /// forwarded a request policy denies (`reason` and `policy_ids` say
+    /// why it would have been denied).
+    decision: &'static str,
     reason: &'static str,
     /// The task the request ran under, when it carried a known task token.
     task: Option<String>,
@@ -114,7 +117,7 @@ impl AuditRecord {
             host: line.host.to_string(),
             port: line.port,
             path: redact_query(line.path_and_query),
-            decision: Outcome::Deny,
+            decision: Outcome::Deny.as_str(),
             reason: "",
             task: None,
             policy_ids: Vec::new(),
@@ -154,8 +157,13 @@ impl AuditRecord {
         self.sensitivity = Some(named.sensitivity.clone());
     }
 
+    /// The denial's reason when report mode let this request through.
+    pub fn would_deny(&self) -> Option<&'static str> {
+        (self.decision == WOULD_DENY).then_some(self.reason)
+    }
+
     pub fn decided(&mut self, decision: &Decision, took: Duration) {
-        self.decision = decision.outcome;
+        self.decision = decision.logged_as();
         self.reason = decision.reason.as_str();
         self.policy_ids = decision.policy_ids.clone();
         self.task = decision.task.as_ref().map(|t| t.id.clone());
@@ -186,7 +194,7 @@ impl AuditRecord {
             ProxyError::DestinationBlocked { .. }
             | ProxyError::DestinationMismatch(_)
             | ProxyError::CredentialNotBound(_) => {
-                self.decision = Outcome::Deny;
+                self.decision = Outcome::Deny.as_str();
                 self.reason = err.reason();
                 self.error = Some(err.to_string());
             }
@@ -242,21 +250,38 @@ impl AuditRecord {
 }
 
 /// Register the request counter at zero for every action `actions` names
-/// (and the built-in `connect`) with every outcome, so an alert on denies
-/// of one action reads 0 before the first one. Series already there keep
-/// their counts; the set is bounded by the catalog, as the counts are.
+/// (and the built-in `connect`) with every outcome and `would_deny`, and
+/// the would-deny counter for every tool and reportable reason, so an
+/// alert on denies of one action reads 0 before the first one. Series
+/// already there keep their counts; the set is bounded by the catalog, as
+/// the counts are.
 pub fn register_request_series(actions: &[ActionInfo]) {
     let named = actions
         .iter()
         .map(|a| (a.tool.as_ref(), a.name.as_ref()))
         .chain([("", CONNECT_ACTION)]);
+    let decisions = Outcome::ALL.map(Outcome::as_str);
     for (tool, action) in named {
-        for outcome in Outcome::ALL {
+        for decision in decisions.iter().chain([&WOULD_DENY]) {
             metrics::counter!(
                 telemetry::REQUESTS,
                 "tool" => tool.to_string(),
                 "action" => action.to_string(),
-                "decision" => outcome.as_str(),
+                "decision" => *decision,
+            )
+            .increment(0);
+        }
+    }
+    let mut tools: Vec<&str> = actions.iter().map(|a| a.tool.as_ref()).collect();
+    tools.push("");
+    tools.sort_unstable();
+    tools.dedup();
+    for tool in tools {
+        for reason in Reason::REPORTABLE {
+            metrics::counter!(
+                telemetry::WOULD_DENY,
+                "tool" => tool.to_string(),
+                "reason" => reason.as_str(),
             )
             .increment(0);
         }
@@ -342,9 +367,17 @@ impl AuditSink {
             telemetry::REQUESTS,
             "tool" => label(&record.tool),
             "action" => label(&record.action),
-            "decision" => record.decision.as_str(),
+            "decision" => record.decision,
         )
         .increment(1);
+        if let Some(reason) = record.would_deny() {
+            metrics::counter!(
+                telemetry::WOULD_DENY,
+                "tool" => label(&record.tool),
+                "reason" => reason,
+            )
+            .increment(1);
+        }
         // One count per request, however its connection was identified.
         let identification = match (record.identity_source, record.identity_refused) {
             (Some(source), _) => Some((source.as_str(), "identified")),

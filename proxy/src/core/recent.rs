@@ -8,8 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::decision::Outcome;
-
 /// How many decisions a console can look back on.
 pub const RECENT_DECISIONS: usize = 1000;
 
@@ -25,7 +23,8 @@ pub struct RecentDecision {
     pub host: String,
     /// Already redacted as the audit line has it.
     pub path: String,
-    pub decision: Outcome,
+    /// As the audit line has it (`would_deny` included).
+    pub decision: &'static str,
     pub reason: &'static str,
     pub status: u16,
     pub task: Option<String>,
@@ -50,9 +49,7 @@ impl RecentFilter {
         };
         has(&d.workload, &self.workload)
             && has(&d.action, &self.action)
-            && (self.outcome.is_empty()
-                || d.decision.as_str() == self.outcome
-                || d.reason == self.outcome)
+            && (self.outcome.is_empty() || d.decision == self.outcome || d.reason == self.outcome)
     }
 }
 
@@ -115,7 +112,7 @@ impl RecentDecisions {
 mod tests {
     use super::*;
 
-    fn decision(n: usize, workload: &str, outcome: Outcome) -> RecentDecision {
+    fn decision(n: usize, workload: &str, outcome: &'static str) -> RecentDecision {
         RecentDecision {
             time: String::new(),
             decision_id: n.to_string(),
@@ -139,9 +136,9 @@ mod tests {
         let recent = RecentDecisions::new(3);
         for n in 0..5 {
             let (who, outcome) = if n % 2 == 0 {
-                ("spiffe://a/coder", Outcome::Allow)
+                ("spiffe://a/coder", "allow")
             } else {
-                ("spiffe://a/other", Outcome::Deny)
+                ("spiffe://a/other", "deny")
             };
             recent.push(decision(n, who, outcome));
         }

@@ -14,6 +14,7 @@ use super::outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason};
 use super::request::DecisionRequest;
 use super::tasks::{Task, TaskRevoked};
 use super::{ApprovalFuture, Decider, DecisionFuture};
+use crate::config::EnforcementMode;
 use crate::decision::state::TaskStore;
 
 pub struct EmbeddedDecider {
@@ -48,17 +49,29 @@ impl EmbeddedDecider {
                 }
             }
         };
+        // Report mode is applied here, where policy is evaluated: a proxy
+        // deciding remotely follows the decision plane's modes, never its
+        // own, so central deny rules stay central.
+        let report =
+            snapshot.enforcement.mode_for(&request.context.tool) == EnforcementMode::Report;
         // Policies may read `context.task.used`, which changes with every
         // budgeted request: those decisions are never cached.
         let mut decision = match &task {
+            Some(t) if t.has_budgets() && report => {
+                snapshot.engine.evaluate_reporting(request, Some(t))
+            }
             Some(t) if t.has_budgets() => snapshot.engine.evaluate_in_task(request, Some(t)),
             t => snapshot
                 .decisions
-                .decide_in_task(&snapshot.engine, request, t.as_ref()),
+                .decide_in_task(&snapshot.engine, request, t.as_ref(), report),
         };
         if decision.outcome == Outcome::ApprovalRequired {
-            decision = self.gated(snapshot, request, task.as_ref(), decision).await;
+            decision = self
+                .gated(snapshot, request, task.as_ref(), decision, report)
+                .await;
         }
+        // A reported request is forwarded: it uses the task's budget like
+        // any other, and a task out of budget refuses it.
         if let Some(task) = task {
             let mut task_ref = task.record.reference();
             task_ref.no_cache = decision.is_allow() && task.has_budget_for(risk);
@@ -84,6 +97,7 @@ impl EmbeddedDecider {
         request: &DecisionRequest,
         task: Option<&Task>,
         gate: Decision,
+        report: bool,
     ) -> Decision {
         let Some(held) = &request.held else {
             return gate;
@@ -110,7 +124,10 @@ impl EmbeddedDecider {
             };
             match approval.state_at(now) {
                 ApprovalState::Approved => {
-                    let approved = snapshot.engine.evaluate_approved(request, task);
+                    let mut approved = snapshot.engine.evaluate_approved(request, task);
+                    if report {
+                        approved = snapshot.engine.report(approved, request, task, true);
+                    }
                     if !approved.is_allow() {
                         return approved;
                     }

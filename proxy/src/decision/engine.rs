@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, AuthorizationError, Authorizer, Decision as CedarDecision, Entities, Policy,
-    PolicyId, PolicySet, PrincipalConstraint, Request, Response, Schema, Validator,
+    ActionConstraint, AuthorizationError, Authorizer, Decision as CedarDecision, Effect, Entities,
+    Policy, PolicyId, PolicySet, PrincipalConstraint, Request, Response, Schema, Validator,
 };
 
 use crate::catalog::ActionInfo;
@@ -29,6 +29,9 @@ use super::tasks::Task;
 pub struct PolicyEngine {
     policies: PolicySet,
     index: PolicyIndex,
+    /// The permits and approval gates alone: what report mode decides
+    /// with once the plain forbids and default deny are set aside.
+    relaxed: PolicyIndex,
     meta: HashMap<PolicyId, PolicyMeta>,
     requests: RequestBuilder,
     authorizer: Authorizer,
@@ -104,8 +107,18 @@ impl PolicyEngine {
         let loaded = policies::parse_sources(sources)?;
         policies::validate(&loaded, &Validator::new(schema))?;
         let index = PolicyIndex::new(&loaded.set, &action_groups);
+        let mut relaxed = PolicySet::new();
+        for policy in loaded.set.policies() {
+            let gate = loaded.meta.get(policy.id()).is_some_and(|m| m.gate);
+            if policy.effect() == Effect::Permit || gate {
+                // Ids are unique in the loaded set, so adding cannot fail.
+                let _ = relaxed.add(policy.clone());
+            }
+        }
+        let relaxed = PolicyIndex::new(&relaxed, &action_groups);
         Ok(PolicyEngine {
             index,
+            relaxed,
             policies: loaded.set,
             meta: loaded.meta,
             requests,
@@ -132,7 +145,50 @@ impl PolicyEngine {
     /// Decide a request a person approved: `context.approved` is true, so
     /// approval gates let it through and every other forbid still stops it.
     pub fn evaluate_approved(&self, request: &DecisionRequest, task: Option<&Task>) -> Decision {
-        self.evaluate_once(request, task, true, true)
+        self.evaluate_once(request, task, true, Some(&self.index))
+    }
+
+    /// Decide in report mode: [`PolicyEngine::evaluate_in_task`], then
+    /// [`PolicyEngine::report`].
+    pub fn evaluate_reporting(&self, request: &DecisionRequest, task: Option<&Task>) -> Decision {
+        let enforced = self.evaluate_in_task(request, task);
+        self.report(enforced, request, task, false)
+    }
+
+    /// Report mode's answer to a request `enforced` decided. A policy
+    /// denial ([`Reason::is_reportable`]) becomes an allow carrying it
+    /// (`would_deny`), decided again with the plain forbids and default
+    /// deny set aside: what a matching permit names is the only credential
+    /// it may carry (none when no permit matches), and an approval gate
+    /// still holds it (`approval_required`, `approved` once a person has
+    /// approved). When that second look fails to evaluate, nobody can say
+    /// what may go out: the denial stands. Anything else is returned as is.
+    pub fn report(
+        &self,
+        enforced: Decision,
+        request: &DecisionRequest,
+        task: Option<&Task>,
+        approved: bool,
+    ) -> Decision {
+        if enforced.outcome != Outcome::Deny || !enforced.reason.is_reportable() {
+            return enforced;
+        }
+        let relaxed = self.evaluate_once(request, task, approved, Some(&self.relaxed));
+        let credential = match relaxed.reason {
+            Reason::Allowed => relaxed.credential,
+            Reason::NoPermit => None,
+            // Only gates forbid in the relaxed set.
+            Reason::Forbidden if !approved => {
+                return self.approval_required(request, relaxed.policy_ids)
+            }
+            _ => return enforced,
+        };
+        Decision {
+            outcome: Outcome::Allow,
+            credential,
+            would_deny: true,
+            ..enforced
+        }
     }
 
     /// `indexed: false` evaluates every policy: the reference the index is
@@ -143,7 +199,8 @@ impl PolicyEngine {
         task: Option<&Task>,
         indexed: bool,
     ) -> Decision {
-        let decision = self.evaluate_once(request, task, false, indexed);
+        let index = indexed.then_some(&self.index);
+        let decision = self.evaluate_once(request, task, false, index);
         let gated = decision.reason == Reason::Forbidden
             && decision.policy_ids.iter().any(|id| self.is_gate(id));
         if !gated {
@@ -151,7 +208,7 @@ impl PolicyEngine {
         }
         // A gate forbade it. Were it approved, would anything else still
         // forbid it? Then it is denied by that, never offered for approval.
-        let approved = self.evaluate_once(request, task, true, indexed);
+        let approved = self.evaluate_once(request, task, true, index);
         if !approved.is_allow() {
             return approved;
         }
@@ -160,6 +217,12 @@ impl PolicyEngine {
             .into_iter()
             .filter(|id| self.is_gate(id))
             .collect();
+        self.approval_required(request, gates)
+    }
+
+    /// `approval_required` by `gates` (at least one): the first one's
+    /// `@reason` is the message.
+    fn approval_required(&self, request: &DecisionRequest, gates: Vec<String>) -> Decision {
         let message = self
             .meta_of(&gates[0])
             .and_then(|m| m.reason.clone())
@@ -177,6 +240,7 @@ impl PolicyEngine {
             credential: None,
             task: None,
             approval: None,
+            would_deny: false,
         }
     }
 
@@ -184,19 +248,20 @@ impl PolicyEngine {
         self.meta_of(id).is_some_and(|m| m.gate)
     }
 
+    /// `index`: the policies to look at by request; `None`, every policy.
     fn evaluate_once(
         &self,
         request: &DecisionRequest,
         task: Option<&Task>,
         approved: bool,
-        indexed: bool,
+        index: Option<&PolicyIndex>,
     ) -> Decision {
         let (cedar_request, entities) = match self.requests.build(request, task, approved) {
             Ok(built) => built,
             Err(message) => return Decision::deny(Reason::InvalidRequest, message),
         };
-        let verdict = if indexed {
-            let sets = self.index.candidates(request);
+        let verdict = if let Some(index) = index {
+            let sets = index.candidates(request);
             Verdict::combine(sets.map(|set| self.authorize(&cedar_request, set, &entities)))
         } else {
             Verdict::combine([self.authorize(&cedar_request, &self.policies, &entities)])
@@ -229,6 +294,7 @@ impl PolicyEngine {
                     credential,
                     task: None,
                     approval: None,
+                    would_deny: false,
                 }
             }
             CedarDecision::Deny if determining.is_empty() => deny(

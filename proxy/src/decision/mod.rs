@@ -36,7 +36,7 @@ use std::sync::Arc;
 pub use cache::DecisionCache;
 pub use embedded::EmbeddedDecider;
 pub use engine::PolicyEngine;
-pub use outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason, TaskRef};
+pub use outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason, TaskRef, WOULD_DENY};
 pub use policies::PolicyError;
 pub use request::{DecisionRequest, RequestContext, CONNECT_ACTION};
 pub use schema::schema_text;

@@ -5,6 +5,10 @@
 use std::fmt;
 use std::time::SystemTime;
 
+/// The audit line's `decision` (and the request counter's label) for a
+/// request report mode let through although policy denies it.
+pub const WOULD_DENY: &str = "would_deny";
+
 /// The three answers a decision can give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,6 +113,18 @@ impl Reason {
     pub fn is_about_the_token(self) -> bool {
         matches!(self, Reason::TaskEnded | Reason::TaskUnknown)
     }
+
+    /// Policy's own denials, which report mode may let through: a forbid,
+    /// no permit (default deny), a policy that failed to evaluate. Never
+    /// the task's limits (ended, unknown, another workload's, out of
+    /// scope, budget), an approval gate or a person's refusal, a request
+    /// Cedar cannot be asked, or tollgate's own trouble (no decision, no
+    /// state store): those are enforced in every mode.
+    pub fn is_reportable(self) -> bool {
+        Reason::REPORTABLE.contains(&self)
+    }
+
+    pub const REPORTABLE: [Reason; 3] = [Reason::Forbidden, Reason::NoPermit, Reason::PolicyError];
 }
 
 impl fmt::Display for Reason {
@@ -134,11 +150,25 @@ pub struct Decision {
     /// request is held). An allow or `approval_denied`: the approval that
     /// decided it.
     pub approval: Option<ApprovalStatus>,
+    /// Report mode let an allow through that policy denies: `reason`,
+    /// `message` and `policy_ids` are the denial's, `credential` only
+    /// what a permit matching the request names. Never set on a deny.
+    pub would_deny: bool,
 }
 
 impl Decision {
     pub fn is_allow(&self) -> bool {
         self.outcome == Outcome::Allow
+    }
+
+    /// What the audit line's `decision` says: the outcome, or
+    /// `would_deny` for a request report mode let through.
+    pub fn logged_as(&self) -> &'static str {
+        if self.would_deny && self.is_allow() {
+            WOULD_DENY
+        } else {
+            self.outcome.as_str()
+        }
     }
 
     /// Asking again may answer differently whatever the policies: an
@@ -157,6 +187,7 @@ impl Decision {
             credential: None,
             task: None,
             approval: None,
+            would_deny: false,
         }
     }
 

@@ -129,6 +129,7 @@ impl Decision {
             task_expires_unix_ms: self.task.as_ref().map_or(0, |t| unix_ms(t.expires)),
             no_cache: self.task.as_ref().is_some_and(|t| t.no_cache) || self.never_cached(),
             approval: self.approval.as_ref().map(pb::ApprovalStatus::from),
+            would_deny: self.would_deny,
         }
     }
 }
@@ -178,6 +179,8 @@ impl From<pb::DecideResponse> for Decision {
                     reason: a.reason,
                 })
             }),
+            // Only an allow can be one that report mode let through.
+            would_deny: r.would_deny && outcome == Outcome::Allow,
         }
     }
 }
@@ -319,8 +322,30 @@ mod tests {
                 no_cache: true,
             }),
             approval: None,
+            would_deny: false,
         };
         assert_eq!(Decision::from(d.to_pb("id", 3)), d);
+    }
+
+    #[test]
+    fn a_reported_denial_round_trips_and_never_rides_on_a_deny() {
+        let d = Decision {
+            outcome: Outcome::Allow,
+            credential: Some("github".into()),
+            would_deny: true,
+            policy_ids: vec!["forbid-x".into()],
+            ..Decision::deny(Reason::Forbidden, "no")
+        };
+        let wire = d.to_pb("id", 3);
+        assert!(wire.would_deny);
+        assert_eq!(Decision::from(wire), d);
+        let deny = Decision::from(pb::DecideResponse {
+            outcome: pb::Outcome::Deny as i32,
+            reason: "forbidden".into(),
+            would_deny: true,
+            ..Default::default()
+        });
+        assert!(!deny.is_allow() && !deny.would_deny);
     }
 
     #[test]

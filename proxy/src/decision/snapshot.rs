@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Enforcement};
 
 use super::cache::DecisionCache;
 use super::credentials::CredentialStore;
@@ -24,6 +24,10 @@ pub struct Snapshot {
     /// The secrets policies name with `@credential`, bound to this
     /// catalog's tools.
     pub credentials: CredentialStore,
+    /// Which tools' policy denials are only reported: swapped with the
+    /// policies, so a reload that changes a mode also starts a new
+    /// decision cache and a new epoch.
+    pub enforcement: Enforcement,
     /// Decisions made with exactly this catalog and these policies.
     pub decisions: DecisionCache,
     /// Grows by one on every successful reload; decision caches key on it.
@@ -58,11 +62,15 @@ impl Snapshot {
         })?;
         config.check_limit_tools(|tool| snapshot.catalog.credential_headers(tool).is_some())?;
         snapshot.credentials = CredentialStore::new(config.credentials.clone());
+        let is_tool = |tool: &str| snapshot.catalog.credential_headers(tool).is_some();
+        config.enforcement.check_tools(is_tool)?;
+        snapshot.enforcement = config.enforcement.clone();
         Ok(snapshot)
     }
 
     /// Catalog and policies only: a decision naming a credential finds none
-    /// (benches that decide without injecting).
+    /// (benches that decide without injecting), and every denial is
+    /// enforced.
     pub fn without_credentials(
         catalog_dir: &Path,
         policy_dir: &Path,
@@ -76,10 +84,36 @@ impl Snapshot {
             catalog,
             engine,
             credentials: CredentialStore::default(),
+            enforcement: Enforcement::default(),
             decisions: DecisionCache::new(cache_size),
             epoch,
             loaded_at: SystemTime::now(),
         })
+    }
+}
+
+impl Snapshot {
+    /// Say, at start and on every reload, which tools' denials are only
+    /// reported: enforcement partly off must never go unnoticed. A proxy
+    /// deciding `remotely` follows the decision service's modes, whatever
+    /// its own file says.
+    pub fn log_enforcement(&self, remotely: bool) {
+        let reported = self.enforcement.reported();
+        if reported.is_empty() {
+            return;
+        }
+        if remotely {
+            tracing::warn!(
+                "`enforcement:` is not used by a proxy that decides remotely: \
+                 the decision service's own configuration says what is reported"
+            );
+        } else {
+            tracing::warn!(
+                tools = reported.join(", "),
+                "report mode: policy denials for these tools are audited as would_deny \
+                 and forwarded, not refused"
+            );
+        }
     }
 }
 

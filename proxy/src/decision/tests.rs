@@ -7,6 +7,7 @@ use crate::decision::state::TaskStore;
 use crate::identity::{Attributes, IdentitySource};
 
 mod load;
+mod report;
 
 const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
 const TRIAGE: &str = "spiffe://cluster.local/ns/agents/sa/triage";
@@ -453,6 +454,7 @@ fn snapshot(engine: PolicyEngine, cache_size: usize) -> crate::decision::snapsho
         catalog: crate::catalog::Catalog::default(),
         engine,
         credentials: Default::default(),
+        enforcement: Default::default(),
         decisions: DecisionCache::new(cache_size),
         epoch: 1,
         loaded_at: std::time::SystemTime::now(),

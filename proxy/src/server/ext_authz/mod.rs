@@ -406,7 +406,15 @@ impl ExtAuthz {
         let mut metadata = Struct {
             fields: HashMap::from([("decision_id".to_string(), text(record.decision_id()))]),
         };
-        for (key, value) in [("tool", record.tool()), ("action", record.action())] {
+        // Report mode: Envoy forwards (the answer is OK); its access log
+        // can still tell the request apart. Nothing is added toward the
+        // upstream, which has no business knowing tollgate's policies.
+        let would_deny = record.would_deny();
+        for (key, value) in [
+            ("tool", record.tool()),
+            ("action", record.action()),
+            ("would_deny", would_deny),
+        ] {
             if let Some(v) = value {
                 metadata.fields.insert(key.to_string(), text(v));
             }
