@@ -96,8 +96,14 @@ impl ProxyError {
             ProxyError::Denied(d) if d.decision.reason.is_about_the_token() => {
                 StatusCode::UNAUTHORIZED
             }
-            // tollgate's own trouble, gone when the store is back.
-            ProxyError::Denied(d) if d.decision.reason == Reason::StateUnavailable => {
+            // tollgate's own trouble, gone when the store or the decision
+            // service is back: an agent may try again, unlike after a 403.
+            ProxyError::Denied(d)
+                if matches!(
+                    d.decision.reason,
+                    Reason::StateUnavailable | Reason::DecisionUnavailable
+                ) =>
+            {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             // Not refused for good: the same request passes once a person
