@@ -52,6 +52,10 @@ pub enum ProxyError {
     /// The body of a request being held could not be read to its end.
     #[error("reading the body of a held request failed: {0}")]
     HeldBodyUnreadable(String),
+    /// The audit output cannot be written, and requests are not to go out
+    /// unaudited (`audit.on_failure: refuse`). Nothing was decided.
+    #[error("the audit log cannot be written; requests are refused until it can")]
+    AuditUnavailable,
 }
 
 /// How long an agent told its approval is pending should wait before
@@ -120,7 +124,9 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::CredentialUnavailable(_) | ProxyError::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::HeldBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeldBodyUnreadable(_) => StatusCode::BAD_REQUEST,
         }
@@ -142,6 +148,7 @@ impl ProxyError {
             ProxyError::CredentialNotBound(_) => "credential_not_bound",
             ProxyError::HeldBodyTooLarge { .. } => "held_body_too_large",
             ProxyError::HeldBodyUnreadable(_) => "held_body_unreadable",
+            ProxyError::AuditUnavailable => "audit_unavailable",
         }
     }
 
