@@ -27,7 +27,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 };
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use prost::Message;
-use tollgate::config::AuditOutput;
+use tollgate::config::{AuditOnFailure, AuditOutput};
 use tollgate::core::audit::AuditSink;
 use tollgate::core::Core;
 use tollgate::decision::snapshot::{Snapshot, SnapshotHandle};
@@ -114,7 +114,11 @@ fn check(c: &mut Criterion) {
         core: Core::new(Arc::new(EmbeddedDecider::new(tasks.clone()))),
         tasks,
         snapshot,
-        audit: AuditSink::start(&AuditOutput::File("/dev/null".into())).unwrap(),
+        audit: AuditSink::start(
+            &AuditOutput::File("/dev/null".into()),
+            AuditOnFailure::Refuse,
+        )
+        .unwrap(),
         admin_token: None,
         envoy: Default::default(),
         approvers: Vec::new(),

@@ -73,10 +73,11 @@ pub struct OnFinish<B: Body, F: FnOnce(Finish)> {
 }
 
 /// How a body stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
     Complete,
-    Failed,
+    /// The body's source failed (an upstream reset it), with its error.
+    Failed(String),
     Abandoned,
 }
 
@@ -115,6 +116,7 @@ impl<B: Body, F: FnOnce(Finish)> OnFinish<B, F> {
 impl<B, F> Body for OnFinish<B, F>
 where
     B: Body<Data = Bytes> + Unpin,
+    B::Error: AsRef<dyn std::error::Error + Send + Sync>,
     F: FnOnce(Finish) + Unpin,
 {
     type Data = Bytes;
@@ -127,7 +129,10 @@ where
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.finish(Finish::Complete),
-            Poll::Ready(Some(Err(_))) => self.finish(Finish::Failed),
+            Poll::Ready(Some(Err(e))) => {
+                let message = error_chain(e.as_ref());
+                self.finish(Finish::Failed(message))
+            }
             Poll::Ready(Some(Ok(_))) => self.finish_if_ended(),
             Poll::Pending => {}
         }
@@ -198,4 +203,17 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// An error and its causes, `: `-joined: hyper's own message alone says
+/// only which step failed, its source what happened (a reset, say).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }

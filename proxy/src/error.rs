@@ -73,6 +73,10 @@ pub enum ProxyError {
     /// At a limit of open tunnels or requests in flight: try again soon.
     #[error("tollgate is at its limit of {0}; retry shortly")]
     Overloaded(&'static str),
+    /// The audit output cannot be written, and requests are not to go out
+    /// unaudited (`audit.on_failure: refuse`). Nothing was decided.
+    #[error("the audit log cannot be written; requests are refused until it can")]
+    AuditUnavailable,
 }
 
 /// How long an agent told tollgate is overloaded should wait.
@@ -126,8 +130,14 @@ impl ProxyError {
             ProxyError::Denied(d) if d.decision.reason.is_about_the_token() => {
                 StatusCode::UNAUTHORIZED
             }
-            // tollgate's own trouble, gone when the store is back.
-            ProxyError::Denied(d) if d.decision.reason == Reason::StateUnavailable => {
+            // tollgate's own trouble, gone when the store or the decision
+            // service is back: an agent may try again, unlike after a 403.
+            ProxyError::Denied(d)
+                if matches!(
+                    d.decision.reason,
+                    Reason::StateUnavailable | Reason::DecisionUnavailable
+                ) =>
+            {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             // Not refused for good: the same request passes once a person
@@ -144,7 +154,9 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::CredentialUnavailable(_) | ProxyError::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::HeldBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeldBodyUnreadable(_) => StatusCode::BAD_REQUEST,
         }
@@ -171,6 +183,7 @@ impl ProxyError {
             ProxyError::AmbiguousFraming(_) => "ambiguous_framing",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::AuditUnavailable => "audit_unavailable",
         }
     }
 

@@ -42,6 +42,12 @@ pub const APPROVAL_EVENTS: &str = "tollgate_approval_events_total";
 /// Connections and requests refused at a limit (`limit`: `connections`,
 /// `tunnels`, `requests in flight`): overload answered, not queued.
 pub const SHED_TOTAL: &str = "tollgate_shed_total";
+/// Failed writes to the audit output (each retry of a failing output
+/// counts again).
+pub const AUDIT_WRITE_FAILURES: &str = "tollgate_audit_write_failures_total";
+/// Audit lines lost: held for a failing output beyond its limit, or cut in
+/// two by a pipe reader that went away.
+pub const AUDIT_LINES_DROPPED: &str = "tollgate_audit_lines_dropped_total";
 
 /// Every series with a fixed set of labels: (name, label, values).
 const FIXED: [(&str, &str, &[&str]); 6] = [
@@ -104,6 +110,14 @@ pub fn register() {
         IDENTIFICATIONS,
         "Callers identified, by identity source and outcome."
     );
+    describe_counter!(
+        AUDIT_WRITE_FAILURES,
+        "Failed writes to the audit output, retries included."
+    );
+    describe_counter!(
+        AUDIT_LINES_DROPPED,
+        "Audit lines lost to a failing audit output."
+    );
     for (name, label, values) in FIXED {
         for value in values {
             metrics::counter!(name, label => *value).increment(0);
@@ -113,4 +127,6 @@ pub fn register() {
     let _ = metrics::histogram!(UPSTREAM_DURATION);
     metrics::gauge!(OPEN_CONNECTIONS).increment(0.0);
     metrics::gauge!(HELD_REQUESTS).increment(0.0);
+    metrics::counter!(AUDIT_WRITE_FAILURES).increment(0);
+    metrics::counter!(AUDIT_LINES_DROPPED).increment(0);
 }

@@ -35,7 +35,7 @@ pub use process::{
 };
 pub use redis::{RedisOptions, RedisServer, Relay};
 
-pub use upstream::{tcp_echo, Seen, Upstream};
+pub use upstream::{resetting, tcp_echo, Cut, Seen, Upstream};
 
 /// A value no test could have written down in advance: `<prefix>-` and 128
 /// random bits in hex. Secret-hygiene searches for it then mean something.

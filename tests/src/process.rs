@@ -331,6 +331,41 @@ impl Tollgate {
         Tollgate::of(process, serves_tasks)
     }
 
+    /// Start with `setup`, which must fail: the exit status and what it
+    /// said on stderr. Panics if it is still running after 30 s.
+    pub fn fails_to_start(setup: Setup) -> (std::process::ExitStatus, String) {
+        let dir = prepare(&setup);
+        let mut child = Command::new(tollgate_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("tollgate.yaml"))
+            .envs(env_of(&setup))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tollgate");
+        let stderr = capture(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "tollgate kept running:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The capture thread reads to the end of the closed pipe.
+        std::thread::sleep(Duration::from_millis(100));
+        let said = stderr.lock().unwrap().join("\n");
+        (status, said)
+    }
+
     /// Run with a folder already holding `tollgate.yaml`.
     pub fn spawn(dir: tempfile::TempDir, env: &[(String, String)]) -> Tollgate {
         Tollgate::of(

@@ -301,3 +301,140 @@ pub async fn tcp_echo() -> SocketAddr {
     });
     addr
 }
+
+/// How a [`resetting`] upstream breaks off its answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    /// HTTP/1.1: these bytes (a response head and part of its body, or
+    /// nothing at all), then a TCP reset.
+    Reset(&'static [u8]),
+    /// HTTP/2 (TLS only, by ALPN): a `200` head declaring `length` bytes,
+    /// `sent` of them, then `RST_STREAM`; the connection stays up.
+    StreamReset { length: u64, sent: usize },
+}
+
+/// An upstream that breaks off every answer as `cut` says, plain or (with
+/// `tls`) over TLS. A TCP reset comes only once the proxy's kernel has
+/// taken every byte sent before it (`SO_LINGER` 0 would otherwise throw
+/// away what is still queued), so what the proxy reads is exactly the
+/// bytes, then the reset.
+pub async fn resetting(cut: Cut, tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(|config| {
+        let mut config = (*config).clone();
+        config.alpn_protocols = match cut {
+            Cut::Reset(_) => vec![b"http/1.1".to_vec()],
+            Cut::StreamReset { .. } => vec![b"h2".to_vec()],
+        };
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                match (cut, acceptor) {
+                    (Cut::Reset(bytes), None) => {
+                        let mut stream = stream;
+                        if read_request_head(&mut stream).await {
+                            reset_after(&mut stream, bytes).await;
+                            reset(stream).await;
+                        }
+                    }
+                    (Cut::Reset(bytes), Some(acceptor)) => {
+                        let Ok(mut tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        if read_request_head(&mut tls).await {
+                            reset_after(&mut tls, bytes).await;
+                            reset(tls.into_inner().0).await;
+                        }
+                    }
+                    (Cut::StreamReset { length, sent }, Some(acceptor)) => {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let service = service_fn(move |_req: Request<Incoming>| async move {
+                            let body = CutShort {
+                                sent: Some(sent),
+                                pause: Box::pin(tokio::time::sleep(Duration::from_millis(100))),
+                            };
+                            let mut response = Response::new(body);
+                            response
+                                .headers_mut()
+                                .insert("content-length", http::HeaderValue::from(length));
+                            Ok::<_, Infallible>(response)
+                        });
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    }
+                    (Cut::StreamReset { .. }, None) => panic!("HTTP/2 resets need TLS"),
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Read up to the end of a request head; false if the peer went first.
+async fn read_request_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+async fn reset_after(stream: &mut (impl tokio::io::AsyncWrite + Unpin), bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.flush().await;
+}
+
+/// Wait (bounded) until the peer has acknowledged every byte sent, then
+/// close with a reset.
+async fn reset(stream: tokio::net::TcpStream) {
+    use std::os::unix::io::AsRawFd;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int: the bytes not yet acknowledged.
+        let ok = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) } == 0;
+        if !ok || queued == 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+/// A body that sends `sent` zero bytes, waits a moment (so they leave
+/// before anything else), then fails: hyper answers the failure with
+/// `RST_STREAM` on HTTP/2.
+struct CutShort {
+    sent: Option<usize>,
+    pause: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for CutShort {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(n) = self.sent.take() {
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![0u8; n])))));
+        }
+        std::task::ready!(std::future::Future::poll(self.pause.as_mut(), cx));
+        Poll::Ready(Some(Err(std::io::Error::other("cut short on purpose"))))
+    }
+}

@@ -85,7 +85,7 @@ async fn service_down_denies_with_decision_unavailable_and_recovers() {
     // proxy has noticed, every request is refused.
     tg.wait_log("lost the revocation stream");
     let out = tg.curl(&[PULLS]).await;
-    assert_eq!(out.status, 403, "{}", out.body);
+    assert_eq!(out.status, 503, "{}", out.body);
     assert_eq!(out.json()["reason"], "decision_unavailable");
     let line = tg.wait_audit(|l| l["reason"] == "decision_unavailable");
     assert_eq!(line["decision"], "deny");
@@ -232,7 +232,7 @@ async fn mutual_tls_between_proxy_and_service() {
         ..Setup::routing("api.github.com:80", upstream.addr)
     });
     let out = without_identity.curl(&[PULLS]).await;
-    assert_eq!(out.status, 403);
+    assert_eq!(out.status, 503);
     assert_eq!(out.json()["reason"], "decision_unavailable");
     assert_eq!(upstream.count(), 1);
 

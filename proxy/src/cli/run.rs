@@ -112,13 +112,14 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         .transpose()?;
     // The console needs the approvals: only a process deciding in-process
     // keeps them (a remote decision service serves its own).
+    let sink = AuditSink::start(&config.audit, config.audit_on_failure)?;
     let (audit, console) = match &tasks {
-        Some(tasks) => serve::audit_with_console(&config, tasks, AuditSink::start(&config.audit)?),
-        None => (AuditSink::start(&config.audit)?, None),
+        Some(tasks) => serve::audit_with_console(&config, tasks, sink),
+        None => (sink, None),
     };
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
-        core: Core::new(decider(&config, tasks.as_ref())?),
+        core: Core::new(decider(&config, tasks.as_ref())?).gated_by(audit.gate()),
         forwarder: Forwarder::new(&config.forward, upstream_tls),
         leaves,
         audit: audit.clone(),

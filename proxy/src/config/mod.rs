@@ -148,6 +148,7 @@ pub struct Config {
     pub decision_tls: Option<TlsFiles>,
     pub credentials: BTreeMap<String, CredentialConfig>,
     pub audit: AuditOutput,
+    pub audit_on_failure: AuditOnFailure,
     pub reload: ReloadConfig,
     /// `Some`: tasks are managed here. `tollgate decision` always keeps
     /// tasks; `tollgate run` (embedded) serves the decision API, tasks
@@ -406,6 +407,17 @@ pub enum AuditOutput {
     File(PathBuf),
 }
 
+/// What requests get while the audit output cannot be written
+/// (`audit.on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditOnFailure {
+    /// Refused (`503`, `audit_unavailable`): nothing goes out unaudited.
+    #[default]
+    Refuse,
+    /// Forwarded all the same; their lines are held for a retry, then lost.
+    Forward,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReloadConfig {
     pub watch: bool,
@@ -434,7 +446,7 @@ impl Config {
         let admin_address = sections::admin(raw.admin, &ctx)?;
         let forward = sections::forward(raw.forward, &ctx)?;
         let tls = sections::tls(raw.tls, &ctx);
-        let audit = sections::audit(raw.audit, &ctx);
+        let (audit, audit_on_failure) = sections::audit(raw.audit, &ctx)?;
         let reload = sections::reload(raw.reload, &ctx)?;
         let decision = sections::decision(raw.decision, &ctx)?;
         let decision_service = sections::decision_service(raw.decision_service, &ctx)?;
@@ -462,6 +474,7 @@ impl Config {
             decision_tls: decision_service.tls,
             credentials,
             audit,
+            audit_on_failure,
             reload,
             tasks,
             state,
@@ -498,7 +511,10 @@ impl Config {
                     && self.envoy_identity == fresh.envoy_identity,
             ),
             ("identity", self.identity == fresh.identity),
-            ("audit", self.audit == fresh.audit),
+            (
+                "audit",
+                self.audit == fresh.audit && self.audit_on_failure == fresh.audit_on_failure,
+            ),
             ("reload", self.reload == fresh.reload),
             ("tasks", self.tasks == fresh.tasks),
             ("state", self.state == fresh.state),

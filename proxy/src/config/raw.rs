@@ -330,6 +330,8 @@ pub enum RawInjection {
 pub struct RawAudit {
     /// `stdout` or a file path.
     pub output: Option<String>,
+    /// `refuse` or `forward`.
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

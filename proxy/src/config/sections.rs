@@ -11,17 +11,17 @@ use ipnet::IpNet;
 
 use super::ctx::Ctx;
 use super::{
-    raw, split_host_port, AuditOutput, ConfigError, ForwardConfig, ListenerConfig, ListenerKind,
-    RedisConfig, ReloadConfig, RemoteDecision, SecretSource, StateConfig, TasksConfig, TlsConfig,
-    TlsFiles, DEFAULT_ADMIN_ADDRESS, DEFAULT_APPROVAL_HOLD, DEFAULT_APPROVAL_MAX_BODY,
-    DEFAULT_APPROVAL_TTL, DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DECISION_ADDRESS,
-    DEFAULT_DECISION_ADMIN_ADDRESS, DEFAULT_DECISION_CACHE_SIZE, DEFAULT_DECISION_CACHE_TTL,
-    DEFAULT_DECISION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LEAF_CACHE_SIZE, DEFAULT_LISTENER_NAME,
-    DEFAULT_MAX_IDLE_PER_HOST, DEFAULT_MAX_TASK_TTL, DEFAULT_PROXY_ADDRESS,
-    DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT, DEFAULT_RELOAD_INTERVAL, DEFAULT_RELOAD_WATCH,
-    DEFAULT_REQUIRE_ORIGINAL_DESTINATION, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SYSTEM_ROOTS,
-    DEFAULT_TASK_TTL, DEFAULT_TRANSPARENT_ADDRESS, DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT,
-    DEFAULT_WEBHOOK_TIMEOUT,
+    raw, split_host_port, AuditOnFailure, AuditOutput, ConfigError, ForwardConfig, ListenerConfig,
+    ListenerKind, RedisConfig, ReloadConfig, RemoteDecision, SecretSource, StateConfig,
+    TasksConfig, TlsConfig, TlsFiles, DEFAULT_ADMIN_ADDRESS, DEFAULT_APPROVAL_HOLD,
+    DEFAULT_APPROVAL_MAX_BODY, DEFAULT_APPROVAL_TTL, DEFAULT_CA_DIR, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DECISION_ADDRESS, DEFAULT_DECISION_ADMIN_ADDRESS, DEFAULT_DECISION_CACHE_SIZE,
+    DEFAULT_DECISION_CACHE_TTL, DEFAULT_DECISION_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LEAF_CACHE_SIZE, DEFAULT_LISTENER_NAME, DEFAULT_MAX_IDLE_PER_HOST,
+    DEFAULT_MAX_TASK_TTL, DEFAULT_PROXY_ADDRESS, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT,
+    DEFAULT_RELOAD_INTERVAL, DEFAULT_RELOAD_WATCH, DEFAULT_REQUIRE_ORIGINAL_DESTINATION,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SYSTEM_ROOTS, DEFAULT_TASK_TTL, DEFAULT_TRANSPARENT_ADDRESS,
+    DEFAULT_TUNNEL_HALF_CLOSE_TIMEOUT, DEFAULT_WEBHOOK_TIMEOUT,
 };
 
 /// No listeners in the file: one, with every default.
@@ -187,12 +187,27 @@ pub(super) fn tls(raw: raw::RawTls, ctx: &Ctx) -> TlsConfig {
     }
 }
 
-/// `stdout`, `-` or nothing: standard output; anything else is a file.
-pub(super) fn audit(raw: raw::RawAudit, ctx: &Ctx) -> AuditOutput {
-    match raw.output.as_deref() {
+/// Output: `stdout`, `-` or nothing: standard output; anything else is a
+/// file (or a named pipe). `on_failure`: `refuse` unless it says `forward`.
+pub(super) fn audit(
+    raw: raw::RawAudit,
+    ctx: &Ctx,
+) -> Result<(AuditOutput, AuditOnFailure), ConfigError> {
+    let output = match raw.output.as_deref() {
         None | Some("stdout") | Some("-") => AuditOutput::Stdout,
         Some(p) => AuditOutput::File(ctx.resolve_path(Path::new(p))),
-    }
+    };
+    let on_failure = match raw.on_failure.as_deref() {
+        None | Some("refuse") => AuditOnFailure::Refuse,
+        Some("forward") => AuditOnFailure::Forward,
+        Some(other) => {
+            return Err(ctx.invalid(
+                "audit.on_failure",
+                format!("`{other}` is neither `refuse` nor `forward`"),
+            ))
+        }
+    };
+    Ok((output, on_failure))
 }
 
 pub(super) fn reload(raw: raw::RawReload, ctx: &Ctx) -> Result<ReloadConfig, ConfigError> {

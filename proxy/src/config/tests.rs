@@ -15,6 +15,17 @@ fn empty_config_gets_the_documented_defaults() {
     assert_eq!(c.catalog_dir, Path::new("/etc/tollgate/catalog"));
     assert_eq!(c.policy_dir, Path::new("/etc/tollgate/policies"));
     assert_eq!(c.audit, AuditOutput::Stdout);
+    assert_eq!(c.audit_on_failure, AuditOnFailure::Refuse);
+}
+
+#[test]
+fn audit_may_forward_while_its_output_fails() {
+    let c = load_str("audit: {output: audit.log, on_failure: forward}").unwrap();
+    assert_eq!(
+        c.audit,
+        AuditOutput::File(PathBuf::from("/etc/tollgate/audit.log"))
+    );
+    assert_eq!(c.audit_on_failure, AuditOnFailure::Forward);
 }
 
 #[test]
@@ -47,6 +58,7 @@ fn mistakes_are_refused_with_the_field() {
             "forward.resolve",
         ),
         ("reload: {interval: 0s}", "reload.interval"),
+        ("audit: {on_failure: drop}", "audit.on_failure"),
         (
             "listeners: [{name: a, address: 127.0.0.1:1}, {name: a, address: 127.0.0.1:2}]",
             "duplicate listener",

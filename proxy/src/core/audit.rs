@@ -1,18 +1,21 @@
 //! Audit: one JSON line per decision, written by a dedicated thread so a slow
-//! disk never stalls the event loop; lines go out in batches at most about a
-//! millisecond old. The channel is bounded and `emit` blocks when it is
-//! full: lines are delayed under pressure, never dropped.
+//! disk never stalls the event loop; lines go out in batches at most a few
+//! milliseconds old. The channel is bounded and `emit` blocks when it is
+//! full: lines are delayed under pressure, never dropped. An output that
+//! fails (full disk, closed pipe) is retried with its lines held; while it
+//! fails, the decision core refuses requests (`audit.on_failure: refuse`,
+//! the default) or lets them through (`forward`): see [`AuditGate`].
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::catalog::{ActionInfo, RiskClass};
-use crate::config::AuditOutput;
+use crate::config::{AuditOnFailure, AuditOutput};
 use crate::decision::{Decision, Outcome, Reason, CONNECT_ACTION, WOULD_DENY};
 use crate::error::ProxyError;
 use crate::identity::IdentitySource;
@@ -319,32 +322,92 @@ pub fn redact_query(path_and_query: &str) -> String {
 
 const LINE_CAPACITY: usize = 768;
 
+mod writer;
+
+/// The audit output could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the audit output {path}: {error}{hint}")]
+pub struct AuditOpenError {
+    path: String,
+    error: std::io::Error,
+    hint: &'static str,
+}
+
 #[derive(Clone)]
 pub struct AuditSink {
     lines: SyncSender<Vec<u8>>,
     /// Where the approval console reads recent decisions, when it is on.
     recent: Option<Arc<RecentDecisions>>,
+    gate: AuditGate,
+}
+
+/// Whether requests may go on while the audit output fails: what the
+/// decision core asks before deciding anything.
+#[derive(Clone, Default)]
+pub struct AuditGate {
+    /// Set under `on_failure: refuse`.
+    refuse_while: Option<Arc<writer::Health>>,
+}
+
+impl AuditGate {
+    /// Refused while the output is failing and the policy says refuse.
+    pub fn check(&self) -> Result<(), ProxyError> {
+        match &self.refuse_while {
+            Some(health) if health.failing() => Err(ProxyError::AuditUnavailable),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl AuditSink {
-    pub fn start(output: &AuditOutput) -> std::io::Result<AuditSink> {
-        let writer: Box<dyn Write + Send> = match output {
-            AuditOutput::Stdout => Box::new(std::io::stdout()),
-            AuditOutput::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+    /// Open the output (failing here, at start, rather than losing lines
+    /// later) and start the writer thread.
+    pub fn start(
+        output: &AuditOutput,
+        on_failure: AuditOnFailure,
+    ) -> Result<AuditSink, AuditOpenError> {
+        let (writer, path): (Box<dyn Write + Send>, _) = match output {
+            AuditOutput::Stdout => (Box::new(std::io::stdout()), None),
+            AuditOutput::File(path) => {
+                let file = writer::open(path, true).map_err(|error| AuditOpenError {
+                    path: path.display().to_string(),
+                    hint: match error.raw_os_error() {
+                        Some(libc::ENXIO) => " (a named pipe needs its reader running first)",
+                        _ => "",
+                    },
+                    error,
+                })?;
+                (Box::new(file), Some(path.clone()))
+            }
+        };
+        let health = Arc::new(writer::Health::default());
+        let output = writer::Output {
+            writer,
+            path,
+            forwarding: on_failure == AuditOnFailure::Forward,
         };
         let (lines, rx) = sync_channel(16 * 1024);
+        let thread_health = health.clone();
         std::thread::Builder::new()
             .name("tollgate-audit".into())
-            .spawn(move || write_lines(rx, writer))?;
+            .spawn(move || writer::run(rx, output, thread_health))
+            .map_err(|error| AuditOpenError {
+                path: "(writer thread)".into(),
+                error,
+                hint: "",
+            })?;
         Ok(AuditSink {
             lines,
             recent: None,
+            gate: AuditGate {
+                refuse_while: (on_failure == AuditOnFailure::Refuse).then_some(health),
+            },
         })
+    }
+
+    /// What the decision core checks before deciding.
+    pub fn gate(&self) -> AuditGate {
+        self.gate.clone()
     }
 
     /// Also keep each line's key fields in `recent`.
@@ -401,32 +464,6 @@ impl AuditSink {
         line.push(b'\n');
         if self.lines.send(line).is_err() {
             tracing::error!("audit writer has stopped; audit line lost");
-        }
-    }
-}
-
-/// How long the writer lets lines gather while lines keep coming. Under
-/// load it sleeps and drains instead of waiting on the channel, so senders
-/// find nobody parked and wake no one: no context switch per request, one
-/// write per batch. Idle, it waits on the channel and the first line wakes
-/// it.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
-
-fn write_lines(rx: Receiver<Vec<u8>>, writer: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
-    while let Ok(line) = rx.recv() {
-        let mut batch = Some(line);
-        while let Some(first) = batch.take() {
-            let mut ok = out.write_all(&first).is_ok();
-            while let Ok(more) = rx.try_recv() {
-                ok &= out.write_all(&more).is_ok();
-            }
-            ok &= out.flush().is_ok();
-            if !ok {
-                tracing::error!("audit output failed to write");
-            }
-            std::thread::sleep(BATCH_WINDOW);
-            batch = rx.try_recv().ok();
         }
     }
 }

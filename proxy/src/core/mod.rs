@@ -175,11 +175,24 @@ enum Subject<'r> {
 /// Decides through whichever decider the process uses.
 pub struct Core {
     decider: SharedDecider,
+    /// Asked before deciding: requests wait out a failing audit output.
+    audit: audit::AuditGate,
 }
 
 impl Core {
     pub fn new(decider: SharedDecider) -> Core {
-        Core { decider }
+        Core {
+            decider,
+            audit: audit::AuditGate::default(),
+        }
+    }
+
+    /// Refuse requests while `gate` says the audit output fails.
+    pub fn gated_by(self, gate: audit::AuditGate) -> Core {
+        Core {
+            audit: gate,
+            ..self
+        }
     }
 
     pub fn decider(&self) -> &SharedDecider {
@@ -319,6 +332,9 @@ impl Core {
             Subject::Tunnel(target) => (Named::connect(target), target, &Method::CONNECT, "", None),
         };
         record.named(&named);
+        // Named, so the refusal's line says what was refused, but not
+        // decided: a decision may use up an approval or a task's budget.
+        self.audit.check()?;
 
         // The task whose token the request (or, inside a tunnel, its
         // CONNECT) carried.

@@ -25,7 +25,9 @@ use super::{ApprovalFuture, Decider, DecisionFuture};
 /// Epoch value meaning "not connected to the revocation stream".
 const UNKNOWN_EPOCH: u64 = u64::MAX;
 const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A restarted service gets its decision cache back (and this proxy hears
+/// its revocations again) within about this long.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct RemoteConfig {

@@ -497,7 +497,11 @@ impl Pipeline {
             );
             match how {
                 Finish::Complete => {}
-                Finish::Failed => record.ended_by(Some("upstream response body failed".into())),
+                // The agent saw the body cut short (its connection or
+                // stream closed before the end): the line says why.
+                Finish::Failed(error) => {
+                    record.ended_by(Some(format!("upstream response body failed: {error}")))
+                }
                 Finish::Abandoned => {
                     record.ended_by(Some("client went away before the response ended".into()))
                 }
