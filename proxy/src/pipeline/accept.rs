@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::{empty, ProxyBody};
 use crate::config::ListenerConfig;
 use crate::core::audit::RequestLine;
-use crate::core::classify::{normalize_host, RequestTarget};
+use crate::core::classify::{authority_host_port, RequestTarget};
 use crate::core::{self, token, Caller, Mode};
 use crate::error::ProxyError;
 use crate::identity::{CallerIdentity, ListenerSources};
@@ -197,22 +197,21 @@ pub(super) fn authority_target(
             "credentials in the request's host are not accepted".into(),
         ));
     }
-    let host = normalize_host(authority.host());
+    let (host, port) = authority_host_port(authority)?;
     if host.is_empty() {
         return Err(ProxyError::MalformedRequest("request names no host".into()));
     }
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let port = port.unwrap_or(if tls { 443 } else { 80 });
     Ok(RequestTarget { tls, host, port })
 }
 
-fn connect_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyError> {
+pub(crate) fn connect_target<B>(request: &Request<B>) -> Result<RequestTarget, ProxyError> {
     let authority = request
         .uri()
         .authority()
         .ok_or_else(|| ProxyError::MalformedRequest("CONNECT needs a host:port target".into()))?;
-    let host = normalize_host(authority.host());
-    let port = authority
-        .port_u16()
+    let (host, port) = authority_host_port(authority)?;
+    let port = port
         .ok_or_else(|| ProxyError::MalformedRequest("CONNECT needs a host:port target".into()))?;
     if host.is_empty() || port == 0 {
         return Err(ProxyError::MalformedRequest(
