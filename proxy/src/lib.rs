@@ -15,6 +15,9 @@ pub mod config;
 pub mod core;
 pub mod decision;
 pub mod error;
+/// Fuzz harnesses (`fuzz/`, `docs/fuzzing.md`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod memory;
 pub mod pipeline;

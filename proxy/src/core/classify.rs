@@ -224,6 +224,46 @@ fn is_dot_segment(segment: &str) -> bool {
     dots == 1 || dots == 2
 }
 
+/// The host (normalized) and port an authority names. `http` parses
+/// leniently and reads what it cannot parse as absent: `example.com:44x`
+/// has no port (so the scheme's default would be used), `[::1]x` is
+/// `[::1]`, `a[b` is a host. A server may read such an authority another
+/// way, so it is refused here instead of being guessed at.
+pub fn authority_host_port(
+    authority: &http::uri::Authority,
+) -> Result<(String, Option<u16>), ProxyError> {
+    let malformed = |what: &str| ProxyError::MalformedRequest(format!("the request's host {what}"));
+    let text = authority.as_str();
+    let host_port = text.rsplit_once('@').map_or(text, |(_, hp)| hp);
+    let host = authority.host();
+    // `Authority::host` is the start of what follows any userinfo.
+    let rest = host_port.get(host.len()..).unwrap_or_default();
+    let port = match rest.strip_prefix(':') {
+        None if rest.is_empty() => None,
+        // RFC 3986 §3.2.3: an empty port is the scheme's default.
+        Some("") => None,
+        Some(digits) if digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(
+            digits
+                .parse()
+                .map_err(|_| malformed("has a port above 65535"))?,
+        ),
+        _ => return Err(malformed("has a port that is not a number")),
+    };
+    match host.strip_prefix('[') {
+        Some(literal) => {
+            let literal = literal.strip_suffix(']').unwrap_or(literal);
+            if literal.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(malformed(
+                    "has a bracketed part that is not an IPv6 address",
+                ));
+            }
+        }
+        None if host.contains(['[', ']']) => return Err(malformed("has a stray bracket")),
+        None => {}
+    }
+    Ok((normalize_host(host), port))
+}
+
 /// Lower-case, no trailing dot, no IPv6 brackets.
 pub fn normalize_host(host: &str) -> String {
     host.trim_start_matches('[')
@@ -284,6 +324,30 @@ mod tests {
             ("/a/%2Fb", "/a/%2fb"),
         ] {
             assert_eq!(upstream_reading(sent).as_deref(), Some(read), "{sent}");
+        }
+    }
+
+    #[test]
+    fn authorities_http_reads_leniently_are_refused() {
+        let read = |text: &str| authority_host_port(&text.parse().unwrap());
+        assert_eq!(
+            read("API.example.com:8443").unwrap(),
+            ("api.example.com".into(), Some(8443))
+        );
+        assert_eq!(read("[::1]:443").unwrap(), ("::1".into(), Some(443)));
+        assert_eq!(read("example.com:").unwrap(), ("example.com".into(), None));
+        assert_eq!(read("example.com").unwrap(), ("example.com".into(), None));
+        // Found by fuzzing (fuzz/regressions/authority/): each was read as
+        // another host or port than the text says.
+        for bad in [
+            "example.com:44x",
+            "example.com:99999",
+            "[::1]x:80",
+            "h[4002:8::1db]:80",
+            "[zz]:80",
+            "[]:80",
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
         }
     }
 

@@ -18,7 +18,7 @@ pub mod credentials;
 pub mod embedded;
 pub mod engine;
 mod outcome;
-mod policies;
+pub(crate) mod policies;
 pub mod proto;
 mod request;
 pub mod schema;

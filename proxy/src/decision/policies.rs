@@ -24,7 +24,7 @@ pub enum PolicyError {
 
 /// What evaluation needs to know about one policy beyond Cedar's AST.
 #[derive(Debug, Clone)]
-pub(super) struct PolicyMeta {
+pub(crate) struct PolicyMeta {
     /// Position in load order (files sorted, then source order): decisions
     /// list policy ids in this order so equal requests print equally.
     pub order: usize,
@@ -35,14 +35,14 @@ pub(super) struct PolicyMeta {
     pub gate: bool,
 }
 
-pub(super) struct Loaded {
+pub(crate) struct Loaded {
     pub set: PolicySet,
     pub meta: HashMap<PolicyId, PolicyMeta>,
 }
 
 /// Parse every source (`(name, text)`, already in load order), give each
 /// policy its id, and refuse duplicate ids.
-pub(super) fn parse_sources(sources: &[(String, String)]) -> Result<Loaded, PolicyError> {
+pub(crate) fn parse_sources(sources: &[(String, String)]) -> Result<Loaded, PolicyError> {
     let mut set = PolicySet::new();
     let mut meta: HashMap<PolicyId, PolicyMeta> = HashMap::new();
     for (name, text) in sources {
@@ -168,7 +168,7 @@ fn reads_approved(value: &serde_json::Value) -> usize {
 /// Strict validation; the first error in load order is reported at its
 /// policy. Cedar repeats one mistake once per action a policy could apply to,
 /// so the rest are summarised as the number of other policies that fail.
-pub(super) fn validate(loaded: &Loaded, validator: &Validator) -> Result<(), PolicyError> {
+pub(crate) fn validate(loaded: &Loaded, validator: &Validator) -> Result<(), PolicyError> {
     let result = validator.validate(&loaded.set, ValidationMode::Strict);
     let mut errors: Vec<_> = result
         .validation_errors()

@@ -353,9 +353,16 @@ fn kubernetes_identity(
         .and_then(|rest| rest.split_once(':'));
     let (namespace, account) = match (text(&["namespace"]), text(&["serviceaccount", "name"])) {
         (Some(ns), Some(sa)) => (ns, sa),
-        _ => from_subject.ok_or_else(|| {
+        (None, None) => from_subject.ok_or_else(|| {
             IdentityError::Malformed("not a Kubernetes service-account token".into())
         })?,
+        // Half a service account is not read as "absent": `sub` would
+        // then name one the claim contradicts (found by fuzzing).
+        _ => {
+            return Err(IdentityError::Malformed(
+                "`kubernetes.io` names a namespace or a service account, not both".into(),
+            ))
+        }
     };
     // The two places must agree when both are there.
     if from_subject.is_some_and(|pair| pair != (namespace, account)) {
@@ -517,6 +524,11 @@ mod tests {
         let mismatched = kubernetes_identity(&c, "system:serviceaccount:other:coder", "td");
         assert!(matches!(mismatched, Err(IdentityError::Malformed(_))));
         assert!(kubernetes_identity(&legacy, "someone", "td").is_err());
+        // A namespace without its service account does not fall back to
+        // `sub` (fuzz/regressions/jwt/).
+        let half = claims(json!({"kubernetes.io": {"namespace": "other"}}));
+        let half = kubernetes_identity(&half, "system:serviceaccount:agents:coder", "td");
+        assert!(matches!(half, Err(IdentityError::Malformed(_))));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::{empty, ProxyBody};
 use crate::config::ListenerConfig;
 use crate::core::audit::RequestLine;
-use crate::core::classify::{normalize_host, RequestTarget};
+use crate::core::classify::{authority_host_port, RequestTarget};
 use crate::core::{self, token, Caller, Mode};
 use crate::error::ProxyError;
 use crate::identity::{CallerIdentity, ListenerSources};
@@ -182,11 +182,11 @@ pub(super) fn authority_target(
             "credentials in the request's host are not accepted".into(),
         ));
     }
-    let host = normalize_host(authority.host());
+    let (host, port) = authority_host_port(authority)?;
     if host.is_empty() {
         return Err(ProxyError::MalformedRequest("request names no host".into()));
     }
-    let port = explicit_port(authority)?.unwrap_or(if tls { 443 } else { 80 });
+    let port = port.unwrap_or(if tls { 443 } else { 80 });
     if port == 0 {
         return Err(ProxyError::MalformedRequest(
             "port 0 cannot be reached".into(),
@@ -195,24 +195,7 @@ pub(super) fn authority_target(
     Ok(RequestTarget { tls, host, port })
 }
 
-/// The port an authority names, if it names one. `http`'s own reader
-/// takes a port it cannot parse (`:65536`) for none, and the request would
-/// go to the scheme's default port instead.
-fn explicit_port(authority: &http::uri::Authority) -> Result<Option<u16>, ProxyError> {
-    let text = authority.as_str();
-    let after_host = match text.rfind(']') {
-        Some(end) => &text[end + 1..],
-        None => text.rfind(':').map_or("", |colon| &text[colon..]),
-    };
-    match after_host.strip_prefix(':') {
-        None | Some("") => Ok(None),
-        Some(port) => port.parse().map(Some).map_err(|_| {
-            ProxyError::MalformedRequest(format!("port `{port}` is not a number up to 65535"))
-        }),
-    }
-}
-
-fn connect_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyError> {
+pub(crate) fn connect_target<B>(request: &Request<B>) -> Result<RequestTarget, ProxyError> {
     let authority = request
         .uri()
         .authority()
@@ -228,8 +211,8 @@ fn connect_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyErr
             "CONNECT needs a host:port target, not a URL".into(),
         ));
     }
-    let host = normalize_host(authority.host());
-    let port = explicit_port(authority)?
+    let (host, port) = authority_host_port(authority)?;
+    let port = port
         .ok_or_else(|| ProxyError::MalformedRequest("CONNECT needs a host:port target".into()))?;
     if host.is_empty() || port == 0 {
         return Err(ProxyError::MalformedRequest(

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request};
-use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -164,7 +163,7 @@ async fn http(pipeline: Arc<Pipeline>, connection: Arc<Connection>, stream: TcpS
 
 /// The service a plain request on a redirected connection is for: its
 /// `Host` (or HTTP/2 `:authority`), port 80 unless it names one.
-fn request_target(request: &Request<Incoming>) -> Result<RequestTarget, ProxyError> {
+pub(crate) fn request_target<B>(request: &Request<B>) -> Result<RequestTarget, ProxyError> {
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MalformedRequest(
             "CONNECT on a connection that was not sent to a proxy".into(),
@@ -249,7 +248,7 @@ async fn relay_blind(
 
 /// What a redirected connection begins with.
 #[derive(Debug, PartialEq, Eq)]
-enum Opening {
+pub(crate) enum Opening {
     /// A ClientHello, with the DNS name it asks for (none, or an IP literal:
     /// `None`).
     Tls(Option<String>),
@@ -294,7 +293,7 @@ async fn opening(stream: &TcpStream) -> Opening {
 }
 
 /// `None`: the bytes so far do not tell yet.
-fn read_opening(bytes: &[u8]) -> Option<Opening> {
+pub(crate) fn read_opening(bytes: &[u8]) -> Option<Opening> {
     if bytes.first() == Some(&TLS_HANDSHAKE) {
         return client_hello(bytes);
     }
