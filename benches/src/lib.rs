@@ -22,6 +22,7 @@ pub mod pki;
 pub mod process;
 pub mod redis;
 pub mod report;
+pub mod slowloris;
 pub mod tasks;
 pub mod tollgate;
 pub mod upstream;

@@ -55,10 +55,8 @@ pub fn raise_nofile(needed: u64) -> anyhow::Result<u64> {
 /// One absolute-form GET through the proxy; the answer must be 200 with the
 /// upstream's body. Reads exactly the answer, so the connection stays
 /// usable and idle afterwards.
-async fn one_request(stream: &mut TcpStream) -> anyhow::Result<()> {
-    stream
-        .write_all(b"GET http://bench.test/v1/items/42 HTTP/1.1\r\nHost: bench.test\r\n\r\n")
-        .await?;
+async fn one_request(stream: &mut TcpStream, request: &[u8]) -> anyhow::Result<()> {
+    stream.write_all(request).await?;
     let mut got = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     loop {
@@ -82,9 +80,29 @@ async fn one_request(stream: &mut TcpStream) -> anyhow::Result<()> {
     }
 }
 
+const ABSOLUTE_FORM: &[u8] =
+    b"GET http://bench.test/v1/items/42 HTTP/1.1\r\nHost: bench.test\r\n\r\n";
+const ORIGIN_FORM: &[u8] = b"GET /v1/items/42 HTTP/1.1\r\nHost: bench.test\r\n\r\n";
+
 /// Open `count` connections to the proxy, one request each, kept open and
 /// idle. Drop the returned streams to close them.
 pub fn open_idle(proxy: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpStream>> {
+    open_idle_with(proxy, count, ABSOLUTE_FORM)
+}
+
+/// [`open_idle`] for a gateway (Envoy's route): origin-form requests.
+pub fn open_idle_origin_form(
+    gateway: SocketAddr,
+    count: usize,
+) -> anyhow::Result<Vec<std::net::TcpStream>> {
+    open_idle_with(gateway, count, ORIGIN_FORM)
+}
+
+fn open_idle_with(
+    proxy: SocketAddr,
+    count: usize,
+    request: &'static [u8],
+) -> anyhow::Result<Vec<std::net::TcpStream>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -97,7 +115,7 @@ pub fn open_idle(proxy: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net
             let permit = gate.clone().acquire_owned().await?;
             tasks.push(tokio::spawn(async move {
                 let mut stream = TcpStream::connect(proxy).await?;
-                one_request(&mut stream).await?;
+                one_request(&mut stream, request).await?;
                 drop(permit);
                 anyhow::Ok(stream.into_std()?)
             }));

@@ -290,6 +290,42 @@ pub struct Report {
     pub held: Option<HeldRequests>,
     /// `Approve` → upstream, per deployment shape.
     pub release: Vec<ReleaseLatency>,
+    /// p99 with idle and slowloris connections held, per proxy.
+    pub slowloris: Vec<SlowlorisRow>,
+    /// The decision service killed and restarted under a proxy.
+    pub failover: Option<Failover>,
+}
+
+/// Per trial, ms: a restarted decision service's log line saying it
+/// listens (or its spawn) → the proxy's first allowed answer.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    pub from_listening: Vec<f64>,
+    pub from_spawn: Vec<f64>,
+}
+
+impl Failover {
+    pub fn median(v: &[f64]) -> f64 {
+        median_f64(v.to_vec()).unwrap_or(f64::NAN)
+    }
+
+    pub fn max(v: &[f64]) -> f64 {
+        v.iter().copied().fold(f64::NAN, f64::max)
+    }
+}
+
+/// One proxy's normal traffic without and with idle and slowloris
+/// connections held, and what it did with those.
+#[derive(Debug, Clone)]
+pub struct SlowlorisRow {
+    pub name: &'static str,
+    pub unloaded: LoadResult,
+    pub loaded: LoadResult,
+    pub idle: usize,
+    /// Idle connections the proxy had closed by the end of the loaded runs.
+    pub idle_closed: usize,
+    pub slowloris: usize,
+    pub slow: crate::slowloris::SlowStats,
 }
 
 fn get(rows: &[(&str, LoadResult)], name: &str) -> Option<LoadResult> {
@@ -316,6 +352,8 @@ impl Report {
         self.print_state();
         self.print_approvals();
         self.print_decisions();
+        self.print_slowloris();
+        self.print_failover();
         self.print_goals();
         println!("\n{footer}");
     }
@@ -628,6 +666,70 @@ impl Report {
                     p.mean, p.p50, p.p99
                 );
             }
+        }
+        println!();
+    }
+
+    fn print_failover(&self) {
+        let Some(f) = &self.failover else {
+            return;
+        };
+        println!(
+            "| decision service killed, started again ({} trials) | median ms | max ms |",
+            f.from_listening.len()
+        );
+        println!("|---|---:|---:|");
+        for (name, v) in [
+            (
+                "its `listening` log line → proxy's first 200",
+                &f.from_listening,
+            ),
+            ("its spawn → proxy's first 200", &f.from_spawn),
+        ] {
+            println!(
+                "| {name} | {:.1} | {:.1} |",
+                Failover::median(v),
+                Failover::max(v)
+            );
+        }
+        println!();
+    }
+
+    fn print_slowloris(&self) {
+        if self.slowloris.is_empty() {
+            return;
+        }
+        println!("| idle + slowloris held | req/s unloaded | p99 ms unloaded | req/s loaded | p99 ms loaded | p99 loaded ÷ unloaded (goal ≤ 2) | idle closed | slowloris opened | slowloris closed | closed after (median s) | answers |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        for r in &self.slowloris {
+            let answers: Vec<String> = r
+                .slow
+                .answers
+                .iter()
+                .map(|(status, n)| format!("{n}× {status}"))
+                .collect();
+            println!(
+                "| {} ({} idle, {} slowloris) | {:.0} | {:.3} | {:.0} | {:.3} | {:.2} | {} | {} | {} | {} | {} |",
+                r.name,
+                r.idle,
+                r.slowloris,
+                r.unloaded.requests_per_sec,
+                r.unloaded.p99_ms,
+                r.loaded.requests_per_sec,
+                r.loaded.p99_ms,
+                r.loaded.p99_ms / r.unloaded.p99_ms,
+                r.idle_closed,
+                r.slow.opened,
+                r.slow.closed,
+                r.slow
+                    .median_lifetime()
+                    .map_or("–".into(), |s| format!("{s:.1}")),
+                if answers.is_empty() {
+                    "none".to_string()
+                } else {
+                    answers.join(", ")
+                },
+            );
         }
         println!();
     }

@@ -183,6 +183,9 @@ pub struct RunOptions<'a> {
     pub tasks: Option<Tasks>,
     /// Merges on [`approvals::HOST`] held for an approval.
     pub gate: Option<Gate>,
+    /// Appended at the top level of the configuration (a `limits:`
+    /// section, say).
+    pub extra_yaml: &'a str,
 }
 
 impl RunOptions<'_> {
@@ -197,6 +200,7 @@ impl RunOptions<'_> {
             transparent: None,
             tasks: None,
             gate: None,
+            extra_yaml: "",
         }
     }
 }
@@ -267,8 +271,8 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
              admin: {{ address: 127.0.0.1:0 }}\n\
              tls: {tls}\n\
              forward:\n  allow_networks: [{networks}]\n  resolve: {{ {resolve} }}\n\
-             decision: {{ cache_size: {}{remote} }}",
-            o.cache_size
+             decision: {{ cache_size: {}{remote} }}\n{}",
+            o.cache_size, o.extra_yaml
         ),
         &policies,
     )?;
@@ -345,7 +349,15 @@ fn chown_all(path: &Path, uid: u32) -> anyhow::Result<()> {
 
 /// `tollgate decision` on an ephemeral port.
 pub fn decision(cpu: Option<&str>) -> anyhow::Result<Participant> {
-    let (dir, path) = prepare("decision_service: { address: 127.0.0.1:0, admin: 127.0.0.1:0 }")?;
+    decision_at("127.0.0.1:0".parse()?, cpu)
+}
+
+/// `tollgate decision` listening on `address` (to start it again where a
+/// proxy already looks for it).
+pub fn decision_at(address: SocketAddr, cpu: Option<&str>) -> anyhow::Result<Participant> {
+    let (dir, path) = prepare(&format!(
+        "decision_service: {{ address: \"{address}\", admin: 127.0.0.1:0 }}"
+    ))?;
     let mut cmd = command(&binary()?, cpu);
     cmd.args(["decision", "--workers", "1", "--config"])
         .arg(path)

@@ -10,7 +10,9 @@
 //! row under a task, with tasks kept in memory and in a Redis server the
 //! harness starts (redis-server, which `scripts/setup-test-env` installs);
 //! and requests held for approval, every verdict answered as given, and
-//! released in each deployment shape. No timing is asserted.
+//! released in each deployment shape; normal traffic beside idle and
+//! slowloris connections; the decision service killed and started again
+//! under a proxy. No timing is asserted.
 
 use std::process::Command;
 
@@ -64,6 +66,9 @@ fn every_benchmark_participant_answers() {
         "| RSS per held request, its body excluded (KiB) |",
         "| `Approve` → upstream p99, one process deciding in-process (ms) |",
         "| `Approve` → upstream p99, two decision replicas on Redis, Approve on the other (ms) |",
+        "| tollgate (1000 idle, 100 slowloris) |",
+        "| Envoy bare route (1000 idle, 100 slowloris) |",
+        "| its `listening` log line → proxy's first 200 |",
     ] {
         assert!(stdout.contains(row), "no row {row}:\n{stdout}\n{stderr}");
     }

@@ -10,6 +10,8 @@
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
 //!     scripts/bench --pin --only state --redis-cpu load                    # the state section's Redis on the load CPU (default: beside the proxy)
 //!     scripts/bench --only approvals --held 1000 --trials 200             # held requests' memory, and Approve → upstream latency
+//!     scripts/bench --only failover --failover-trials 10                 # decision service killed and restarted: time to the proxy's first 200
+//!     scripts/bench --pin --only slowloris --slowloris 1000 --idle-connections 10000  # p99 with idle and slowloris connections held; --slowloris-yaml 'limits: {…}' tries settings
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 //!
 //! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the two
@@ -42,6 +44,12 @@ mod state;
 #[path = "loadbench/approvals.rs"]
 mod approvals;
 
+#[path = "loadbench/slowloris.rs"]
+mod slowloris;
+
+#[path = "loadbench/failover.rs"]
+mod failover;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -56,7 +64,7 @@ use tollgate_benches::{
     bulk, envoy, fixtures, handshakes, jwt, noop_authz, pki, process, tollgate, WORKLOAD,
 };
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 12] = [
     "wrk",
     "ext_authz",
     "oha",
@@ -67,6 +75,8 @@ const SECTIONS: [&str; 10] = [
     "state",
     "approvals",
     "decision",
+    "slowloris",
+    "failover",
 ];
 
 struct Options {
@@ -101,6 +111,12 @@ struct Options {
     held: usize,
     /// Measured releases per shape for the `Approve` → upstream latency.
     approval_trials: usize,
+    /// Slowloris connections held beside the idle ones.
+    slowloris_connections: usize,
+    /// Top-level configuration for the slowloris section's tollgate.
+    slowloris_yaml: String,
+    /// Kills and restarts of the decision service.
+    failover_trials: usize,
 }
 
 impl Options {
@@ -125,6 +141,9 @@ fn options() -> anyhow::Result<Option<Options>> {
         redis_on_load_cpu: false,
         held: 1_000,
         approval_trials: 200,
+        slowloris_connections: 1_000,
+        slowloris_yaml: String::new(),
+        failover_trials: 10,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -143,6 +162,9 @@ fn options() -> anyhow::Result<Option<Options>> {
             "--memory-rounds" => o.memory_rounds = value()?.parse::<usize>()?.max(1),
             "--held" => o.held = value()?.parse::<usize>()?.max(2),
             "--trials" => o.approval_trials = value()?.parse::<usize>()?.max(1),
+            "--slowloris" => o.slowloris_connections = value()?.parse()?,
+            "--slowloris-yaml" => o.slowloris_yaml = value()?,
+            "--failover-trials" => o.failover_trials = value()?.parse::<usize>()?.max(1),
             "--pin" => o.pin = true,
             "--only" => {
                 let section = value()?;
@@ -162,6 +184,7 @@ fn options() -> anyhow::Result<Option<Options>> {
                 o.memory_rounds = 2;
                 o.held = 20;
                 o.approval_trials = 10;
+                o.slowloris_connections = 100;
             }
             "--calibrate" => {
                 let work = value()?;
@@ -401,14 +424,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    if o.wants("memory") {
+    if o.wants("memory") || o.wants("slowloris") {
         // Both ends of every idle connection live on this machine, plus
         // what the proxy holds upstream.
-        let limit = memory::raise_nofile(2 * o.idle_connections as u64 + 1_024)?;
+        let held = o.idle_connections + o.slowloris_connections;
+        let limit = memory::raise_nofile(2 * held as u64 + 1_024)?;
         anyhow::ensure!(
-            limit > o.idle_connections as u64 + 256,
-            "open-file limit {limit} is too low for {} connections",
-            o.idle_connections
+            limit > held as u64 + 256,
+            "open-file limit {limit} is too low for {held} connections"
         );
     }
     if o.wants("approvals") {
@@ -480,6 +503,12 @@ fn main() -> anyhow::Result<()> {
     }
     if bench.o.wants("decision") {
         report.decisions = decisions(bench.o.smoke);
+    }
+    if bench.o.wants("slowloris") {
+        report.slowloris = slowloris::slowloris(&bench, upstream)?;
+    }
+    if bench.o.wants("failover") {
+        report.failover = Some(failover::failover(&bench, upstream)?);
     }
     let o = &bench.o;
     let halt_poll = process::guest_halt_poll_ns()
