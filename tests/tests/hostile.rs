@@ -519,7 +519,7 @@ fn http1_corpus() -> Vec<(&'static str, Vec<u8>, Answer, bool)> {
         (
             "an IPv6 literal with a zone",
             request("GET http://[fe80::1%25lo]/ HTTP/1.1", &["Host: x"], ""),
-            Status(403),
+            Status(400),
             false,
         ),
         (
