@@ -22,15 +22,28 @@ pub fn empty() -> ProxyBody {
     Empty::new().map_err(|e| match e {}).boxed()
 }
 
-/// Counts the data bytes that pass through a body, for the audit line.
+/// Counts the data bytes that pass through a body, for the audit line;
+/// with a cap, ends it with an error once more than `limit` bytes passed
+/// (and says so in `over`), so a request body is cut off at its limit
+/// rather than sent whole.
 pub struct Counted<B> {
     inner: B,
     count: Arc<AtomicU64>,
+    cap: Option<(u64, Arc<AtomicBool>)>,
 }
 
 impl<B> Counted<B> {
     pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
-        Counted { inner, count }
+        Counted {
+            inner,
+            count,
+            cap: None,
+        }
+    }
+
+    pub fn capped(mut self, limit: u64, over: Arc<AtomicBool>) -> Self {
+        self.cap = Some((limit, over));
+        self
     }
 }
 
@@ -49,7 +62,14 @@ where
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+                let len = data.len() as u64;
+                let total = self.count.fetch_add(len, Ordering::Relaxed) + len;
+                if let Some((limit, over)) = &self.cap {
+                    if total > *limit {
+                        over.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(OverLimit))));
+                    }
+                }
             }
         }
         polled.map_err(Into::into)
@@ -148,62 +168,9 @@ where
     }
 }
 
-/// Ends a body with an error once more than `limit` data bytes have
-/// passed, and says so in `over`: a request body is cut off at its limit
-/// rather than sent whole.
-pub struct Capped<B> {
-    inner: B,
-    left: u64,
-    over: Arc<AtomicBool>,
-}
-
-impl<B> Capped<B> {
-    pub fn new(inner: B, limit: u64, over: Arc<AtomicBool>) -> Self {
-        Capped {
-            inner,
-            left: limit,
-            over,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("the body is over its size limit")]
 pub struct OverLimit;
-
-impl<B> Body for Capped<B>
-where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-            match self.left.checked_sub(len) {
-                Some(left) => self.left = left,
-                None => {
-                    self.over.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(Box::new(OverLimit))));
-                }
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
 
 /// An error and its causes, `: `-joined: hyper's own message alone says
 /// only which step failed, its source what happened (a reset, say).

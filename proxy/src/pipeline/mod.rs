@@ -31,7 +31,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{Capped, Counted, Finish, OnFinish, ProxyBody};
+use crate::body::{Counted, Finish, OnFinish, ProxyBody};
 use crate::config::Limits;
 use crate::core::audit::{AuditRecord, AuditSink, RequestLine};
 use crate::core::classify::RequestTarget;
@@ -432,7 +432,7 @@ impl Pipeline {
         let outbound = outbound.map(|b| {
             let counted = Counted::new(b, bytes_in.clone());
             match body_limit {
-                Some(limit) => Capped::new(counted, limit, over_limit.clone()).boxed(),
+                Some(limit) => counted.capped(limit, over_limit.clone()).boxed(),
                 None => counted.boxed(),
             }
         });
