@@ -461,6 +461,12 @@ impl Redirected {
     /// `extra`: more lines (indented four spaces) for the transparent
     /// listener.
     async fn with_listener_yaml(extra: &str) -> Redirected {
+        Redirected::with_yaml(extra, "").await
+    }
+
+    /// `listener`: as for [`Redirected::with_listener_yaml`]; `top`: more
+    /// top-level configuration.
+    async fn with_yaml(extra: &str, top: &str) -> Redirected {
         require_namespaces();
         let agent = Netns::new("a");
         let upstreams = Netns::new("u");
@@ -499,6 +505,7 @@ impl Redirected {
             upstream_ca: Some(pki.ca_pem.clone()),
             allow_loopback: false,
             forward_extra: "  allow_networks: [10.213.0.0/24]\n".into(),
+            extra_yaml: top.into(),
             ..Setup::default()
         });
         apply_rules(&agent);
@@ -742,6 +749,57 @@ async fn naming_an_allowed_host_does_not_reach_another_address() {
     assert_eq!(r.elsewhere_http.connections(), 0);
     assert_eq!(r.elsewhere_https.connections(), 0);
     assert_eq!(r.http.connections() + r.https.connections(), 0);
+}
+
+#[tokio::test]
+async fn report_mode_forwards_policy_denials_but_never_a_destination_mismatch() {
+    let r = Redirected::with_yaml("", "enforcement:\n  mode: report\n").await;
+    r.tg.wait_log("report mode: policy denials for these tools");
+    // What enforce mode refuses 403 above goes on, plain and intercepted,
+    // and is audited as what it would have been.
+    for (url, upstream) in [
+        ("http://api.github.com/repos/acme/widgets", &r.http),
+        ("https://api.github.com/repos/acme/widgets", &r.https),
+    ] {
+        let out = r.curl(&["-X", "DELETE", url]).await;
+        assert_eq!(out.status, 200, "{url}: {out:?}\n{}", r.tg.logs());
+        let seen = upstream.requests();
+        assert_eq!(seen.len(), 1, "{url}");
+        assert_eq!(seen[0].method, "DELETE");
+        let destination = if url.starts_with("https") {
+            "10.213.0.2:443"
+        } else {
+            "10.213.0.2:80"
+        };
+        let line = r.audit_for(|l| {
+            l["action"] == "github:repos.delete" && l["original_destination"] == destination
+        });
+        assert_eq!(line["decision"], "would_deny", "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+    }
+    // A host `connect` is not permitted to: tunnelled blind, reported.
+    let closed = r.curl(&["https://closed.test/anything"]).await;
+    assert_eq!(closed.status, 200, "{closed:?}");
+    let line = r.audit_for(|l| l["resource"] == "closed.test:443");
+    assert_eq!(line["decision"], "would_deny", "{line}");
+
+    // The destination check is no policy denial: still refused.
+    let connections = r.http.connections() + r.https.connections();
+    let out = r
+        .curl(&[
+            "--resolve",
+            "api.github.com:80:10.213.0.3",
+            "http://api.github.com/repos/acme/widgets",
+        ])
+        .await;
+    assert_eq!(out.status, 403, "{out:?}");
+    let line = r.audit_for(|l| l["original_destination"] == "10.213.0.3:80");
+    assert_eq!(
+        (&line["decision"], &line["reason"]),
+        (&json!("deny"), &json!("destination_mismatch"))
+    );
+    assert_eq!(r.elsewhere_http.connections(), 0);
+    assert_eq!(r.http.connections() + r.https.connections(), connections);
 }
 
 #[tokio::test]

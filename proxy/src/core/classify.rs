@@ -21,6 +21,30 @@ pub struct RequestTarget {
 }
 
 impl RequestTarget {
+    /// The target an authority names, its port the scheme's default
+    /// unless it has one. Credentials in it are refused, never passed on.
+    pub fn from_authority(
+        authority: &http::uri::Authority,
+        tls: bool,
+    ) -> Result<RequestTarget, ProxyError> {
+        if authority.as_str().contains('@') {
+            return Err(ProxyError::MalformedRequest(
+                "credentials in the request's host are not accepted".into(),
+            ));
+        }
+        let (host, port) = authority_host_port(authority)?;
+        if host.is_empty() {
+            return Err(ProxyError::MalformedRequest("request names no host".into()));
+        }
+        let port = port.unwrap_or(if tls { 443 } else { 80 });
+        if port == 0 {
+            return Err(ProxyError::MalformedRequest(
+                "port 0 cannot be reached".into(),
+            ));
+        }
+        Ok(RequestTarget { tls, host, port })
+    }
+
     pub fn host_port(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)

@@ -168,31 +168,7 @@ pub fn absolute_target(uri: &http::Uri) -> Result<RequestTarget, ProxyError> {
     let authority = uri
         .authority()
         .ok_or_else(|| ProxyError::MalformedRequest("request URI has no host".into()))?;
-    authority_target(authority, tls)
-}
-
-/// The target an authority names, its port the scheme's default unless it
-/// has one. Credentials in it are refused, never passed on.
-pub(super) fn authority_target(
-    authority: &http::uri::Authority,
-    tls: bool,
-) -> Result<RequestTarget, ProxyError> {
-    if authority.as_str().contains('@') {
-        return Err(ProxyError::MalformedRequest(
-            "credentials in the request's host are not accepted".into(),
-        ));
-    }
-    let (host, port) = authority_host_port(authority)?;
-    if host.is_empty() {
-        return Err(ProxyError::MalformedRequest("request names no host".into()));
-    }
-    let port = port.unwrap_or(if tls { 443 } else { 80 });
-    if port == 0 {
-        return Err(ProxyError::MalformedRequest(
-            "port 0 cannot be reached".into(),
-        ));
-    }
-    Ok(RequestTarget { tls, host, port })
+    RequestTarget::from_authority(authority, tls)
 }
 
 pub(crate) fn connect_target<B>(request: &Request<B>) -> Result<RequestTarget, ProxyError> {

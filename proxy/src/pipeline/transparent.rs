@@ -31,7 +31,7 @@ use crate::core::Verdict;
 use crate::error::ProxyError;
 use crate::identity::ListenerSources;
 
-use super::accept::{authority_target, next_connection};
+use super::accept::next_connection;
 use super::limits::{serve_agent, Protocol};
 use super::{closed_at_task_end, intercept, task_ended, tunnel, Connection, Pipeline};
 
@@ -182,7 +182,7 @@ pub(crate) fn request_target<B>(request: &Request<B>) -> Result<RequestTarget, P
         .cloned()
         .or_else(from_header)
         .ok_or_else(|| ProxyError::MalformedRequest("request names no host".into()))?;
-    authority_target(&authority, false)
+    RequestTarget::from_authority(&authority, false)
 }
 
 /// Decide `connect` on `target`, then relay the connection's bytes (none

@@ -20,7 +20,7 @@ use http::uri::Authority;
 use http::{HeaderMap, HeaderName, Method, Uri};
 
 use crate::core::audit::{AuditRecord, RequestLine};
-use crate::core::classify::{normalize_host, RequestTarget};
+use crate::core::classify::RequestTarget;
 use crate::core::plan::{names_param, CredentialPlan};
 use crate::core::{self, Caller, Inbound, Mode, Verdict};
 use crate::decision::approvals::{BodyDigest, HeldCall};
@@ -178,11 +178,9 @@ fn attributes(check: CheckRequest, sources: &EnvoySources) -> Result<Attributes,
     let tls = http.scheme == "https".as_bytes();
     let authority =
         Authority::from_maybe_shared(http.host).map_err(|_| malformed("bad host attribute"))?;
-    let target = RequestTarget {
-        tls,
-        host: normalize_host(authority.host()),
-        port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-    };
+    // Read as strictly as the proxy reads a request's host: Envoy passes
+    // on whatever `:authority` the client sent.
+    let target = RequestTarget::from_authority(&authority, tls)?;
     let uri = Uri::from_maybe_shared(http.path).map_err(|_| malformed("bad path attribute"))?;
     let (size, text_body, raw_body) = (http.size, http.body, http.raw_body);
     let raw = http.header_map.map(|m| m.headers).unwrap_or_default();
@@ -651,6 +649,10 @@ mod tests {
             control_byte,
             http("GET", "", "/"),
             http("GET", "bad host", "/"),
+            http("GET", "api.github.com:44x", "/"),
+            http("GET", "api.github.com:0", "/"),
+            http("GET", "user:secret@api.github.com", "/"),
+            http("GET", "[::1]x", "/"),
             http("G E T", "api.github.com", "/"),
             http("GET", "api.github.com", "no slash ^"),
         ] {
