@@ -116,10 +116,16 @@ fn credentials(c: &mut Criterion) {
             b.iter_batched_ref(
                 || (agent.clone(), uri.clone()),
                 |(headers, uri)| {
-                    CredentialPlan::new(&store, Some("github"), &tool_headers, credential)
-                        .unwrap()
-                        .apply(headers, uri)
-                        .unwrap()
+                    CredentialPlan::new(
+                        &store,
+                        Some("github"),
+                        &tool_headers,
+                        Vec::new(),
+                        credential,
+                    )
+                    .unwrap()
+                    .apply(headers, uri)
+                    .unwrap()
                 },
                 BatchSize::SmallInput,
             )

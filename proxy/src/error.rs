@@ -37,6 +37,15 @@ pub enum ProxyError {
     /// address it was headed for.
     #[error("{0}")]
     DestinationMismatch(String),
+    /// The agent sent a credential of its own in the query string (a
+    /// presigned URL, an API key parameter): it would leave with the
+    /// request, so nothing leaves. Names only, never values.
+    #[error(
+        "the request carries a credential of the agent's own in its query string ({}); \
+         tollgate never forwards one: leave it out, tollgate adds the credential policy names",
+        .0.join(", ")
+    )]
+    CredentialInQuery(Vec<String>),
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream timed out")]
@@ -149,6 +158,7 @@ impl ProxyError {
             ProxyError::Denied(_)
             | ProxyError::DestinationBlocked { .. }
             | ProxyError::DestinationMismatch(_)
+            | ProxyError::CredentialInQuery(_)
             | ProxyError::CredentialNotBound(_) => StatusCode::FORBIDDEN,
             ProxyError::UpstreamConnect(_) | ProxyError::UpstreamFailed(_) => {
                 StatusCode::BAD_GATEWAY
@@ -171,6 +181,7 @@ impl ProxyError {
             ProxyError::Denied(d) => d.decision.reason.as_str(),
             ProxyError::DestinationBlocked { .. } => "destination_blocked",
             ProxyError::DestinationMismatch(_) => "destination_mismatch",
+            ProxyError::CredentialInQuery(_) => "credential_in_query",
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamFailed(_) => "upstream_failed",
@@ -216,6 +227,7 @@ impl ProxyError {
             }
             ProxyError::DestinationBlocked { .. }
             | ProxyError::DestinationMismatch(_)
+            | ProxyError::CredentialInQuery(_)
             | ProxyError::CredentialNotBound(_) => json!({
                 "decision": "deny",
                 "reason": self.reason(),

@@ -5,8 +5,11 @@
 //! echoes every byte until the client closes it; `x-test-switch-to: P`
 //! makes that `101` name protocol P instead. Request bodies are read as
 //! a stream and only their length is kept. It counts the TCP connections
-//! it accepts, so a test can tell that nothing at all reached it.
+//! it accepts, so a test can tell that nothing at all reached it. A test
+//! posing as a real API gives it canned answers by path
+//! ([`Upstream::answer`]), which a real client can parse.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -30,6 +33,8 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
+    /// The host the request named (`:authority` or `Host`), without a port.
+    pub host: String,
     pub path_and_query: String,
     pub version: String,
     pub headers: Vec<(String, String)>,
@@ -47,9 +52,13 @@ impl Seen {
     }
 }
 
+/// Path → (status, content type, body).
+type Canned = Arc<Mutex<HashMap<String, (u16, &'static str, String)>>>;
+
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    canned: Canned,
     connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -90,6 +99,8 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
+        let canned = Canned::default();
+        let answers = canned.clone();
         let connections = Arc::new(AtomicUsize::new(0));
         let accepted = connections.clone();
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -100,9 +111,11 @@ impl Upstream {
                 };
                 accepted.fetch_add(1, Ordering::Relaxed);
                 let record = record.clone();
+                let answers = answers.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(req, record.clone()));
+                    let service =
+                        service_fn(move |req| answer(req, record.clone(), answers.clone()));
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match acceptor {
                         Some(acceptor) => {
@@ -124,9 +137,19 @@ impl Upstream {
         Upstream {
             addr,
             seen,
+            canned,
             connections,
             task,
         }
+    }
+
+    /// From now on, answer a request for `path` (any method, any query)
+    /// with `status` and `body` of `content_type`.
+    pub fn answer(&self, path: &str, status: u16, content_type: &'static str, body: &str) {
+        self.canned
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), (status, content_type, body.to_string()));
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -152,6 +175,7 @@ type Out = BoxBody<Bytes, Infallible>;
 async fn answer(
     mut req: Request<Incoming>,
     record: Arc<Mutex<Vec<Seen>>>,
+    canned: Canned,
 ) -> Result<Response<Out>, Infallible> {
     let websocket = req
         .headers()
@@ -173,8 +197,18 @@ async fn answer(
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    let host = parts
+        .uri
+        .host()
+        .map(str::to_string)
+        .or_else(|| {
+            let host = parts.headers.get("host")?.to_str().ok()?;
+            Some(host.rsplit_once(':').map_or(host, |(h, _)| h).to_string())
+        })
+        .unwrap_or_default();
     record.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
+        host,
         path_and_query: path_and_query.clone(),
         version: format!("{:?}", parts.version),
         headers: parts
@@ -228,6 +262,14 @@ async fn answer(
         return Ok(Response::new(Zeros { left: n }.boxed()));
     }
     let path = parts.uri.path();
+    if let Some((status, content_type, body)) = canned.lock().unwrap().get(path).cloned() {
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("x-upstream", "test")
+            .body(Full::new(Bytes::from(body)).boxed())
+            .unwrap());
+    }
     let json = format!(
         "{{\"upstream\":\"ok\",\"method\":\"{}\",\"path\":\"{}\",\"received\":{}}}",
         parts.method, path, body_len

@@ -479,3 +479,71 @@ fn validate_refuses_a_binding_to_an_unknown_tool_with_its_line() {
         "{stderr}"
     );
 }
+
+/// Two tools whose URLs may carry a signature: `vault` refuses an agent's
+/// own (the default), `shares` forwards it (presigned links a security
+/// team accepts).
+const SIGNED_TOOLS: [(&str, &str); 2] = [
+    (
+        "vault.yaml",
+        "tool: vault\ncredential_query: [sig]\nendpoints:\n  - hosts: [vault.test]\n    routes:\n      - { method: GET, path: \"/f/{name}\", action: files.get, risk: read }\n",
+    ),
+    (
+        "shares.yaml",
+        "tool: shares\ncredential_query: [sig]\nagent_query_credentials: forward\nendpoints:\n  - hosts: [shares.test]\n    routes:\n      - { method: GET, path: \"/f/{name}\", action: files.get, risk: read }\n",
+    ),
+];
+
+#[tokio::test]
+async fn an_agents_query_credential_is_refused_unless_its_tool_forwards_them() {
+    let upstream = Upstream::http().await;
+    let permits = format!(
+        "@id(\"files\")\npermit (principal == Workload::\"{CODER}\", action in [Action::\"vault:files.get\", Action::\"shares:files.get\"], resource);\n"
+    );
+    let tg = Tollgate::start(Setup {
+        policies: Some(vec![("files.cedar".into(), permits)]),
+        extra_catalog: SIGNED_TOOLS.map(|(f, t)| (f.into(), t.into())).to_vec(),
+        resolve: vec![
+            ("vault.test:80".into(), upstream.addr),
+            ("shares.test:80".into(), upstream.addr),
+        ],
+        tasks: true,
+        ..Setup::default()
+    });
+
+    // The tool's own parameter, and one every tool has, however spelled.
+    for query in ["x=1&sig=agent-signature", "API%5FKEY=agent-key"] {
+        let out = tg.curl(&[&format!("http://vault.test/f/a?{query}")]).await;
+        assert_eq!(out.status, 403, "{query}: {}", out.body);
+        assert_eq!(out.json()["reason"], "credential_in_query", "{}", out.body);
+        assert!(!out.body.contains("agent-"), "{}", out.body);
+    }
+    let line =
+        tg.wait_audit(|l| l["reason"] == "credential_in_query" && l["action"] == "vault:files.get");
+    assert_eq!(line["decision"], "deny");
+    assert_eq!(upstream.count(), 0, "nothing left");
+
+    // Where the tool forwards them, the presigned link works as sent.
+    let out = tg
+        .curl(&["http://shares.test/f/a?sig=agent-signature"])
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(
+        upstream.requests()[0].path_and_query,
+        "/f/a?sig=agent-signature"
+    );
+
+    // A task token in such a parameter is tollgate's own: it names the task
+    // and goes no further.
+    let task = tollgate_e2e::tasks::start_task(&tg.decision_url(), CODER, &[]);
+    let out = tg
+        .curl(&[&format!("http://vault.test/f/b?x=1&sig={}", task.token)])
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(upstream.requests()[1].path_and_query, "/f/b?x=1");
+    let line = tg.wait_audit(|l| l["path"].as_str().is_some_and(|p| p.starts_with("/f/b")));
+    assert_eq!(line["task"], task.id.as_str());
+    assert_eq!(line["removed_query"], serde_json::json!(["sig"]));
+    assert!(!tg.stdout_text().contains(&task.token));
+    assert!(!tg.logs().contains("agent-signature"), "{}", tg.logs());
+}

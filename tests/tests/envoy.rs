@@ -365,6 +365,43 @@ fn styled_gateway() -> (String, Vec<(String, String)>) {
 }
 
 #[tokio::test]
+async fn a_query_credential_is_refused_through_envoy_and_a_task_token_there_removed() {
+    let gw = gateway().await;
+    let refused = gw
+        .send("GET", &format!("{PULLS}?state=open&api_key=agent-own"), &[])
+        .await;
+    assert_eq!(refused.out.status, 403, "{}", refused.out.body);
+    let body = refused.out.json();
+    assert_eq!(body["reason"], "credential_in_query");
+    assert!(
+        body["message"].as_str().unwrap().contains("api_key"),
+        "{body}"
+    );
+    assert!(!refused.out.body.contains("agent-own"));
+    assert_eq!(gw.github.count(), 0);
+
+    // The task token as a key parameter: the task is the request's, and
+    // Envoy takes the parameter off before the request leaves.
+    let task = tollgate_e2e::tasks::start_task(&gw.decision.url(), tollgate_e2e::CODER, &[]);
+    let allowed = gw
+        .send(
+            "GET",
+            &format!("{PULLS}?access_token={}&state=open", task.token),
+            &[],
+        )
+        .await;
+    assert_eq!(allowed.out.status, 200, "{}", allowed.out.body);
+    let seen = gw.github.requests();
+    assert_eq!(seen[0].path_and_query, format!("{PULLS}?state=open"));
+    let line = gw
+        .decision
+        .wait_audit(|l| l["mode"] == "ext_authz" && l["decision"] == "allow");
+    assert_eq!(line["task"], task.id.as_str());
+    assert_eq!(line["removed_query"], serde_json::json!(["access_token"]));
+    gw.assert_secret_kept(&[&refused, &allowed]);
+}
+
+#[tokio::test]
 async fn query_and_header_template_credentials_reach_the_upstream_through_envoy() {
     let (credentials, policies) = styled_gateway();
     let gw = gateway_with(true, &credentials, Some(policies)).await;

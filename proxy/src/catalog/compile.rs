@@ -95,6 +95,19 @@ impl Builder {
             credential_headers
                 .push(header_name(&h.value).map_err(|m| invalid(at(file, &h.referenced), m))?);
         }
+        let mut credential_query = Vec::new();
+        for param in &raw.credential_query {
+            if param.value.is_empty() || param.value.contains(['&', '=', '#', '%', '+', ' ']) {
+                return Err(invalid(
+                    at(file, &param.referenced),
+                    format!(
+                        "credential_query `{}`: expected a query parameter name, unencoded",
+                        param.value
+                    ),
+                ));
+            }
+            credential_query.push(param.value.clone());
+        }
         let unknown: Arc<str> = format!("{name}:unknown").into();
         self.action(&name, unknown.clone(), RiskClass::Unknown, file.to_owned())
             .expect("a fresh tool has no actions yet");
@@ -105,6 +118,8 @@ impl Builder {
             name,
             description: raw.description,
             credential_headers,
+            credential_query,
+            agent_query_credentials: raw.agent_query_credentials,
             unknown,
         });
         Ok(())

@@ -19,7 +19,26 @@ pub(super) struct ToolFile {
     pub description: String,
     #[serde(default)]
     pub credential_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub credential_query: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub agent_query_credentials: QueryCredentialRule,
     pub endpoints: Vec<Spanned<EndpointFile>>,
+}
+
+/// What happens to a request that carries an agent's own credential in
+/// one of the tool's `credential_query` parameters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryCredentialRule {
+    /// Refused before anything is decided: it would leave with the
+    /// agent's credential, and stripped it would fail at the upstream
+    /// without saying why.
+    #[default]
+    Refuse,
+    /// Forwarded as sent: the agent's presigned URLs, where a security
+    /// team allows them.
+    Forward,
 }
 
 /// A set of hosts that share one route table.

@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 
+pub use file::QueryCredentialRule;
+
 /// Risk classes, ordered from least to most dangerous. The names are the
 /// Cedar action groups (`Action::"prod_change"`) and appear in audit lines.
 #[derive(
@@ -126,6 +128,8 @@ struct Tool {
     name: Arc<str>,
     description: String,
     credential_headers: Vec<HeaderName>,
+    credential_query: Vec<String>,
+    agent_query_credentials: QueryCredentialRule,
     /// `<tool>:unknown`, allocated once.
     unknown: Arc<str>,
 }
@@ -245,6 +249,15 @@ impl Catalog {
     /// `None` for an unknown tool.
     pub fn credential_headers(&self, tool: &str) -> Option<&[HeaderName]> {
         self.tool(tool).map(|t| t.credential_headers.as_slice())
+    }
+
+    /// Query parameters that carry credentials for `tool` (e.g. S3's
+    /// `X-Amz-Signature`), besides the ones every tool has, and what
+    /// becomes of a request whose agent sends its own in them. `None` for
+    /// an unknown tool.
+    pub fn credential_query(&self, tool: &str) -> Option<(&[String], QueryCredentialRule)> {
+        self.tool(tool)
+            .map(|t| (t.credential_query.as_slice(), t.agent_query_credentials))
     }
 
     /// The tool's `description`, for listings. `None` for an unknown tool.

@@ -61,6 +61,10 @@ pub struct AuditRecord {
     reason: &'static str,
     /// The task the request ran under, when it carried a known task token.
     task: Option<String>,
+    /// Query parameters removed before the request left (a task token, a
+    /// parameter tollgate injects into): names as sent, never values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    removed_query: Vec<String>,
     policy_ids: Vec<String>,
     /// The approval asked for, or the one that decided the request, with
     /// who decided and why.
@@ -123,6 +127,7 @@ impl AuditRecord {
             decision: Outcome::Deny.as_str(),
             reason: "",
             task: None,
+            removed_query: Vec::new(),
             policy_ids: Vec::new(),
             approval: None,
             error: None,
@@ -158,6 +163,11 @@ impl AuditRecord {
         self.resource = Some(named.resource.clone());
         self.risk = Some(named.risk);
         self.sensitivity = Some(named.sensitivity.clone());
+    }
+
+    /// Query parameters the credential plan removes.
+    pub fn removed_query(&mut self, names: &[String]) {
+        self.removed_query = names.to_vec();
     }
 
     /// The denial's reason when report mode let this request through.
@@ -196,6 +206,7 @@ impl AuditRecord {
             ProxyError::Denied(_) => {}
             ProxyError::DestinationBlocked { .. }
             | ProxyError::DestinationMismatch(_)
+            | ProxyError::CredentialInQuery(_)
             | ProxyError::CredentialNotBound(_) => {
                 self.decision = Outcome::Deny.as_str();
                 self.reason = err.reason();

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, Uri};
 
+use crate::catalog::QueryCredentialRule;
 use crate::decision::approvals::HeldCall;
 use crate::decision::snapshot::Snapshot;
 use crate::decision::{
@@ -36,7 +37,7 @@ use crate::telemetry;
 
 use audit::{AuditRecord, RequestLine};
 use classify::{Named, RequestTarget};
-use plan::CredentialPlan;
+use plan::{CredentialPlan, QueryCredentials, AGENT_CREDENTIAL_QUERY};
 
 /// How a request reached tollgate: the audit line's `mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -336,11 +337,16 @@ impl Core {
         // decided: a decision may use up an approval or a task's budget.
         self.audit.check()?;
 
+        let query = match &subject {
+            Subject::Http(r) => query_credentials(snapshot, &named, r.uri)?,
+            Subject::Tunnel(_) => QueryCredentials::default(),
+        };
         // The task whose token the request (or, inside a tunnel, its
         // CONNECT) carried.
         let tool_headers = named.credential_headers(&snapshot.catalog);
         let task = headers
             .and_then(|h| token::from_headers(h, tool_headers))
+            .or(query.task)
             .or(caller.connect_task);
 
         let request = DecisionRequest {
@@ -373,8 +379,10 @@ impl Core {
             &snapshot.credentials,
             named.tool.as_deref(),
             tool_headers,
+            query.strip,
             decision.credential.as_deref(),
         )?;
+        record.removed_query(credentials.strip_query());
         Ok(Allowed {
             tool: named.tool.clone(),
             // Only tokens of real tasks: a made-up one must not be tracked.
@@ -399,6 +407,33 @@ impl Core {
         record.decided(&decision, took);
         decision
     }
+}
+
+/// The credentials in the request's query string: the tool's own
+/// parameters (the catalog's `credential_query`), the ones every tool has,
+/// and the ones tollgate injects into for this tool. One the agent holds
+/// refuses the request before anything is decided, unless the tool's
+/// catalog forwards them (`agent_query_credentials: forward`).
+fn query_credentials(
+    snapshot: &Snapshot,
+    named: &Named,
+    uri: &Uri,
+) -> Result<QueryCredentials, ProxyError> {
+    let Some(query) = uri.query() else {
+        return Ok(QueryCredentials::default());
+    };
+    let tool = named.tool.as_deref().unwrap_or("");
+    let (own, rule) = snapshot
+        .catalog
+        .credential_query(tool)
+        .unwrap_or((&[], QueryCredentialRule::Refuse));
+    let mut names: Vec<&str> = AGENT_CREDENTIAL_QUERY.to_vec();
+    names.extend(own.iter().map(String::as_str));
+    let found = QueryCredentials::scan(query, &names, &snapshot.credentials.query_params(tool));
+    if !found.held.is_empty() && rule == QueryCredentialRule::Refuse {
+        return Err(ProxyError::CredentialInQuery(found.held));
+    }
+    Ok(found)
 }
 
 /// Runs `f` when dropped.

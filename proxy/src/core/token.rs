@@ -41,6 +41,12 @@ pub fn from_proxy_authorization(value: &str) -> Option<TokenHash> {
     task_token(authorization::parse(value)?.secret())
 }
 
+/// A task token as a credential parameter's value (the placeholder
+/// pattern for SDKs that send their key in the query string).
+pub fn from_value(value: &str) -> Option<TokenHash> {
+    task_token(value.trim())
+}
+
 fn task_token(value: &str) -> Option<TokenHash> {
     value
         .starts_with(TOKEN_PREFIX)

@@ -237,6 +237,19 @@ impl CredentialStore {
         self.entries.is_empty()
     }
 
+    /// The query parameters credentials bound to `tool` are injected into:
+    /// whatever the agent sends in them is replaced, never forwarded.
+    pub fn query_params(&self, tool: &str) -> Vec<&str> {
+        self.entries
+            .values()
+            .filter(|e| e.services.iter().any(|s| s == tool))
+            .filter_map(|e| match &e.placement {
+                Placement::Query(param) => Some(param.as_str()),
+                Placement::Header(_) => None,
+            })
+            .collect()
+    }
+
     /// The credential `name`, for a request toward `tool`: refused unless
     /// `tool` is in the credential's binding. Reads no secret.
     pub fn bound(&self, name: &str, tool: Option<&str>) -> Result<Bound<'_>, CredentialError> {

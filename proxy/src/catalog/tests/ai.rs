@@ -1,10 +1,12 @@
-//! config/catalog/openai.yaml and config/catalog/anthropic.yaml
+//! config/catalog/openai.yaml, config/catalog/anthropic.yaml and
+//! config/catalog/gemini.yaml
 
 use super::super::RiskClass::*;
 use super::{check_table, shipped, Row};
 
 const O: &str = "api.openai.com";
 const A: &str = "api.anthropic.com";
+const G: &str = "generativelanguage.googleapis.com";
 
 #[rustfmt::skip]
 const OPENAI: &[Row] = &[
@@ -52,6 +54,28 @@ const ANTHROPIC: &[Row] = &[
     ("POST", A, "/v1/complete", &[], "anthropic:unknown", Unknown, "anthropic", "internal"),
     ("GET", A, "/v1/messages", &[], "anthropic:unknown", Unknown, "anthropic", "internal"),
 ];
+
+#[rustfmt::skip]
+const GEMINI: &[Row] = &[
+    ("GET", G, "/v1beta/models", &[], "gemini:models.list", Read, "gemini", "internal"),
+    ("GET", G, "/v1beta/models/gemini-2.5-flash", &[], "gemini:models.get", Read, "gemini/models/gemini-2.5-flash", "internal"),
+    ("POST", G, "/v1beta/models/gemini-2.5-flash:generateContent", &[], "gemini:models.generateContent", DataExport, "gemini/models/gemini-2.5-flash", "internal"),
+    ("POST", G, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", &[], "gemini:models.streamGenerateContent", DataExport, "gemini/models/gemini-2.5-flash", "internal"),
+    ("POST", G, "/v1/models/gemini-2.5-pro:countTokens", &[], "gemini:models.countTokens", DataExport, "gemini/models/gemini-2.5-pro", "internal"),
+    ("POST", G, "/v1/models/text-embedding-004:embedContent", &[], "gemini:models.embedContent", DataExport, "gemini/models/text-embedding-004", "internal"),
+    ("POST", G, "/v1beta/models/text-embedding-004:batchEmbedContents", &[], "gemini:models.batchEmbedContents", DataExport, "gemini/models/text-embedding-004", "internal"),
+    ("POST", G, "/upload/v1beta/files", &[], "gemini:files.create", DataExport, "gemini", "internal"),
+    ("GET", G, "/v1beta/files/abc-123", &[], "gemini:files.get", Read, "gemini/files/abc-123", "internal"),
+    ("DELETE", G, "/v1beta/files/abc-123", &[], "gemini:files.delete", Write, "gemini/files/abc-123", "internal"),
+    // A method the catalog does not list, and one on a version it does not.
+    ("POST", G, "/v1beta/models/gemini-2.5-flash:predict", &[], "gemini:unknown", Unknown, "gemini", "internal"),
+    ("POST", G, "/v2/models/gemini-2.5-flash:generateContent", &[], "gemini:unknown", Unknown, "gemini", "internal"),
+];
+
+#[test]
+fn gemini_table() {
+    check_table(shipped(), GEMINI);
+}
 
 #[test]
 fn openai_table() {

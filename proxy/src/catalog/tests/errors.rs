@@ -246,6 +246,15 @@ fn bad_tool_names() {
         "test.yaml:2:22",
         "not a valid name",
     );
+    assert_invalid(
+        one("tool: t\ncredential_query: [ok, \"a=b\"]\nendpoints:\n  - hosts: [t.example.com]\n    routes: []\n"),
+        "test.yaml:2:24",
+        "expected a query parameter name",
+    );
+    let rule = one("tool: t\nagent_query_credentials: strip\nendpoints: []\n").unwrap_err();
+    let rule = rule.to_string();
+    assert!(rule.starts_with("test.yaml:2:26: "), "{rule}");
+    assert!(rule.contains("expected one of refuse, forward"), "{rule}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::{Catalog, CatalogError, RiskClass};
+use super::{Catalog, CatalogError, QueryCredentialRule, RiskClass};
 
 /// `(method, host, path?query, headers, action, risk, resource, sensitivity)`.
 type Row = (
@@ -105,6 +105,7 @@ fn shipped_catalogs_load() {
         [
             "anthropic",
             "demo",
+            "gemini",
             "github",
             "kubernetes",
             "openai",
@@ -186,6 +187,15 @@ fn credential_headers_and_descriptions() {
         &[] as &[HeaderName]
     );
     assert_eq!(c.credential_headers("nope"), None);
+    let (s3, rule) = c.credential_query("s3").unwrap();
+    assert!(s3.iter().any(|p| p == "X-Amz-Signature"), "{s3:?}");
+    assert_eq!(
+        rule,
+        QueryCredentialRule::Refuse,
+        "refused unless a tool says"
+    );
+    assert_eq!(c.credential_query("gemini").unwrap().0, ["key"]);
+    assert_eq!(c.credential_query("nope"), None);
     assert_eq!(c.description("github"), Some("GitHub REST API"));
 }
 

@@ -299,7 +299,11 @@ fn render(
     {
         remove.push(identity_header.as_str().to_string());
     }
-    let mut ok = OkHttpResponse::default();
+    let mut ok = OkHttpResponse {
+        // Envoy matches these on the raw name, as the agent spelled it.
+        query_parameters_to_remove: plan.strip_query().to_vec(),
+        ..OkHttpResponse::default()
+    };
     if let Some((bound, value)) = injected {
         match bound.placement() {
             Placement::Header(name) => {
@@ -311,15 +315,20 @@ fn render(
                 // Envoy percent-encodes what it sets and overwrites the
                 // parameter as spelled; the agent's other spellings of it
                 // go too.
-                ok.query_parameters_to_remove = attrs
+                let spellings = attrs
                     .uri
                     .query()
                     .unwrap_or("")
                     .split('&')
                     .map(|pair| pair.split_once('=').map_or(pair, |(n, _)| n))
                     .filter(|raw| *raw != param && names_param(raw, param))
-                    .map(String::from)
-                    .collect();
+                    .map(String::from);
+                // Envoy removes after it sets: the parameter as spelled
+                // here must stay on the list of what is set only.
+                ok.query_parameters_to_remove.retain(|raw| raw != param);
+                ok.query_parameters_to_remove.extend(spellings);
+                ok.query_parameters_to_remove.sort_unstable();
+                ok.query_parameters_to_remove.dedup();
                 ok.query_parameters_to_set.push(QueryParameter {
                     key: param.clone(),
                     value: value.expose().to_string(),
