@@ -9,6 +9,7 @@ use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use crate::body::{full, ProxyBody};
+use crate::catalog::ErrorFormat;
 use crate::decision::credentials::CredentialError;
 use crate::decision::{Decision, Outcome, Reason};
 use crate::identity::IdentityError;
@@ -273,10 +274,121 @@ impl ProxyError {
         headers
     }
 
-    pub fn to_response(&self, decision_id: &str) -> Response<ProxyBody> {
-        let mut response = Response::new(full(self.body(decision_id).to_string()));
+    /// The answer's headers and body, written as `format` says.
+    pub fn rendered(
+        &self,
+        decision_id: &str,
+        format: ErrorFormat,
+    ) -> (Vec<(HeaderName, HeaderValue)>, String) {
+        let mut headers = self.headers();
+        let body = self.body(decision_id);
+        match format {
+            ErrorFormat::Json => (headers, body.to_string()),
+            ErrorFormat::S3Xml => {
+                headers[0] = (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/xml"),
+                );
+                // Where AWS SDKs read a request's id from.
+                if let Ok(id) = HeaderValue::from_str(decision_id) {
+                    headers.push((HeaderName::from_static("x-amz-request-id"), id));
+                }
+                (headers, self.s3_xml(&body, decision_id))
+            }
+        }
+    }
+
+    pub fn to_response(&self, decision_id: &str, format: ErrorFormat) -> Response<ProxyBody> {
+        let (headers, body) = self.rendered(decision_id, format);
+        let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
-        response.headers_mut().extend(self.headers());
+        response.headers_mut().extend(headers);
         response
+    }
+
+    /// S3's error document: the SDKs raise `Code` and `Message` (boto3:
+    /// "An error occurred (AccessDenied) when calling the GetObject
+    /// operation: …"). `RequestId` (and `x-amz-request-id`) is the
+    /// decision id.
+    fn s3_xml(&self, body: &serde_json::Value, decision_id: &str) -> String {
+        let code = match self.status().as_u16() {
+            401 | 403 | 407 | 428 => "AccessDenied",
+            413 => "EntityTooLarge",
+            400..=499 => "InvalidRequest",
+            503 => "ServiceUnavailable",
+            _ => "InternalError",
+        };
+        let message = match body["message"].as_str() {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => self.to_string(),
+        };
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+             <Message>{}</Message><Reason>{}</Reason><RequestId>{}</RequestId></Error>",
+            xml_text(&message),
+            xml_text(self.reason()),
+            xml_text(decision_id),
+        )
+    }
+}
+
+/// `text` safe as XML character data.
+fn xml_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() && !matches!(c, '\n' | '\t') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_tools_refusals_are_s3_error_documents() {
+        let err = ProxyError::CredentialInQuery(vec!["X-Amz-Signature".into()]);
+        let (headers, body) = err.rendered("d-1", ErrorFormat::S3Xml);
+        assert!(headers.contains(&(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml")
+        )));
+        assert!(headers
+            .iter()
+            .any(|(n, v)| n == "x-amz-request-id" && v == "d-1"));
+        assert!(
+            body.starts_with(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>"
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains("<Reason>credential_in_query</Reason><RequestId>d-1</RequestId></Error>"),
+            "{body}"
+        );
+        assert!(body.contains("(X-Amz-Signature)"), "{body}");
+
+        // Markup in a message is text, and the code follows the status.
+        let err = ProxyError::MalformedRequest("a <b> & \"c\"\u{1}".into());
+        let (_, body) = err.rendered("d-2", ErrorFormat::S3Xml);
+        assert!(body.contains("<Code>InvalidRequest</Code>"), "{body}");
+        assert!(
+            body.contains("a &lt;b&gt; &amp; &quot;c&quot;</Message>"),
+            "{body}"
+        );
+        let (headers, json) = err.rendered("d-2", ErrorFormat::Json);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()["decision_id"],
+            "d-2"
+        );
+        assert!(!headers.iter().any(|(n, _)| n == "x-amz-request-id"));
     }
 }

@@ -97,7 +97,11 @@ def s3_calls():
         out["denied"] = None
     except botocore.exceptions.ClientError as err:
         meta = err.response["ResponseMetadata"]
-        out["denied"] = {"status": meta["HTTPStatusCode"], "message": str(err)}
+        out["denied"] = {
+            "status": meta["HTTPStatusCode"],
+            "message": str(err),
+            "request_id": meta.get("RequestId"),
+        }
     # A presigned URL, fetched as an agent would hand it to any client.
     url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": "acme-data", "Key": "report.csv"}, ExpiresIn=300

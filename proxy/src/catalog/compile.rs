@@ -120,6 +120,7 @@ impl Builder {
             credential_headers,
             credential_query,
             agent_query_credentials: raw.agent_query_credentials,
+            error_format: raw.error_format,
             unknown,
         });
         Ok(())

@@ -23,6 +23,8 @@ pub(super) struct ToolFile {
     pub credential_query: Vec<Spanned<String>>,
     #[serde(default)]
     pub agent_query_credentials: QueryCredentialRule,
+    #[serde(default)]
+    pub error_format: ErrorFormat,
     pub endpoints: Vec<Spanned<EndpointFile>>,
 }
 
@@ -39,6 +41,18 @@ pub enum QueryCredentialRule {
     /// Forwarded as sent: the agent's presigned URLs, where a security
     /// team allows them.
     Forward,
+}
+
+/// How tollgate writes its own refusals of a tool's requests: as its JSON
+/// body, or in the API's own error format, which the API's SDKs parse into
+/// the error they raise (so the agent reads tollgate's reason there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorFormat {
+    #[default]
+    Json,
+    /// Amazon S3's `<Error><Code>…</Code><Message>…</Message></Error>`.
+    S3Xml,
 }
 
 /// A set of hosts that share one route table.

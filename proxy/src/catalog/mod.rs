@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 
-pub use file::QueryCredentialRule;
+pub use file::{ErrorFormat, QueryCredentialRule};
 
 /// Risk classes, ordered from least to most dangerous. The names are the
 /// Cedar action groups (`Action::"prod_change"`) and appear in audit lines.
@@ -130,6 +130,7 @@ struct Tool {
     credential_headers: Vec<HeaderName>,
     credential_query: Vec<String>,
     agent_query_credentials: QueryCredentialRule,
+    error_format: ErrorFormat,
     /// `<tool>:unknown`, allocated once.
     unknown: Arc<str>,
 }
@@ -258,6 +259,13 @@ impl Catalog {
     pub fn credential_query(&self, tool: &str) -> Option<(&[String], QueryCredentialRule)> {
         self.tool(tool)
             .map(|t| (t.credential_query.as_slice(), t.agent_query_credentials))
+    }
+
+    /// How refusals of `tool`'s requests are written: JSON unless its
+    /// catalog file says otherwise (and for hosts it does not cover).
+    pub fn error_format(&self, tool: &str) -> ErrorFormat {
+        self.tool(tool)
+            .map_or(ErrorFormat::Json, |t| t.error_format)
     }
 
     /// The tool's `description`, for listings. `None` for an unknown tool.

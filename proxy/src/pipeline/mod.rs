@@ -292,7 +292,12 @@ impl Pipeline {
     /// Answer a refusal and write its audit line.
     pub fn refuse(&self, record: AuditRecord, err: &ProxyError) -> Response<ProxyBody> {
         tracing::debug!(decision_id = record.decision_id(), error = %err, "request refused");
-        let response = err.to_response(record.decision_id());
+        let format = self
+            .snapshot
+            .load()
+            .catalog
+            .error_format(record.tool().unwrap_or(""));
+        let response = err.to_response(record.decision_id(), format);
         self.audit.emit(record);
         response
     }

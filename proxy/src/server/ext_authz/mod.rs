@@ -19,6 +19,7 @@ use envoy_types::pb::google::rpc;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, Method, Uri};
 
+use crate::catalog::ErrorFormat;
 use crate::core::audit::{AuditRecord, RequestLine};
 use crate::core::classify::RequestTarget;
 use crate::core::plan::{names_param, CredentialPlan};
@@ -251,7 +252,13 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
     }
 }
 
-fn denied(err: &ProxyError, decision_id: &str, metadata: Struct) -> CheckResponse {
+fn denied(
+    err: &ProxyError,
+    decision_id: &str,
+    format: ErrorFormat,
+    metadata: Struct,
+) -> CheckResponse {
+    let (headers, body) = err.rendered(decision_id, format);
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::PermissionDenied as i32,
@@ -262,12 +269,11 @@ fn denied(err: &ProxyError, decision_id: &str, metadata: Struct) -> CheckRespons
             status: Some(HttpStatus {
                 code: i32::from(err.status().as_u16()),
             }),
-            headers: err
-                .headers()
+            headers: headers
                 .iter()
                 .filter_map(|(name, value)| Some(header(name.as_str(), value.to_str().ok()?)))
                 .collect(),
-            body: err.body(decision_id).to_string(),
+            body,
         })),
         dynamic_metadata: Some(metadata),
     }
@@ -432,7 +438,15 @@ impl ExtAuthz {
                 http_response: Some(HttpResponse::OkResponse(ok)),
                 dynamic_metadata: Some(metadata),
             },
-            Err(err) => denied(&err, record.decision_id(), metadata),
+            Err(err) => {
+                let format = self
+                    .plane
+                    .snapshot
+                    .load()
+                    .catalog
+                    .error_format(record.tool().unwrap_or(""));
+                denied(&err, record.decision_id(), format, metadata)
+            }
         };
         self.plane.audit.emit(record);
         response
