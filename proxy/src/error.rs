@@ -325,15 +325,17 @@ impl ProxyError {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
              <Message>{}</Message><Reason>{}</Reason><RequestId>{}</RequestId></Error>",
-            xml_text(&message),
-            xml_text(self.reason()),
-            xml_text(decision_id),
+            escape_markup(&message),
+            escape_markup(self.reason()),
+            escape_markup(decision_id),
         )
     }
 }
 
-/// `text` safe as XML character data.
-fn xml_text(text: &str) -> String {
+/// `text` safe as character data or a quoted attribute value in HTML and
+/// XML alike. Control characters other than tab and newline, which XML
+/// does not allow, are left out.
+pub(crate) fn escape_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -341,7 +343,7 @@ fn xml_text(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
+            '\'' => out.push_str("&#39;"),
             c if c.is_control() && !matches!(c, '\n' | '\t') => {}
             c => out.push(c),
         }

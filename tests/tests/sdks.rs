@@ -136,16 +136,7 @@ async fn run_agent(
     env: &[(&'static str, String)],
     dir: &Path,
 ) -> Value {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
+    let out = agent_output(program, args, env, dir).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -155,6 +146,25 @@ async fn run_agent(
         out.status.code()
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
+/// Runs `program args` in `dir` with exactly `env`.
+async fn agent_output(
+    program: &Path,
+    args: &[&str],
+    env: &[(&'static str, String)],
+    dir: &Path,
+) -> std::process::Output {
+    tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
 }
 
 async fn python_agent(scenario: &str, env: &[(&'static str, String)]) -> Value {
@@ -216,9 +226,43 @@ async fn the_openai_sdk_holding_a_task_token_gets_its_answer_and_tollgates_refus
         .wait_audit(|l| l["action"] == "openai:models.delete");
     assert_eq!(denied["body"]["decision_id"], line["decision_id"]);
 
+    // Without the proxy variable the SDK goes for the real host: the guard
+    // stops it at the lookup, before anything leaves this machine.
+    let direct: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| *k != "HTTPS_PROXY")
+        .cloned()
+        .collect();
+    let escaped = agent_output(
+        &python_bin(),
+        &[
+            repo_root().join("tests/py/sdk_agent.py").to_str().unwrap(),
+            "openai",
+        ],
+        &direct,
+        &repo_root(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&escaped.stderr);
+    assert_eq!(escaped.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("not loopback: the client looked up 'api.openai.com'"),
+        "{stderr}"
+    );
+    assert_eq!(apis.seen_by(OPENAI).len(), 1);
+
     let mut said = apis.everything_said();
     said.add("what the SDK got", out.to_string());
+    said.add("what it said going direct", out_text(&escaped));
     assert_no_secrets(&[&task.token, &apis.openai_key], &said);
+}
+
+fn out_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[tokio::test]
@@ -413,20 +457,19 @@ async fn node_https_and_fetch_reach_the_api_only_through_a_proxy_agent() {
 
     // Node 20's global fetch ignores HTTPS_PROXY: it goes straight for the
     // host, which the guard stops before anything is resolved.
-    let bare = tokio::process::Command::new("node")
-        .args([
+    let bare = agent_output(
+        Path::new("node"),
+        &[
             "--require",
             "./loopback-only.cjs",
             "agent.mjs",
             "fetch-bare",
-        ])
-        .arg("https://api.openai.com/v1/chat/completions")
-        .current_dir(&dir)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .await
-        .unwrap();
+            "https://api.openai.com/v1/chat/completions",
+        ],
+        &env,
+        &dir,
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&bare.stderr);
     assert_eq!(bare.status.code(), Some(3), "{stderr}");
     assert!(

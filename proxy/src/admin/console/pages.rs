@@ -5,6 +5,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{full, ProxyBody};
+use crate::error::escape_markup;
 
 const APP: &str = include_str!("assets/console.html");
 const LOGIN: &str = include_str!("assets/login.html");
@@ -22,7 +23,10 @@ pub fn app() -> Response<ProxyBody> {
 pub fn login(status: StatusCode, message: &str) -> Response<ProxyBody> {
     let shown = match message {
         "" => String::new(),
-        text => format!("<p class=\"error\" role=\"alert\">{}</p>", escape(text)),
+        text => format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            escape_markup(text)
+        ),
     };
     file(status, HTML, LOGIN.replace("{{message}}", &shown))
 }
@@ -55,22 +59,6 @@ fn file(
     response
 }
 
-/// Text made safe inside an HTML element or a quoted attribute.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,7 +66,7 @@ mod tests {
     #[test]
     fn markup_in_a_message_is_text() {
         assert_eq!(
-            escape(r#"<script>alert("x")</script> & 'y'"#),
+            escape_markup(r#"<script>alert("x")</script> & 'y'"#),
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
         );
     }
