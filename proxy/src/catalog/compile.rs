@@ -8,8 +8,9 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 use serde_saphyr::Spanned;
 
-use super::file::{at, invalid, EndpointFile, RouteFile, ToolFile};
+use super::file::{at, invalid, EndpointFile, McpFile, RouteFile, ToolFile};
 use super::host::{HostMatcher, HostPattern};
+use super::mcp::{self, McpServer};
 use super::router::{normalize_path, Conditions, EndpointRouter, Route};
 use super::template::{path_params, ResourceTemplate};
 use super::{ActionInfo, Catalog, CatalogError, Endpoint, RiskClass, Tool};
@@ -188,13 +189,104 @@ impl Builder {
                 .map_err(|m| invalid(loc, m))?;
         }
         self.route_count += router.route_count();
+        let mcp = match raw.mcp {
+            Some(mcp) => Some(self.mcp_server(file, tool, &default_sensitivity, mcp)?),
+            None => None,
+        };
         self.endpoints.push(Endpoint {
             tool: usize::MAX,
             tool_name: tool.clone(),
             default_sensitivity,
             router,
+            mcp,
         });
         Ok(())
+    }
+
+    fn mcp_server(
+        &mut self,
+        file: &str,
+        tool: &Arc<str>,
+        default_sensitivity: &Arc<str>,
+        raw: Spanned<McpFile>,
+    ) -> Result<McpServer, CatalogError> {
+        let here = at(file, &raw.referenced);
+        let raw = raw.value;
+        let path = match raw.path.as_str() {
+            p if p.len() > 1 => p.strip_suffix('/').unwrap_or(p),
+            p => p,
+        };
+        if !path.starts_with('/')
+            || path.contains(['{', '}', '?', '#'])
+            || normalize_path(path).is_none()
+        {
+            return Err(invalid(
+                here,
+                format!("mcp.path `{}`: a literal path starting with `/`", raw.path),
+            ));
+        }
+        let named = |b: &mut Builder, action: &str, risk: RiskClass| {
+            let action: Arc<str> = format!("{tool}:{action}").into();
+            b.action(tool, action, risk, here.clone())
+                .map(|action| mcp::Named { action, risk })
+                .map_err(|m| invalid(here.clone(), m))
+        };
+        let protocol = named(self, mcp::PROTOCOL_ACTION, RiskClass::Read)?;
+        let resources_read = named(self, mcp::RESOURCES_READ_ACTION, RiskClass::Read)?;
+        let prompts_get = named(self, mcp::PROMPTS_GET_ACTION, RiskClass::Read)?;
+        let unknown = mcp::Named {
+            action: format!("{tool}:unknown").into(),
+            risk: RiskClass::Unknown,
+        };
+        let unlisted = match raw.unlisted {
+            None | Some(RiskClass::Unknown) => mcp::Named {
+                action: unknown.action.clone(),
+                risk: RiskClass::Unknown,
+            },
+            Some(risk) => named(self, mcp::UNLISTED_ACTION, risk)?,
+        };
+        let mut tools = HashMap::new();
+        for entry in raw.tools {
+            let loc = at(file, &entry.referenced);
+            let entry = entry.value;
+            let bad = |m: String| invalid(loc.clone(), m);
+            mcp::check_tool_name(&entry.name).map_err(bad)?;
+            let resource = ResourceTemplate::parse(tool, entry.resource.as_deref(), |name| {
+                super::template::is_param_name(name)
+            })
+            .map_err(bad)?;
+            let sensitivity = match entry.sensitivity {
+                Some(s) => check_sensitivity(&s).map_err(bad)?,
+                None => default_sensitivity.clone(),
+            };
+            let action: Arc<str> = format!("{tool}:{}", entry.name).into();
+            let action = self
+                .action(tool, action, entry.risk, loc.clone())
+                .map_err(bad)?;
+            let listed = mcp::McpTool {
+                action,
+                risk: entry.risk,
+                sensitivity,
+                resource,
+            };
+            if tools
+                .insert(entry.name.clone().into_boxed_str(), listed)
+                .is_some()
+            {
+                return Err(bad(format!("MCP tool `{}` is listed twice", entry.name)));
+            }
+        }
+        Ok(McpServer {
+            path: path.into(),
+            tool: tool.clone(),
+            tools,
+            unlisted,
+            unknown,
+            protocol,
+            resources_read,
+            prompts_get,
+            sensitivity: default_sensitivity.clone(),
+        })
     }
 
     fn route(

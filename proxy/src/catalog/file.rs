@@ -62,7 +62,32 @@ pub(super) struct EndpointFile {
     pub hosts: Vec<Spanned<String>>,
     #[serde(default)]
     pub defaults: Defaults,
+    /// An MCP server on these hosts, at one path.
+    pub mcp: Option<Spanned<McpFile>>,
     pub routes: Vec<Spanned<RouteFile>>,
+}
+
+/// `mcp:` of an endpoint: where its streamable HTTP endpoint is, and what
+/// its tools are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct McpFile {
+    pub path: String,
+    #[serde(default)]
+    pub tools: Vec<Spanned<McpToolFile>>,
+    /// The risk class of a tool the list leaves out (`unknown` unless set).
+    pub unlisted: Option<RiskClass>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct McpToolFile {
+    pub name: String,
+    pub risk: RiskClass,
+    pub sensitivity: Option<String>,
+    /// A resource template filled from the call's arguments:
+    /// `repos/{owner}/{repo}`.
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,6 +10,7 @@
 mod compile;
 mod file;
 mod host;
+mod mcp;
 mod router;
 mod template;
 #[cfg(test)]
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, Method};
 
 pub use file::{ErrorFormat, QueryCredentialRule};
+pub use mcp::McpServerRef;
 
 /// Risk classes, ordered from least to most dangerous. The names are the
 /// Cedar action groups (`Action::"prod_change"`) and appear in audit lines.
@@ -142,6 +144,7 @@ struct Endpoint {
     tool_name: Arc<str>,
     default_sensitivity: Arc<str>,
     router: router::EndpointRouter,
+    mcp: Option<mcp::McpServer>,
 }
 
 impl Catalog {
@@ -243,6 +246,19 @@ impl Catalog {
     /// Number of routes over all tools (for `validate` output and metrics).
     pub fn route_count(&self) -> usize {
         self.route_count
+    }
+
+    /// The MCP server at `host` and `path`, when an endpoint declares one
+    /// there: its messages are named by what the request body says.
+    pub fn mcp_server(&self, host: &str, path: &str) -> Option<McpServerRef<'_>> {
+        let host = normalize_host(host);
+        let found = self.hosts.find(&host)?;
+        let server = self.endpoints[found.endpoint].mcp.as_ref()?;
+        let path = match path {
+            p if p.len() > 1 => p.strip_suffix('/').unwrap_or(p),
+            p => p,
+        };
+        (path == &*server.path).then_some(McpServerRef { server })
     }
 
     /// Headers besides `Authorization` / `Proxy-Authorization` that carry

@@ -125,6 +125,14 @@ impl ResourceTemplate {
         })
     }
 
+    /// The parameters the template fills, in order.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|piece| match piece {
+            Piece::Param(name) => Some(&**name),
+            Piece::Literal(_) => None,
+        })
+    }
+
     /// Values are used as they arrived (still percent-encoded): a resource
     /// names exactly what was on the wire, and decoding here would let
     /// `%2F` forge extra path segments in the resource.

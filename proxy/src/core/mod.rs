@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod classify;
+pub mod mcp;
 pub mod plan;
 pub mod recent;
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod errors;
 mod github;
 mod kubernetes;
 mod matching;
+mod mcp;
 mod s3;
 mod slack;
 

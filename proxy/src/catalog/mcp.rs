@@ -1,0 +1,147 @@
+//! An MCP server an endpoint declares (`mcp:`): its path, and the actions
+//! its messages are named by. A `tools/call` of a listed tool is
+//! `<tool>:<mcp tool name>`, with the risk class, sensitivity and resource
+//! the catalog gives it; the protocol's own messages, `resources/read` and
+//! `prompts/get` have fixed actions of their own; a tool the list leaves
+//! out is `<tool>:unknown` (or `<tool>:mcp.unlisted` when `unlisted:` gives
+//! such tools a risk class).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::template::ResourceTemplate;
+use super::{Classification, RiskClass};
+
+/// The actions every MCP server has, after `<tool>:`, with their classes.
+pub(super) const PROTOCOL_ACTION: &str = "mcp.protocol";
+pub(super) const RESOURCES_READ_ACTION: &str = "mcp.resources.read";
+pub(super) const PROMPTS_GET_ACTION: &str = "mcp.prompts.get";
+pub(super) const UNLISTED_ACTION: &str = "mcp.unlisted";
+
+#[derive(Debug)]
+pub(super) struct McpServer {
+    /// Without a trailing `/`.
+    pub path: Box<str>,
+    pub tool: Arc<str>,
+    pub tools: HashMap<Box<str>, McpTool>,
+    pub unlisted: Named,
+    /// `<tool>:unknown`, for a method no revision defines.
+    pub unknown: Named,
+    pub protocol: Named,
+    pub resources_read: Named,
+    pub prompts_get: Named,
+    pub sensitivity: Arc<str>,
+}
+
+#[derive(Debug)]
+pub(super) struct McpTool {
+    pub action: Arc<str>,
+    pub risk: RiskClass,
+    pub sensitivity: Arc<str>,
+    pub resource: ResourceTemplate,
+}
+
+#[derive(Debug)]
+pub(super) struct Named {
+    pub action: Arc<str>,
+    pub risk: RiskClass,
+}
+
+/// Whether `name` may be an MCP tool's name: what the MCP specification
+/// recommends (1 to 128 of `A-Z a-z 0-9 _ - .`), which also keeps
+/// `<tool>:<name>` a valid action name.
+pub(super) fn check_tool_name(name: &str) -> Result<(), String> {
+    let ok = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !ok {
+        return Err(format!(
+            "MCP tool name `{name}`: use 1 to 128 of `[A-Za-z0-9_.-]`"
+        ));
+    }
+    if name == "unknown" || name.starts_with("mcp.") {
+        return Err(format!(
+            "MCP tool name `{name}`: `unknown` and `mcp.…` name tollgate's own actions"
+        ));
+    }
+    Ok(())
+}
+
+/// What a server's message is named, for the catalog's public
+/// [`super::Catalog::mcp_server`].
+#[derive(Debug, Clone, Copy)]
+pub struct McpServerRef<'c> {
+    pub(super) server: &'c McpServer,
+}
+
+impl<'c> McpServerRef<'c> {
+    /// The catalog tool this server belongs to.
+    pub fn tool(&self) -> &'c str {
+        &self.server.tool
+    }
+
+    /// `tools/call` of `name`; `argument` gives a top-level argument's
+    /// value as text, for the resource template.
+    pub fn tool_call(
+        &self,
+        name: &str,
+        argument: impl Fn(&str) -> Option<String>,
+    ) -> Classification {
+        let s = self.server;
+        match s.tools.get(name) {
+            Some(tool) => {
+                // One argument is one resource segment: a `/` in a value
+                // cannot forge more (nor `%2F`, kept as sent).
+                let values: HashMap<&str, String> = tool
+                    .resource
+                    .params()
+                    .filter_map(|p| Some((p, argument(p)?.replace('%', "%25").replace('/', "%2F"))))
+                    .collect();
+                let resource = if values.len() == tool.resource.params().count() {
+                    tool.resource.expand(|p| values.get(p).map(String::as_str))
+                } else {
+                    // An argument the template needs is missing: the tool
+                    // as a whole, which a narrower permit does not match.
+                    s.tool.to_string()
+                };
+                Classification {
+                    tool: s.tool.clone(),
+                    action: tool.action.clone(),
+                    resource,
+                    risk: tool.risk,
+                    sensitivity: tool.sensitivity.clone(),
+                }
+            }
+            None => self.named(&s.unlisted),
+        }
+    }
+
+    pub fn resources_read(&self) -> Classification {
+        self.named(&self.server.resources_read)
+    }
+
+    pub fn prompts_get(&self) -> Classification {
+        self.named(&self.server.prompts_get)
+    }
+
+    /// The handshake, `ping`, listings, notifications, responses.
+    pub fn protocol(&self) -> Classification {
+        self.named(&self.server.protocol)
+    }
+
+    /// A method no revision this reader knows defines.
+    pub fn unknown_method(&self) -> Classification {
+        self.named(&self.server.unknown)
+    }
+
+    fn named(&self, named: &Named) -> Classification {
+        Classification {
+            tool: self.server.tool.clone(),
+            action: named.action.clone(),
+            resource: self.server.tool.to_string(),
+            risk: named.risk,
+            sensitivity: self.server.sensitivity.clone(),
+        }
+    }
+}

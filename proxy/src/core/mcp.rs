@@ -1,0 +1,388 @@
+//! MCP over streamable HTTP: the JSON-RPC messages of a request body, read
+//! so that each can be named and decided like a REST call. This only reads
+//! and bounds them; what a message means for a tool is the catalog's, and
+//! deciding is the core's.
+//!
+//! A body is one message or, where a revision allows it, a batch, each
+//! element read on its own. Whatever is over a bound is refused, never
+//! truncated: a policy must never decide on part of the arguments.
+
+use serde_json::{Map, Value};
+
+/// Bounds on what is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct McpLimits {
+    /// The whole body.
+    pub max_body_bytes: usize,
+    /// Nesting of arrays and objects anywhere in the body.
+    pub max_depth: usize,
+    /// One message's arguments, as JSON.
+    pub max_argument_bytes: usize,
+}
+
+impl Default for McpLimits {
+    fn default() -> McpLimits {
+        McpLimits {
+            max_body_bytes: 1024 * 1024,
+            max_depth: 32,
+            max_argument_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// One JSON-RPC message from the client, as far as deciding it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum McpMessage {
+    /// `tools/call`: the tool's name and its arguments.
+    ToolCall {
+        id: Option<Value>,
+        name: String,
+        arguments: Map<String, Value>,
+    },
+    /// `resources/read` of one URI.
+    ResourceRead { id: Option<Value>, uri: String },
+    /// `prompts/get`: the prompt's name and its arguments.
+    PromptGet {
+        id: Option<Value>,
+        name: String,
+        arguments: Map<String, Value>,
+    },
+    /// The protocol's own: the handshake, `ping`, the listings, logging
+    /// and completion settings, notifications. They name no tool.
+    Protocol { id: Option<Value>, method: String },
+    /// The client's answer to a request of the server's (sampling,
+    /// elicitation): no method.
+    Response { id: Value },
+    /// A method this reader does not know.
+    Other { id: Option<Value>, method: String },
+}
+
+impl McpMessage {
+    /// The JSON-RPC id a refusal must answer (`None`: a notification,
+    /// which gets no answer).
+    pub fn id(&self) -> Option<&Value> {
+        match self {
+            McpMessage::ToolCall { id, .. }
+            | McpMessage::ResourceRead { id, .. }
+            | McpMessage::PromptGet { id, .. }
+            | McpMessage::Protocol { id, .. }
+            | McpMessage::Other { id, .. } => id.as_ref(),
+            McpMessage::Response { id } => Some(id),
+        }
+    }
+
+    /// The method, for audit lines (`""` for a response).
+    pub fn method(&self) -> &str {
+        match self {
+            McpMessage::ToolCall { .. } => "tools/call",
+            McpMessage::ResourceRead { .. } => "resources/read",
+            McpMessage::PromptGet { .. } => "prompts/get",
+            McpMessage::Protocol { method, .. } | McpMessage::Other { method, .. } => method,
+            McpMessage::Response { .. } => "",
+        }
+    }
+}
+
+/// A request body: its messages, and whether they came as a batch (whose
+/// answer must be a batch too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpBody {
+    pub batch: bool,
+    pub messages: Vec<McpMessage>,
+}
+
+/// Why a body cannot be decided. Messages name what is wrong, never a
+/// value from the body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum McpError {
+    #[error("the MCP request body is over the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("the MCP request nests deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    #[error("the arguments of `{method}` are over the {limit}-byte limit")]
+    ArgumentsTooLarge { method: String, limit: usize },
+    #[error("the MCP request body is not JSON: {0}")]
+    NotJson(String),
+    #[error("not a JSON-RPC 2.0 message: {0}")]
+    NotJsonRpc(&'static str),
+    #[error("an empty JSON-RPC batch")]
+    EmptyBatch,
+}
+
+/// Methods that belong to the protocol rather than to a tool, resource or
+/// prompt of the server's. Notifications (`notifications/…`) are too.
+const PROTOCOL_METHODS: [&str; 11] = [
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "logging/setLevel",
+    "completion/complete",
+];
+
+/// Read a request body within `limits`.
+pub fn read(body: &[u8], limits: &McpLimits) -> Result<McpBody, McpError> {
+    if body.len() > limits.max_body_bytes {
+        return Err(McpError::TooLarge {
+            limit: limits.max_body_bytes,
+        });
+    }
+    // serde_json stops at 128 levels, so parsing cannot overflow the
+    // stack; the tighter bound is checked on what it built.
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| McpError::NotJson(json_error(&e)))?;
+    if depth(&value) > limits.max_depth {
+        return Err(McpError::TooDeep {
+            limit: limits.max_depth,
+        });
+    }
+    match value {
+        Value::Array(items) if items.is_empty() => Err(McpError::EmptyBatch),
+        Value::Array(items) => Ok(McpBody {
+            batch: true,
+            messages: items
+                .into_iter()
+                .map(|item| message(item, limits))
+                .collect::<Result<_, _>>()?,
+        }),
+        single => Ok(McpBody {
+            batch: false,
+            messages: vec![message(single, limits)?],
+        }),
+    }
+}
+
+fn message(value: Value, limits: &McpLimits) -> Result<McpMessage, McpError> {
+    let Value::Object(mut object) = value else {
+        return Err(McpError::NotJsonRpc("a message must be an object"));
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(McpError::NotJsonRpc("`jsonrpc` must be \"2.0\""));
+    }
+    let id = match object.remove("id") {
+        None => None,
+        Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(id),
+        Some(_) => return Err(McpError::NotJsonRpc("`id` must be a string or a number")),
+    };
+    let method = match object.remove("method") {
+        Some(Value::String(method)) => method,
+        Some(_) => return Err(McpError::NotJsonRpc("`method` must be a string")),
+        None => {
+            return match id {
+                Some(id) if object.contains_key("result") || object.contains_key("error") => {
+                    Ok(McpMessage::Response { id })
+                }
+                _ => Err(McpError::NotJsonRpc(
+                    "a message needs a `method`, or an `id` and a `result` or `error`",
+                )),
+            };
+        }
+    };
+    let mut params = match object.remove("params") {
+        None => Map::new(),
+        Some(Value::Object(params)) => params,
+        Some(_) => return Err(McpError::NotJsonRpc("`params` must be an object")),
+    };
+    let mut text = |key: &str, what: &'static str| match params.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(McpError::NotJsonRpc(what)),
+    };
+    Ok(match method.as_str() {
+        "tools/call" => {
+            let name = text("name", "`tools/call` needs a string `params.name`")?;
+            let arguments = arguments(&mut params, &method, limits)?;
+            McpMessage::ToolCall {
+                id,
+                name,
+                arguments,
+            }
+        }
+        "resources/read" => McpMessage::ResourceRead {
+            id,
+            uri: text("uri", "`resources/read` needs a string `params.uri`")?,
+        },
+        "prompts/get" => {
+            let name = text("name", "`prompts/get` needs a string `params.name`")?;
+            let arguments = arguments(&mut params, &method, limits)?;
+            McpMessage::PromptGet {
+                id,
+                name,
+                arguments,
+            }
+        }
+        m if PROTOCOL_METHODS.contains(&m) || m.starts_with("notifications/") => {
+            McpMessage::Protocol { id, method }
+        }
+        _ => McpMessage::Other { id, method },
+    })
+}
+
+/// `params.arguments`: an object (absent is empty), within its bound.
+fn arguments(
+    params: &mut Map<String, Value>,
+    method: &str,
+    limits: &McpLimits,
+) -> Result<Map<String, Value>, McpError> {
+    let arguments = match params.remove("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(arguments)) => arguments,
+        Some(_) => return Err(McpError::NotJsonRpc("`params.arguments` must be an object")),
+    };
+    // Serialized size: what a policy would see, however the body was
+    // spaced.
+    let size = serde_json::to_vec(&arguments).map_or(usize::MAX, |v| v.len());
+    if size > limits.max_argument_bytes {
+        return Err(McpError::ArgumentsTooLarge {
+            method: method.to_string(),
+            limit: limits.max_argument_bytes,
+        });
+    }
+    Ok(arguments)
+}
+
+/// How deeply arrays and objects nest in `value` (a scalar is 0).
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(level + 1);
+        stack.extend(children.map(|child| (child, level + 1)));
+    }
+    deepest
+}
+
+/// Where and what kind of JSON error: the position is all a client needs,
+/// and nothing of the body is echoed.
+fn json_error(err: &serde_json::Error) -> String {
+    let kind = match err.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "invalid syntax",
+        serde_json::error::Category::Data => "invalid data",
+        serde_json::error::Category::Eof => "it ends early",
+    };
+    format!("{kind} at line {} column {}", err.line(), err.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read_json(value: Value) -> Result<McpBody, McpError> {
+        read(value.to_string().as_bytes(), &McpLimits::default())
+    }
+
+    #[test]
+    fn a_tool_call_is_named_with_its_arguments() {
+        let body = read_json(json!({
+            "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "merge_pull_request", "arguments": {"repo": "acme/api", "number": 12},
+                       "_meta": {"progressToken": 1}}
+        }))
+        .unwrap();
+        assert!(!body.batch);
+        let McpMessage::ToolCall {
+            id,
+            name,
+            arguments,
+        } = &body.messages[0]
+        else {
+            panic!("{body:?}");
+        };
+        assert_eq!((id, name.as_str()), (&Some(json!(7)), "merge_pull_request"));
+        assert_eq!(arguments["repo"], "acme/api");
+        assert_eq!(body.messages[0].method(), "tools/call");
+        assert_eq!(body.messages[0].id(), Some(&json!(7)));
+    }
+
+    #[test]
+    fn each_element_of_a_batch_is_read_on_its_own() {
+        let body = read_json(json!([
+            {"jsonrpc": "2.0", "id": "a", "method": "tools/call", "params": {"name": "search_issues"}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": "b", "method": "resources/read", "params": {"uri": "repo://acme/api/README.md"}},
+            {"jsonrpc": "2.0", "id": "c", "method": "prompts/get", "params": {"name": "triage", "arguments": {"x": "1"}}},
+            {"jsonrpc": "2.0", "id": 4, "result": {"action": "accept"}},
+            {"jsonrpc": "2.0", "id": 5, "method": "tools/list"},
+            {"jsonrpc": "2.0", "id": 6, "method": "sampling/createMessage"}
+        ]))
+        .unwrap();
+        assert!(body.batch);
+        let methods: Vec<&str> = body.messages.iter().map(McpMessage::method).collect();
+        assert_eq!(
+            methods,
+            [
+                "tools/call",
+                "notifications/initialized",
+                "resources/read",
+                "prompts/get",
+                "",
+                "tools/list",
+                "sampling/createMessage"
+            ]
+        );
+        assert!(matches!(
+            &body.messages[1],
+            McpMessage::Protocol { id: None, .. }
+        ));
+        assert!(matches!(&body.messages[4], McpMessage::Response { .. }));
+        assert!(matches!(&body.messages[5], McpMessage::Protocol { .. }));
+        assert!(matches!(&body.messages[6], McpMessage::Other { .. }));
+    }
+
+    #[test]
+    fn what_cannot_be_decided_is_refused_saying_why() {
+        let limits = McpLimits {
+            max_body_bytes: 4096,
+            max_depth: 8,
+            max_argument_bytes: 256,
+        };
+        let deep = (0..9).fold(json!("x"), |inner, _| json!([inner]));
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{\"jsonrpc\":\"2.0\",".to_vec(), "not JSON: it ends early"),
+            (b"not json".to_vec(), "not JSON: invalid syntax"),
+            (b"[]".to_vec(), "empty JSON-RPC batch"),
+            (json!(1).to_string().into(), "must be an object"),
+            (json!({"method": "ping"}).to_string().into(), "`jsonrpc` must be"),
+            (json!({"jsonrpc": "2.0", "id": [1], "method": "ping"}).to_string().into(), "`id` must be"),
+            (json!({"jsonrpc": "2.0", "id": 1}).to_string().into(), "needs a `method`"),
+            (json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []}).to_string().into(), "`params` must be an object"),
+            (json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}).to_string().into(), "needs a string `params.name`"),
+            (json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "arguments": "a"}}).to_string().into(), "must be an object"),
+            (json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "arguments": {"a": "b".repeat(300)}}}).to_string().into(), "arguments of `tools/call` are over the 256-byte limit"),
+            (json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "arguments": {"deep": deep}}}).to_string().into(), "deeper than 8 levels"),
+            (vec![b' '; 4097], "over the 4096-byte limit"),
+        ];
+        for (body, expected) in cases {
+            let err = read(&body, &limits).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{err} for {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        // One bad element refuses the whole batch: it is decided as a whole.
+        let batch = json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            {"jsonrpc": "1.0", "id": 2, "method": "ping"}
+        ]);
+        assert!(read(batch.to_string().as_bytes(), &limits).is_err());
+    }
+
+    #[test]
+    fn depth_counts_containers_only() {
+        assert_eq!(depth(&json!("x")), 0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+    }
+}
