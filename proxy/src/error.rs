@@ -22,6 +22,9 @@ pub enum ProxyError {
     Identity(IdentityError),
     #[error("malformed request: {0}")]
     MalformedRequest(String),
+    /// An MCP request body that cannot be decided as it stands.
+    #[error(transparent)]
+    Mcp(crate::core::mcp::McpError),
     #[error("request for `{got}` on a connection to `{expected}`")]
     Misdirected { expected: String, got: String },
     #[error("denied by policy: {}", .0.decision.reason)]
@@ -89,6 +92,10 @@ pub enum ProxyError {
     AuditUnavailable,
 }
 
+/// The JSON-RPC error code of tollgate's refusals of MCP calls, in the
+/// range JSON-RPC leaves to servers.
+pub const JSON_RPC_REFUSED: i64 = -32001;
+
 /// How long an agent told tollgate is overloaded should wait.
 pub const OVERLOAD_RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -127,9 +134,9 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Identity(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-            ProxyError::MalformedRequest(_) | ProxyError::AmbiguousFraming(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::MalformedRequest(_)
+            | ProxyError::AmbiguousFraming(_)
+            | ProxyError::Mcp(_) => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -178,6 +185,7 @@ impl ProxyError {
         match self {
             ProxyError::Identity(err) => err.reason(),
             ProxyError::MalformedRequest(_) => "malformed_request",
+            ProxyError::Mcp(err) => err.reason(),
             ProxyError::Misdirected { .. } => "misdirected_request",
             ProxyError::Denied(d) => d.decision.reason.as_str(),
             ProxyError::DestinationBlocked { .. } => "destination_blocked",
@@ -303,6 +311,28 @@ impl ProxyError {
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
         response.headers_mut().extend(headers);
+        response
+    }
+
+    /// The refusal of an MCP request as a JSON-RPC error answering `id`:
+    /// HTTP `200`, since the exchange itself worked, with tollgate's
+    /// message as the error's and its whole answer as `data`.
+    pub fn to_json_rpc(&self, decision_id: &str, id: serde_json::Value) -> Response<ProxyBody> {
+        let data = self.body(decision_id);
+        let message = match data["message"].as_str() {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => self.to_string(),
+        };
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": JSON_RPC_REFUSED, "message": message, "data": data},
+        });
+        let mut response = Response::new(full(body.to_string()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 

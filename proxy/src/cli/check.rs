@@ -107,6 +107,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
         uri: &uri,
         headers: &headers,
         held: None,
+        body: None,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(runtime) => runtime,

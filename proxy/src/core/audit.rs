@@ -66,6 +66,10 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     removed_query: Vec<String>,
     policy_ids: Vec<String>,
+    /// An MCP request's message: method, tool (or prompt) name, JSON-RPC
+    /// id. Never its arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp: Option<AuditedMcp>,
     /// The approval asked for, or the one that decided the request, with
     /// who decided and why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +84,15 @@ pub struct AuditRecord {
     /// `latency_us` is counted from here to the line's emission.
     #[serde(skip)]
     started: Instant,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditedMcp {
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `None` for a notification.
+    pub id: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -129,6 +142,7 @@ impl AuditRecord {
             task: None,
             removed_query: Vec::new(),
             policy_ids: Vec::new(),
+            mcp: None,
             approval: None,
             error: None,
             status: 0,
@@ -168,6 +182,27 @@ impl AuditRecord {
     /// Query parameters the credential plan removes.
     pub fn removed_query(&mut self, names: &[String]) {
         self.removed_query = names.to_vec();
+    }
+
+    /// The MCP message the request carried.
+    pub fn mcp(&mut self, message: &super::mcp::McpMessage) {
+        use super::mcp::McpMessage;
+        let name = match message {
+            McpMessage::ToolCall { name, .. } | McpMessage::PromptGet { name, .. } => {
+                Some(name.clone())
+            }
+            _ => None,
+        };
+        self.mcp = Some(AuditedMcp {
+            method: message.method().to_string(),
+            name,
+            id: message.id().cloned(),
+        });
+    }
+
+    /// The MCP message this line is about, if any.
+    pub fn mcp_message(&self) -> Option<&AuditedMcp> {
+        self.mcp.as_ref()
     }
 
     /// The denial's reason when report mode let this request through.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use crate::catalog::{Catalog, RiskClass};
+use crate::catalog::{Catalog, Classification, RiskClass};
 use crate::decision::{DecisionRequest, CONNECT_ACTION};
 use crate::error::ProxyError;
+
+use super::mcp::{self, McpError, McpLimits, McpMessage};
 
 /// Where a request goes: from the absolute-form URI, the CONNECT authority
 /// (for requests read inside a tunnel), or Envoy's attributes.
@@ -127,13 +129,67 @@ pub fn classify(
             }
         }
     }
-    Ok(Named {
-        tool: Some(c.tool),
-        action: c.action,
-        resource: c.resource,
-        risk: c.risk,
-        sensitivity: c.sensitivity,
-    })
+    Ok(Named::from(c))
+}
+
+impl From<Classification> for Named {
+    fn from(c: Classification) -> Named {
+        Named {
+            tool: Some(c.tool),
+            action: c.action,
+            resource: c.resource,
+            risk: c.risk,
+            sensitivity: c.sensitivity,
+        }
+    }
+}
+
+/// A request to an MCP server the catalog declares, named by its body's
+/// message; `None` for any other request. Only a POST carries messages:
+/// the event stream (GET) and the end of a session (DELETE) are the
+/// protocol's. The front must have read a POST's body.
+pub fn classify_mcp(
+    catalog: &Catalog,
+    target: &RequestTarget,
+    method: &Method,
+    uri: &Uri,
+    body: Option<&[u8]>,
+) -> Result<Option<(Named, Option<McpMessage>)>, ProxyError> {
+    let Some(server) = catalog.mcp_server(&target.host, uri.path()) else {
+        return Ok(None);
+    };
+    if method != Method::POST {
+        return Ok(Some((Named::from(server.protocol()), None)));
+    }
+    let body = body.ok_or_else(|| {
+        ProxyError::MalformedRequest(
+            "an MCP request is decided on its body, which did not come".into(),
+        )
+    })?;
+    let read = mcp::read(body, &McpLimits::default()).map_err(ProxyError::Mcp)?;
+    if read.messages.len() > 1 {
+        return Err(ProxyError::Mcp(McpError::NotJsonRpc(
+            "JSON-RPC batches are not decided yet: send one message per request",
+        )));
+    }
+    let Some(message) = read.messages.into_iter().next() else {
+        return Err(ProxyError::Mcp(McpError::EmptyBatch));
+    };
+    let c = match &message {
+        McpMessage::ToolCall {
+            name, arguments, ..
+        } => server.tool_call(name, |param| match arguments.get(param)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }),
+        McpMessage::ResourceRead { .. } => server.resources_read(),
+        McpMessage::PromptGet { .. } => server.prompts_get(),
+        McpMessage::Protocol { .. } | McpMessage::Response { .. } => server.protocol(),
+        McpMessage::Other { .. } => server.unknown_method(),
+    };
+    Ok(Some((Named::from(c), Some(message))))
 }
 
 /// The path as a lenient upstream may read it: slashes merged (nginx's

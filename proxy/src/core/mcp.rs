@@ -109,6 +109,20 @@ pub enum McpError {
     EmptyBatch,
 }
 
+impl McpError {
+    /// The refusal's reason: over a bound, or not a message at all.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            McpError::TooLarge { .. }
+            | McpError::TooDeep { .. }
+            | McpError::ArgumentsTooLarge { .. } => "mcp_over_limit",
+            McpError::NotJson(_) | McpError::NotJsonRpc(_) | McpError::EmptyBatch => {
+                "mcp_malformed"
+            }
+        }
+    }
+}
+
 /// Methods that belong to the protocol rather than to a tool, resource or
 /// prompt of the server's. Notifications (`notifications/…`) are too.
 const PROTOCOL_METHODS: [&str; 11] = [

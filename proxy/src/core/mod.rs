@@ -89,6 +89,9 @@ pub struct Inbound<'r> {
     /// Set when the front holds the request (its body read) because an
     /// approval gate stopped it: see [`Core::held`].
     pub held: Option<&'r HeldCall>,
+    /// The body, read before deciding where [`Core::reads_body`] says the
+    /// decision depends on it (an MCP message).
+    pub body: Option<&'r [u8]>,
 }
 
 /// What the core says about one request: its audit record (the front adds
@@ -245,6 +248,23 @@ impl Core {
         }
     }
 
+    /// Whether a request is decided on its body, which the front must then
+    /// read (within [`mcp::McpLimits`]) and pass as [`Inbound::body`]: a
+    /// POST to an MCP server the catalog declares.
+    pub fn reads_body(
+        &self,
+        snapshot: &Snapshot,
+        target: &RequestTarget,
+        method: &Method,
+        uri: &Uri,
+    ) -> bool {
+        method == Method::POST
+            && snapshot
+                .catalog
+                .mcp_server(&target.host, uri.path())
+                .is_some()
+    }
+
     /// A `CONNECT` decided on host:port alone, as the built-in `connect`.
     pub async fn tunnel<'s>(
         &self,
@@ -327,8 +347,17 @@ impl Core {
 
         let (named, target, method, path, headers) = match subject {
             Subject::Http(r) => {
+                let catalog = &snapshot.catalog;
                 let named =
-                    classify::classify(&snapshot.catalog, r.target, r.method, r.uri, r.headers)?;
+                    match classify::classify_mcp(catalog, r.target, r.method, r.uri, r.body)? {
+                        Some((named, message)) => {
+                            if let Some(message) = &message {
+                                record.mcp(message);
+                            }
+                            named
+                        }
+                        None => classify::classify(catalog, r.target, r.method, r.uri, r.headers)?,
+                    };
                 (named, r.target, r.method, r.uri.path(), Some(r.headers))
             }
             Subject::Tunnel(target) => (Named::connect(target), target, &Method::CONNECT, "", None),

@@ -133,6 +133,7 @@ async fn a_request_is_decided_by_the_snapshot_that_named_it() {
         uri: &uri,
         headers: &headers,
         held: None,
+        body: None,
     };
     let mut verbs = Vec::new();
     for round in 1..=4 {
@@ -187,6 +188,7 @@ async fn refusals_are_recorded_as_decisions_are() {
                 uri: &uri,
                 headers,
                 held: None,
+                body: None,
             };
             let verdict = core.http(snapshot, &caller(identity), inbound).await;
             let json = serde_json::to_value(&verdict.record).unwrap();

@@ -35,6 +35,7 @@ use crate::body::{Counted, Finish, OnFinish, ProxyBody};
 use crate::config::Limits;
 use crate::core::audit::{AuditRecord, AuditSink, RequestLine};
 use crate::core::classify::RequestTarget;
+use crate::core::mcp::{McpError, McpLimits};
 use crate::core::{self, Caller, Core, Inbound, Mode};
 use crate::decision::approvals::{BodyDigest, HeldCall};
 use crate::decision::snapshot::SnapshotHandle;
@@ -290,14 +291,26 @@ impl Pipeline {
     }
 
     /// Answer a refusal and write its audit line.
-    pub fn refuse(&self, record: AuditRecord, err: &ProxyError) -> Response<ProxyBody> {
+    pub fn refuse(&self, mut record: AuditRecord, err: &ProxyError) -> Response<ProxyBody> {
         tracing::debug!(decision_id = record.decision_id(), error = %err, "request refused");
-        let format = self
-            .snapshot
-            .load()
-            .catalog
-            .error_format(record.tool().unwrap_or(""));
-        let response = err.to_response(record.decision_id(), format);
+        // An MCP request that awaits an answer gets it as a JSON-RPC error,
+        // which its client shows as the call's error.
+        let rpc_id = record.mcp_message().and_then(|m| m.id.clone());
+        let response = match rpc_id {
+            Some(id) => {
+                let response = err.to_json_rpc(record.decision_id(), id);
+                record.answered(response.status().as_u16());
+                response
+            }
+            None => {
+                let format = self
+                    .snapshot
+                    .load()
+                    .catalog
+                    .error_format(record.tool().unwrap_or(""));
+                err.to_response(record.decision_id(), format)
+            }
+        };
         self.audit.emit(record);
         response
     }
@@ -335,13 +348,43 @@ impl Pipeline {
         });
 
         let snapshot = self.snapshot.load();
-        let (parts, body) = request.into_parts();
+        let (parts, incoming) = request.into_parts();
+        // An MCP message is named by its body: read it first (bounded),
+        // and send on what was read.
+        let (first, body) = if self
+            .core
+            .reads_body(&snapshot, target, &parts.method, &parts.uri)
+        {
+            let declared = http_body::Body::size_hint(&incoming).exact();
+            let limit = McpLimits::default().max_body_bytes;
+            match read_held(incoming, declared, limit).await {
+                Ok(bytes) => (Some(bytes.clone()), Either::Right(Full::new(bytes))),
+                Err(err) => {
+                    let err = match err {
+                        ProxyError::HeldBodyTooLarge { .. } => {
+                            ProxyError::Mcp(McpError::TooLarge { limit })
+                        }
+                        other => other,
+                    };
+                    let line = RequestLine {
+                        method: parts.method.as_str(),
+                        host: &target.host,
+                        port: target.port,
+                        path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                    };
+                    return Err((core::refused(caller, line, &err), err));
+                }
+            }
+        } else {
+            (None, Either::Left(incoming))
+        };
         let inbound = Inbound {
             target,
             method: &parts.method,
             uri: &parts.uri,
             headers: &parts.headers,
             held: None,
+            body: first.as_deref(),
         };
         let verdict = self.core.http(&snapshot, caller, inbound).await;
         // An approval gate stopped it: read the body (the approval is bound
@@ -380,8 +423,9 @@ impl Pipeline {
             };
             (verdict, Either::Right(Full::new(bytes)))
         } else {
-            // Streamed as it comes, boxed once below like any request.
-            (verdict, Either::Left(body))
+            // Streamed as it comes (or as read), boxed once below like any
+            // request.
+            (verdict, body)
         };
         let core::Verdict {
             mut record,

@@ -366,6 +366,7 @@ impl ExtAuthz {
             uri: &attrs.uri,
             headers: &attrs.headers,
             held: None,
+            body: None,
         };
         let mut verdict = self.plane.core.http(&snapshot, &caller, inbound).await;
         // An approval gate: asked for at once, bound to the body Envoy

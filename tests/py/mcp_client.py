@@ -1,0 +1,35 @@
+"""An agent's MCP client, the official Python SDK's, reaching a remote MCP
+server through tollgate (HTTPS_PROXY and tollgate's CA from the
+environment). Run by tests/tests/mcp.rs as `mcp_client.py URL`; calls the
+tools CALLS (a JSON list of [name, arguments]) names and prints one JSON
+line: each call's text result or the error the SDK raised.
+"""
+
+import asyncio
+import json
+import os
+import sys
+
+import loopback_only  # noqa: F401  (installs the guard; tests/py/loopback_only.py)
+from mcp import ClientSession, MCPError
+from mcp.client.streamable_http import streamable_http_client
+
+
+async def main(url, calls):
+    results = []
+    async with streamable_http_client(url) as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            await session.initialize()
+            for name, arguments in calls:
+                try:
+                    result = await session.call_tool(name, arguments)
+                    text = " ".join(c.text for c in result.content if hasattr(c, "text"))
+                    results.append({"tool": name, "text": text, "is_error": bool(getattr(result, "is_error", False))})
+                except MCPError as err:
+                    results.append(
+                        {"tool": name, "error": {"code": err.error.code, "message": err.error.message, "data": err.error.data}}
+                    )
+    return results
+
+
+print(json.dumps(asyncio.run(main(sys.argv[1], json.loads(os.environ["CALLS"])))))

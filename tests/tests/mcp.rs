@@ -1,0 +1,181 @@
+//! MCP tool calls through tollgate: a real MCP server (the official Python
+//! SDK, streamable HTTP over TLS on loopback) and the SDK's own client
+//! reaching it through the explicit proxy, each call named from its
+//! message, decided, and refused as a JSON-RPC error the client raises.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tollgate_e2e::clients::python_bin;
+use tollgate_e2e::{repo_root, Setup, TestPki, Tollgate, CODER};
+
+const HOST: &str = "mcp.issues.test";
+
+/// An MCP server on the catalog's hosts: two tools, one read and one that
+/// changes production.
+const CATALOG: &str = r#"
+tool: issues
+endpoints:
+  - hosts: [mcp.issues.test]
+    mcp:
+      path: /mcp
+      tools:
+        - { name: search_issues, risk: read, resource: "repos/{repo}" }
+        - { name: merge_pull_request, risk: prod_change, resource: "repos/{repo}" }
+    routes: []
+"#;
+
+/// Reading is permitted on the whole server; nothing else is.
+fn policies() -> Vec<(String, String)> {
+    vec![(
+        "mcp.cedar".into(),
+        format!(
+            "@id(\"read-issues\")\npermit (principal == Workload::\"{CODER}\", action in Action::\"read\", resource in Target::\"issues\");\n"
+        ),
+    )]
+}
+
+struct McpServer {
+    child: std::process::Child,
+    port: u16,
+    calls: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl McpServer {
+    fn start(pki: &TestPki) -> McpServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pki.issue_pem(&[HOST]);
+        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_file, cert).unwrap();
+        std::fs::write(&key_file, key).unwrap();
+        let calls = dir.path().join("calls.jsonl");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(python_bin())
+            .arg(repo_root().join("tests/py/mcp_server.py"))
+            .args([&port.to_string()])
+            .args([&cert_file, &key_file, &calls])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the MCP server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        McpServer {
+            child,
+            port,
+            calls,
+            _dir: dir,
+        }
+    }
+
+    /// The tool calls that reached the server.
+    fn calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.calls)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The SDK's client making `calls` through tollgate; its printed results.
+async fn client(tg: &Tollgate, calls: Value) -> Value {
+    let ca = tg.ca_cert().display().to_string();
+    let out = tokio::process::Command::new(python_bin())
+        .arg(repo_root().join("tests/py/mcp_client.py"))
+        .arg(format!("https://{HOST}/mcp"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HTTPS_PROXY", tg.proxy_url())
+        .env("SSL_CERT_FILE", ca)
+        .env("CALLS", calls.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "client: {stdout}\n{stderr}\n{}",
+        tg.logs()
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
+#[tokio::test]
+async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki);
+    let tg = Tollgate::start(Setup {
+        policies: Some(policies()),
+        extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
+        resolve: vec![(format!("{HOST}:443"), ([127, 0, 0, 1], server.port).into())],
+        upstream_ca: Some(pki.ca_pem.clone()),
+        ..Setup::default()
+    });
+
+    let results = client(
+        &tg,
+        json!([
+            ["search_issues", {"repo": "acme/api", "query": "crash"}],
+            ["merge_pull_request", {"repo": "acme/api", "number": 7}],
+        ]),
+    )
+    .await;
+    assert_eq!(
+        results[0]["text"], "3 issues in acme/api match 'crash'",
+        "{results}"
+    );
+    let error = &results[1]["error"];
+    assert_eq!(error["code"], -32001, "{results}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("no policy permits `issues:merge_pull_request`"),
+        "{results}"
+    );
+    assert_eq!(error["data"]["reason"], "no_permit");
+
+    // The server saw the allowed call only.
+    let calls = server.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["tool"], "search_issues");
+
+    // Each call has its own audit line: the action, the resource its
+    // arguments name, the message's method, tool and id; never arguments.
+    let allowed = tg.wait_audit(|l| l["action"] == "issues:search_issues");
+    assert_eq!(allowed["decision"], "allow");
+    assert_eq!(allowed["resource"], "issues/repos/acme%2Fapi");
+    assert_eq!(allowed["mcp"]["method"], "tools/call");
+    assert_eq!(allowed["mcp"]["name"], "search_issues");
+    let denied = tg.wait_audit(|l| l["action"] == "issues:merge_pull_request");
+    assert_eq!(denied["decision"], "deny");
+    assert!(denied["mcp"]["id"].is_number(), "the JSON-RPC id: {denied}");
+    assert_eq!(error["data"]["decision_id"], denied["decision_id"]);
+    assert!(
+        !tg.stdout_text().contains("crash"),
+        "arguments stay out of audit lines"
+    );
+    // The handshake and listings are the protocol's, permitted as reads.
+    let protocol = tg.wait_audit(|l| l["action"] == "issues:mcp.protocol");
+    assert_eq!(protocol["decision"], "allow");
+}
