@@ -22,9 +22,13 @@ pub enum ProxyError {
     Identity(IdentityError),
     #[error("malformed request: {0}")]
     MalformedRequest(String),
-    /// An MCP request body that cannot be decided as it stands.
-    #[error(transparent)]
-    Mcp(crate::core::mcp::McpError),
+    /// An MCP request body that cannot be decided as it stands: not
+    /// JSON-RPC (`mcp_malformed`), or over a bound (`mcp_over_limit`).
+    #[error("{message}")]
+    Mcp {
+        reason: &'static str,
+        message: String,
+    },
     #[error("request for `{got}` on a connection to `{expected}`")]
     Misdirected { expected: String, got: String },
     #[error("denied by policy: {}", .0.decision.reason)]
@@ -136,7 +140,7 @@ impl ProxyError {
             ProxyError::Identity(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::MalformedRequest(_)
             | ProxyError::AmbiguousFraming(_)
-            | ProxyError::Mcp(_) => StatusCode::BAD_REQUEST,
+            | ProxyError::Mcp { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -185,7 +189,7 @@ impl ProxyError {
         match self {
             ProxyError::Identity(err) => err.reason(),
             ProxyError::MalformedRequest(_) => "malformed_request",
-            ProxyError::Mcp(err) => err.reason(),
+            ProxyError::Mcp { reason, .. } => reason,
             ProxyError::Misdirected { .. } => "misdirected_request",
             ProxyError::Denied(d) => d.decision.reason.as_str(),
             ProxyError::DestinationBlocked { .. } => "destination_blocked",

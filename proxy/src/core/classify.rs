@@ -166,14 +166,15 @@ pub fn classify_mcp(
             "an MCP request is decided on its body, which did not come".into(),
         )
     })?;
-    let read = mcp::read(body, &McpLimits::default()).map_err(ProxyError::Mcp)?;
+    let read = mcp::read(body, &McpLimits::default())?;
     if read.messages.len() > 1 {
-        return Err(ProxyError::Mcp(McpError::NotJsonRpc(
+        return Err(McpError::NotJsonRpc(
             "JSON-RPC batches are not decided yet: send one message per request",
-        )));
+        )
+        .into());
     }
     let Some(message) = read.messages.into_iter().next() else {
-        return Err(ProxyError::Mcp(McpError::EmptyBatch));
+        return Err(McpError::EmptyBatch.into());
     };
     let c = match &message {
         McpMessage::ToolCall {

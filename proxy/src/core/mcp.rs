@@ -9,6 +9,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::error::ProxyError;
+
 /// Bounds on what is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct McpLimits {
@@ -119,6 +121,15 @@ impl McpError {
             McpError::NotJson(_) | McpError::NotJsonRpc(_) | McpError::EmptyBatch => {
                 "mcp_malformed"
             }
+        }
+    }
+}
+
+impl From<McpError> for ProxyError {
+    fn from(err: McpError) -> ProxyError {
+        ProxyError::Mcp {
+            reason: err.reason(),
+            message: err.to_string(),
         }
     }
 }

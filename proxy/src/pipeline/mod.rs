@@ -361,9 +361,7 @@ impl Pipeline {
                 Ok(bytes) => (Some(bytes.clone()), Either::Right(Full::new(bytes))),
                 Err(err) => {
                     let err = match err {
-                        ProxyError::HeldBodyTooLarge { .. } => {
-                            ProxyError::Mcp(McpError::TooLarge { limit })
-                        }
+                        ProxyError::HeldBodyTooLarge { .. } => McpError::TooLarge { limit }.into(),
                         other => other,
                     };
                     let line = RequestLine {
