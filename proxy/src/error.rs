@@ -322,22 +322,27 @@ impl ProxyError {
     /// HTTP `200`, since the exchange itself worked, with tollgate's
     /// message as the error's and its whole answer as `data`.
     pub fn to_json_rpc(&self, decision_id: &str, id: serde_json::Value) -> Response<ProxyBody> {
-        let data = self.body(decision_id);
-        let message = match data["message"].as_str() {
-            Some(m) if !m.is_empty() => m.to_string(),
-            _ => self.to_string(),
-        };
-        let body = json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {"code": JSON_RPC_REFUSED, "message": message, "data": data},
-        });
-        let mut response = Response::new(full(body.to_string()));
+        let mut response = Response::new(full(self.json_rpc_error(decision_id, id)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         response
+    }
+
+    /// The JSON-RPC error document of [`ProxyError::to_json_rpc`].
+    pub fn json_rpc_error(&self, decision_id: &str, id: serde_json::Value) -> String {
+        let data = self.body(decision_id);
+        let message = match data["message"].as_str() {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => self.to_string(),
+        };
+        json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": JSON_RPC_REFUSED, "message": message, "data": data},
+        })
+        .to_string()
     }
 
     /// S3's error document: the SDKs raise `Code` and `Message` (boto3:

@@ -675,3 +675,87 @@ async fn an_approval_gate_through_envoy_answers_with_the_approval_id_and_passes_
     assert_eq!(third.out.status, 428);
     assert_eq!(gw.github.count(), 1);
 }
+
+/// An MCP server behind the gateway, named from the message Envoy sends
+/// in its check (the shipped gateway sends the body whole).
+const MCP_CATALOG: &str = r#"
+tool: issues
+endpoints:
+  - hosts: [mcp.issues.test]
+    mcp:
+      path: /mcp
+      tools:
+        - { name: search_issues, risk: read }
+        - { name: merge_pull_request, risk: prod_change }
+    routes: []
+"#;
+
+#[tokio::test]
+async fn an_mcp_tool_call_is_decided_on_the_body_envoy_sends_and_refused_as_json_rpc() {
+    let upstream = Upstream::http().await;
+    let permit = format!(
+        "@id(\"read-issues\")\npermit (principal == Workload::\"{}\", action in Action::\"read\", resource in Target::\"issues\");\n",
+        tollgate_e2e::CODER
+    );
+    let decision = DecisionService::start(Setup {
+        policies: Some(vec![("mcp.cedar".into(), permit)]),
+        extra_catalog: vec![("issues.yaml".into(), MCP_CATALOG.into())],
+        ..Setup::default()
+    });
+    // The gateway's route for one egress host, given to the MCP server's.
+    let envoy = Envoy::gateway_edited(decision.addr, upstream.addr, |text| {
+        text.replacen(
+            "domains: [\"api.github.com\"]",
+            "domains: [\"mcp.issues.test\"]",
+            1,
+        )
+    });
+    let call = |id: u32, tool: &str| {
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"repo": "acme/api"}}
+        })
+        .to_string()
+    };
+    let url = format!("{}/mcp", envoy.url());
+    let post = |body: String| {
+        let url = url.clone();
+        async move {
+            curl_answer(&[
+                "-H",
+                "Host: mcp.issues.test",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Accept: application/json, text/event-stream",
+                "--data-binary",
+                &body,
+                &url,
+            ])
+            .await
+        }
+    };
+
+    let allowed = post(call(1, "search_issues")).await;
+    assert_eq!(allowed.out.status, 200, "{}", allowed.out.body);
+    assert_eq!(upstream.count(), 1);
+    assert_eq!(
+        upstream.requests()[0].body_len,
+        call(1, "search_issues").len() as u64
+    );
+
+    let refused = post(call(2, "merge_pull_request")).await;
+    assert_eq!(refused.out.status, 200, "{}", refused.out.body);
+    let rpc = refused.out.json();
+    assert_eq!(rpc["id"], 2);
+    assert_eq!(rpc["error"]["code"], -32001);
+    assert_eq!(rpc["error"]["data"]["reason"], "no_permit");
+    assert_eq!(upstream.count(), 1, "the refused call never left");
+    let line = decision.wait_audit(|l| l["action"] == "issues:merge_pull_request");
+    assert_eq!(
+        (&line["mode"], &line["decision"]),
+        (&serde_json::json!("ext_authz"), &serde_json::json!("deny"))
+    );
+    assert_eq!(line["mcp"]["name"], "merge_pull_request");
+    assert_eq!(rpc["error"]["data"]["decision_id"], line["decision_id"]);
+}

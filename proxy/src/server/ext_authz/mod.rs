@@ -19,7 +19,6 @@ use envoy_types::pb::google::rpc;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use crate::catalog::ErrorFormat;
 use crate::core::audit::{AuditRecord, RequestLine};
 use crate::core::classify::RequestTarget;
 use crate::core::plan::{names_param, CredentialPlan};
@@ -252,13 +251,14 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
     }
 }
 
+/// Envoy answers the agent itself: `status`, `headers` and `body` are
+/// what the agent gets.
 fn denied(
     err: &ProxyError,
-    decision_id: &str,
-    format: ErrorFormat,
+    status: http::StatusCode,
+    (headers, body): (Vec<(HeaderName, http::HeaderValue)>, String),
     metadata: Struct,
 ) -> CheckResponse {
-    let (headers, body) = err.rendered(decision_id, format);
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::PermissionDenied as i32,
@@ -267,7 +267,7 @@ fn denied(
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: i32::from(err.status().as_u16()),
+                code: i32::from(status.as_u16()),
             }),
             headers: headers
                 .iter()
@@ -366,7 +366,9 @@ impl ExtAuthz {
             uri: &attrs.uri,
             headers: &attrs.headers,
             held: None,
-            body: None,
+            // An MCP message is decided on the body Envoy sent (the shipped
+            // gateway sends it whole, up to 1 MiB).
+            body: attrs.body.as_deref(),
         };
         let mut verdict = self.plane.core.http(&snapshot, &caller, inbound).await;
         // An approval gate: asked for at once, bound to the body Envoy
@@ -413,7 +415,7 @@ impl ExtAuthz {
 
     fn answer(
         &self,
-        record: AuditRecord,
+        mut record: AuditRecord,
         answer: Result<OkHttpResponse, ProxyError>,
     ) -> CheckResponse {
         // For Envoy's access log, allowed or not.
@@ -439,6 +441,16 @@ impl ExtAuthz {
                 http_response: Some(HttpResponse::OkResponse(ok)),
                 dynamic_metadata: Some(metadata),
             },
+            // An MCP call awaiting an answer: a JSON-RPC error, with 200,
+            // as the proxy answers it.
+            Err(err) if record.mcp_message().is_some_and(|m| m.id.is_some()) => {
+                let id = record.mcp_message().and_then(|m| m.id.clone());
+                let body = err.json_rpc_error(record.decision_id(), id.unwrap_or_default());
+                record.answered(http::StatusCode::OK.as_u16());
+                let json = http::HeaderValue::from_static("application/json");
+                let rendered = (vec![(http::header::CONTENT_TYPE, json)], body);
+                denied(&err, http::StatusCode::OK, rendered, metadata)
+            }
             Err(err) => {
                 let format = self
                     .plane
@@ -446,7 +458,8 @@ impl ExtAuthz {
                     .load()
                     .catalog
                     .error_format(record.tool().unwrap_or(""));
-                denied(&err, record.decision_id(), format, metadata)
+                let rendered = err.rendered(record.decision_id(), format);
+                denied(&err, err.status(), rendered, metadata)
             }
         };
         self.plane.audit.emit(record);
