@@ -147,7 +147,8 @@ impl From<Classification> for Named {
 /// A request to an MCP server the catalog declares, named by its body's
 /// message; `None` for any other request. Only a POST carries messages:
 /// the event stream (GET) and the end of a session (DELETE) are the
-/// protocol's. The front must have read a POST's body.
+/// protocol's, any other method is unknown. The front must have read a
+/// POST's body.
 pub fn classify_mcp(
     catalog: &Catalog,
     target: &RequestTarget,
@@ -158,8 +159,11 @@ pub fn classify_mcp(
     let Some(server) = catalog.mcp_server(&target.host, uri.path()) else {
         return Ok(None);
     };
-    if method != Method::POST {
+    if method == Method::GET || method == Method::DELETE {
         return Ok(Some((Named::from(server.protocol()), None)));
+    }
+    if method != Method::POST {
+        return Ok(Some((Named::from(server.unknown_method()), None)));
     }
     let body = body.ok_or_else(|| {
         ProxyError::MalformedRequest(
@@ -356,6 +360,53 @@ pub fn normalize_host(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mcp_request_is_named_by_its_method_and_message() {
+        let catalog = Catalog::from_sources(&[(
+            "m.yaml".into(),
+            "tool: m\nendpoints:\n  - hosts: [m.test]\n    mcp:\n      path: /mcp\n      tools:\n        - { name: look, risk: read }\n    routes: []\n".into(),
+        )])
+        .unwrap();
+        let target = RequestTarget {
+            tls: true,
+            host: "m.test".into(),
+            port: 443,
+        };
+        let uri: Uri = "/mcp".parse().unwrap();
+        let name = |method: Method, body: Option<&str>| {
+            classify_mcp(&catalog, &target, &method, &uri, body.map(str::as_bytes))
+                .map(|named| named.map(|(n, _)| n.action.to_string()))
+        };
+        assert_eq!(
+            name(Method::GET, None).unwrap().as_deref(),
+            Some("m:mcp.protocol")
+        );
+        assert_eq!(
+            name(Method::DELETE, None).unwrap().as_deref(),
+            Some("m:mcp.protocol")
+        );
+        assert_eq!(
+            name(Method::PUT, None).unwrap().as_deref(),
+            Some("m:unknown")
+        );
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"look"}}"#;
+        assert_eq!(
+            name(Method::POST, Some(call)).unwrap().as_deref(),
+            Some("m:look")
+        );
+        assert!(
+            name(Method::POST, None).is_err(),
+            "a POST is decided on its body"
+        );
+        let batch = format!("[{call},{call}]");
+        let err = name(Method::POST, Some(&batch)).unwrap_err();
+        assert_eq!(err.reason(), "mcp_malformed");
+        let other: Uri = "/other".parse().unwrap();
+        assert!(classify_mcp(&catalog, &target, &Method::POST, &other, None)
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn tricky_paths_are_refused() {
