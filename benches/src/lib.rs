@@ -30,6 +30,23 @@ pub mod wrk;
 
 use std::path::PathBuf;
 
+/// One HTTP/1.1 answer at the start of `got`, once all of it has come:
+/// its head (lower-cased) and its body, framed by `Content-Length` (the
+/// benches' proxies and upstreams always send one).
+pub fn whole_answer(got: &[u8]) -> anyhow::Result<Option<(String, &[u8])>> {
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("answer without content-length: {head}"))?;
+    let body = end + 4;
+    Ok((got.len() >= body + length).then(|| (head, &got[body..body + length])))
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -63,18 +63,9 @@ async fn one_request(stream: &mut TcpStream, request: &[u8]) -> anyhow::Result<(
         let n = stream.read(&mut buf).await?;
         anyhow::ensure!(n > 0, "proxy closed the connection");
         got.extend_from_slice(&buf[..n]);
-        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-        anyhow::ensure!(head.starts_with("http/1.1 200"), "answer: {head}");
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .context("answer without content-length")?;
-        if got.len() >= end + 4 + length {
-            anyhow::ensure!(&got[end + 4..end + 4 + length] == crate::upstream::BODY);
+        if let Some((head, body)) = crate::whole_answer(&got)? {
+            anyhow::ensure!(head.starts_with("http/1.1 200"), "answer: {head}");
+            anyhow::ensure!(body == crate::upstream::BODY);
             return Ok(());
         }
     }

@@ -66,6 +66,7 @@ pub(super) fn compile(files: Vec<(String, ToolFile)>) -> Result<Catalog, Catalog
         .map(|(name, (tool, risk, _))| ActionInfo { name, tool, risk })
         .collect();
     Ok(Catalog {
+        has_mcp: b.endpoints.iter().any(|e| e.mcp.is_some()),
         tools: b.tools,
         endpoints: b.endpoints,
         hosts: b.hosts,

@@ -123,6 +123,9 @@ pub struct Catalog {
     /// Sorted by name.
     actions: Vec<ActionInfo>,
     route_count: usize,
+    /// Whether any endpoint declares an MCP server: without one, no
+    /// request pays for a second host lookup.
+    has_mcp: bool,
 }
 
 #[derive(Debug)]
@@ -251,6 +254,9 @@ impl Catalog {
     /// The MCP server at `host` and `path`, when an endpoint declares one
     /// there: its messages are named by what the request body says.
     pub fn mcp_server(&self, host: &str, path: &str) -> Option<McpServerRef<'_>> {
+        if !self.has_mcp {
+            return None;
+        }
         let host = normalize_host(host);
         let found = self.hosts.find(&host)?;
         let server = self.endpoints[found.endpoint].mcp.as_ref()?;

@@ -25,16 +25,7 @@ fn get(stream: &mut TcpStream) -> anyhow::Result<u16> {
         let n = stream.read(&mut buf)?;
         anyhow::ensure!(n > 0, "proxy closed the connection");
         got.extend_from_slice(&buf[..n]);
-        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .context("answer without content-length")?;
-        if got.len() >= end + 4 + length {
+        if let Some((head, _)) = tollgate_benches::whole_answer(&got)? {
             return head
                 .split_whitespace()
                 .nth(1)
