@@ -37,6 +37,16 @@ pub use redis::{RedisOptions, RedisServer, Relay};
 
 pub use upstream::{resetting, tcp_echo, Cut, Seen, Upstream};
 
+/// The sidecar shape, as the transparent-interception tests run it and as
+/// the Helm chart deploys it: `tollgate` with these arguments, once, in the
+/// pod's network namespace (the chart's init container); tollgate itself as
+/// [`SIDECAR_UID`], which the rules exempt, with transparent listeners on
+/// [`SIDECAR_PORT`], where the rules send TCP 80/443. tests/tests/deploy.rs
+/// holds the chart to these, tests/tests/transparent.rs runs them.
+pub const SIDECAR_RULES: [&str; 2] = ["iptables", "--apply"];
+pub const SIDECAR_UID: u32 = 1337;
+pub const SIDECAR_PORT: u16 = 15001;
+
 /// A value no test could have written down in advance: `<prefix>-` and 128
 /// random bits in hex. Secret-hygiene searches for it then mean something.
 pub fn random_secret(prefix: &str) -> String {

@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tollgate_e2e::hygiene::{assert_no_secrets, Collected};
 use tollgate_e2e::{
     curl_in, python_in, random_secret, repo_root, require_namespaces, shipped_policies,
-    tollgate_bin, CurlOutput, Netns, Setup, TestPki, Tollgate, Upstream, CODER,
+    tollgate_bin, CurlOutput, Netns, Setup, TestPki, Tollgate, Upstream, CODER, SIDECAR_PORT,
+    SIDECAR_RULES, SIDECAR_UID,
 };
 
 /// Where the client meant to connect before REDIRECT rewrote the
@@ -497,10 +498,10 @@ impl Redirected {
         let tg = Tollgate::start(Setup {
             policies: Some(policies),
             more_listeners_yaml: format!(
-                "  - name: redirected\n    kind: transparent\n    address: 127.0.0.1:15001\n    identity: {{ static: \"{CODER}\" }}\n{extra}"
+                "  - name: redirected\n    kind: transparent\n    address: 127.0.0.1:{SIDECAR_PORT}\n    identity: {{ static: \"{CODER}\" }}\n{extra}"
             ),
             launcher: agent.launcher(),
-            run_as: Some(1337),
+            run_as: Some(SIDECAR_UID),
             resolve: resolve.map(|(k, v)| (k.to_string(), v)).to_vec(),
             upstream_ca: Some(pki.ca_pem.clone()),
             allow_loopback: false,
@@ -570,10 +571,11 @@ impl Redirected {
     }
 }
 
+/// What the chart's init container runs (deploy.rs checks it is the same).
 fn apply_rules(agent: &Netns) {
     let out = agent
         .command(tollgate_bin())
-        .args(["iptables", "--apply"])
+        .args(SIDECAR_RULES)
         .output()
         .unwrap();
     assert!(
