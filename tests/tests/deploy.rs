@@ -291,6 +291,13 @@ fn validate_mounted(config: &str, objects: &[Value], namespace: &str) -> String 
     let ca_pem = std::fs::read_to_string(root.join("ca/ca.crt")).unwrap();
     write("kube/ca.crt", &ca_pem);
     write("jwks/jwks.json", r#"{"keys":[]}"#);
+    // The gateway listener's certificate and key, when it serves TLS
+    // (`validate` does not open them today; `run` does).
+    write("tls/tls.crt", &ca_pem);
+    write(
+        "tls/tls.key",
+        &std::fs::read_to_string(root.join("ca/ca.key")).unwrap(),
+    );
     let out = Command::new(tollgate_bin())
         .args(["validate", "--config"])
         .arg(root.join("config/tollgate.yaml"))

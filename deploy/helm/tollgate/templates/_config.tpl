@@ -73,6 +73,9 @@ listeners:
   # are with their service-account token (the proxy URL's password).
   - name: gateway
     address: 0.0.0.0:{{ $g.port }}
+    {{- if $g.tls.secretName }}
+    tls: { cert: /etc/tollgate/tls/tls.crt, key: /etc/tollgate/tls/tls.key }
+    {{- end }}
     identity:
       jwt: [kubernetes]
 admin:
