@@ -182,6 +182,7 @@ pub fn requests(catalog: &Catalog, count: usize) -> Vec<DecisionRequest> {
                     tool: c.tool.to_string(),
                     risk: c.risk,
                     sensitivity: c.sensitivity.to_string(),
+                    arguments: None,
                 },
                 task: None,
                 held: None,

@@ -14,7 +14,7 @@ use tollgate_e2e::{repo_root, Setup, TestPki, Tollgate, CODER};
 const HOST: &str = "mcp.issues.test";
 
 /// An MCP server on the catalog's hosts: two tools, one read and one that
-/// changes production.
+/// changes production; the search declares the arguments policies see.
 const CATALOG: &str = r#"
 tool: issues
 endpoints:
@@ -22,17 +22,23 @@ endpoints:
     mcp:
       path: /mcp
       tools:
-        - { name: search_issues, risk: read, resource: "repos/{repo}" }
+        - name: search_issues
+          risk: read
+          resource: "repos/{repo}"
+          arguments: { repo: string, query: string }
         - { name: merge_pull_request, risk: prod_change, resource: "repos/{repo}" }
     routes: []
 "#;
 
-/// Reading is permitted on the whole server; nothing else is.
+/// The protocol's own messages are permitted; searching only in acme's
+/// repositories; nothing else.
 fn policies() -> Vec<(String, String)> {
     vec![(
         "mcp.cedar".into(),
         format!(
-            "@id(\"read-issues\")\npermit (principal == Workload::\"{CODER}\", action in Action::\"read\", resource in Target::\"issues\");\n"
+            "@id(\"mcp-protocol\")\npermit (principal == Workload::\"{CODER}\", action == Action::\"issues:mcp.protocol\", resource);\n\
+             @id(\"search-acme\")\npermit (principal == Workload::\"{CODER}\", action == Action::\"issues:search_issues\", resource)\n  \
+             when {{ context.arguments.repo like \"acme/*\" }};\n"
         ),
     )]
 }
@@ -137,6 +143,8 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
         json!([
             ["search_issues", {"repo": "acme/api", "query": "crash"}],
             ["merge_pull_request", {"repo": "acme/api", "number": 7}],
+            ["search_issues", {"repo": "globex/vault", "query": "keys-7731"}],
+            ["search_issues", {"repo": ["acme/api"], "query": "crash"}],
         ]),
     )
     .await;
@@ -154,6 +162,22 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
         "{results}"
     );
     assert_eq!(error["data"]["reason"], "no_permit");
+    // The same tool, another repository: the policy reads the arguments.
+    assert_eq!(
+        results[2]["error"]["data"]["reason"], "no_permit",
+        "{results}"
+    );
+    // An argument that is not what the catalog declares is refused before
+    // any policy sees it, saying which.
+    let mismatch = &results[3]["error"];
+    assert_eq!(mismatch["data"]["error"], "mcp_arguments", "{results}");
+    assert!(
+        mismatch["message"]
+            .as_str()
+            .unwrap()
+            .contains("argument `repo` must be a string"),
+        "{results}"
+    );
 
     // The server saw the allowed call only.
     let calls = server.calls();
@@ -162,8 +186,14 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
 
     // Each call has its own audit line: the action, the resource its
     // arguments name, the message's method, tool and id; never arguments.
-    let allowed = tg.wait_audit(|l| l["action"] == "issues:search_issues");
-    assert_eq!(allowed["decision"], "allow");
+    let allowed =
+        tg.wait_audit(|l| l["action"] == "issues:search_issues" && l["decision"] == "allow");
+    assert_eq!(allowed["policy_ids"], json!(["search-acme"]));
+    assert_eq!(
+        allowed["mcp"]["arguments_sha256"].as_str().map(str::len),
+        Some(64),
+        "a digest of the arguments: {allowed}"
+    );
     assert_eq!(allowed["resource"], "issues/repos/acme%2Fapi");
     assert_eq!(allowed["mcp"]["method"], "tools/call");
     assert_eq!(allowed["mcp"]["name"], "search_issues");
@@ -172,10 +202,10 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
     assert!(denied["mcp"]["id"].is_number(), "the JSON-RPC id: {denied}");
     assert_eq!(error["data"]["decision_id"], denied["decision_id"]);
     assert!(
-        !tg.stdout_text().contains("crash"),
-        "arguments stay out of audit lines"
+        !tg.stdout_text().contains("crash") && !tg.stdout_text().contains("keys-7731"),
+        "argument values stay out of audit lines (but a resource template names some)"
     );
-    // The handshake and listings are the protocol's, permitted as reads.
+    // The handshake and listings are the protocol's.
     let protocol = tg.wait_audit(|l| l["action"] == "issues:mcp.protocol");
     assert_eq!(protocol["decision"], "allow");
 }

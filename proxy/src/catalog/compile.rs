@@ -13,7 +13,7 @@ use super::host::{HostMatcher, HostPattern};
 use super::mcp::{self, McpServer};
 use super::router::{normalize_path, Conditions, EndpointRouter, Route};
 use super::template::{path_params, ResourceTemplate};
-use super::{ActionInfo, Catalog, CatalogError, Endpoint, RiskClass, Tool};
+use super::{ActionInfo, Arguments, Catalog, CatalogError, Endpoint, RiskClass, Tool};
 
 /// Names a tool may not take: Cedar action groups share the namespace with
 /// actions, and `connect` is the built-in action for uncovered hosts.
@@ -41,6 +41,8 @@ struct Builder {
     tool_files: HashMap<Arc<str>, String>,
     /// Action → (risk, where first defined).
     actions: BTreeMap<Arc<str>, (Arc<str>, RiskClass, String)>,
+    /// MCP tool actions → their declared arguments, if any.
+    arguments: HashMap<Arc<str>, Option<Arguments>>,
     route_count: usize,
 }
 
@@ -63,7 +65,12 @@ pub(super) fn compile(files: Vec<(String, ToolFile)>) -> Result<Catalog, Catalog
     let actions = b
         .actions
         .into_iter()
-        .map(|(name, (tool, risk, _))| ActionInfo { name, tool, risk })
+        .map(|(name, (tool, risk, _))| ActionInfo {
+            arguments: b.arguments.remove(&name).flatten(),
+            name,
+            tool,
+            risk,
+        })
         .collect();
     Ok(Catalog {
         has_mcp: b.endpoints.iter().any(|e| e.mcp.is_some()),
@@ -264,11 +271,19 @@ impl Builder {
             let action = self
                 .action(tool, action, entry.risk, loc.clone())
                 .map_err(bad)?;
+            let arguments = entry
+                .arguments
+                .as_ref()
+                .map(Arguments::parse)
+                .transpose()
+                .map_err(bad)?;
+            self.declare_arguments(&action, &arguments).map_err(bad)?;
             let listed = mcp::McpTool {
                 action,
                 risk: entry.risk,
                 sensitivity,
                 resource,
+                arguments,
             };
             if tools
                 .insert(entry.name.clone().into_boxed_str(), listed)
@@ -356,6 +371,27 @@ impl Builder {
         }
         self.actions.insert(name.clone(), (tool.clone(), risk, loc));
         Ok(name)
+    }
+}
+
+impl Builder {
+    /// One action has one context type: the same MCP tool declared on two
+    /// servers must declare the same arguments.
+    fn declare_arguments(
+        &mut self,
+        action: &Arc<str>,
+        arguments: &Option<Arguments>,
+    ) -> Result<(), String> {
+        match self.arguments.get(action) {
+            Some(first) if first != arguments => Err(format!(
+                "MCP tool action `{action}` is declared elsewhere with other arguments"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.arguments.insert(action.clone(), arguments.clone());
+                Ok(())
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! `compile.rs` turns these into the matcher; every check that needs more
 //! than one field lives there.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -88,6 +89,9 @@ pub(super) struct McpToolFile {
     /// A resource template filled from the call's arguments:
     /// `repos/{owner}/{repo}`.
     pub resource: Option<String>,
+    /// The arguments policies may name (`context.arguments.<name>`), with
+    /// their types: `repo: string`, `limit: long?`.
+    pub arguments: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

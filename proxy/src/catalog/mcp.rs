@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+
+use super::arguments::{ArgumentError, Arguments};
 use super::template::ResourceTemplate;
 use super::{Classification, RiskClass};
 
@@ -39,6 +42,7 @@ pub(super) struct McpTool {
     pub risk: RiskClass,
     pub sensitivity: Arc<str>,
     pub resource: ResourceTemplate,
+    pub arguments: Option<Arguments>,
 }
 
 #[derive(Debug)]
@@ -81,40 +85,53 @@ impl<'c> McpServerRef<'c> {
         &self.server.tool
     }
 
-    /// `tools/call` of `name`; `argument` gives a top-level argument's
-    /// value as text, for the resource template.
+    /// `tools/call` of `name` with its `arguments`: named, with the
+    /// declared arguments as [`Arguments::project`] writes them for the
+    /// decision; `Err` when those do not match their declaration.
     pub fn tool_call(
         &self,
         name: &str,
-        argument: impl Fn(&str) -> Option<String>,
-    ) -> Classification {
+        arguments: &Map<String, Value>,
+    ) -> Result<(Classification, Option<String>), ArgumentError> {
         let s = self.server;
-        match s.tools.get(name) {
-            Some(tool) => {
-                // One argument is one resource segment: a `/` in a value
-                // cannot forge more (nor `%2F`, kept as sent).
-                let values: HashMap<&str, String> = tool
-                    .resource
-                    .params()
-                    .filter_map(|p| Some((p, argument(p)?.replace('%', "%25").replace('/', "%2F"))))
-                    .collect();
-                let resource = if values.len() == tool.resource.params().count() {
-                    tool.resource.expand(|p| values.get(p).map(String::as_str))
-                } else {
-                    // An argument the template needs is missing: the tool
-                    // as a whole, which a narrower permit does not match.
-                    s.tool.to_string()
+        let Some(tool) = s.tools.get(name) else {
+            return Ok((self.named(&s.unlisted), None));
+        };
+        let declared = tool
+            .arguments
+            .as_ref()
+            .map(|declared| declared.project(arguments))
+            .transpose()?;
+        // One argument is one resource segment: a `/` in a value cannot
+        // forge more (nor `%2F`, kept as sent).
+        let values: HashMap<&str, String> = tool
+            .resource
+            .params()
+            .filter_map(|p| {
+                let text = match arguments.get(p)? {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return None,
                 };
-                Classification {
-                    tool: s.tool.clone(),
-                    action: tool.action.clone(),
-                    resource,
-                    risk: tool.risk,
-                    sensitivity: tool.sensitivity.clone(),
-                }
-            }
-            None => self.named(&s.unlisted),
-        }
+                Some((p, text.replace('%', "%25").replace('/', "%2F")))
+            })
+            .collect();
+        let resource = if values.len() == tool.resource.params().count() {
+            tool.resource.expand(|p| values.get(p).map(String::as_str))
+        } else {
+            // An argument the template needs is missing: the tool as a
+            // whole, which a narrower permit does not match.
+            s.tool.to_string()
+        };
+        let named = Classification {
+            tool: s.tool.clone(),
+            action: tool.action.clone(),
+            resource,
+            risk: tool.risk,
+            sensitivity: tool.sensitivity.clone(),
+        };
+        Ok((named, declared))
     }
 
     pub fn resources_read(&self) -> Classification {

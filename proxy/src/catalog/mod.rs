@@ -7,6 +7,7 @@
 //! Lookups never scan the catalog: cost depends on the request, not on how
 //! many tools are loaded.
 
+mod arguments;
 mod compile;
 mod file;
 mod host;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 
+pub use arguments::{Argument, ArgumentError, ArgumentType, ArgumentValue, Arguments};
 pub use file::{ErrorFormat, QueryCredentialRule};
 pub use mcp::McpServerRef;
 
@@ -98,6 +100,8 @@ pub struct ActionInfo {
     pub name: Arc<str>,
     pub tool: Arc<str>,
     pub risk: RiskClass,
+    /// An MCP tool's declared arguments: `context.arguments` in policies.
+    pub arguments: Option<Arguments>,
 }
 
 /// A catalog file or entry that is wrong, with where.

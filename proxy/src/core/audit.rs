@@ -93,6 +93,11 @@ pub struct AuditedMcp {
     pub name: Option<String>,
     /// `None` for a notification.
     pub id: Option<serde_json::Value>,
+    /// SHA-256 of a tool call's or prompt's arguments as JSON: tells two
+    /// calls apart, and matches a server's log, without writing values
+    /// that may be secrets into the audit trail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -187,16 +192,25 @@ impl AuditRecord {
     /// The MCP message the request carried.
     pub fn mcp(&mut self, message: &super::mcp::McpMessage) {
         use super::mcp::McpMessage;
-        let name = match message {
-            McpMessage::ToolCall { name, .. } | McpMessage::PromptGet { name, .. } => {
-                Some(name.clone())
+        use crate::decision::tasks::{hex, sha256};
+        let (name, arguments_sha256) = match message {
+            McpMessage::ToolCall {
+                name, arguments, ..
             }
-            _ => None,
+            | McpMessage::PromptGet {
+                name, arguments, ..
+            } => {
+                // A map of JSON values always serializes.
+                let json = serde_json::to_vec(arguments).unwrap_or_default();
+                (Some(name.clone()), Some(hex(&sha256(&json))))
+            }
+            _ => (None, None),
         };
         self.mcp = Some(AuditedMcp {
             method: message.method().to_string(),
             name,
             id: message.id().cloned(),
+            arguments_sha256,
         });
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 
-use crate::catalog::{Catalog, Classification, RiskClass};
+use crate::catalog::{Catalog, Classification, McpServerRef, RiskClass};
 use crate::decision::{DecisionRequest, CONNECT_ACTION};
 use crate::error::ProxyError;
 
@@ -65,6 +65,9 @@ pub struct Named {
     pub resource: String,
     pub risk: RiskClass,
     pub sensitivity: Arc<str>,
+    /// An MCP tool call's declared arguments, as one JSON object
+    /// (`context.arguments`).
+    pub arguments: Option<Arc<str>>,
 }
 
 impl Named {
@@ -76,6 +79,7 @@ impl Named {
             resource: target.host_port(),
             risk: RiskClass::Unknown,
             sensitivity: Arc::from("unknown"),
+            arguments: None,
         }
     }
 
@@ -88,6 +92,7 @@ impl Named {
             resource: request.resource.clone(),
             risk: context.risk,
             sensitivity: Arc::from(context.sensitivity.as_str()),
+            arguments: context.arguments.clone(),
         }
     }
 
@@ -140,30 +145,41 @@ impl From<Classification> for Named {
             resource: c.resource,
             risk: c.risk,
             sensitivity: c.sensitivity,
+            arguments: None,
         }
     }
 }
 
-/// A request to an MCP server the catalog declares, named by its body's
-/// message; `None` for any other request. Only a POST carries messages:
-/// the event stream (GET) and the end of a session (DELETE) are the
-/// protocol's, any other method is unknown. The front must have read a
-/// POST's body.
-pub fn classify_mcp(
-    catalog: &Catalog,
+/// A request to an MCP server the catalog declares, read: its message
+/// when it carries one.
+pub struct McpCall<'c> {
+    server: McpServerRef<'c>,
+    message: Option<McpMessage>,
+    /// Set for a method other than POST: not the protocol's.
+    unknown: bool,
+}
+
+/// The MCP request this is, or `None` for any other request. Only a POST
+/// carries messages: the event stream (GET) and the end of a session
+/// (DELETE) are the protocol's, any other method is unknown. The front
+/// must have read a POST's body.
+pub fn read_mcp<'c>(
+    catalog: &'c Catalog,
     target: &RequestTarget,
     method: &Method,
     uri: &Uri,
     body: Option<&[u8]>,
-) -> Result<Option<(Named, Option<McpMessage>)>, ProxyError> {
+) -> Result<Option<McpCall<'c>>, ProxyError> {
     let Some(server) = catalog.mcp_server(&target.host, uri.path()) else {
         return Ok(None);
     };
-    if method == Method::GET || method == Method::DELETE {
-        return Ok(Some((Named::from(server.protocol()), None)));
-    }
     if method != Method::POST {
-        return Ok(Some((Named::from(server.unknown_method()), None)));
+        let unknown = method != Method::GET && method != Method::DELETE;
+        return Ok(Some(McpCall {
+            server,
+            message: None,
+            unknown,
+        }));
     }
     let body = body.ok_or_else(|| {
         ProxyError::MalformedRequest(
@@ -180,21 +196,47 @@ pub fn classify_mcp(
     let Some(message) = read.messages.into_iter().next() else {
         return Err(McpError::EmptyBatch.into());
     };
-    let c = match &message {
-        McpMessage::ToolCall {
-            name, arguments, ..
-        } => server.tool_call(name, |param| match arguments.get(param)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            serde_json::Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }),
-        McpMessage::ResourceRead { .. } => server.resources_read(),
-        McpMessage::PromptGet { .. } => server.prompts_get(),
-        McpMessage::Protocol { .. } | McpMessage::Response { .. } => server.protocol(),
-        McpMessage::Other { .. } => server.unknown_method(),
-    };
-    Ok(Some((Named::from(c), Some(message))))
+    Ok(Some(McpCall {
+        server,
+        message: Some(message),
+        unknown: false,
+    }))
+}
+
+impl McpCall<'_> {
+    pub fn message(&self) -> Option<&McpMessage> {
+        self.message.as_ref()
+    }
+
+    /// The action the message is decided as; a tool call whose declared
+    /// arguments do not match the catalog is refused.
+    pub fn named(&self) -> Result<Named, ProxyError> {
+        let server = &self.server;
+        let c = match &self.message {
+            None if self.unknown => server.unknown_method(),
+            None => server.protocol(),
+            Some(McpMessage::ToolCall {
+                name, arguments, ..
+            }) => {
+                let (c, declared) =
+                    server
+                        .tool_call(name, arguments)
+                        .map_err(|error| McpError::Arguments {
+                            tool: name.clone(),
+                            error,
+                        })?;
+                return Ok(Named {
+                    arguments: declared.map(Arc::from),
+                    ..Named::from(c)
+                });
+            }
+            Some(McpMessage::ResourceRead { .. }) => server.resources_read(),
+            Some(McpMessage::PromptGet { .. }) => server.prompts_get(),
+            Some(McpMessage::Protocol { .. } | McpMessage::Response { .. }) => server.protocol(),
+            Some(McpMessage::Other { .. }) => server.unknown_method(),
+        };
+        Ok(Named::from(c))
+    }
 }
 
 /// The path as a lenient upstream may read it: slashes merged (nginx's
@@ -375,8 +417,9 @@ mod tests {
         };
         let uri: Uri = "/mcp".parse().unwrap();
         let name = |method: Method, body: Option<&str>| {
-            classify_mcp(&catalog, &target, &method, &uri, body.map(str::as_bytes))
-                .map(|named| named.map(|(n, _)| n.action.to_string()))
+            let call = read_mcp(&catalog, &target, &method, &uri, body.map(str::as_bytes))?;
+            call.map(|c| c.named().map(|n| n.action.to_string()))
+                .transpose()
         };
         assert_eq!(
             name(Method::GET, None).unwrap().as_deref(),
@@ -403,7 +446,7 @@ mod tests {
         let err = name(Method::POST, Some(&batch)).unwrap_err();
         assert_eq!(err.reason(), "mcp_malformed");
         let other: Uri = "/other".parse().unwrap();
-        assert!(classify_mcp(&catalog, &target, &Method::POST, &other, None)
+        assert!(read_mcp(&catalog, &target, &Method::POST, &other, None)
             .unwrap()
             .is_none());
     }

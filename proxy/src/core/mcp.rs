@@ -9,6 +9,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::catalog::ArgumentError;
 use crate::error::ProxyError;
 
 /// Bounds on what is read.
@@ -109,6 +110,9 @@ pub enum McpError {
     NotJsonRpc(&'static str),
     #[error("an empty JSON-RPC batch")]
     EmptyBatch,
+    /// The declared arguments of a `tools/call` do not match the catalog.
+    #[error("the arguments of `{tool}` do not match the catalog: {error}")]
+    Arguments { tool: String, error: ArgumentError },
 }
 
 impl McpError {
@@ -121,6 +125,7 @@ impl McpError {
             McpError::NotJson(_) | McpError::NotJsonRpc(_) | McpError::EmptyBatch => {
                 "mcp_malformed"
             }
+            McpError::Arguments { .. } => "mcp_arguments",
         }
     }
 }

@@ -348,16 +348,16 @@ impl Core {
         let (named, target, method, path, headers) = match subject {
             Subject::Http(r) => {
                 let catalog = &snapshot.catalog;
-                let named =
-                    match classify::classify_mcp(catalog, r.target, r.method, r.uri, r.body)? {
-                        Some((named, message)) => {
-                            if let Some(message) = &message {
-                                record.mcp(message);
-                            }
-                            named
+                let named = match classify::read_mcp(catalog, r.target, r.method, r.uri, r.body)? {
+                    Some(call) => {
+                        // Recorded first: a refusal of the call answers its id.
+                        if let Some(message) = call.message() {
+                            record.mcp(message);
                         }
-                        None => classify::classify(catalog, r.target, r.method, r.uri, r.headers)?,
-                    };
+                        call.named()?
+                    }
+                    None => classify::classify(catalog, r.target, r.method, r.uri, r.headers)?,
+                };
                 (named, r.target, r.method, r.uri.path(), Some(r.headers))
             }
             Subject::Tunnel(target) => (Named::connect(target), target, &Method::CONNECT, "", None),
@@ -392,6 +392,7 @@ impl Core {
                 tool: named.tool.as_deref().unwrap_or("").to_string(),
                 risk: named.risk,
                 sensitivity: named.sensitivity.to_string(),
+                arguments: named.arguments.clone(),
             },
             task,
             held: match &subject {

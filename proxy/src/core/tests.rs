@@ -246,3 +246,147 @@ async fn a_tunnel_is_the_connect_action_on_host_and_port() {
     assert_eq!(line["reason"], "no_permit");
     assert_eq!(line["status"], 403);
 }
+
+/// A catalog with an MCP server whose `search` tool declares its
+/// arguments, and policies that look at them.
+fn mcp_configuration(dir: &Path) -> Config {
+    for sub in ["catalog", "policies"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("catalog/issues.yaml"),
+        "tool: issues\nendpoints:\n  - hosts: [mcp.test]\n    mcp:\n      path: /mcp\n      tools:\n        \
+         - name: search\n          risk: read\n          arguments: { repo: string, limit: long?, labels: set<string>? }\n    routes: []\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policies/issues.cedar"),
+        format!(
+            "@id(\"acme-only\")\npermit (principal == Workload::\"{CODER}\", \
+             action == Action::\"issues:search\", resource) when {{ context.arguments.repo like \"acme/*\" }};\n\
+             @id(\"no-bulk\")\nforbid (principal, action == Action::\"issues:search\", resource) \
+             when {{ context.arguments has limit && context.arguments.limit > 100 }};\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tollgate.yaml"),
+        "catalog: catalog\npolicies: policies\n",
+    )
+    .unwrap();
+    Config::load(&dir.join("tollgate.yaml")).unwrap()
+}
+
+#[tokio::test]
+async fn an_mcp_tool_call_is_decided_on_its_declared_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = Snapshot::load(&mcp_configuration(dir.path()), 1, 0).unwrap();
+    let core = Core::new(Arc::new(embedded()));
+    let target = RequestTarget {
+        tls: true,
+        host: "mcp.test".into(),
+        port: 443,
+    };
+    let (uri, headers) = (Uri::from_static("/mcp"), HeaderMap::new());
+    let call = |arguments: serde_json::Value| {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "search", "arguments": arguments}})
+        .to_string();
+        let (core, snapshot, target, uri, headers) = (&core, &snapshot, &target, &uri, &headers);
+        async move {
+            let inbound = Inbound {
+                target,
+                method: &Method::POST,
+                uri,
+                headers,
+                held: None,
+                body: Some(body.as_bytes()),
+            };
+            let verdict = core.http(snapshot, &caller(Some(CODER)), inbound).await;
+            let line = serde_json::to_value(&verdict.record).unwrap();
+            let refused = verdict.outcome.err().map(|e| (e.reason(), e.to_string()));
+            (refused, line)
+        }
+    };
+    use serde_json::json;
+
+    let (refused, line) = call(json!({"repo": "acme/api", "query": "crash"})).await;
+    assert_eq!(refused, None, "{line}");
+    assert_eq!(line["policy_ids"], json!(["acme-only"]));
+
+    let (refused, line) = call(json!({"repo": "other/api"})).await;
+    assert_eq!(refused.unwrap().0, "no_permit", "{line}");
+
+    // An optional argument a forbid tests: absent passes, over the bound
+    // is refused.
+    let (refused, _) = call(json!({"repo": "acme/api", "limit": 10, "labels": ["bug"]})).await;
+    assert_eq!(refused, None);
+    let (refused, line) = call(json!({"repo": "acme/api", "limit": 500})).await;
+    assert_eq!(refused.unwrap().0, "forbidden");
+    assert_eq!(line["policy_ids"], json!(["no-bulk"]));
+
+    // Arguments that do not match their declaration are refused before
+    // any policy runs, naming the argument, never the value; the record
+    // still carries the message's id for the JSON-RPC answer.
+    for (arguments, says) in [
+        (json!({"limit": 5}), "argument `repo` is required"),
+        (json!({"repo": 12345}), "argument `repo` must be a string"),
+        (
+            json!({"repo": "acme/a", "limit": 1.5}),
+            "argument `limit` must be an integer",
+        ),
+        (
+            json!({"repo": "acme/a", "labels": ["x", 7]}),
+            "argument `labels` must be an array of strings",
+        ),
+    ] {
+        let (refused, line) = call(arguments.clone()).await;
+        let (reason, message) = refused.unwrap_or_else(|| panic!("{arguments} passed"));
+        assert_eq!(reason, "mcp_arguments");
+        assert!(message.contains(says), "{message}");
+        assert_eq!(line["reason"], "mcp_arguments", "{line}");
+        assert_eq!(line["status"], 400);
+        assert_eq!(line["mcp"]["id"], 9);
+        assert!(!line.to_string().contains("12345"), "{line}");
+    }
+}
+
+/// A proxy deciding remotely sends the arguments it projected; the decision
+/// service reads them against its own catalog, and what does not match is
+/// an invalid request, never a guess.
+#[tokio::test]
+async fn arguments_from_a_remote_proxy_are_checked_where_they_are_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = Snapshot::load(&mcp_configuration(dir.path()), 1, 0).unwrap();
+    let core = Core::new(Arc::new(embedded()));
+    let request = |arguments: Option<&str>| DecisionRequest {
+        principal: CODER.into(),
+        attributes: Arc::new(crate::identity::Attributes::of_name(
+            IdentitySource::Static,
+            CODER,
+        )),
+        action: "issues:search".into(),
+        resource: "issues".into(),
+        context: RequestContext {
+            method: "POST".into(),
+            host: "mcp.test".into(),
+            port: 443,
+            path: "/mcp".into(),
+            tool: "issues".into(),
+            risk: crate::catalog::RiskClass::Read,
+            sensitivity: "internal".into(),
+            arguments: arguments.map(Arc::from),
+        },
+        task: None,
+        held: None,
+    };
+    let caller = caller(Some(CODER));
+    let (_, decision) = core
+        .named(&snapshot, &caller, &request(Some(r#"{"repo":"acme/api"}"#)))
+        .await;
+    assert!(decision.is_allow(), "{decision:?}");
+    for bad in [None, Some(r#"{"repo":5}"#), Some("[1]"), Some("not json")] {
+        let (_, decision) = core.named(&snapshot, &caller, &request(bad)).await;
+        assert_eq!(decision.reason, Reason::InvalidRequest, "{bad:?}");
+    }
+}

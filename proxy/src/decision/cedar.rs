@@ -3,7 +3,9 @@
 //! This runs once per decision, so it builds only the three entities a
 //! request touches (principal, action, resource) and skips schema checks:
 //! every value here is built by tollgate itself with the types the schema
-//! declares, so checking them again per request would only cost time.
+//! declares, so checking them again per request would only cost time. The
+//! one exception, an MCP call's arguments, comes from the agent: it is read
+//! against its declaration here, whoever projected it.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -15,7 +17,7 @@ use cedar_policy::{
 use super::request::{DecisionRequest, CONNECT_ACTION};
 use super::schema::{NAMESPACE, TARGET, WORKLOAD};
 use super::tasks::Task;
-use crate::catalog::RiskClass;
+use crate::catalog::{ArgumentValue, Arguments, RiskClass};
 use crate::identity::Attributes;
 
 /// Per-engine constants for building requests.
@@ -30,12 +32,15 @@ pub(super) struct RequestBuilder {
     /// hierarchy validation saw). Built once: adding the two per-request
     /// entities to it costs about a third of building all three each time.
     actions: HashMap<String, (EntityUid, Entities)>,
+    /// MCP tool actions → their declared arguments.
+    arguments: HashMap<String, Arguments>,
 }
 
 impl RequestBuilder {
     pub fn new(
         actions: impl IntoIterator<Item = (String, Entity)>,
         claims: &[String],
+        arguments: impl IntoIterator<Item = (String, Arguments)>,
     ) -> Result<RequestBuilder, String> {
         let ty = |name: &str| {
             EntityTypeName::from_str(name).map_err(|e| format!("entity type `{name}`: {e}"))
@@ -55,6 +60,7 @@ impl RequestBuilder {
             target: ty(TARGET)?,
             claims: claims.to_vec(),
             actions,
+            arguments: arguments.into_iter().collect(),
         })
     }
 
@@ -132,6 +138,12 @@ impl RequestBuilder {
             })
             .transpose()
             .map_err(|e| format!("building task context: {e}"))?;
+        let arguments = self
+            .arguments
+            .get(&req.action)
+            .map(|declared| arguments_record(&req.action, declared, ctx.arguments.as_deref()))
+            .transpose()?
+            .map(|record| ("arguments".to_string(), record));
         let context = Context::from_pairs(
             [
                 ("method".to_string(), text(&ctx.method)),
@@ -150,7 +162,8 @@ impl RequestBuilder {
                 ),
             ]
             .into_iter()
-            .chain(task_record),
+            .chain(task_record)
+            .chain(arguments),
         )
         .map_err(|e| format!("building context: {e}"))?;
 
@@ -192,6 +205,36 @@ impl RequestBuilder {
     fn uid(&self, ty: &EntityTypeName, id: &str) -> EntityUid {
         EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
     }
+}
+
+/// `context.arguments` of an MCP tool call: the declared arguments the
+/// request carries, read against their declaration.
+fn arguments_record(
+    action: &str,
+    declared: &Arguments,
+    json: Option<&str>,
+) -> Result<RestrictedExpression, String> {
+    let json = json.ok_or_else(|| format!("a call of `{action}` carries no arguments"))?;
+    let values = declared
+        .read(json)
+        .map_err(|e| format!("the arguments of `{action}`: {e}"))?;
+    let text = |s: String| RestrictedExpression::new_string(s);
+    let fields = values.into_iter().map(|(argument, value)| {
+        let value = match value {
+            ArgumentValue::String(s) => text(s),
+            ArgumentValue::Long(n) => RestrictedExpression::new_long(n),
+            ArgumentValue::Bool(b) => RestrictedExpression::new_bool(b),
+            ArgumentValue::StringSet(items) => {
+                RestrictedExpression::new_set(items.into_iter().map(text))
+            }
+            ArgumentValue::LongSet(items) => {
+                RestrictedExpression::new_set(items.into_iter().map(RestrictedExpression::new_long))
+            }
+        };
+        (argument.name.to_string(), value)
+    });
+    // Names are unique: keys of one map in the catalog.
+    RestrictedExpression::new_record(fields).map_err(|e| format!("arguments: {e}"))
 }
 
 /// The `/`-prefixes of a target, nearest last: `github/repos/acme/api` →

@@ -101,8 +101,8 @@ impl PolicyEngine {
             // action would satisfy `action in Action::"read"`: only real
             // actions may be requested.
             .filter(|(name, _)| name == CONNECT_ACTION || model.actions.contains_key(name));
-        let requests =
-            RequestBuilder::new(action_entities, &model.claims).map_err(catalog_error)?;
+        let requests = RequestBuilder::new(action_entities, &model.claims, model.arguments.clone())
+            .map_err(catalog_error)?;
 
         let loaded = policies::parse_sources(sources)?;
         policies::validate(&loaded, &Validator::new(schema))?;
@@ -585,6 +585,7 @@ mod index_tests {
                 name: Arc::from(*name),
                 tool: Arc::from(name.split(':').next().unwrap()),
                 risk: *risk,
+                arguments: None,
             })
             .collect()
     }
@@ -681,6 +682,7 @@ mod index_tests {
                 tool: "github".into(),
                 risk: RiskClass::Read,
                 sensitivity: rng.pick(&["public", "restricted"]).into(),
+                arguments: None,
             },
             task: None,
             held: None,

@@ -33,6 +33,7 @@ impl From<&DecisionRequest> for pb::DecideRequest {
                 tool: c.tool.clone(),
                 risk: c.risk.as_str().to_string(),
                 sensitivity: c.sensitivity.clone(),
+                arguments_json: c.arguments.as_deref().unwrap_or_default().to_string(),
             }),
             task_token_sha256: r.task.map(|h| h.0.to_vec()).unwrap_or_default(),
             identity: Some(pb::Identity {
@@ -104,6 +105,7 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
                 tool: c.tool,
                 risk,
                 sensitivity: c.sensitivity,
+                arguments: (!c.arguments_json.is_empty()).then(|| Arc::from(c.arguments_json)),
             },
             task,
             held,
@@ -274,6 +276,7 @@ mod tests {
                 tool: "github".into(),
                 risk: RiskClass::Write,
                 sensitivity: "internal".into(),
+                arguments: Some(Arc::from(r#"{"repo":"acme/api"}"#)),
             },
             task: Some(TokenHash::of("tgt_example")),
             held: None,

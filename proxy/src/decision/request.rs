@@ -49,6 +49,9 @@ pub struct RequestContext {
     pub tool: String,
     pub risk: RiskClass,
     pub sensitivity: String,
+    /// An MCP tool call's declared arguments as one JSON object, keys
+    /// sorted; checked against the catalog again where it is decided.
+    pub arguments: Option<Arc<str>>,
 }
 
 impl Default for RequestContext {
@@ -61,6 +64,7 @@ impl Default for RequestContext {
             tool: String::new(),
             risk: RiskClass::Unknown,
             sensitivity: String::new(),
+            arguments: None,
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::catalog::{ActionInfo, RiskClass};
+use crate::catalog::{ActionInfo, Arguments, RiskClass};
 
 use super::request::CONNECT_ACTION;
 
@@ -22,6 +22,9 @@ pub(super) struct ActionModel {
     /// Action name → its groups (risk class, tool).
     pub actions: BTreeMap<String, [String; 2]>,
     pub tools: BTreeSet<String>,
+    /// MCP tool actions with declared arguments: each has a context type
+    /// of its own, with `arguments`.
+    pub arguments: BTreeMap<String, Arguments>,
     /// JWT claims selected for policy, sorted: `principal.claims.<name>`.
     pub claims: Vec<String>,
 }
@@ -67,6 +70,10 @@ impl ActionModel {
                 .map(|a| (a.name.to_string(), groups(a)))
                 .collect(),
             tools: infos.iter().map(|a| a.tool.to_string()).collect(),
+            arguments: infos
+                .iter()
+                .filter_map(|a| Some((a.name.to_string(), a.arguments.clone()?)))
+                .collect(),
         }
     }
 }
@@ -111,21 +118,40 @@ pub(super) fn render(model: &ActionModel) -> String {
          // \"github/repos\" and \"github\". For `connect` it is \"host:port\", in nothing.\n\
          entity Target in [Target];\n\n",
     );
-    // A named type so every action shares one definition. `task` is there
+    // A named type so the actions share one definition. `task` is there
     // only when the request carried a valid task token: policies test it
     // with `context has task`.
     let used: Vec<String> = RiskClass::ALL
         .iter()
         .map(|class| format!("{}: Long", class.as_str()))
         .collect();
-    let _ = write!(
-        out,
-        "type RequestContext = {{\n  method: String,\n  host: String,\n  port: Long,\n  \
-         path: String,\n  tool: String,\n  risk: String,\n  sensitivity: String,\n  \
-         approved: Bool,\n  \
-         task?: {{ id: String, purpose: String, scopes: Set<String>, used: {{ {} }} }},\n}};\n\n",
+    let fields = format!(
+        "  method: String,\n  host: String,\n  port: Long,\n  path: String,\n  tool: String,\n  \
+         risk: String,\n  sensitivity: String,\n  approved: Bool,\n  \
+         task?: {{ id: String, purpose: String, scopes: Set<String>, used: {{ {} }} }},\n",
         used.join(", ")
     );
+    let _ = writeln!(out, "type RequestContext = {{\n{fields}}};\n");
+    // An MCP tool with declared arguments: the same, with `arguments`.
+    // Cedar has no type extension, so each such action gets its own.
+    let mut context_types = BTreeMap::new();
+    for (i, (action, arguments)) in model.arguments.iter().enumerate() {
+        let name = format!("ArgumentsContext{i}");
+        let declared: Vec<String> = arguments
+            .iter()
+            .map(|a| {
+                let optional = if a.optional { "?" } else { "" };
+                format!("{}{optional}: {}", quote(&a.name), a.ty.cedar())
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "// The context of {}.\ntype {name} = {{\n{fields}  arguments: {{ {} }},\n}};\n",
+            quote(action),
+            declared.join(", ")
+        );
+        context_types.insert(action.as_str(), name);
+    }
 
     out.push_str("// Risk classes: `action in Action::\"prod_change\"`.\n");
     let risks: Vec<&str> = RiskClass::ALL.iter().map(|r| r.as_str()).collect();
@@ -150,9 +176,15 @@ pub(super) fn render(model: &ActionModel) -> String {
             let _ = writeln!(out, "\n// {}", t.escape_debug());
             tool = t;
         }
+        let applies = match context_types.get(name.as_str()) {
+            Some(context) => format!(
+                " appliesTo {{ principal: Workload, resource: Target, context: {context} }}"
+            ),
+            None => APPLIES.to_string(),
+        };
         let _ = writeln!(
             out,
-            "action {} in [{}, {}]{APPLIES};",
+            "action {} in [{}, {}]{applies};",
             quote(name),
             quote(risk),
             quote(t)

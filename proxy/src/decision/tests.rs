@@ -43,6 +43,7 @@ fn info(name: &str, risk: RiskClass) -> ActionInfo {
         name: Arc::from(name),
         tool: Arc::from(name.split(':').next().unwrap()),
         risk,
+        arguments: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn req(principal: &str, action: &str, resource: &str, sensitivity: &str) -> Deci
             tool: tool.into(),
             risk,
             sensitivity: sensitivity.into(),
+            arguments: None,
         },
         task: None,
         held: None,

@@ -113,13 +113,7 @@ pub fn catalog_file(data: &[u8]) {
                 if let Some(c) =
                     catalog.classify(&host, &method, &path, Some("a=b"), &HeaderMap::new())
                 {
-                    let named = Named {
-                        tool: Some(c.tool),
-                        action: c.action,
-                        resource: c.resource,
-                        risk: c.risk,
-                        sensitivity: c.sensitivity,
-                    };
+                    let named = Named::from(c);
                     check_named(&catalog, &host, &named);
                 }
             }

@@ -26,14 +26,20 @@ fn a_listed_tool_is_its_own_action_with_a_resource_from_its_arguments() {
     assert!(catalog.mcp_server("mcp.example.com", "/health").is_none());
     assert!(catalog.mcp_server("other.example.com", "/mcp").is_none());
 
-    let args = |owner: Option<&'static str>| {
-        move |name: &str| match name {
-            "owner" => owner.map(str::to_string),
-            "repo" => Some("api".to_string()),
-            _ => None,
+    let args = |owner: Option<&str>| {
+        let mut map = serde_json::Map::new();
+        if let Some(owner) = owner {
+            map.insert("owner".into(), owner.into());
         }
+        map.insert("repo".into(), "api".into());
+        map
     };
-    let merge = server.tool_call("merge_pull_request", args(Some("acme")));
+    let call = |name: &str, arguments: &serde_json::Map<String, serde_json::Value>| {
+        let (named, declared) = server.tool_call(name, arguments).unwrap();
+        assert_eq!(declared, None, "no arguments are declared");
+        named
+    };
+    let merge = call("merge_pull_request", &args(Some("acme")));
     assert_eq!(&*merge.action, "ghmcp:merge_pull_request");
     assert_eq!(
         (merge.risk, &*merge.sensitivity),
@@ -41,20 +47,18 @@ fn a_listed_tool_is_its_own_action_with_a_resource_from_its_arguments() {
     );
     assert_eq!(merge.resource, "ghmcp/repos/acme/api");
     // An argument is one segment however it is spelled.
-    let forged = server.tool_call("merge_pull_request", args(Some("acme/api/../x%2F")));
+    let forged = call("merge_pull_request", &args(Some("acme/api/../x%2F")));
     assert_eq!(forged.resource, "ghmcp/repos/acme%2Fapi%2F..%2Fx%252F/api");
     // Missing: the whole tool, which a permit on one repository misses.
-    assert_eq!(
-        server.tool_call("merge_pull_request", args(None)).resource,
-        "ghmcp"
-    );
+    assert_eq!(call("merge_pull_request", &args(None)).resource, "ghmcp");
 
-    let search = server.tool_call("search_issues", |_| None);
+    let none = serde_json::Map::new();
+    let search = call("search_issues", &none);
     assert_eq!(
         (&*search.action, search.risk, &*search.resource),
         ("ghmcp:search_issues", Read, "ghmcp")
     );
-    let unlisted = server.tool_call("delete_repository", |_| None);
+    let unlisted = call("delete_repository", &none);
     assert_eq!(
         (&*unlisted.action, unlisted.risk),
         ("ghmcp:unknown", Unknown)
@@ -87,7 +91,9 @@ fn unlisted_tools_take_the_class_the_file_gives_them() {
     ))
     .unwrap();
     let server = catalog.mcp_server("mcp.example.com", "/mcp").unwrap();
-    let unlisted = server.tool_call("create_issue", |_| None);
+    let (unlisted, _) = server
+        .tool_call("create_issue", &serde_json::Map::new())
+        .unwrap();
     assert_eq!(
         (&*unlisted.action, unlisted.risk),
         ("ghmcp:mcp.unlisted", Write)
@@ -139,6 +145,14 @@ fn bad_mcp_entries_point_at_their_line() {
             "test.yaml:9:11",
             "leading or trailing",
         ),
+        (
+            (
+                "{ name: search_issues, risk: read }",
+                "{ name: search_issues, risk: read, arguments: { repo: text } }",
+            ),
+            "test.yaml:9:11",
+            "type `text` is not one of string, long",
+        ),
     ] {
         let text = SERVER.replacen(edit.0, edit.1, 1);
         match one(&text) {
@@ -152,4 +166,67 @@ fn bad_mcp_entries_point_at_their_line() {
             other => panic!("{edit:?}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn declared_arguments_are_projected_checked_and_typed_in_the_schema() {
+    let text = SERVER.replace(
+        "{ name: search_issues, risk: read }",
+        "{ name: search_issues, risk: read, arguments: { repo: string, \"max-results\": long?, labels: set<string>? } }",
+    );
+    let catalog = one(&text).unwrap();
+    let server = catalog.mcp_server("mcp.example.com", "/mcp").unwrap();
+    let given = serde_json::json!({"repo": "acme/api", "query": "not declared", "labels": ["a"]});
+    let (_, declared) = server
+        .tool_call("search_issues", given.as_object().unwrap())
+        .unwrap();
+    // Only what is declared, keys sorted: a stable cache key and a small
+    // request to a remote decision service.
+    assert_eq!(
+        declared.as_deref(),
+        Some(r#"{"labels":["a"],"repo":"acme/api"}"#)
+    );
+    let wrong = serde_json::json!({"repo": ["acme/api"]});
+    let err = server
+        .tool_call("search_issues", wrong.as_object().unwrap())
+        .unwrap_err();
+    assert_eq!(err.to_string(), "argument `repo` must be a string");
+
+    let info = catalog
+        .actions()
+        .iter()
+        .find(|a| &*a.name == "ghmcp:search_issues")
+        .unwrap();
+    let names: Vec<&str> = info
+        .arguments
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|a| &*a.name)
+        .collect();
+    assert_eq!(names, ["labels", "max-results", "repo"]);
+    let schema = crate::decision::schema_text(catalog.actions(), &[]);
+    assert!(
+        schema.contains(
+            r#"arguments: { "labels"?: Set<String>, "max-results"?: Long, "repo": String }"#
+        ),
+        "{schema}"
+    );
+    assert!(
+        schema.contains(r#"action "ghmcp:search_issues" in ["read", "ghmcp"] appliesTo { principal: Workload, resource: Target, context: ArgumentsContext0 };"#),
+        "{schema}"
+    );
+}
+
+#[test]
+fn one_tool_on_two_servers_declares_one_set_of_arguments() {
+    let text = SERVER.replace(
+        "{ name: search_issues, risk: read }",
+        "{ name: search_issues, risk: read, arguments: { repo: string } }",
+    ) + "  - hosts: [mcp2.example.com]\n    mcp:\n      path: /mcp\n      tools:\n        - { name: search_issues, risk: read, arguments: { repo: long } }\n    routes: []\n";
+    let err = one(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("declared elsewhere with other arguments"),
+        "{err}"
+    );
 }
