@@ -133,24 +133,34 @@ pub(super) fn render(model: &ActionModel) -> String {
     );
     let _ = writeln!(out, "type RequestContext = {{\n{fields}}};\n");
     // An MCP tool with declared arguments: the same, with `arguments`.
-    // Cedar has no type extension, so each such action gets its own.
-    let mut context_types = BTreeMap::new();
-    for (i, (action, arguments)) in model.arguments.iter().enumerate() {
-        let name = format!("ArgumentsContext{i}");
-        let declared: Vec<String> = arguments
-            .iter()
-            .map(|a| {
-                let optional = if a.optional { "?" } else { "" };
-                format!("{}{optional}: {}", quote(&a.name), a.ty.cedar())
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "// The context of {}.\ntype {name} = {{\n{fields}  arguments: {{ {} }},\n}};\n",
-            quote(action),
-            declared.join(", ")
-        );
-        context_types.insert(action.as_str(), name);
+    // Cedar has no type extension, so each set of arguments gets a type of
+    // its own, shared by the tools that declare the same set.
+    let mut context_types: BTreeMap<&str, String> = BTreeMap::new();
+    let mut declared_sets: Vec<&Arguments> = Vec::new();
+    for (action, arguments) in &model.arguments {
+        let index = match declared_sets.iter().position(|d| *d == arguments) {
+            Some(index) => index,
+            None => {
+                let declared: Vec<String> = arguments
+                    .iter()
+                    .map(|a| {
+                        let optional = if a.optional { "?" } else { "" };
+                        format!("{}{optional}: {}", quote(&a.name), a.ty.cedar())
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "// The context of MCP tool calls with these arguments (first: {}).\n\
+                     type ArgumentsContext{} = {{\n{fields}  arguments: {{ {} }},\n}};\n",
+                    quote(action),
+                    declared_sets.len(),
+                    declared.join(", ")
+                );
+                declared_sets.push(arguments);
+                declared_sets.len() - 1
+            }
+        };
+        context_types.insert(action.as_str(), format!("ArgumentsContext{index}"));
     }
 
     out.push_str("// Risk classes: `action in Action::\"prod_change\"`.\n");

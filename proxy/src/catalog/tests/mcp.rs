@@ -1,7 +1,7 @@
 //! `mcp:` endpoints: where the server is, and what its messages are named.
 
 use super::super::RiskClass::*;
-use super::{one, CatalogError};
+use super::{one, shipped, CatalogError};
 
 const SERVER: &str = r#"
 tool: ghmcp
@@ -229,4 +229,45 @@ fn one_tool_on_two_servers_declares_one_set_of_arguments() {
         err.contains("declared elsewhere with other arguments"),
         "{err}"
     );
+}
+
+#[test]
+fn the_shipped_github_mcp_server_names_tools_by_repository() {
+    let catalog = shipped();
+    let server = catalog
+        .mcp_server("api.githubcopilot.com", "/mcp/")
+        .unwrap();
+    let call = |tool: &str, arguments: serde_json::Value| {
+        server
+            .tool_call(tool, arguments.as_object().unwrap())
+            .map(|(c, declared)| (c.action.to_string(), c.risk, c.resource, declared))
+    };
+    let repo = serde_json::json!({"owner": "acme", "repo": "api", "pullNumber": 7});
+    let (action, risk, resource, declared) = call("merge_pull_request", repo.clone()).unwrap();
+    assert_eq!(
+        (action.as_str(), risk, resource.as_str()),
+        (
+            "github-mcp:merge_pull_request",
+            Write,
+            "github-mcp/repos/acme/api"
+        )
+    );
+    assert_eq!(
+        declared.as_deref(),
+        Some(r#"{"owner":"acme","repo":"api"}"#)
+    );
+    assert_eq!(call("run_workflow", repo.clone()).unwrap().1, CodeExec);
+    assert_eq!(
+        call("list_secret_scanning_alerts", repo).unwrap().1,
+        SecretsRead
+    );
+    let (action, risk, ..) = call("search_code", serde_json::json!({"query": "x"})).unwrap();
+    assert_eq!((action.as_str(), risk), ("github-mcp:search_code", Read));
+    // A tool the catalog has not classified: `unknown`, which the
+    // guardrails forbid.
+    let (action, risk, ..) = call("delete_repository", serde_json::json!({})).unwrap();
+    assert_eq!((action.as_str(), risk), ("github-mcp:unknown", Unknown));
+    // A repository tool called without its repository is refused, not
+    // widened to every repository.
+    assert!(call("get_issue", serde_json::json!({"owner": "acme"})).is_err());
 }

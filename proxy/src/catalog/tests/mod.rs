@@ -108,6 +108,7 @@ fn shipped_catalogs_load() {
             "demo",
             "gemini",
             "github",
+            "github-mcp",
             "kubernetes",
             "openai",
             "s3",
