@@ -2,7 +2,8 @@
 server through tollgate (HTTPS_PROXY and tollgate's CA from the
 environment). Run by tests/tests/mcp.rs as `mcp_client.py URL`; calls the
 tools CALLS (a JSON list of [name, arguments]) names and prints one JSON
-line: each call's text result or the error the SDK raised.
+line: the tools the server listed, and each call's text result or the
+error the SDK raised.
 """
 
 import asyncio
@@ -20,6 +21,7 @@ async def main(url, calls):
     async with streamable_http_client(url) as streams:
         async with ClientSession(streams[0], streams[1]) as session:
             await session.initialize()
+            listed = await session.list_tools()
             for name, arguments in calls:
                 try:
                     result = await session.call_tool(name, arguments)
@@ -29,7 +31,7 @@ async def main(url, calls):
                     results.append(
                         {"tool": name, "error": {"code": err.error.code, "message": err.error.message, "data": err.error.data}}
                     )
-    return results
+    return {"tools": sorted(t.name for t in listed.tools), "results": results}
 
 
 print(json.dumps(asyncio.run(main(sys.argv[1], json.loads(os.environ["CALLS"])))))

@@ -1,6 +1,8 @@
 """An MCP server built with the official Python SDK (`mcp`), serving
 streamable HTTP over TLS on loopback, as a remote MCP server would. Run by
-tests/tests/mcp.rs as `mcp_server.py PORT CERT KEY CALLS`; every tool call
+tests/tests/mcp.rs as `mcp_server.py PORT CERT KEY CALLS [json]`; with
+`json` it answers each request with one JSON body instead of an SSE
+stream (the SDK's `json_response`). Every tool call
 it receives is appended to the file CALLS as one JSON line, so a test can
 tell that a refused call never reached it.
 """
@@ -13,6 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
 port, cert, key, calls = sys.argv[1:5]
+json_response = sys.argv[5:6] == ["json"]
 server = MCPServer("issues")
 
 
@@ -38,6 +41,7 @@ def merge_pull_request(repo: str, number: int) -> str:
 # It answers for the public name the client uses, which only resolves to
 # loopback through tollgate.
 app = server.streamable_http_app(
+    json_response=json_response,
     transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
 )
 uvicorn.run(

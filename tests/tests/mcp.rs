@@ -58,7 +58,8 @@ impl Drop for McpServer {
 }
 
 impl McpServer {
-    fn start(pki: &TestPki) -> McpServer {
+    /// `json`: answers as JSON bodies rather than SSE streams.
+    fn start(pki: &TestPki, json: bool) -> McpServer {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = pki.issue_pem(&[HOST]);
         let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -74,6 +75,7 @@ impl McpServer {
             .arg(repo_root().join("tests/py/mcp_server.py"))
             .args([&port.to_string()])
             .args([&cert_file, &key_file, &calls])
+            .args(json.then_some("json"))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -129,7 +131,7 @@ async fn client(tg: &Tollgate, calls: Value) -> Value {
 #[tokio::test]
 async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() {
     let pki = TestPki::new();
-    let server = McpServer::start(&pki);
+    let server = McpServer::start(&pki, false);
     let tg = Tollgate::start(Setup {
         policies: Some(policies()),
         extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
@@ -138,7 +140,7 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
         ..Setup::default()
     });
 
-    let results = client(
+    let answer = client(
         &tg,
         json!([
             ["search_issues", {"repo": "acme/api", "query": "crash"}],
@@ -148,6 +150,10 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
         ]),
     )
     .await;
+    // The listing leaves out the tool no call of which policy permits; the
+    // search stays, allowed for some repositories.
+    assert_eq!(answer["tools"], json!(["search_issues"]), "{answer}");
+    let results = &answer["results"];
     assert_eq!(
         results[0]["text"], "3 issues in acme/api match 'crash'",
         "{results}"
@@ -208,4 +214,31 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
     // The handshake and listings are the protocol's.
     let protocol = tg.wait_audit(|l| l["action"] == "issues:mcp.protocol");
     assert_eq!(protocol["decision"], "allow");
+}
+
+/// The same server answering with JSON bodies instead of SSE streams: the
+/// listing is filtered there too, and calls pass as before.
+#[tokio::test]
+async fn a_json_answer_to_tools_list_is_filtered_too() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, true);
+    let tg = Tollgate::start(Setup {
+        policies: Some(policies()),
+        extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
+        resolve: vec![(format!("{HOST}:443"), ([127, 0, 0, 1], server.port).into())],
+        upstream_ca: Some(pki.ca_pem.clone()),
+        ..Setup::default()
+    });
+    let answer = client(
+        &tg,
+        json!([["search_issues", {"repo": "acme/web", "query": "slow"}]]),
+    )
+    .await;
+    assert_eq!(answer["tools"], json!(["search_issues"]), "{answer}");
+    assert_eq!(
+        answer["results"][0]["text"], "3 issues in acme/web match 'slow'",
+        "{answer}"
+    );
+    let listing = tg.wait_audit(|l| l["mcp"]["method"] == "tools/list");
+    assert_eq!(listing["decision"], "allow");
 }

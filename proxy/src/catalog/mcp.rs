@@ -134,6 +134,27 @@ impl<'c> McpServerRef<'c> {
         Ok((named, declared))
     }
 
+    /// Every tool the catalog lists: its MCP name and what a call of it is
+    /// named, before its arguments fill the resource.
+    pub fn listed(&self) -> impl Iterator<Item = (&'c str, Classification)> + 'c {
+        let s = self.server;
+        s.tools.iter().map(move |(name, tool)| {
+            let c = Classification {
+                tool: s.tool.clone(),
+                action: tool.action.clone(),
+                resource: s.tool.to_string(),
+                risk: tool.risk,
+                sensitivity: tool.sensitivity.clone(),
+            };
+            (&**name, c)
+        })
+    }
+
+    /// What a call of a tool the catalog does not list is named.
+    pub fn unlisted(&self) -> Classification {
+        self.named(&self.server.unlisted)
+    }
+
     pub fn resources_read(&self) -> Classification {
         self.named(&self.server.resources_read)
     }

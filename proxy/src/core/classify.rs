@@ -203,9 +203,16 @@ pub fn read_mcp<'c>(
     }))
 }
 
-impl McpCall<'_> {
+impl<'c> McpCall<'c> {
     pub fn message(&self) -> Option<&McpMessage> {
         self.message.as_ref()
+    }
+
+    /// The server, when the message asks it for its tools (`tools/list`),
+    /// whose answer the front filters.
+    pub fn lists_tools(&self) -> Option<McpServerRef<'c>> {
+        matches!(&self.message, Some(McpMessage::Protocol { method, .. }) if method == "tools/list")
+            .then_some(self.server)
     }
 
     /// The action the message is decided as; a tool call whose declared

@@ -303,6 +303,30 @@ fn json_error(err: &serde_json::Error) -> String {
     format!("{kind} at line {} column {}", err.line(), err.column())
 }
 
+/// Leave out of a JSON-RPC answer to `tools/list` (or of each answer in
+/// a batch) the tools `shows` refuses; a tool without a name is left out
+/// too. Whether anything was left out.
+pub fn filter_tool_list(answer: &mut Value, shows: &dyn Fn(&str) -> bool) -> bool {
+    match answer {
+        Value::Array(answers) => answers
+            .iter_mut()
+            .fold(false, |changed, a| filter_tool_list(a, shows) || changed),
+        Value::Object(answer) => {
+            let Some(Value::Array(tools)) = answer
+                .get_mut("result")
+                .and_then(|r| r.as_object_mut())
+                .and_then(|r| r.get_mut("tools"))
+            else {
+                return false;
+            };
+            let before = tools.len();
+            tools.retain(|tool| tool.get("name").and_then(Value::as_str).is_some_and(shows));
+            tools.len() != before
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, Uri};
 
-use crate::catalog::QueryCredentialRule;
+use crate::catalog::{McpServerRef, QueryCredentialRule};
 use crate::decision::approvals::HeldCall;
 use crate::decision::snapshot::Snapshot;
 use crate::decision::{
@@ -147,6 +147,43 @@ pub struct Allowed<'s> {
     /// The task token the request presented, when it names a real task.
     pub task: Option<TokenHash>,
     pub credentials: CredentialPlan<'s>,
+    /// For an MCP `tools/list`: the tools to leave out of the server's
+    /// answer, which the front filters.
+    pub tool_list: Option<ToolList>,
+}
+
+/// Which tools an MCP server's `tools/list` answer may show the workload:
+/// not a tool every call of which policy would deny.
+#[derive(Debug, Default)]
+pub struct ToolList {
+    /// Listed in the catalog and never allowed.
+    hidden: std::collections::HashSet<Box<str>>,
+    /// Whether the tools the catalog does not list are never allowed.
+    unlisted_hidden: bool,
+    /// Those the catalog lists.
+    listed: std::collections::HashSet<Box<str>>,
+}
+
+impl ToolList {
+    /// The tools named `hidden` left out, and the others shown unless
+    /// `unlisted_hidden`.
+    #[cfg(test)]
+    pub fn hiding<'a>(hidden: impl Iterator<Item = &'a str>, unlisted_hidden: bool) -> ToolList {
+        let hidden: std::collections::HashSet<Box<str>> = hidden.map(Box::from).collect();
+        ToolList {
+            listed: hidden.clone(),
+            hidden,
+            unlisted_hidden,
+        }
+    }
+
+    pub fn shows(&self, name: &str) -> bool {
+        if self.listed.contains(name) {
+            !self.hidden.contains(name)
+        } else {
+            !self.unlisted_hidden
+        }
+    }
 }
 
 /// The request's workload, from what the caller presented and the
@@ -344,6 +381,7 @@ impl Core {
         };
         let workload = identify(caller, headers).await?;
         record.identified(workload.name.clone(), workload.source());
+        let mut listing = None;
 
         let (named, target, method, path, headers) = match subject {
             Subject::Http(r) => {
@@ -354,6 +392,7 @@ impl Core {
                         if let Some(message) = call.message() {
                             record.mcp(message);
                         }
+                        listing = call.lists_tools();
                         call.named()?
                     }
                     None => classify::classify(catalog, r.target, r.method, r.uri, r.headers)?,
@@ -414,13 +453,61 @@ impl Core {
             decision.credential.as_deref(),
         )?;
         record.removed_query(credentials.strip_query());
+        let tool_list = match listing {
+            Some(server) => Some(self.tool_list(snapshot, &request, server).await),
+            None => None,
+        };
         Ok(Allowed {
+            tool_list,
             tool: named.tool.clone(),
             // Only tokens of real tasks: a made-up one must not be tracked.
             task: task.filter(|_| decision.task.is_some()),
             decision,
             credentials,
         })
+    }
+
+    /// Which of `server`'s tools `listing`'s workload may see: the action
+    /// of each tool the catalog lists, and that of the tools it does not.
+    async fn tool_list(
+        &self,
+        snapshot: &Snapshot,
+        listing: &DecisionRequest,
+        server: McpServerRef<'_>,
+    ) -> ToolList {
+        let probe = |c: crate::catalog::Classification| DecisionRequest {
+            action: c.action.to_string(),
+            resource: c.resource,
+            context: RequestContext {
+                tool: c.tool.to_string(),
+                risk: c.risk,
+                sensitivity: c.sensitivity.to_string(),
+                arguments: None,
+                ..listing.context.clone()
+            },
+            held: None,
+            ..listing.clone()
+        };
+        let mut listed = Vec::new();
+        // One at a time: a listing is rare, and a remote decider's answers
+        // come over one channel anyway.
+        for (name, c) in server.listed() {
+            let shown = self.decider.may_allow(snapshot, &probe(c)).await;
+            listed.push((name, shown));
+        }
+        let unlisted_shown = self
+            .decider
+            .may_allow(snapshot, &probe(server.unlisted()))
+            .await;
+        ToolList {
+            hidden: listed
+                .iter()
+                .filter(|(_, shown)| !shown)
+                .map(|(name, _)| Box::from(*name))
+                .collect(),
+            unlisted_hidden: !unlisted_shown,
+            listed: listed.iter().map(|(name, _)| Box::from(*name)).collect(),
+        }
     }
 
     /// Decide, timed: the figure goes to the record and to the one

@@ -91,6 +91,14 @@ impl Decider for ReloadFirst {
         self.decider.decide(snapshot, request)
     }
 
+    fn may_allow<'a>(
+        &'a self,
+        snapshot: &'a Snapshot,
+        request: &'a DecisionRequest,
+    ) -> crate::decision::ProbeFuture<'a> {
+        self.decider.may_allow(snapshot, request)
+    }
+
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
         self.decider.revocations()
     }

@@ -64,6 +64,17 @@ impl RequestBuilder {
         })
     }
 
+    /// The principal and action of `req` on its resource with an empty
+    /// context: for policies whose conditions were dropped
+    /// ([`super::engine::PolicyEngine::may_permit`]), which read nothing
+    /// else.
+    pub fn probe(&self, req: &DecisionRequest) -> Result<(Request, Entities), String> {
+        let (principal, action, resource, entities) = self.entities(req)?;
+        let request = Request::new(principal, action, resource, Context::empty(), None)
+            .map_err(|e| format!("building request: {e}"))?;
+        Ok((request, entities))
+    }
+
     /// `Err` holds a message for an `invalid_request` deny.
     pub fn build(
         &self,
@@ -71,50 +82,7 @@ impl RequestBuilder {
         task: Option<&Task>,
         approved: bool,
     ) -> Result<(Request, Entities), String> {
-        if req.principal.is_empty() {
-            return Err("request has no principal".into());
-        }
-        let Some((action, action_store)) = self.actions.get(&req.action) else {
-            return Err(format!(
-                "action `{}` is not in the catalog's schema",
-                req.action
-            ));
-        };
-
-        let principal = self.uid(&self.workload, &req.principal);
-        // `principal in Namespace::"agents"` and `principal.namespace`
-        // say the same thing.
-        let namespaces = Some(req.attributes.namespace.as_str())
-            .filter(|ns| !ns.is_empty())
-            .map(|ns| self.uid(&self.namespace, ns))
-            .into_iter()
-            .collect();
-        let workload = Entity::new(
-            principal.clone(),
-            self.workload_attributes(&req.attributes)?,
-            namespaces,
-        )
-        .map_err(|e| format!("building the principal: {e}"))?;
-
-        let resource = self.uid(&self.target, &req.resource);
-        // Every ancestor is listed directly, so Cedar's transitive closure
-        // has nothing to add and `in Target::"github"` needs no extra entity.
-        let ancestors: HashSet<EntityUid> = if req.action == CONNECT_ACTION {
-            HashSet::new()
-        } else {
-            target_ancestors(&req.resource)
-                .map(|t| self.uid(&self.target, t))
-                .collect()
-        };
-
-        let entities = action_store
-            .clone()
-            .add_entities(
-                [workload, Entity::new_no_attrs(resource.clone(), ancestors)],
-                None,
-            )
-            .map_err(|e| format!("building entities: {e}"))?;
-
+        let (principal, action, resource, entities) = self.entities(req)?;
         let ctx = &req.context;
         let text = |s: &str| RestrictedExpression::new_string(s.to_string());
         let task_record = task
@@ -167,9 +135,61 @@ impl RequestBuilder {
         )
         .map_err(|e| format!("building context: {e}"))?;
 
-        let request = Request::new(principal, action.clone(), resource, context, None)
+        let request = Request::new(principal, action, resource, context, None)
             .map_err(|e| format!("building request: {e}"))?;
         Ok((request, entities))
+    }
+
+    /// The request's principal, action and resource, and the entities that
+    /// hold them with their ancestors.
+    fn entities(
+        &self,
+        req: &DecisionRequest,
+    ) -> Result<(EntityUid, EntityUid, EntityUid, Entities), String> {
+        if req.principal.is_empty() {
+            return Err("request has no principal".into());
+        }
+        let Some((action, action_store)) = self.actions.get(&req.action) else {
+            return Err(format!(
+                "action `{}` is not in the catalog's schema",
+                req.action
+            ));
+        };
+
+        let principal = self.uid(&self.workload, &req.principal);
+        // `principal in Namespace::"agents"` and `principal.namespace`
+        // say the same thing.
+        let namespaces = Some(req.attributes.namespace.as_str())
+            .filter(|ns| !ns.is_empty())
+            .map(|ns| self.uid(&self.namespace, ns))
+            .into_iter()
+            .collect();
+        let workload = Entity::new(
+            principal.clone(),
+            self.workload_attributes(&req.attributes)?,
+            namespaces,
+        )
+        .map_err(|e| format!("building the principal: {e}"))?;
+
+        let resource = self.uid(&self.target, &req.resource);
+        // Every ancestor is listed directly, so Cedar's transitive closure
+        // has nothing to add and `in Target::"github"` needs no extra entity.
+        let ancestors: HashSet<EntityUid> = if req.action == CONNECT_ACTION {
+            HashSet::new()
+        } else {
+            target_ancestors(&req.resource)
+                .map(|t| self.uid(&self.target, t))
+                .collect()
+        };
+
+        let entities = action_store
+            .clone()
+            .add_entities(
+                [workload, Entity::new_no_attrs(resource.clone(), ancestors)],
+                None,
+            )
+            .map_err(|e| format!("building entities: {e}"))?;
+        Ok((principal, action.clone(), resource, entities))
     }
 
     /// Every attribute the schema declares, `""` where the identity has

@@ -20,7 +20,7 @@ use super::proto::pb::decision_service_client::DecisionServiceClient;
 use super::request::DecisionRequest;
 use super::snapshot::Snapshot;
 use super::tasks::{TaskRefusal, TaskRevoked, TokenHash};
-use super::{ApprovalFuture, Decider, DecisionFuture};
+use super::{ApprovalFuture, Decider, DecisionFuture, ProbeFuture};
 
 /// Epoch value meaning "not connected to the revocation stream".
 const UNKNOWN_EPOCH: u64 = u64::MAX;
@@ -227,6 +227,21 @@ impl Decider for RemoteDecider {
     /// named the request and will plan its credentials.
     fn decide<'a>(&'a self, _: &'a Snapshot, request: &'a DecisionRequest) -> DecisionFuture<'a> {
         Box::pin(self.ask(request))
+    }
+
+    fn may_allow<'a>(&'a self, _: &'a Snapshot, request: &'a DecisionRequest) -> ProbeFuture<'a> {
+        Box::pin(async move {
+            let mut probe = pb::DecideRequest::from(request);
+            probe.probe = true;
+            let mut call = tonic::Request::new(probe);
+            call.set_timeout(self.timeout);
+            let mut client = self.client.clone();
+            match tokio::time::timeout(self.timeout, client.decide(call)).await {
+                Ok(Ok(answer)) => answer.into_inner().outcome != pb::Outcome::Deny as i32,
+                // A listing shows what it cannot check; calls are decided.
+                _ => true,
+            }
+        })
     }
 
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {

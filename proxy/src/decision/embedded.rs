@@ -13,7 +13,7 @@ use super::approvals::{Approval, GateInfo};
 use super::outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason};
 use super::request::DecisionRequest;
 use super::tasks::{Task, TaskRevoked};
-use super::{ApprovalFuture, Decider, DecisionFuture};
+use super::{ApprovalFuture, Decider, DecisionFuture, ProbeFuture};
 use crate::config::EnforcementMode;
 use crate::decision::state::TaskStore;
 
@@ -174,6 +174,17 @@ impl Decider for EmbeddedDecider {
         request: &'a DecisionRequest,
     ) -> DecisionFuture<'a> {
         Box::pin(self.decide_in(snapshot, request))
+    }
+
+    fn may_allow<'a>(
+        &'a self,
+        snapshot: &'a Snapshot,
+        request: &'a DecisionRequest,
+    ) -> ProbeFuture<'a> {
+        let report =
+            snapshot.enforcement.mode_for(&request.context.tool) == EnforcementMode::Report;
+        let may = report || snapshot.engine.may_permit(request);
+        Box::pin(std::future::ready(may))
     }
 
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {

@@ -32,6 +32,11 @@ pub struct PolicyEngine {
     /// The permits and approval gates alone: what report mode decides
     /// with once the plain forbids and default deny are set aside.
     relaxed: PolicyIndex,
+    /// What decides whether some call of an action may be allowed: every
+    /// permit with its resource scope and conditions dropped, and the
+    /// forbids that have neither (approval gates aside). See
+    /// [`PolicyEngine::may_permit`].
+    visibility: PolicySet,
     meta: HashMap<PolicyId, PolicyMeta>,
     requests: RequestBuilder,
     authorizer: Authorizer,
@@ -116,14 +121,33 @@ impl PolicyEngine {
             }
         }
         let relaxed = PolicyIndex::new(&relaxed, &action_groups);
+        let visibility = visibility_set(&loaded.set, &loaded.meta).map_err(catalog_error)?;
         Ok(PolicyEngine {
             index,
             relaxed,
+            visibility,
             policies: loaded.set,
             meta: loaded.meta,
             requests,
             authorizer: Authorizer::new(),
         })
+    }
+
+    /// Whether some call of `request`'s action by its principal may be
+    /// allowed, whatever its resource, arguments or task: `false` only when
+    /// no permit's principal and action scope matches, or a forbid with no
+    /// condition and no resource scope does. Listings hide what is `false`
+    /// (an MCP server's `tools/list`); anything unsure is shown, and every
+    /// call is still decided on its own.
+    pub fn may_permit(&self, request: &DecisionRequest) -> bool {
+        match self.requests.probe(request) {
+            Ok((probe, entities)) => {
+                self.authorize(&probe, &self.visibility, &entities)
+                    .decision()
+                    == CedarDecision::Allow
+            }
+            Err(_) => false,
+        }
     }
 
     pub fn policy_count(&self) -> usize {
@@ -506,6 +530,38 @@ impl PolicyIndex {
             .flatten()
             .filter(|set| !set.is_empty())
     }
+}
+
+/// [`PolicyEngine::visibility`]: conditions and resource scopes are what
+/// depend on a call; principal and action scopes do not.
+fn visibility_set(
+    set: &PolicySet,
+    meta: &HashMap<PolicyId, PolicyMeta>,
+) -> Result<PolicySet, String> {
+    let mut visibility = PolicySet::new();
+    for policy in set.policies() {
+        let mut json = policy
+            .to_json()
+            .map_err(|e| format!("policy `{}`: {e}", policy.id()))?;
+        let unconditional = json["conditions"].as_array().is_some_and(Vec::is_empty)
+            && json["resource"]["op"] == "All";
+        let keep = match policy.effect() {
+            Effect::Permit => {
+                json["conditions"] = serde_json::json!([]);
+                json["resource"] = serde_json::json!({"op": "All"});
+                true
+            }
+            Effect::Forbid => unconditional && !meta.get(policy.id()).is_some_and(|m| m.gate),
+        };
+        if keep {
+            let scoped = Policy::from_json(Some(policy.id().clone()), json)
+                .map_err(|e| format!("policy `{}`: {e}", policy.id()))?;
+            visibility
+                .add(scoped)
+                .map_err(|e| format!("policy `{}`: {e}", policy.id()))?;
+        }
+    }
+    Ok(visibility)
 }
 
 fn deny(reason: Reason, message: String, policy_ids: Vec<String>) -> Decision {

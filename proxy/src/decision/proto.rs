@@ -48,6 +48,7 @@ impl From<&DecisionRequest> for pb::DecideRequest {
                 body_sha256: h.body.0.to_vec(),
                 query: h.query.clone(),
             }),
+            probe: false,
         }
     }
 }

@@ -920,3 +920,45 @@ fn context_approved_is_refused_anywhere_but_a_gate() {
         "forbid (principal, action, resource) when { context.method == \"DELETE\" } unless { context.approved };",
     )]);
 }
+
+/// A listing shows a tool when some call of it may be allowed: a permit's
+/// resource scope and conditions do not hide it, a forbid with neither
+/// does, an approval gate does not.
+#[test]
+fn some_call_may_be_permitted_unless_no_permit_scope_matches_or_a_plain_forbid_does() {
+    let engine = engine(&[(
+        "p.cedar",
+        r#"
+        permit (principal == Workload::"spiffe://d/ns/agents/sa/coder", action == Action::"github:pulls.create", resource in Target::"github/repos/acme")
+        when { context has task };
+        permit (principal in Namespace::"agents", action in [Action::"read", Action::"slack:chat.postMessage"], resource);
+        forbid (principal, action == Action::"github:contents.get", resource);
+        forbid (principal, action == Action::"github:pulls.list", resource) when { context.method == "GET" };
+        forbid (principal, action == Action::"slack:chat.postMessage", resource) unless { context.approved };
+        "#,
+    )]);
+    let may = |principal: &str, action: &str| {
+        let mut request = req(principal, action, "github", "internal");
+        Arc::make_mut(&mut request.attributes).namespace = "agents".into();
+        engine.may_permit(&request)
+    };
+    let coder = "spiffe://d/ns/agents/sa/coder";
+    assert!(
+        may(coder, "github:pulls.create"),
+        "scoped and conditional: shown"
+    );
+    assert!(!may("spiffe://d/ns/agents/sa/other", "github:pulls.create"));
+    assert!(
+        !may(coder, "github:contents.get"),
+        "a plain forbid hides it"
+    );
+    assert!(
+        may(coder, "github:pulls.list"),
+        "a conditional forbid does not"
+    );
+    assert!(
+        may(coder, "slack:chat.postMessage"),
+        "nor does an approval gate"
+    );
+    assert!(!may(coder, "github:repos.delete"), "no permit names it");
+}

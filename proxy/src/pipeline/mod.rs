@@ -16,6 +16,7 @@ pub mod guard;
 pub mod headers;
 pub mod intercept;
 pub mod limits;
+pub mod tool_list;
 pub mod transparent;
 pub mod tunnel;
 pub mod upgrade;
@@ -430,10 +431,11 @@ impl Pipeline {
             outcome,
         } = verdict;
         // A refusal of the core's is in its record already.
-        let allowed = match outcome {
+        let mut allowed = match outcome {
             Ok(allowed) => allowed,
             Err(err) => return Err((record, err)),
         };
+        let listing = allowed.tool_list.take();
         if let Some(token) = allowed.task {
             connection.saw_task(token);
         }
@@ -466,6 +468,9 @@ impl Pipeline {
         headers.remove(http::header::HOST);
         if self.via {
             headers::add_via(headers, inbound_version);
+        }
+        if listing.is_some() {
+            tool_list::prepare_request(headers);
         }
         // Also in remote mode: the decision service only names the
         // credential; the secrets are this process's own.
@@ -525,6 +530,14 @@ impl Pipeline {
                 return Ok(self.switch(agent, response, record, ended, place));
             }
         }
+
+        // An MCP server's tools, less those the workload may never call.
+        let response = match listing {
+            Some(list) => {
+                or_refuse!(tool_list::filter(response, list).await, record).map(Either::Right)
+            }
+            None => response.map(Either::Left),
+        };
 
         // audit, when the response body has been delivered
         let (mut parts, body) = response.into_parts();

@@ -51,7 +51,9 @@ impl DecisionService for DecisionApi {
         &self,
         request: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::DecideResponse>, Status> {
-        let request = match DecisionRequest::try_from(request.into_inner()) {
+        let request = request.into_inner();
+        let probe = request.probe;
+        let request = match DecisionRequest::try_from(request) {
             Ok(request) => request,
             Err(message) => {
                 let err = ProxyError::MalformedRequest(message);
@@ -62,6 +64,23 @@ impl DecisionService for DecisionApi {
             }
         };
         let snapshot = self.plane.snapshot.load();
+        if probe {
+            let may = self
+                .plane
+                .core
+                .decider()
+                .may_allow(&snapshot, &request)
+                .await;
+            return Ok(Response::new(pb::DecideResponse {
+                outcome: if may {
+                    pb::Outcome::Allow
+                } else {
+                    pb::Outcome::Deny
+                } as i32,
+                policy_epoch: snapshot.epoch,
+                ..Default::default()
+            }));
+        }
         let (record, decision) = self
             .plane
             .core
