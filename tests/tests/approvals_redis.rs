@@ -81,6 +81,7 @@ fn held_deploy(app: &str, body: &[u8]) -> pb::DecideRequest {
             tool: "deploys".into(),
             risk: "prod_change".into(),
             sensitivity: "internal".into(),
+            ..pb::RequestContext::default()
         }),
         held: Some(pb::HeldCall {
             body_sha256: grpc::sha256(body),

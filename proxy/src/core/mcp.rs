@@ -308,9 +308,14 @@ fn json_error(err: &serde_json::Error) -> String {
 /// too. Whether anything was left out.
 pub fn filter_tool_list(answer: &mut Value, shows: &dyn Fn(&str) -> bool) -> bool {
     match answer {
-        Value::Array(answers) => answers
-            .iter_mut()
-            .fold(false, |changed, a| filter_tool_list(a, shows) || changed),
+        Value::Array(answers) => {
+            // Every answer is filtered: no stopping at the first change.
+            let mut changed = false;
+            for answer in answers {
+                changed |= filter_tool_list(answer, shows);
+            }
+            changed
+        }
         Value::Object(answer) => {
             let Some(Value::Array(tools)) = answer
                 .get_mut("result")
