@@ -242,3 +242,58 @@ async fn a_json_answer_to_tools_list_is_filtered_too() {
     let listing = tg.wait_audit(|l| l["mcp"]["method"] == "tools/list");
     assert_eq!(listing["decision"], "allow");
 }
+
+/// A proxy deciding through a remote decision service: the arguments go
+/// with each `Decide`, the listing's questions go as probes, and the
+/// answers are those of embedded mode.
+#[tokio::test]
+async fn a_proxy_deciding_remotely_filters_and_decides_the_same() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, false);
+    let service = tollgate_e2e::DecisionService::start(Setup {
+        policies: Some(policies()),
+        extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
+        ..Setup::default()
+    });
+    let tg = Tollgate::start(Setup {
+        decision_endpoint: Some(service.url()),
+        policies: Some(policies()),
+        extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
+        resolve: vec![(format!("{HOST}:443"), ([127, 0, 0, 1], server.port).into())],
+        upstream_ca: Some(pki.ca_pem.clone()),
+        ..Setup::default()
+    });
+    let answer = client(
+        &tg,
+        json!([
+            ["search_issues", {"repo": "acme/api", "query": "crash"}],
+            ["search_issues", {"repo": "globex/vault", "query": "keys"}],
+        ]),
+    )
+    .await;
+    assert_eq!(answer["tools"], json!(["search_issues"]), "{answer}");
+    let results = &answer["results"];
+    assert_eq!(
+        results[0]["text"], "3 issues in acme/api match 'crash'",
+        "{answer}"
+    );
+    assert_eq!(
+        results[1]["error"]["data"]["reason"], "no_permit",
+        "{answer}"
+    );
+    // The service decided both calls on their arguments; the listing's
+    // probes left no audit lines there.
+    let denied = service.wait_audit(|l| l["resource"] == "issues/repos/globex%2Fvault");
+    assert_eq!(
+        (denied["mode"].as_str(), denied["decision"].as_str()),
+        (Some("decide"), Some("deny"))
+    );
+    let allowed = service.wait_audit(|l| l["resource"] == "issues/repos/acme%2Fapi");
+    assert_eq!(allowed["policy_ids"], json!(["search-acme"]));
+    assert!(
+        !service.stdout_text().contains("merge_pull_request"),
+        "a probe is not audited: {}",
+        service.stdout_text()
+    );
+    assert_eq!(server.calls().len(), 1);
+}
