@@ -102,6 +102,18 @@ impl McpServer {
     }
 }
 
+/// tollgate with the MCP server's catalog and policies, reaching `server`
+/// for the catalog's host and trusting its certificate.
+fn proxying(server: &McpServer, pki: &TestPki) -> Setup {
+    Setup {
+        policies: Some(policies()),
+        extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
+        resolve: vec![(format!("{HOST}:443"), ([127, 0, 0, 1], server.port).into())],
+        upstream_ca: Some(pki.ca_pem.clone()),
+        ..Setup::default()
+    }
+}
+
 /// The SDK's client making `calls` through tollgate; its printed results.
 async fn client(tg: &Tollgate, calls: Value) -> Value {
     let ca = tg.ca_cert().display().to_string();
@@ -132,13 +144,7 @@ async fn client(tg: &Tollgate, calls: Value) -> Value {
 async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() {
     let pki = TestPki::new();
     let server = McpServer::start(&pki, false);
-    let tg = Tollgate::start(Setup {
-        policies: Some(policies()),
-        extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
-        resolve: vec![(format!("{HOST}:443"), ([127, 0, 0, 1], server.port).into())],
-        upstream_ca: Some(pki.ca_pem.clone()),
-        ..Setup::default()
-    });
+    let tg = Tollgate::start(proxying(&server, &pki));
 
     let answer = client(
         &tg,
@@ -222,13 +228,7 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
 async fn a_json_answer_to_tools_list_is_filtered_too() {
     let pki = TestPki::new();
     let server = McpServer::start(&pki, true);
-    let tg = Tollgate::start(Setup {
-        policies: Some(policies()),
-        extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
-        resolve: vec![(format!("{HOST}:443"), ([127, 0, 0, 1], server.port).into())],
-        upstream_ca: Some(pki.ca_pem.clone()),
-        ..Setup::default()
-    });
+    let tg = Tollgate::start(proxying(&server, &pki));
     let answer = client(
         &tg,
         json!([["search_issues", {"repo": "acme/web", "query": "slow"}]]),
@@ -257,11 +257,7 @@ async fn a_proxy_deciding_remotely_filters_and_decides_the_same() {
     });
     let tg = Tollgate::start(Setup {
         decision_endpoint: Some(service.url()),
-        policies: Some(policies()),
-        extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
-        resolve: vec![(format!("{HOST}:443"), ([127, 0, 0, 1], server.port).into())],
-        upstream_ca: Some(pki.ca_pem.clone()),
-        ..Setup::default()
+        ..proxying(&server, &pki)
     });
     let answer = client(
         &tg,

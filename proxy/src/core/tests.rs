@@ -20,25 +20,26 @@ const CODER: &str = "spiffe://cluster.local/ns/agents/sa/coder";
 /// `items.test` as `items:<verb>`, and whose policies let the coder do
 /// exactly that action.
 fn configuration(dir: &Path, verb: &str) -> Config {
-    for sub in ["catalog", "policies"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    std::fs::write(
-        dir.join("catalog/items.yaml"),
-        format!(
+    write_configuration(
+        dir,
+        &format!(
             "tool: items\nendpoints:\n  - hosts: [items.test]\n    routes:\n      \
              - {{ method: GET, path: \"/items/{{id}}\", action: {verb}, risk: read, resource: \"items/{{id}}\" }}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("policies/items.cedar"),
-        format!(
+        &format!(
             "@id(\"coder-{verb}\")\npermit (principal == Workload::\"{CODER}\", \
              action == Action::\"items:{verb}\", resource);\n"
         ),
     )
-    .unwrap();
+}
+
+/// A configuration folder with one catalog file and one policy file.
+fn write_configuration(dir: &Path, catalog: &str, policies: &str) -> Config {
+    for sub in ["catalog", "policies"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("catalog/tool.yaml"), catalog).unwrap();
+    std::fs::write(dir.join("policies/tool.cedar"), policies).unwrap();
     std::fs::write(
         dir.join("tollgate.yaml"),
         "catalog: catalog\npolicies: policies\n",
@@ -258,31 +259,17 @@ async fn a_tunnel_is_the_connect_action_on_host_and_port() {
 /// A catalog with an MCP server whose `search` tool declares its
 /// arguments, and policies that look at them.
 fn mcp_configuration(dir: &Path) -> Config {
-    for sub in ["catalog", "policies"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    std::fs::write(
-        dir.join("catalog/issues.yaml"),
+    write_configuration(
+        dir,
         "tool: issues\nendpoints:\n  - hosts: [mcp.test]\n    mcp:\n      path: /mcp\n      tools:\n        \
          - name: search\n          risk: read\n          arguments: { repo: string, limit: long?, labels: set<string>? }\n    routes: []\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("policies/issues.cedar"),
-        format!(
+        &format!(
             "@id(\"acme-only\")\npermit (principal == Workload::\"{CODER}\", \
              action == Action::\"issues:search\", resource) when {{ context.arguments.repo like \"acme/*\" }};\n\
              @id(\"no-bulk\")\nforbid (principal, action == Action::\"issues:search\", resource) \
              when {{ context.arguments has limit && context.arguments.limit > 100 }};\n"
         ),
     )
-    .unwrap();
-    std::fs::write(
-        dir.join("tollgate.yaml"),
-        "catalog: catalog\npolicies: policies\n",
-    )
-    .unwrap();
-    Config::load(&dir.join("tollgate.yaml")).unwrap()
 }
 
 #[tokio::test]
