@@ -1,6 +1,6 @@
 """An MCP server built with the official Python SDK (`mcp`), serving
 streamable HTTP over TLS on loopback, as a remote MCP server would. Run by
-tests/tests/mcp.rs as `mcp_server.py PORT CERT KEY CALLS [json]`; with
+tests/src/mcp.rs as `mcp_server.py ADDRESS:PORT CERT KEY CALLS [json]`; with
 `json` it answers each request with one JSON body instead of an SSE
 stream (the SDK's `json_response`). Every tool call
 it receives is appended to the file CALLS as one JSON line, so a test can
@@ -14,7 +14,8 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
-port, cert, key, calls = sys.argv[1:5]
+address, cert, key, calls = sys.argv[1:5]
+host, port = address.rsplit(":", 1)
 json_response = sys.argv[5:6] == ["json"]
 server = MCPServer("issues")
 
@@ -46,7 +47,7 @@ app = server.streamable_http_app(
 )
 uvicorn.run(
     app,
-    host="127.0.0.1",
+    host=host.strip("[]"),
     port=int(port),
     ssl_certfile=cert,
     ssl_keyfile=key,

@@ -13,6 +13,7 @@ pub mod envoy;
 pub mod grpc;
 pub mod hygiene;
 pub mod identity;
+pub mod mcp;
 pub mod netns;
 pub mod pki;
 pub mod process;

@@ -431,6 +431,8 @@ fn a_bad_cidr_is_refused_with_a_clear_message() {
 
 const UPSTREAM: &str = "10.213.0.2";
 const ELSEWHERE: &str = "10.213.0.3";
+/// Where the MCP server listens, under its catalog name.
+const MCP_SERVER: &str = "10.213.0.4";
 
 /// Lets the coder reach one host the catalog does not cover, blind.
 const PERMIT_BLIND: &str = r#"
@@ -443,7 +445,8 @@ permit (
 
 struct Redirected {
     agent: Netns,
-    _upstreams: Netns,
+    upstreams: Netns,
+    pki: TestPki,
     tg: Tollgate,
     http: Upstream,
     https: Upstream,
@@ -468,6 +471,12 @@ impl Redirected {
     /// `listener`: as for [`Redirected::with_listener_yaml`]; `top`: more
     /// top-level configuration.
     async fn with_yaml(extra: &str, top: &str) -> Redirected {
+        Redirected::with_setup(extra, top, Setup::default()).await
+    }
+
+    /// As [`Redirected::with_yaml`], with `more`'s catalog files and
+    /// policies besides the shipped ones.
+    async fn with_setup(extra: &str, top: &str, more: Setup) -> Redirected {
         require_namespaces();
         let agent = Netns::new("a");
         let upstreams = Netns::new("u");
@@ -475,10 +484,12 @@ impl Redirected {
             &agent,
             &["10.213.0.1/24"],
             &upstreams,
-            &["10.213.0.2/24", "10.213.0.3/24"],
+            &["10.213.0.2/24", "10.213.0.3/24", "10.213.0.4/24"],
         );
         let names = ["api.github.com", "blind.test", "closed.test"];
-        agent.hosts(&names.map(|name| (UPSTREAM, name)));
+        let mut hosts = names.map(|name| (UPSTREAM, name)).to_vec();
+        hosts.push((MCP_SERVER, tollgate_e2e::mcp::HOST));
+        agent.hosts(&hosts);
         let pki = TestPki::new();
         let tls = pki.server_config(&names);
         let at = |ip: &str, port| upstreams.bind_tcp(SocketAddr::new(ip.parse().unwrap(), port));
@@ -489,11 +500,15 @@ impl Redirected {
 
         let mut policies = shipped_policies();
         policies.push(("blind.cedar".into(), PERMIT_BLIND.into()));
+        policies.extend(more.policies.unwrap_or_default());
+        let mcp = SocketAddr::new(MCP_SERVER.parse().unwrap(), 443);
+        let mcp_name = format!("{}:443", tollgate_e2e::mcp::HOST);
         let resolve = [
             ("api.github.com:80", http.addr),
             ("api.github.com:443", https.addr),
             ("blind.test:443", https.addr),
             ("closed.test:443", https.addr),
+            (mcp_name.as_str(), mcp),
         ];
         let tg = Tollgate::start(Setup {
             policies: Some(policies),
@@ -507,6 +522,7 @@ impl Redirected {
             allow_loopback: false,
             forward_extra: "  allow_networks: [10.213.0.0/24]\n".into(),
             extra_yaml: top.into(),
+            extra_catalog: more.extra_catalog,
             ..Setup::default()
         });
         apply_rules(&agent);
@@ -516,7 +532,8 @@ impl Redirected {
         std::fs::write(&trust, format!("{ca}{}", pki.ca_pem)).unwrap();
         Redirected {
             agent,
-            _upstreams: upstreams,
+            upstreams,
+            pki,
             tg,
             http,
             https,
@@ -911,4 +928,55 @@ async fn ipv6_connections_are_redirected_and_identified_by_source_address() {
     assert_eq!(line["original_destination"], "[fd13::2]:80");
     assert_eq!(line["identity_source"], "source_address");
     assert_eq!(line["workload"], CODER);
+}
+
+/// An MCP client with no proxy setting: its calls are redirected,
+/// intercepted, named from their messages and decided like the explicit
+/// proxy's, and its listing filtered.
+#[tokio::test]
+async fn mcp_calls_are_decided_and_listings_filtered_with_no_proxy_setting() {
+    use tollgate_e2e::mcp::{client_in, policies, McpServer, CATALOG};
+    let r = Redirected::with_setup(
+        "",
+        "",
+        Setup {
+            policies: Some(policies()),
+            extra_catalog: vec![("issues.yaml".into(), CATALOG.into())],
+            ..Setup::default()
+        },
+    )
+    .await;
+    let addr = SocketAddr::new(MCP_SERVER.parse().unwrap(), 443);
+    let server = McpServer::start_in(&r.upstreams.launcher(), addr, &r.pki, false);
+    let answer = client_in(
+        &r.agent.launcher(),
+        &r.trust,
+        "10.213.0.0/24",
+        json!([
+            ["search_issues", {"repo": "acme/api", "query": "crash"}],
+            ["merge_pull_request", {"repo": "acme/api", "number": 7}],
+        ]),
+    )
+    .await;
+    assert_eq!(answer["tools"], json!(["search_issues"]), "{answer}");
+    let results = &answer["results"];
+    assert_eq!(
+        results[0]["text"], "3 issues in acme/api match 'crash'",
+        "{answer}"
+    );
+    assert_eq!(results[1]["error"]["code"], -32001, "{answer}");
+    // The shipped guardrails are in force here too.
+    assert_eq!(
+        results[1]["error"]["data"]["policy_ids"],
+        json!(["forbid-prod-change"]),
+        "{answer}"
+    );
+    assert_eq!(
+        server.calls().len(),
+        1,
+        "only the allowed call reached the server"
+    );
+    let line = r.audit_for(|l| l["action"] == "issues:search_issues");
+    assert_eq!(line["original_destination"], format!("{MCP_SERVER}:443"));
+    assert_eq!(line["mcp"]["name"], "search_issues");
 }
