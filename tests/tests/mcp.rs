@@ -160,3 +160,63 @@ async fn a_proxy_deciding_remotely_filters_and_decides_the_same() {
     );
     assert_eq!(server.calls().len(), 1);
 }
+
+/// A tool call an approval gate stops is held like any request: the
+/// listing still shows the tool, a person approves the exact call through
+/// the approvals API, and the call completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_tool_call_is_held_and_completes_once_approved() {
+    use tollgate_e2e::approvals::{approvals_yaml, approver_env, decide, wait_pending};
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, false);
+    let mut rules = policies();
+    rules.push((
+        "gate.cedar".into(),
+        "@id(\"merge-allowed\")\npermit (principal, action == Action::\"issues:merge_pull_request\", resource);\n\
+         @id(\"merge-needs-approval\")\n@reason(\"merging needs a person's approval\")\n\
+         forbid (principal, action == Action::\"issues:merge_pull_request\", resource) unless { context.approved };\n"
+            .into(),
+    ));
+    let tg = std::sync::Arc::new(Tollgate::start(Setup {
+        policies: Some(rules),
+        tasks: true,
+        extra_yaml: approvals_yaml("30s", ""),
+        env: vec![approver_env()],
+        ..proxying(&server, &pki)
+    }));
+    let agent = {
+        let tg = tg.clone();
+        tokio::spawn(async move {
+            client(
+                &tg,
+                json!([["merge_pull_request", {"repo": "acme/api", "number": 7}]]),
+            )
+            .await
+        })
+    };
+    let api = tg.decision_url();
+    let asked = wait_pending(&api, 1);
+    assert_eq!(asked[0]["action"], "issues:merge_pull_request");
+    assert_eq!(asked[0]["resource"], "issues/repos/acme%2Fapi");
+    assert!(
+        server.calls().is_empty(),
+        "nothing reaches the server before the verdict"
+    );
+    let id = asked[0]["id"].as_str().unwrap();
+    decide(&api, "approve", id, "release train");
+
+    let answer = agent.await.unwrap();
+    // A gated tool is one a call of which may be allowed: listed.
+    assert_eq!(
+        answer["tools"],
+        json!(["merge_pull_request", "search_issues"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["results"][0]["text"], "merged acme/api#7",
+        "{answer}"
+    );
+    assert_eq!(server.calls().len(), 1);
+    let line = tg.wait_audit(|l| l["action"] == "issues:merge_pull_request");
+    assert_eq!(line["approval"]["state"], "approved", "{line}");
+}
