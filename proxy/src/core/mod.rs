@@ -153,7 +153,8 @@ pub struct Allowed<'s> {
 }
 
 /// Which tools an MCP server's `tools/list` answer may show the workload:
-/// not a tool every call of which policy would deny.
+/// not a tool every call of which policy would deny. The default shows
+/// every tool.
 #[derive(Debug, Default)]
 pub struct ToolList {
     /// Listed in the catalog and never allowed.
@@ -490,15 +491,19 @@ impl Core {
         };
         let mut listed = Vec::new();
         // One at a time: a listing is rare, and a remote decider's answers
-        // come over one channel anyway.
+        // come over one channel anyway. One it cannot ask shows the whole
+        // list at once rather than waiting out every question.
         for (name, c) in server.listed() {
-            let shown = self.decider.may_allow(snapshot, &probe(c)).await;
-            listed.push((name, shown));
+            match self.decider.may_allow(snapshot, &probe(c)).await {
+                Some(shown) => listed.push((name, shown)),
+                None => return ToolList::default(),
+            }
         }
         let unlisted_shown = self
             .decider
             .may_allow(snapshot, &probe(server.unlisted()))
-            .await;
+            .await
+            .unwrap_or(true);
         ToolList {
             hidden: listed
                 .iter()

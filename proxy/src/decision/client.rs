@@ -237,9 +237,8 @@ impl Decider for RemoteDecider {
             call.set_timeout(self.timeout);
             let mut client = self.client.clone();
             match tokio::time::timeout(self.timeout, client.decide(call)).await {
-                Ok(Ok(answer)) => answer.into_inner().outcome != pb::Outcome::Deny as i32,
-                // A listing shows what it cannot check; calls are decided.
-                _ => true,
+                Ok(Ok(answer)) => Some(answer.into_inner().outcome != pb::Outcome::Deny as i32),
+                _ => None,
             }
         })
     }

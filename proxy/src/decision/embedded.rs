@@ -184,7 +184,7 @@ impl Decider for EmbeddedDecider {
         let report =
             snapshot.enforcement.mode_for(&request.context.tool) == EnforcementMode::Report;
         let may = report || snapshot.engine.may_permit(request);
-        Box::pin(std::future::ready(may))
+        Box::pin(std::future::ready(Some(may)))
     }
 
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {

@@ -45,8 +45,9 @@ pub use tasks::{TaskRevoked, TokenHash};
 
 pub type DecisionFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
 /// `None`: the approval is not known, or cannot be asked about now.
-/// Whether some call may be allowed: [`Decider::may_allow`].
-pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+/// Whether some call may be allowed (`None`: the decider could not be
+/// asked): [`Decider::may_allow`].
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Option<bool>> + Send + 'a>>;
 pub type ApprovalFuture<'a> = Pin<Box<dyn Future<Output = Option<ApprovalStatus>> + Send + 'a>>;
 
 /// Where decisions come from. Implementations never fail: any internal error
@@ -65,8 +66,9 @@ pub trait Decider: Send + Sync + 'static {
     /// Whether some call of `request`'s action by its principal may be
     /// allowed, whatever its resource, arguments or task (the engine's
     /// `may_permit`, where policy is evaluated; always in report mode):
-    /// listings hide what may not. Unsure, or unable to ask, is `true`
-    /// for a listing only; no call is ever let through on it.
+    /// listings hide what may not. `None` when it cannot be asked; a
+    /// listing then shows everything, and no call is ever let through on
+    /// it.
     fn may_allow<'a>(
         &'a self,
         snapshot: &'a Snapshot,

@@ -65,12 +65,15 @@ impl DecisionService for DecisionApi {
         };
         let snapshot = self.plane.snapshot.load();
         if probe {
-            let may = self
+            let Some(may) = self
                 .plane
                 .core
                 .decider()
                 .may_allow(&snapshot, &request)
-                .await;
+                .await
+            else {
+                return Err(Status::unavailable("the probe cannot be answered now"));
+            };
             return Ok(Response::new(pb::DecideResponse {
                 outcome: if may {
                     pb::Outcome::Allow
