@@ -220,3 +220,74 @@ async fn a_gated_tool_call_is_held_and_completes_once_approved() {
     let line = tg.wait_audit(|l| l["action"] == "issues:merge_pull_request");
     assert_eq!(line["approval"]["state"], "approved", "{line}");
 }
+
+/// Bodies that cannot be decided are refused saying why, never sent on,
+/// and the proxy goes on serving.
+#[tokio::test]
+async fn malformed_deep_and_oversized_messages_are_refused_and_the_proxy_keeps_serving() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, false);
+    let tg = Tollgate::start(proxying(&server, &pki));
+    let ca = tg.ca_cert().display().to_string();
+    let url = format!("https://{}/mcp", tollgate_e2e::mcp::HOST);
+    let call = |arguments: serde_json::Value| {
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+               "params": {"name": "search_issues", "arguments": arguments}})
+        .to_string()
+    };
+    let mut deep = json!("bottom");
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    for (body, reason) in [
+        (
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"#.to_string(),
+            "mcp_malformed",
+        ),
+        (
+            r#"{"id":5,"method":"tools/call"}"#.to_string(),
+            "mcp_malformed",
+        ),
+        (
+            call(json!({"repo": "acme/api", "query": deep})),
+            "mcp_over_limit",
+        ),
+        (
+            call(json!({"repo": "acme/api", "query": "q".repeat(70 * 1024)})),
+            "mcp_over_limit",
+        ),
+    ] {
+        let out = tg
+            .curl(&[
+                "--cacert",
+                &ca,
+                "-H",
+                "content-type: application/json",
+                "-H",
+                "accept: application/json, text/event-stream",
+                "--data-binary",
+                &body,
+                &url,
+            ])
+            .await;
+        // Nothing of such a body can be trusted to name an id to answer:
+        // a plain 400 naming what is wrong.
+        assert_eq!(
+            (out.status, out.json()["error"].as_str()),
+            (400, Some(reason)),
+            "{}",
+            out.body
+        );
+    }
+    assert!(server.calls().is_empty(), "nothing undecidable was sent on");
+    // Still serving: the SDK's client calls through the same proxy.
+    let answer = client(
+        &tg,
+        json!([["search_issues", {"repo": "acme/api", "query": "crash"}]]),
+    )
+    .await;
+    assert_eq!(
+        answer["results"][0]["text"], "3 issues in acme/api match 'crash'",
+        "{answer}"
+    );
+}
