@@ -676,30 +676,14 @@ async fn an_approval_gate_through_envoy_answers_with_the_approval_id_and_passes_
     assert_eq!(gw.github.count(), 1);
 }
 
-/// An MCP server behind the gateway, named from the message Envoy sends
-/// in its check (the shipped gateway sends the body whole).
-const MCP_CATALOG: &str = r#"
-tool: issues
-endpoints:
-  - hosts: [mcp.issues.test]
-    mcp:
-      path: /mcp
-      tools:
-        - { name: search_issues, risk: read }
-        - { name: merge_pull_request, risk: prod_change }
-    routes: []
-"#;
-
 #[tokio::test]
 async fn an_mcp_tool_call_is_decided_on_the_body_envoy_sends_and_refused_as_json_rpc() {
+    // The MCP tests' catalog and policies: searching acme's repositories
+    // only, on the arguments Envoy's body carries.
     let upstream = Upstream::http().await;
-    let permit = format!(
-        "@id(\"read-issues\")\npermit (principal == Workload::\"{}\", action in Action::\"read\", resource in Target::\"issues\");\n",
-        tollgate_e2e::CODER
-    );
     let decision = DecisionService::start(Setup {
-        policies: Some(vec![("mcp.cedar".into(), permit)]),
-        extra_catalog: vec![("issues.yaml".into(), MCP_CATALOG.into())],
+        policies: Some(tollgate_e2e::mcp::policies()),
+        extra_catalog: vec![("issues.yaml".into(), tollgate_e2e::mcp::CATALOG.into())],
         ..Setup::default()
     });
     // The gateway's route for one egress host, given to the MCP server's.
@@ -710,13 +694,14 @@ async fn an_mcp_tool_call_is_decided_on_the_body_envoy_sends_and_refused_as_json
             1,
         )
     });
-    let call = |id: u32, tool: &str| {
+    let call_in = |id: u32, tool: &str, repo: &str| {
         serde_json::json!({
             "jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": {"repo": "acme/api"}}
+            "params": {"name": tool, "arguments": {"repo": repo, "query": "crash"}}
         })
         .to_string()
     };
+    let call = |id: u32, tool: &str| call_in(id, tool, "acme/api");
     let url = format!("{}/mcp", envoy.url());
     let post = |body: String| {
         let url = url.clone();
@@ -758,4 +743,14 @@ async fn an_mcp_tool_call_is_decided_on_the_body_envoy_sends_and_refused_as_json
     );
     assert_eq!(line["mcp"]["name"], "merge_pull_request");
     assert_eq!(rpc["error"]["data"]["decision_id"], line["decision_id"]);
+
+    // The same tool on another repository: decided on its arguments.
+    let elsewhere = post(call_in(3, "search_issues", "globex/vault")).await;
+    let rpc = elsewhere.out.json();
+    assert_eq!(
+        (rpc["id"].as_u64(), rpc["error"]["data"]["reason"].as_str()),
+        (Some(3), Some("no_permit")),
+        "{rpc}"
+    );
+    assert_eq!(upstream.count(), 1);
 }
