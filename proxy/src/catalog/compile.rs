@@ -73,7 +73,16 @@ pub(super) fn compile(files: Vec<(String, ToolFile)>) -> Result<Catalog, Catalog
         })
         .collect();
     Ok(Catalog {
-        has_mcp: b.endpoints.iter().any(|e| e.mcp.is_some()),
+        mcp_paths: {
+            let mut paths: Vec<Box<str>> = b
+                .endpoints
+                .iter()
+                .filter_map(|e| Some(e.mcp.as_ref()?.path.clone()))
+                .collect();
+            paths.sort();
+            paths.dedup();
+            paths
+        },
         tools: b.tools,
         endpoints: b.endpoints,
         hosts: b.hosts,

@@ -127,9 +127,10 @@ pub struct Catalog {
     /// Sorted by name.
     actions: Vec<ActionInfo>,
     route_count: usize,
-    /// Whether any endpoint declares an MCP server: without one, no
-    /// request pays for a second host lookup.
-    has_mcp: bool,
+    /// The paths MCP servers are declared at (few, usually one): a request
+    /// to any other path pays no second host lookup, which the shipped
+    /// catalog's MCP server would otherwise cost every request.
+    mcp_paths: Vec<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -258,16 +259,16 @@ impl Catalog {
     /// The MCP server at `host` and `path`, when an endpoint declares one
     /// there: its messages are named by what the request body says.
     pub fn mcp_server(&self, host: &str, path: &str) -> Option<McpServerRef<'_>> {
-        if !self.has_mcp {
+        let path = match path {
+            p if p.len() > 1 => p.strip_suffix('/').unwrap_or(p),
+            p => p,
+        };
+        if !self.mcp_paths.iter().any(|p| **p == *path) {
             return None;
         }
         let host = normalize_host(host);
         let found = self.hosts.find(&host)?;
         let server = self.endpoints[found.endpoint].mcp.as_ref()?;
-        let path = match path {
-            p if p.len() > 1 => p.strip_suffix('/').unwrap_or(p),
-            p => p,
-        };
         (path == &*server.path).then_some(McpServerRef { server })
     }
 
