@@ -183,6 +183,7 @@ pub fn requests(catalog: &Catalog, count: usize) -> Vec<DecisionRequest> {
                     risk: c.risk,
                     sensitivity: c.sensitivity.to_string(),
                     arguments: None,
+                    mcp_tool: None,
                 },
                 task: None,
                 held: None,

@@ -39,6 +39,11 @@ pub const HELD_REQUESTS: &str = "tollgate_held_requests";
 /// Approval changes made by this process, by `event`.
 pub const APPROVAL_EVENTS: &str = "tollgate_approval_events_total";
 
+/// MCP tools whose definition differs from their pin, by `tool` (the
+/// MCP server's catalog tool): counted once per new definition, where the
+/// pins are kept.
+pub const MCP_TOOL_CHANGES: &str = "tollgate_mcp_tool_changes_total";
+
 /// Connections and requests refused at a limit (`limit`: `connections`,
 /// `tunnels`, `requests in flight`): overload answered, not queued.
 pub const SHED_TOTAL: &str = "tollgate_shed_total";
@@ -101,6 +106,10 @@ pub fn register() {
     describe_counter!(
         APPROVAL_EVENTS,
         "Approval changes made by this process: requested, approved, denied, used, expired."
+    );
+    describe_counter!(
+        MCP_TOOL_CHANGES,
+        "MCP tool definitions that differ from their pin, by the server's catalog tool."
     );
     describe_counter!(
         SHED_TOTAL,

@@ -72,6 +72,28 @@ impl McpServer {
 
     /// Started through `launcher` (a network namespace's, say), on `addr`.
     pub fn start_in(launcher: &[String], addr: SocketAddr, pki: &TestPki, json: bool) -> McpServer {
+        McpServer::launch(launcher, addr, pki, json, &[])
+    }
+
+    /// On `addr` (a port another run used: the same server started again)
+    /// with `env` (`SEARCH_DESCRIPTION`, `STREAM_TOOL`: see
+    /// `tests/py/mcp_server.py`), answering over SSE.
+    pub fn start_at(addr: SocketAddr, pki: &TestPki, env: &[(&str, &str)]) -> McpServer {
+        McpServer::launch(&[], addr, pki, false, env)
+    }
+
+    /// Let `watch_build` answer.
+    pub fn release(&self) {
+        std::fs::write(self.calls.with_extension("jsonl.go"), "").unwrap();
+    }
+
+    fn launch(
+        launcher: &[String],
+        addr: SocketAddr,
+        pki: &TestPki,
+        json: bool,
+        env: &[(&str, &str)],
+    ) -> McpServer {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = pki.issue_pem(&[HOST]);
         let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -91,6 +113,7 @@ impl McpServer {
             .arg(addr.to_string())
             .args([&cert_file, &key_file, &calls])
             .args(json.then_some("json"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .unwrap();

@@ -311,6 +311,7 @@ impl Builder {
             resources_read,
             prompts_get,
             sensitivity: default_sensitivity.clone(),
+            pinning: raw.pinning,
         })
     }
 

@@ -78,6 +78,8 @@ pub(super) struct McpFile {
     pub tools: Vec<Spanned<McpToolFile>>,
     /// The risk class of a tool the list leaves out (`unknown` unless set).
     pub unlisted: Option<RiskClass>,
+    #[serde(default)]
+    pub pinning: super::McpPinning,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,33 @@ pub(super) struct McpServer {
     pub resources_read: Named,
     pub prompts_get: Named,
     pub sensitivity: Arc<str>,
+    pub pinning: McpPinning,
+}
+
+/// What becomes of a tool whose definition (name, description, input
+/// schema) differs from the first one seen: `mcp.pinning`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum McpPinning {
+    /// Definitions are not looked at.
+    Off,
+    /// A change is written to the audit trail and counted.
+    #[default]
+    Report,
+    /// Also: its calls are refused (`mcp_tool_changed`) until an operator
+    /// accepts the new definition.
+    Enforce,
 }
 
 #[derive(Debug)]
@@ -83,6 +110,10 @@ impl<'c> McpServerRef<'c> {
     /// The catalog tool this server belongs to.
     pub fn tool(&self) -> &'c str {
         &self.server.tool
+    }
+
+    pub fn pinning(&self) -> McpPinning {
+        self.server.pinning
     }
 
     /// `tools/call` of `name` with its `arguments`: named, with the

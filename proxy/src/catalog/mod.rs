@@ -26,7 +26,7 @@ use http::{HeaderMap, HeaderName, Method};
 
 pub use arguments::{Argument, ArgumentError, ArgumentType, ArgumentValue, Arguments};
 pub use file::{ErrorFormat, QueryCredentialRule};
-pub use mcp::McpServerRef;
+pub use mcp::{McpPinning, McpServerRef};
 
 /// Risk classes, ordered from least to most dangerous. The names are the
 /// Cedar action groups (`Action::"prod_change"`) and appear in audit lines.
@@ -270,6 +270,18 @@ impl Catalog {
         let found = self.hosts.find(&host)?;
         let server = self.endpoints[found.endpoint].mcp.as_ref()?;
         (path == &*server.path).then_some(McpServerRef { server })
+    }
+
+    /// How the MCP servers of catalog tool `tool` are pinned (the
+    /// strictest, should it declare several); `Off` for a tool without one.
+    pub fn mcp_pinning(&self, tool: &str) -> McpPinning {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.mcp.as_ref())
+            .filter(|m| &*m.tool == tool)
+            .map(|m| m.pinning)
+            .max()
+            .unwrap_or(McpPinning::Off)
     }
 
     /// Headers besides `Authorization` / `Proxy-Authorization` that carry

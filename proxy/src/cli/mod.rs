@@ -5,6 +5,7 @@ mod ca;
 mod check;
 mod decision;
 mod iptables;
+mod mcp;
 mod run;
 mod schema;
 mod serve;
@@ -56,6 +57,9 @@ enum Command {
     Task(task::TaskArgs),
     /// Decide requests held for approval: list, show, approve, deny.
     Approvals(approvals::ApprovalsArgs),
+    /// MCP tool pins: list them, accept a changed definition (needs the
+    /// admin token).
+    Mcp(mcp::McpArgs),
     /// Print, install or remove the iptables rules that send a pod's
     /// outbound TCP to the transparent listener (for an init container).
     Iptables(iptables::IptablesArgs),
@@ -84,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Ca(command) => ca::ca(command),
         Command::Task(args) => task::task(args),
         Command::Approvals(args) => approvals::approvals(args),
+        Command::Mcp(args) => mcp::mcp(args),
         Command::Iptables(args) => iptables::iptables(args),
     }
 }

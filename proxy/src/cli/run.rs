@@ -54,10 +54,16 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 /// The embedded decider (over `tasks`), or a client of a remote
 /// `tollgate decision`.
-fn decider(config: &Config, tasks: Option<&Arc<TaskStore>>) -> anyhow::Result<SharedDecider> {
+fn decider(
+    config: &Config,
+    tasks: Option<&Arc<TaskStore>>,
+    audit: &AuditSink,
+) -> anyhow::Result<SharedDecider> {
     let Some(remote) = &config.remote_decision else {
         let tasks = tasks.expect("tasks are kept wherever decisions are embedded");
-        return Ok(Arc::new(EmbeddedDecider::new(tasks.clone())));
+        return Ok(Arc::new(
+            EmbeddedDecider::new(tasks.clone()).with_audit(audit.clone()),
+        ));
     };
     let client = RemoteDecider::new(
         &RemoteConfig {
@@ -119,7 +125,7 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     };
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
-        core: Core::new(decider(&config, tasks.as_ref())?).gated_by(audit.gate()),
+        core: Core::new(decider(&config, tasks.as_ref(), &audit)?).gated_by(audit.gate()),
         forwarder: Forwarder::new(&config.forward, upstream_tls),
         leaves,
         audit: audit.clone(),

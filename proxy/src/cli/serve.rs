@@ -233,7 +233,10 @@ pub fn decision_plane(
 ) -> Arc<DecisionPlane> {
     Arc::new(DecisionPlane {
         snapshot,
-        core: Core::new(Arc::new(EmbeddedDecider::new(tasks.clone()))).gated_by(audit.gate()),
+        core: Core::new(Arc::new(
+            EmbeddedDecider::new(tasks.clone()).with_audit(audit.clone()),
+        ))
+        .gated_by(audit.gate()),
         tasks,
         audit,
         admin_token: config.tasks.as_ref().and_then(|t| t.admin_token.clone()),

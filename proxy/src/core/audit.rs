@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::catalog::{ActionInfo, RiskClass};
+use crate::catalog::{ActionInfo, McpPinning, RiskClass};
 use crate::config::{AuditOnFailure, AuditOutput};
+use crate::decision::state::pins::ToolChange;
 use crate::decision::{Decision, Outcome, Reason, CONNECT_ACTION, WOULD_DENY};
 use crate::error::ProxyError;
 use crate::identity::IdentitySource;
@@ -474,6 +475,47 @@ impl AuditSink {
     pub fn with_recent(mut self, recent: Arc<RecentDecisions>) -> AuditSink {
         self.recent = Some(recent);
         self
+    }
+
+    /// A line of its own for an MCP tool pin's `event` (`server`: the MCP
+    /// server's catalog tool): `mcp_tool_changed`, a definition differs
+    /// from the pin; `mcp_tool_accepted`, an operator pinned what is
+    /// served now. Fingerprints, never the definitions.
+    pub fn emit_tool_pin(
+        &self,
+        event: &'static str,
+        server: &str,
+        change: &ToolChange,
+        pinning: McpPinning,
+    ) {
+        #[derive(Serialize)]
+        struct ToolChangeLine<'a> {
+            time: String,
+            event: &'static str,
+            tool: &'a str,
+            mcp: ToolChangeName<'a>,
+            pinned_sha256: &'a str,
+            seen_sha256: &'a str,
+            pinning: McpPinning,
+        }
+        #[derive(Serialize)]
+        struct ToolChangeName<'a> {
+            name: &'a str,
+        }
+        let line = ToolChangeLine {
+            time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            event,
+            tool: server,
+            mcp: ToolChangeName { name: &change.name },
+            pinned_sha256: &change.pinned,
+            seen_sha256: &change.seen,
+            pinning,
+        };
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        if self.lines.send(bytes).is_err() {
+            tracing::error!("audit writer has stopped; audit line lost");
+        }
     }
 
     /// Write the line; its latency is the time since it was begun.

@@ -68,6 +68,8 @@ pub struct Named {
     /// An MCP tool call's declared arguments, as one JSON object
     /// (`context.arguments`).
     pub arguments: Option<Arc<str>>,
+    /// The MCP tool a `tools/call` names.
+    pub mcp_tool: Option<Arc<str>>,
 }
 
 impl Named {
@@ -80,6 +82,7 @@ impl Named {
             risk: RiskClass::Unknown,
             sensitivity: Arc::from("unknown"),
             arguments: None,
+            mcp_tool: None,
         }
     }
 
@@ -93,6 +96,7 @@ impl Named {
             risk: context.risk,
             sensitivity: Arc::from(context.sensitivity.as_str()),
             arguments: context.arguments.clone(),
+            mcp_tool: context.mcp_tool.clone(),
         }
     }
 
@@ -146,6 +150,7 @@ impl From<Classification> for Named {
             risk: c.risk,
             sensitivity: c.sensitivity,
             arguments: None,
+            mcp_tool: None,
         }
     }
 }
@@ -234,6 +239,7 @@ impl<'c> McpCall<'c> {
                         })?;
                 return Ok(Named {
                     arguments: declared.map(Arc::from),
+                    mcp_tool: Some(Arc::from(name.as_str())),
                     ..Named::from(c)
                 });
             }

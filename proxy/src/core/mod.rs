@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, Method, Uri};
 
-use crate::catalog::{McpServerRef, QueryCredentialRule};
+use crate::catalog::{McpPinning, McpServerRef, QueryCredentialRule};
 use crate::decision::approvals::HeldCall;
 use crate::decision::snapshot::Snapshot;
 use crate::decision::{
@@ -154,9 +154,11 @@ pub struct Allowed<'s> {
 
 /// Which tools an MCP server's `tools/list` answer may show the workload:
 /// not a tool every call of which policy would deny. The default shows
-/// every tool.
+/// every tool. And where the definitions listed are recorded against their
+/// pins, unless the server's pinning is off.
 #[derive(Debug, Default)]
 pub struct ToolList {
+    pub pins: Option<ToolPins>,
     /// Listed in the catalog and never allowed.
     hidden: std::collections::HashSet<Box<str>>,
     /// Whether the tools the catalog does not list are never allowed.
@@ -175,6 +177,7 @@ impl ToolList {
             listed: hidden.clone(),
             hidden,
             unlisted_hidden,
+            pins: None,
         }
     }
 
@@ -183,6 +186,42 @@ impl ToolList {
             !self.hidden.contains(name)
         } else {
             !self.unlisted_hidden
+        }
+    }
+}
+
+/// Where an MCP server's listed tool definitions go: the decider that
+/// keeps the pins, under the server's catalog tool.
+#[derive(Clone)]
+pub struct ToolPins {
+    pub decider: SharedDecider,
+    pub server: Arc<str>,
+    pub pinning: McpPinning,
+}
+
+impl std::fmt::Debug for ToolPins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolPins")
+            .field("server", &self.server)
+            .field("pinning", &self.pinning)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToolPins {
+    /// Record the definitions a listing showed ([`mcp::tool_definitions`]).
+    /// A store that cannot record them is logged and the listing goes on:
+    /// it is what an agent plans with, and each call is still decided.
+    pub async fn record(&self, tools: &[crate::decision::ObservedTool]) {
+        if tools.is_empty() {
+            return;
+        }
+        if let Err(error) = self
+            .decider
+            .observe_tools(&self.server, self.pinning, tools)
+            .await
+        {
+            tracing::warn!(tool = %self.server, %error, "MCP tool definitions not recorded");
         }
     }
 }
@@ -433,6 +472,7 @@ impl Core {
                 risk: named.risk,
                 sensitivity: named.sensitivity.to_string(),
                 arguments: named.arguments.clone(),
+                mcp_tool: named.mcp_tool.clone(),
             },
             task,
             held: match &subject {
@@ -484,11 +524,17 @@ impl Core {
                 risk: c.risk,
                 sensitivity: c.sensitivity.to_string(),
                 arguments: None,
+                mcp_tool: None,
                 ..listing.context.clone()
             },
             held: None,
             ..listing.clone()
         };
+        let pins = (server.pinning() != McpPinning::Off).then(|| ToolPins {
+            decider: self.decider.clone(),
+            server: Arc::from(server.tool()),
+            pinning: server.pinning(),
+        });
         let mut listed = Vec::new();
         // One at a time: a listing is rare, and a remote decider's answers
         // come over one channel anyway. One it cannot ask shows the whole
@@ -496,7 +542,12 @@ impl Core {
         for (name, c) in server.listed() {
             match self.decider.may_allow(snapshot, &probe(c)).await {
                 Some(shown) => listed.push((name, shown)),
-                None => return ToolList::default(),
+                None => {
+                    return ToolList {
+                        pins,
+                        ..ToolList::default()
+                    }
+                }
             }
         }
         let unlisted_shown = self
@@ -505,6 +556,7 @@ impl Core {
             .await
             .unwrap_or(true);
         ToolList {
+            pins,
             hidden: listed
                 .iter()
                 .filter(|(_, shown)| !shown)

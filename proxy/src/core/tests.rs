@@ -100,6 +100,15 @@ impl Decider for ReloadFirst {
         self.decider.may_allow(snapshot, request)
     }
 
+    fn observe_tools<'a>(
+        &'a self,
+        server: &'a str,
+        pinning: crate::catalog::McpPinning,
+        tools: &'a [crate::decision::ObservedTool],
+    ) -> crate::decision::ObserveFuture<'a> {
+        self.decider.observe_tools(server, pinning, tools)
+    }
+
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {
         self.decider.revocations()
     }
@@ -371,6 +380,7 @@ async fn arguments_from_a_remote_proxy_are_checked_where_they_are_decided() {
             risk: crate::catalog::RiskClass::Read,
             sensitivity: "internal".into(),
             arguments: arguments.map(Arc::from),
+            mcp_tool: None,
         },
         task: None,
         held: None,
@@ -383,5 +393,81 @@ async fn arguments_from_a_remote_proxy_are_checked_where_they_are_decided() {
     for bad in [None, Some(r#"{"repo":5}"#), Some("[1]"), Some("not json")] {
         let (_, decision) = core.named(&snapshot, &caller, &request(bad)).await;
         assert_eq!(decision.reason, Reason::InvalidRequest, "{bad:?}");
+    }
+}
+
+/// A tool whose definition changed since it was pinned: reported and
+/// still called under the default `pinning: report`; refused, saying how
+/// to accept it, under `enforce`, until accepted. A tool never listed has
+/// no pin to differ from.
+#[tokio::test]
+async fn a_changed_mcp_tool_is_refused_only_where_pinning_is_enforced() {
+    use crate::decision::ObservedTool;
+    for (pinning, refused_while_changed) in [("", false), ("      pinning: enforce\n", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_configuration(
+            dir.path(),
+            &format!(
+                "tool: issues\nendpoints:\n  - hosts: [mcp.test]\n    mcp:\n      path: /mcp\n{pinning}      \
+                 tools:\n        - {{ name: search, risk: read }}\n        - {{ name: fresh, risk: read }}\n    routes: []\n"
+            ),
+            &format!("permit (principal == Workload::\"{CODER}\", action, resource);\n"),
+        );
+        let snapshot = Snapshot::load(&config, 1, 0).unwrap();
+        let core = Core::new(Arc::new(embedded()));
+        let target = RequestTarget {
+            tls: true,
+            host: "mcp.test".into(),
+            port: 443,
+        };
+        let (uri, headers) = (Uri::from_static("/mcp"), HeaderMap::new());
+        let call = |tool: &str| {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": tool, "arguments": {}}})
+            .to_string();
+            let (core, snapshot, target, uri, headers) =
+                (&core, &snapshot, &target, &uri, &headers);
+            async move {
+                let inbound = Inbound {
+                    target,
+                    method: &Method::POST,
+                    uri,
+                    headers,
+                    held: None,
+                    body: Some(body.as_bytes()),
+                };
+                let verdict = core.http(snapshot, &caller(Some(CODER)), inbound).await;
+                verdict.outcome.err().map(|e| (e.reason(), e.to_string()))
+            }
+        };
+        let listed = |fingerprint: &str| {
+            vec![ObservedTool {
+                name: "search".into(),
+                fingerprint: fingerprint.repeat(64),
+            }]
+        };
+        let decider = core.decider();
+        let mode = snapshot.catalog.mcp_pinning("issues");
+        assert!(decider
+            .observe_tools("issues", mode, &listed("a"))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(call("search").await, None);
+        let changes = decider
+            .observe_tools("issues", mode, &listed("b"))
+            .await
+            .unwrap();
+        assert_eq!(changes.len(), 1, "reported in every mode");
+        let refused = call("search").await;
+        assert_eq!(
+            refused.is_some(),
+            refused_while_changed,
+            "{pinning}: {refused:?}"
+        );
+        if let Some((reason, _)) = refused {
+            assert_eq!(reason, "mcp_tool_changed");
+        }
+        assert_eq!(call("fresh").await, None, "never listed, never pinned");
     }
 }

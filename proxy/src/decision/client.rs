@@ -19,8 +19,10 @@ use super::proto::pb;
 use super::proto::pb::decision_service_client::DecisionServiceClient;
 use super::request::DecisionRequest;
 use super::snapshot::Snapshot;
+use super::state::pins::{ObservedTool, ToolChange};
 use super::tasks::{TaskRefusal, TaskRevoked, TokenHash};
-use super::{ApprovalFuture, Decider, DecisionFuture, ProbeFuture};
+use super::{ApprovalFuture, Decider, DecisionFuture, ObserveFuture, ProbeFuture};
+use crate::catalog::McpPinning;
 
 /// Epoch value meaning "not connected to the revocation stream".
 const UNKNOWN_EPOCH: u64 = u64::MAX;
@@ -112,10 +114,12 @@ impl Shared {
         } else if epoch < known {
             return;
         }
-        // A store that was down for a moment says nothing about later.
+        // A store that was down for a moment says nothing about later; an
+        // MCP tool's pin may change between two identical calls.
         if decision.task.as_ref().is_some_and(|t| t.no_cache)
             || decision.never_cached()
             || decision.reason == Reason::StateUnavailable
+            || request.context.mcp_tool.is_some()
         {
             return;
         }
@@ -239,6 +243,50 @@ impl Decider for RemoteDecider {
             match tokio::time::timeout(self.timeout, client.decide(call)).await {
                 Ok(Ok(answer)) => Some(answer.into_inner().outcome != pb::Outcome::Deny as i32),
                 _ => None,
+            }
+        })
+    }
+
+    fn observe_tools<'a>(
+        &'a self,
+        server: &'a str,
+        _: McpPinning,
+        tools: &'a [ObservedTool],
+    ) -> ObserveFuture<'a> {
+        Box::pin(async move {
+            let request = pb::ObserveToolsRequest {
+                server: server.to_string(),
+                tools: tools
+                    .iter()
+                    .map(|t| pb::ObservedTool {
+                        name: t.name.clone(),
+                        fingerprint: t.fingerprint.clone(),
+                    })
+                    .collect(),
+            };
+            let mut call = tonic::Request::new(request);
+            call.set_timeout(self.timeout);
+            let mut client = self.client.clone();
+            match tokio::time::timeout(self.timeout, client.observe_tools(call)).await {
+                Ok(Ok(answer)) => Ok(answer
+                    .into_inner()
+                    .changed
+                    .into_iter()
+                    .map(|p| ToolChange {
+                        name: p.name,
+                        pinned: p.pinned,
+                        seen: p.seen,
+                    })
+                    .collect()),
+                Ok(Err(status)) => Err(format!(
+                    "decision service error: {} ({:?})",
+                    status.message(),
+                    status.code()
+                )),
+                Err(_) => Err(format!(
+                    "decision service did not answer within {:?}",
+                    self.timeout
+                )),
             }
         })
     }

@@ -12,18 +12,32 @@ use std::time::{Duration, SystemTime};
 use super::approvals::{Approval, GateInfo};
 use super::outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason};
 use super::request::DecisionRequest;
+use super::state::pins::ObservedTool;
 use super::tasks::{Task, TaskRevoked};
-use super::{ApprovalFuture, Decider, DecisionFuture, ProbeFuture};
+use super::{ApprovalFuture, Decider, DecisionFuture, ObserveFuture, ProbeFuture};
+use crate::catalog::McpPinning;
 use crate::config::EnforcementMode;
+use crate::core::audit::AuditSink;
 use crate::decision::state::TaskStore;
+use crate::telemetry;
 
 pub struct EmbeddedDecider {
     tasks: Arc<TaskStore>,
+    /// Where a changed MCP tool's line goes.
+    audit: Option<AuditSink>,
 }
 
 impl EmbeddedDecider {
     pub fn new(tasks: Arc<TaskStore>) -> EmbeddedDecider {
-        EmbeddedDecider { tasks }
+        EmbeddedDecider { tasks, audit: None }
+    }
+
+    /// Write the MCP tool changes this decider records to `audit`.
+    pub fn with_audit(self, audit: AuditSink) -> EmbeddedDecider {
+        EmbeddedDecider {
+            audit: Some(audit),
+            ..self
+        }
     }
 
     pub fn tasks(&self) -> &Arc<TaskStore> {
@@ -36,6 +50,16 @@ impl EmbeddedDecider {
     /// budget for its risk class, if it has one.
     pub async fn decide_in(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Decision {
         let risk = request.context.risk;
+        // Report mode is applied here, where policy is evaluated: a proxy
+        // deciding remotely follows the decision plane's modes, never its
+        // own, so central deny rules stay central.
+        let report =
+            snapshot.enforcement.mode_for(&request.context.tool) == EnforcementMode::Report;
+        if !report {
+            if let Some(refused) = self.unpinned(snapshot, request).await {
+                return refused;
+            }
+        }
         let task = match &request.task {
             None => None,
             Some(token) => {
@@ -49,11 +73,6 @@ impl EmbeddedDecider {
                 }
             }
         };
-        // Report mode is applied here, where policy is evaluated: a proxy
-        // deciding remotely follows the decision plane's modes, never its
-        // own, so central deny rules stay central.
-        let report =
-            snapshot.enforcement.mode_for(&request.context.tool) == EnforcementMode::Report;
         // Policies may read `context.task.used`, which changes with every
         // budgeted request: those decisions are never cached.
         let mut decision = match &task {
@@ -86,6 +105,28 @@ impl EmbeddedDecider {
 }
 
 impl EmbeddedDecider {
+    /// The refusal of an MCP tool call whose tool's definition differs
+    /// from its pin, where the catalog enforces pinning. A tool never
+    /// listed has no pin to differ from.
+    async fn unpinned(&self, snapshot: &Snapshot, request: &DecisionRequest) -> Option<Decision> {
+        let name = request.context.mcp_tool.as_deref()?;
+        let server = request.context.tool.as_str();
+        if snapshot.catalog.mcp_pinning(server) != McpPinning::Enforce {
+            return None;
+        }
+        match self.tasks.pins().get(server, name).await {
+            Ok(Some(pin)) if pin.changed() => Some(Decision::deny(
+                Reason::McpToolChanged,
+                format!(
+                    "the MCP server changed the definition of `{name}` since it was pinned; \
+                     an operator must accept it: tollgate mcp tools accept {server} {name}"
+                ),
+            )),
+            Ok(_) => None,
+            Err(e) => Some(Decision::deny(Reason::StateUnavailable, e.to_string())),
+        }
+    }
+
     /// A request an approval gate stopped. Not held yet: answered as is,
     /// and the proxy holds it and asks again with its body's digest. Held:
     /// the approval for this exact call — asked for now if there is none —
@@ -185,6 +226,38 @@ impl Decider for EmbeddedDecider {
             snapshot.enforcement.mode_for(&request.context.tool) == EnforcementMode::Report;
         let may = report || snapshot.engine.may_permit(request);
         Box::pin(std::future::ready(Some(may)))
+    }
+
+    fn observe_tools<'a>(
+        &'a self,
+        server: &'a str,
+        pinning: McpPinning,
+        tools: &'a [ObservedTool],
+    ) -> ObserveFuture<'a> {
+        Box::pin(async move {
+            let changes = self
+                .tasks
+                .pins()
+                .observe(server, tools)
+                .await
+                .map_err(|e| e.to_string())?;
+            for change in &changes {
+                tracing::warn!(
+                    tool = %server,
+                    mcp_tool = %change.name,
+                    pinned = %change.pinned,
+                    seen = %change.seen,
+                    ?pinning,
+                    "an MCP tool's definition differs from its pin"
+                );
+                metrics::counter!(telemetry::MCP_TOOL_CHANGES, "tool" => server.to_string())
+                    .increment(1);
+                if let Some(audit) = &self.audit {
+                    audit.emit_tool_pin("mcp_tool_changed", server, change, pinning);
+                }
+            }
+            Ok(changes)
+        })
     }
 
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked> {

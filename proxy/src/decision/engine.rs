@@ -739,6 +739,7 @@ mod index_tests {
                 risk: RiskClass::Read,
                 sensitivity: rng.pick(&["public", "restricted"]).into(),
                 arguments: None,
+                mcp_tool: None,
             },
             task: None,
             held: None,

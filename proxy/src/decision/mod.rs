@@ -33,6 +33,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::catalog::McpPinning;
+
 pub use cache::DecisionCache;
 pub use embedded::EmbeddedDecider;
 pub use engine::PolicyEngine;
@@ -41,6 +43,7 @@ pub use policies::PolicyError;
 pub use request::{DecisionRequest, RequestContext, CONNECT_ACTION};
 pub use schema::schema_text;
 pub use snapshot::{Snapshot, SnapshotHandle};
+pub use state::pins::{ObservedTool, ToolChange};
 pub use tasks::{TaskRevoked, TokenHash};
 
 pub type DecisionFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
@@ -48,6 +51,10 @@ pub type DecisionFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>
 /// Whether some call may be allowed (`None`: the decider could not be
 /// asked): [`Decider::may_allow`].
 pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Option<bool>> + Send + 'a>>;
+/// The changes an MCP server's listing showed, or why it could not be
+/// recorded: [`Decider::observe_tools`].
+pub type ObserveFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<ToolChange>, String>> + Send + 'a>>;
 pub type ApprovalFuture<'a> = Pin<Box<dyn Future<Output = Option<ApprovalStatus>> + Send + 'a>>;
 
 /// Where decisions come from. Implementations never fail: any internal error
@@ -74,6 +81,19 @@ pub trait Decider: Send + Sync + 'static {
         snapshot: &'a Snapshot,
         request: &'a DecisionRequest,
     ) -> ProbeFuture<'a>;
+
+    /// Record the tool definitions an MCP server listed (`server`: its
+    /// catalog tool) against their pins, where the pins are kept: a tool
+    /// never seen is pinned, one whose definition differs is reported
+    /// there (audit line, metric) and returned, once per new definition.
+    /// `pinning` is what the caller's catalog says of the server, for the
+    /// record; a remote decision plane goes by its own.
+    fn observe_tools<'a>(
+        &'a self,
+        server: &'a str,
+        pinning: McpPinning,
+        tools: &'a [ObservedTool],
+    ) -> ObserveFuture<'a>;
 
     /// Tasks ending from now on, so connections carrying them can close.
     fn revocations(&self) -> tokio::sync::broadcast::Receiver<TaskRevoked>;

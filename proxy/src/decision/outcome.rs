@@ -64,10 +64,13 @@ pub enum Reason {
     ApprovalRequired,
     /// A person denied this exact call.
     ApprovalDenied,
+    /// The MCP server's definition of the tool differs from its pin, and
+    /// the catalog enforces pinning: an operator must accept it first.
+    McpToolChanged,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Allowed,
         Reason::Forbidden,
         Reason::NoPermit,
@@ -82,6 +85,7 @@ impl Reason {
         Reason::StateUnavailable,
         Reason::ApprovalRequired,
         Reason::ApprovalDenied,
+        Reason::McpToolChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +104,7 @@ impl Reason {
             Reason::StateUnavailable => "state_unavailable",
             Reason::ApprovalRequired => "approval_required",
             Reason::ApprovalDenied => "approval_denied",
+            Reason::McpToolChanged => "mcp_tool_changed",
         }
     }
 

@@ -12,6 +12,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("toll
 use super::approvals::{Approval, BodyDigest, HeldCall};
 use super::outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason, TaskRef};
 use super::request::{DecisionRequest, RequestContext};
+use super::state::pins::ToolPin;
 use super::tasks::{from_unix_ms, unix_ms, TaskView, TokenHash};
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ impl From<&DecisionRequest> for pb::DecideRequest {
                 risk: c.risk.as_str().to_string(),
                 sensitivity: c.sensitivity.clone(),
                 arguments_json: c.arguments.as_deref().unwrap_or_default().to_string(),
+                mcp_tool: c.mcp_tool.as_deref().unwrap_or_default().to_string(),
             }),
             task_token_sha256: r.task.map(|h| h.0.to_vec()).unwrap_or_default(),
             identity: Some(pb::Identity {
@@ -107,6 +109,7 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
                 risk,
                 sensitivity: c.sensitivity,
                 arguments: (!c.arguments_json.is_empty()).then(|| Arc::from(c.arguments_json)),
+                mcp_tool: (!c.mcp_tool.is_empty()).then(|| Arc::from(c.mcp_tool)),
             },
             task,
             held,
@@ -231,6 +234,20 @@ impl From<&Approval> for pb::Approval {
     }
 }
 
+impl From<&ToolPin> for pb::ToolPin {
+    fn from(p: &ToolPin) -> pb::ToolPin {
+        pb::ToolPin {
+            server: p.server.clone(),
+            name: p.name.clone(),
+            pinned: p.pinned.clone(),
+            seen: p.seen.clone(),
+            pinned_unix_ms: p.pinned_ms,
+            changed_unix_ms: p.changed_ms,
+            changed: p.changed(),
+        }
+    }
+}
+
 impl From<&TaskView> for pb::Task {
     fn from(t: &TaskView) -> pb::Task {
         pb::Task {
@@ -278,6 +295,7 @@ mod tests {
                 risk: RiskClass::Write,
                 sensitivity: "internal".into(),
                 arguments: Some(Arc::from(r#"{"repo":"acme/api"}"#)),
+                mcp_tool: Some(Arc::from("search")),
             },
             task: Some(TokenHash::of("tgt_example")),
             held: None,

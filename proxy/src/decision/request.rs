@@ -52,6 +52,9 @@ pub struct RequestContext {
     /// An MCP tool call's declared arguments as one JSON object, keys
     /// sorted; checked against the catalog again where it is decided.
     pub arguments: Option<Arc<str>>,
+    /// The MCP tool a `tools/call` names, listed in the catalog or not:
+    /// what its pin is looked up by.
+    pub mcp_tool: Option<Arc<str>>,
 }
 
 impl Default for RequestContext {
@@ -65,6 +68,7 @@ impl Default for RequestContext {
             risk: RiskClass::Unknown,
             sensitivity: String::new(),
             arguments: None,
+            mcp_tool: None,
         }
     }
 }

@@ -87,6 +87,7 @@ fn req(principal: &str, action: &str, resource: &str, sensitivity: &str) -> Deci
             risk,
             sensitivity: sensitivity.into(),
             arguments: None,
+            mcp_tool: None,
         },
         task: None,
         held: None,

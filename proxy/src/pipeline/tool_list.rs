@@ -6,7 +6,12 @@
 //! documents and whole SSE events, passes anything else through as it
 //! comes, and refuses only what it cannot read at all (an encoded body, an
 //! event or answer over [`MAX_LISTING_BYTES`]).
+//!
+//! The definitions a listing shows are recorded against their pins
+//! ([`ToolPins`]) before it goes on, so a call the agent makes after
+//! reading a changed definition is decided knowing of the change.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -18,7 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::body::{BoxError, ProxyBody};
-use crate::core::mcp::filter_tool_list;
+use crate::core::mcp::{filter_tool_list, tool_definitions};
 use crate::core::ToolList;
 use crate::error::ProxyError;
 
@@ -65,7 +70,7 @@ pub async fn filter(
                 })?
                 .to_bytes();
             parts.headers.remove(CONTENT_LENGTH);
-            Full::new(filter_json(bytes, &list))
+            Full::new(filter_json(bytes, &list).await)
                 .map_err(|e| match e {})
                 .boxed()
         }
@@ -80,11 +85,14 @@ pub async fn filter(
 }
 
 /// The JSON document with the hidden tools left out, or as sent when it
-/// is not JSON or hides nothing.
-fn filter_json(bytes: Bytes, list: &ToolList) -> Bytes {
+/// is not JSON or hides nothing; its definitions recorded first.
+async fn filter_json(bytes: Bytes, list: &ToolList) -> Bytes {
     let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return bytes;
     };
+    if let Some(pins) = &list.pins {
+        pins.record(&tool_definitions(&answer)).await;
+    }
     if filter_tool_list(&mut answer, &|name| list.shows(name)) {
         Bytes::from(answer.to_string())
     } else {
@@ -92,13 +100,17 @@ fn filter_json(bytes: Bytes, list: &ToolList) -> Bytes {
     }
 }
 
-/// An SSE stream whose events carrying a `tools/list` answer are filtered;
-/// every event goes on as soon as it is complete.
+/// An SSE stream whose events carrying a `tools/list` answer are filtered
+/// (and their definitions recorded); every other event goes on as soon as
+/// it is complete.
 pub struct FilteredEvents {
     inner: Incoming,
     pending: BytesMut,
     list: ToolList,
     ended: bool,
+    /// A listing's event, waiting for its definitions to be recorded (on
+    /// a task of its own, which finishes should the agent leave).
+    recording: Option<(tokio::task::JoinHandle<()>, Bytes)>,
 }
 
 impl FilteredEvents {
@@ -108,6 +120,7 @@ impl FilteredEvents {
             pending: BytesMut::new(),
             list,
             ended: false,
+            recording: None,
         }
     }
 }
@@ -122,9 +135,29 @@ impl Body for FilteredEvents {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
+            if let Some((recording, _)) = &mut this.recording {
+                // A recording that panicked is as one that failed: logged.
+                let _ = ready!(Pin::new(recording).poll(cx));
+                let (_, event) = this.recording.take().expect("recording");
+                return Poll::Ready(Some(Ok(Frame::data(event))));
+            }
             if let Some(end) = event_end(&this.pending) {
                 let event = this.pending.split_to(end).freeze();
-                return Poll::Ready(Some(Ok(Frame::data(filter_event(event, &this.list)))));
+                let message = event_message(&event);
+                let tools = match (&this.list.pins, &message) {
+                    (Some(_), Some(message)) => tool_definitions(message),
+                    _ => Vec::new(),
+                };
+                let event = filter_event(event, message, &this.list);
+                match &this.list.pins {
+                    Some(pins) if !tools.is_empty() => {
+                        let pins = pins.clone();
+                        let recording = tokio::spawn(async move { pins.record(&tools).await });
+                        this.recording = Some((recording, event));
+                        continue;
+                    }
+                    _ => return Poll::Ready(Some(Ok(Frame::data(event)))),
+                }
             }
             if this.ended {
                 // A last event without its blank line: as sent.
@@ -165,25 +198,28 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One event: its `data:` lines are one JSON-RPC message; when that is a
-/// listing that hides something, the event is written again with the
-/// filtered message as its one data line, its other fields kept.
-fn filter_event(event: Bytes, list: &ToolList) -> Bytes {
-    let Ok(text) = std::str::from_utf8(&event) else {
-        return event;
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let data: Vec<&str> = lines
-        .iter()
+/// The JSON-RPC message an event's `data:` lines carry, if they do.
+fn event_message(event: &[u8]) -> Option<serde_json::Value> {
+    let text = std::str::from_utf8(event).ok()?;
+    let data: Vec<&str> = text
+        .lines()
         .filter_map(|l| l.strip_prefix("data:"))
         .map(|d| d.strip_prefix(' ').unwrap_or(d))
         .collect();
     if data.is_empty() {
-        return event;
+        return None;
     }
-    let Ok(mut message) = serde_json::from_str::<serde_json::Value>(&data.join("\n")) else {
+    serde_json::from_str(&data.join("\n")).ok()
+}
+
+/// One event whose message ([`event_message`]) is a listing that hides
+/// something, written again with the filtered message as its one data
+/// line, its other fields kept; any other as it came.
+fn filter_event(event: Bytes, message: Option<serde_json::Value>, list: &ToolList) -> Bytes {
+    let (Ok(text), Some(mut message)) = (std::str::from_utf8(&event), message) else {
         return event;
     };
+    let lines: Vec<&str> = text.lines().collect();
     if !filter_tool_list(&mut message, &|name| list.shows(name)) {
         return event;
     }
@@ -214,10 +250,10 @@ mod tests {
         ToolList::hiding(hidden.iter().copied(), false)
     }
 
-    #[test]
-    fn a_json_listing_loses_the_hidden_tools_and_nothing_else() {
+    #[tokio::test]
+    async fn a_json_listing_loses_the_hidden_tools_and_nothing_else() {
         let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"look","inputSchema":{}},{"name":"merge"},{"description":"no name"}],"nextCursor":"c"}}"#;
-        let filtered = filter_json(Bytes::from(answer), &hiding(&["merge"]));
+        let filtered = filter_json(Bytes::from(answer), &hiding(&["merge"])).await;
         let value: serde_json::Value = serde_json::from_slice(&filtered).unwrap();
         assert_eq!(
             value["result"]["tools"],
@@ -226,10 +262,10 @@ mod tests {
         assert_eq!(value["result"]["nextCursor"], "c");
         // Not a listing, or nothing hidden: the bytes as sent.
         let other = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
-        assert_eq!(filter_json(other.clone(), &hiding(&["merge"])), other);
+        assert_eq!(filter_json(other.clone(), &hiding(&["merge"])).await, other);
         let kept =
             Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"look"}]}}"#);
-        assert_eq!(filter_json(kept.clone(), &hiding(&["merge"])), kept);
+        assert_eq!(filter_json(kept.clone(), &hiding(&["merge"])).await, kept);
     }
 
     #[test]
@@ -238,13 +274,15 @@ mod tests {
             b"event: message\r\nid: 7\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\r\ndata: \"result\":{\"tools\":[{\"name\":\"merge\"},{\"name\":\"look\"}]}}\r\n\r\n",
         );
         assert_eq!(event_end(&event), Some(event.len()));
-        let out = filter_event(event, &hiding(&["merge"]));
+        let message = event_message(&event);
+        let out = filter_event(event, message, &hiding(&["merge"]));
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.starts_with("event: message\nid: 7\ndata: "), "{text}");
         assert!(text.ends_with("\n\n"), "{text}");
         assert!(!text.contains("merge") && text.contains("look"), "{text}");
         // A keep-alive comment, a ping: as sent.
         let ping = Bytes::from_static(b": ping\n\n");
-        assert_eq!(filter_event(ping.clone(), &hiding(&["merge"])), ping);
+        assert_eq!(event_message(&ping), None);
+        assert_eq!(filter_event(ping.clone(), None, &hiding(&["merge"])), ping);
     }
 }

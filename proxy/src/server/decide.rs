@@ -15,7 +15,7 @@ use crate::decision::{DecisionRequest, TokenHash};
 use crate::error::ProxyError;
 use crate::identity::CallerIdentity;
 
-use super::{approvals, tasks, DecisionPlane};
+use super::{approvals, pins, tasks, DecisionPlane};
 
 pub struct DecisionApi {
     plane: Arc<DecisionPlane>,
@@ -193,6 +193,27 @@ impl DecisionService for DecisionApi {
         approvals::await_verdict(&self.plane, request)
             .await
             .map(Response::new)
+    }
+
+    async fn observe_tools(
+        &self,
+        request: Request<pb::ObserveToolsRequest>,
+    ) -> Result<Response<pb::ObserveToolsResponse>, Status> {
+        pins::observe(&self.plane, request).await.map(Response::new)
+    }
+
+    async fn list_tool_pins(
+        &self,
+        request: Request<pb::ListToolPinsRequest>,
+    ) -> Result<Response<pb::ListToolPinsResponse>, Status> {
+        pins::list(&self.plane, request).await.map(Response::new)
+    }
+
+    async fn accept_tool_pin(
+        &self,
+        request: Request<pb::AcceptToolPinRequest>,
+    ) -> Result<Response<pb::ToolPin>, Status> {
+        pins::accept(&self.plane, request).await.map(Response::new)
     }
 }
 

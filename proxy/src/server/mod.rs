@@ -7,6 +7,7 @@ mod approvals;
 mod decide;
 pub mod ext_authz;
 pub mod front;
+mod pins;
 mod tasks;
 
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! policies, which are files every replica loads. Two backends behind one
 //! [`TaskStore`]: memory (one process; the default) and Redis (shared by
 //! every replica that names the same server, and outliving all of them).
-//! Approvals, which must be seen by every replica too, belong here as well.
+//! Approvals and MCP tool pins, which must be seen by every replica too,
+//! belong here as well.
 //!
 //! A store that cannot be reached answers nothing it would have to guess:
 //! requests under a task are refused with `state_unavailable`, task
@@ -12,6 +13,7 @@
 
 pub mod approvals;
 pub mod memory;
+pub mod pins;
 pub mod redis;
 
 use std::sync::Arc;
@@ -31,7 +33,8 @@ use crate::decision::webhook::Webhook;
 
 pub use approvals::ApprovalStore;
 use memory::MemoryTasks;
-use redis::{RedisApprovals, RedisStore, RedisTasks};
+pub use pins::PinStore;
+use redis::{RedisApprovals, RedisPins, RedisStore, RedisTasks};
 
 /// How many task ends a subscriber may fall behind by before its stream is
 /// cut (and it resubscribes, hearing every remembered end again).
@@ -40,6 +43,7 @@ const REVOCATION_BACKLOG: usize = 1024;
 pub struct TaskStore {
     backend: Backend,
     approvals: ApprovalStore,
+    pins: PinStore,
     revoked: broadcast::Sender<TaskRevoked>,
     health: watch::Receiver<bool>,
     /// Memory is always there: this keeps its health open and `true`, so
@@ -59,6 +63,7 @@ impl TaskStore {
         TaskStore {
             backend: Backend::Memory(MemoryTasks::new(limits, revoked.clone())),
             approvals: ApprovalStore::in_memory(ApprovalRules::default()),
+            pins: PinStore::in_memory(),
             revoked,
             health,
             _always_up: Some(always_up),
@@ -80,6 +85,7 @@ impl TaskStore {
         );
         Ok(TaskStore {
             approvals,
+            pins: PinStore::Redis(RedisPins::new(redis.clone())),
             health: redis.health(),
             backend: Backend::Redis(RedisTasks::new(redis, limits)),
             revoked,
@@ -103,6 +109,11 @@ impl TaskStore {
     /// The approvals kept beside the tasks, in the same store.
     pub fn approvals(&self) -> &ApprovalStore {
         &self.approvals
+    }
+
+    /// The MCP tool pins kept beside the tasks, in the same store.
+    pub fn pins(&self) -> &PinStore {
+        &self.pins
     }
 
     /// `memory` or `redis`, for logs.

@@ -1,7 +1,7 @@
 //! The state store in Redis: one connection per replica (commands, and a
 //! subscription to the announcements), kept up by a supervisor that
 //! reconnects with backoff, and shared by what is kept there: tasks
-//! ([`tasks`]) and approvals ([`approvals`]).
+//! ([`tasks`]), approvals ([`approvals`]) and MCP tool pins ([`pins`]).
 //!
 //! Every key is `P:…`, `P` the configured prefix inside a hash tag
 //! (`{tollgate}`), so a Redis Cluster keeps them in one slot and one
@@ -10,6 +10,7 @@
 //! and relays each to this replica's own broadcast.
 
 mod approvals;
+mod pins;
 mod tasks;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use crate::decision::approvals::ApprovalEvent;
 use crate::decision::tasks::{unix_ms, TaskRevoked, TokenHash};
 
 pub use approvals::RedisApprovals;
+pub use pins::RedisPins;
 pub use tasks::RedisTasks;
 
 const RECONNECT_START: Duration = Duration::from_millis(100);
