@@ -3,7 +3,8 @@ server through tollgate (HTTPS_PROXY and tollgate's CA from the
 environment). Run by tests/tests/mcp.rs as `mcp_client.py URL`; calls the
 tools CALLS (a JSON list of [name, arguments]) names and prints one JSON
 line: the tools the server listed, and each call's text result or the
-error the SDK raised.
+error the SDK raised. With RELEASE_FILE set, the first log message the
+server sends creates that file (see `watch_build` in mcp_server.py).
 """
 
 import asyncio
@@ -16,10 +17,16 @@ from mcp import ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 
+async def release(params):
+    path = os.environ.get("RELEASE_FILE")
+    if path:
+        open(path, "w").close()
+
+
 async def main(url, calls):
     results = []
     async with streamable_http_client(url) as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
+        async with ClientSession(streams[0], streams[1], logging_callback=release) as session:
             await session.initialize()
             listed = await session.list_tools()
             for name, arguments in calls:

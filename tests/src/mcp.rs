@@ -62,12 +62,12 @@ impl McpServer {
     /// On a free loopback port. `json`: answers as JSON bodies rather than
     /// SSE streams.
     pub fn start(pki: &TestPki, json: bool) -> McpServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        McpServer::start_in(&[], ([127, 0, 0, 1], port).into(), pki, json)
+        McpServer::start_in(&[], free_port(), pki, json)
+    }
+
+    /// On a free loopback port with `env` (see [`McpServer::start_at`]).
+    pub fn start_with(pki: &TestPki, env: &[(&str, &str)]) -> McpServer {
+        McpServer::start_at(free_port(), pki, env)
     }
 
     /// Started through `launcher` (a network namespace's, say), on `addr`.
@@ -82,9 +82,9 @@ impl McpServer {
         McpServer::launch(&[], addr, pki, false, env)
     }
 
-    /// Let `watch_build` answer.
-    pub fn release(&self) {
-        std::fs::write(self.calls.with_extension("jsonl.go"), "").unwrap();
+    /// The file that lets `watch_build` answer once it exists.
+    pub fn release_file(&self) -> std::path::PathBuf {
+        self.calls.with_extension("jsonl.go")
     }
 
     fn launch(
@@ -159,6 +159,13 @@ impl McpServer {
     }
 }
 
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// tollgate with the MCP server's catalog and policies, reaching `server`
 /// for the catalog's host and trusting its certificate.
 pub fn proxying(server: &McpServer, pki: &TestPki) -> Setup {
@@ -174,11 +181,17 @@ pub fn proxying(server: &McpServer, pki: &TestPki) -> Setup {
 /// The SDK's client making `calls` through tollgate's explicit proxy; its
 /// printed answer (`{"tools": [...], "results": [...]}`).
 pub async fn client(tg: &Tollgate, calls: Value) -> Value {
+    client_with(tg, calls, &[]).await
+}
+
+/// [`client`] with `env` (`RELEASE_FILE`: see `tests/py/mcp_client.py`).
+pub async fn client_with(tg: &Tollgate, calls: Value, env: &[(&str, &str)]) -> Value {
     let ca = tg.ca_cert().display().to_string();
     let mut command = tokio::process::Command::new(python_bin());
     command
         .env("HTTPS_PROXY", tg.proxy_url())
-        .env("SSL_CERT_FILE", ca);
+        .env("SSL_CERT_FILE", ca)
+        .envs(env.iter().copied());
     run_client(command, calls, &tg.logs()).await
 }
 

@@ -522,3 +522,36 @@ async fn pins_are_shared_by_replicas_through_redis() {
     ok(&client(&proxy_a, search).await);
     assert_eq!(server.calls().len(), 1);
 }
+
+/// An SSE answer goes through as the server writes it: the tool sends a
+/// log message and then waits for the client to have read it before it
+/// answers. A proxy holding the stream until the answer would have the
+/// tool give up waiting (`not released`).
+#[tokio::test]
+async fn an_sse_answer_streams_through_unbuffered() {
+    use tollgate_e2e::mcp::client_with;
+    let pki = TestPki::new();
+    let server = McpServer::start_with(&pki, &[("STREAM_TOOL", "1")]);
+    let catalog = CATALOG.replace(
+        "    routes: []",
+        "        - { name: watch_build, risk: read }\n    routes: []",
+    );
+    let mut rules = policies();
+    rules.push((
+        "watch.cedar".into(),
+        "permit (principal, action == Action::\"issues:watch_build\", resource);\n".into(),
+    ));
+    let tg = Tollgate::start(Setup {
+        policies: Some(rules),
+        extra_catalog: vec![("issues.yaml".into(), catalog)],
+        ..proxying(&server, &pki)
+    });
+    let release = server.release_file().display().to_string();
+    let answer = client_with(
+        &tg,
+        json!([["watch_build", {"repo": "acme/api"}]]),
+        &[("RELEASE_FILE", &release)],
+    )
+    .await;
+    assert_eq!(answer["results"][0]["text"], "released", "{answer}");
+}
