@@ -29,6 +29,14 @@ pub enum ProxyError {
         reason: &'static str,
         message: String,
     },
+    /// A JSON-RPC batch with a message refused: none is sent, and the
+    /// answer is a batch with an error for each message that has an id.
+    #[error("{message}")]
+    McpBatch {
+        /// The JSON array answered.
+        answer: String,
+        message: String,
+    },
     #[error("request for `{got}` on a connection to `{expected}`")]
     Misdirected { expected: String, got: String },
     #[error("denied by policy: {}", .0.decision.reason)]
@@ -141,6 +149,8 @@ impl ProxyError {
             ProxyError::MalformedRequest(_)
             | ProxyError::AmbiguousFraming(_)
             | ProxyError::Mcp { .. } => StatusCode::BAD_REQUEST,
+            // The exchange worked; each message's refusal is in the answer.
+            ProxyError::McpBatch { .. } => StatusCode::OK,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -190,6 +200,7 @@ impl ProxyError {
             ProxyError::Identity(err) => err.reason(),
             ProxyError::MalformedRequest(_) => "malformed_request",
             ProxyError::Mcp { reason, .. } => reason,
+            ProxyError::McpBatch { .. } => "mcp_batch_refused",
             ProxyError::Misdirected { .. } => "misdirected_request",
             ProxyError::Denied(d) => d.decision.reason.as_str(),
             ProxyError::DestinationBlocked { .. } => "destination_blocked",
@@ -293,6 +304,9 @@ impl ProxyError {
         format: ErrorFormat,
     ) -> (Vec<(HeaderName, HeaderValue)>, String) {
         let mut headers = self.headers();
+        if let ProxyError::McpBatch { answer, .. } = self {
+            return (headers, answer.clone());
+        }
         let body = self.body(decision_id);
         match format {
             ErrorFormat::Json => (headers, body.to_string()),
@@ -332,6 +346,9 @@ impl ProxyError {
 
     /// The JSON-RPC error document of [`ProxyError::to_json_rpc`].
     pub fn json_rpc_error(&self, decision_id: &str, id: serde_json::Value) -> String {
+        if let ProxyError::McpBatch { answer, .. } = self {
+            return answer.clone();
+        }
         let data = self.body(decision_id);
         let message = match data["message"].as_str() {
             Some(m) if !m.is_empty() => m.to_string(),

@@ -753,4 +753,26 @@ async fn an_mcp_tool_call_is_decided_on_the_body_envoy_sends_and_refused_as_json
         "{rpc}"
     );
     assert_eq!(upstream.count(), 1);
+
+    // A batch: each message decided; one refused, none sent, and the
+    // answer is a batch.
+    let batch = format!(
+        "[{},{}]",
+        call(4, "search_issues"),
+        call(5, "merge_pull_request")
+    );
+    let refused = post(batch).await;
+    assert_eq!(refused.out.status, 200, "{}", refused.out.body);
+    let rpc = refused.out.json();
+    assert_eq!(
+        (
+            rpc[0]["id"].as_u64(),
+            rpc[0]["error"]["data"]["reason"].as_str()
+        ),
+        (Some(4), Some("mcp_batch_refused")),
+        "{rpc}"
+    );
+    assert_eq!(rpc[1]["error"]["data"]["reason"], "no_permit", "{rpc}");
+    assert_eq!(upstream.count(), 1, "no message of the batch left");
+    decision.wait_audit(|l| l["mcp"]["id"] == 4 && l["decision"] == "allow");
 }

@@ -287,6 +287,14 @@ async fn malformed_deep_and_oversized_messages_are_refused_and_the_proxy_keeps_s
             call(json!({"repo": "acme/api", "query": "q".repeat(70 * 1024)})),
             "mcp_over_limit",
         ),
+        (
+            json!(vec![
+                json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+                33
+            ])
+            .to_string(),
+            "mcp_over_limit",
+        ),
     ] {
         let out = tg
             .curl(&[
@@ -413,7 +421,7 @@ async fn a_changed_tool_definition_is_reported_refused_and_accepted() {
         "issues",
         "search_issues",
         "--fingerprint",
-        &line["pinned_sha256"].as_str().unwrap(),
+        line["pinned_sha256"].as_str().unwrap(),
     ]);
     assert_ne!(stale.code, 0, "{:?}", stale.json);
     assert!(
@@ -554,4 +562,113 @@ async fn an_sse_answer_streams_through_unbuffered() {
     )
     .await;
     assert_eq!(answer["results"][0]["text"], "released", "{answer}");
+}
+
+/// A JSON-RPC batch (MCP 2025-03-26) is decided message by message, each
+/// with its own audit line. One refused, none is sent, and the answer is a
+/// batch: that message's refusal, and a "not sent" error for the others
+/// that await an answer. All allowed, it goes to the server as it came.
+#[tokio::test]
+async fn a_batch_is_decided_message_by_message() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, false);
+    let tg = Tollgate::start(proxying(&server, &pki));
+    let ca = tg.ca_cert().display().to_string();
+    let url = format!("https://{}/mcp", tollgate_e2e::mcp::HOST);
+    let post = |body: serde_json::Value| {
+        let (tg, ca, url) = (&tg, &ca, &url);
+        async move {
+            tg.curl(&[
+                "--cacert",
+                ca,
+                "-H",
+                "content-type: application/json",
+                "-H",
+                "accept: application/json, text/event-stream",
+                "-H",
+                "mcp-protocol-version: 2025-03-26",
+                "--data-binary",
+                &body.to_string(),
+                url,
+            ])
+            .await
+        }
+    };
+    let search = json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+        "params": {"name": "search_issues", "arguments": {"repo": "acme/api", "query": "crash"}}});
+    let merge = json!({"jsonrpc": "2.0", "id": 12, "method": "tools/call",
+        "params": {"name": "merge_pull_request", "arguments": {"repo": "acme/api", "number": 7}}});
+    let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 3}});
+
+    let out = post(json!([search, merge, cancelled])).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let answers = out.json();
+    let answers = answers.as_array().expect("a batch answers a batch");
+    assert_eq!(answers.len(), 2, "none for the notification: {answers:?}");
+    assert_eq!(answers[0]["id"], 11);
+    assert_eq!(answers[0]["error"]["data"]["reason"], "mcp_batch_refused");
+    assert!(
+        answers[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("message 2 of the JSON-RPC batch was refused (no_permit)"),
+        "{answers:?}"
+    );
+    assert_eq!(answers[1]["id"], 12);
+    assert_eq!(answers[1]["error"]["data"]["reason"], "no_permit");
+    assert!(
+        server.calls().is_empty(),
+        "no message of the batch was sent"
+    );
+    // One line per message, each with its own decision.
+    let merged = tg.wait_audit(|l| l["mcp"]["id"] == 12);
+    assert_eq!(merged["decision"], "deny");
+    assert_eq!(
+        answers[1]["error"]["data"]["decision_id"],
+        merged["decision_id"]
+    );
+    let searched = tg.wait_audit(|l| l["mcp"]["id"] == 11);
+    assert_eq!(
+        (
+            searched["decision"].as_str(),
+            searched["policy_ids"].clone()
+        ),
+        (Some("allow"), json!(["search-acme"]))
+    );
+    assert!(
+        searched["error"]
+            .as_str()
+            .unwrap()
+            .contains("none was sent"),
+        "{searched}"
+    );
+    assert_eq!(
+        answers[0]["error"]["data"]["decision_id"],
+        searched["decision_id"]
+    );
+    let notified = tg.wait_audit(|l| l["mcp"]["method"] == "notifications/cancelled");
+    assert_eq!(notified["action"], "issues:mcp.protocol");
+
+    // All allowed: sent as one request, and the server's answer comes back
+    // (this SDK speaks 2025-06-18 and later, which dropped batches, so it
+    // refuses it itself).
+    let ping = json!({"jsonrpc": "2.0", "id": 21, "method": "ping"});
+    let search = json!({"jsonrpc": "2.0", "id": 22, "method": "tools/call",
+        "params": {"name": "search_issues", "arguments": {"repo": "acme/api", "query": "crash"}}});
+    let out = post(json!([ping, search])).await;
+    assert!(
+        !out.body.contains("decision_id"),
+        "the server's own answer: {}",
+        out.body
+    );
+    let first = tg.wait_audit(|l| l["mcp"]["id"] == 21);
+    assert_eq!(first["decision"], "allow");
+    assert_eq!(
+        first["status"], out.status,
+        "the first message's line has the exchange's status"
+    );
+    let second = tg.wait_audit(|l| l["mcp"]["id"] == 22);
+    assert_eq!(second["action"], "issues:search_issues");
+    assert_eq!(second["decision"], "allow");
 }

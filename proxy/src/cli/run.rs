@@ -125,7 +125,7 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     };
     let pipeline = Arc::new(Pipeline {
         snapshot: snapshot.clone(),
-        core: Core::new(decider(&config, tasks.as_ref(), &audit)?).gated_by(audit.gate()),
+        core: Core::new(decider(&config, tasks.as_ref(), &audit)?).audited_by(audit.clone()),
         forwarder: Forwarder::new(&config.forward, upstream_tls),
         leaves,
         audit: audit.clone(),

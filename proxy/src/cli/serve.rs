@@ -236,7 +236,7 @@ pub fn decision_plane(
         core: Core::new(Arc::new(
             EmbeddedDecider::new(tasks.clone()).with_audit(audit.clone()),
         ))
-        .gated_by(audit.gate()),
+        .audited_by(audit.clone()),
         tasks,
         audit,
         admin_token: config.tasks.as_ref().and_then(|t| t.admin_token.clone()),

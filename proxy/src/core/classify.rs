@@ -167,13 +167,15 @@ pub struct McpCall<'c> {
 /// The MCP request this is, or `None` for any other request. Only a POST
 /// carries messages: the event stream (GET) and the end of a session
 /// (DELETE) are the protocol's, any other method is unknown. The front
-/// must have read a POST's body.
+/// must have read a POST's body. Of a batch, message `element` (the
+/// first when `None`: a batch of one).
 pub fn read_mcp<'c>(
     catalog: &'c Catalog,
     target: &RequestTarget,
     method: &Method,
     uri: &Uri,
     body: Option<&[u8]>,
+    element: Option<usize>,
 ) -> Result<Option<McpCall<'c>>, ProxyError> {
     let Some(server) = catalog.mcp_server(&target.host, uri.path()) else {
         return Ok(None);
@@ -192,13 +194,7 @@ pub fn read_mcp<'c>(
         )
     })?;
     let read = mcp::read(body, &McpLimits::default())?;
-    if read.messages.len() > 1 {
-        return Err(McpError::NotJsonRpc(
-            "JSON-RPC batches are not decided yet: send one message per request",
-        )
-        .into());
-    }
-    let Some(message) = read.messages.into_iter().next() else {
+    let Some(message) = read.messages.into_iter().nth(element.unwrap_or(0)) else {
         return Err(McpError::EmptyBatch.into());
     };
     Ok(Some(McpCall {
@@ -430,7 +426,14 @@ mod tests {
         };
         let uri: Uri = "/mcp".parse().unwrap();
         let name = |method: Method, body: Option<&str>| {
-            let call = read_mcp(&catalog, &target, &method, &uri, body.map(str::as_bytes))?;
+            let call = read_mcp(
+                &catalog,
+                &target,
+                &method,
+                &uri,
+                body.map(str::as_bytes),
+                None,
+            )?;
             call.map(|c| c.named().map(|n| n.action.to_string()))
                 .transpose()
         };
@@ -455,13 +458,30 @@ mod tests {
             name(Method::POST, None).is_err(),
             "a POST is decided on its body"
         );
-        let batch = format!("[{call},{call}]");
-        let err = name(Method::POST, Some(&batch)).unwrap_err();
-        assert_eq!(err.reason(), "mcp_malformed");
-        let other: Uri = "/other".parse().unwrap();
-        assert!(read_mcp(&catalog, &target, &Method::POST, &other, None)
+        // Each message of a batch is named on its own.
+        let batch = format!(r#"[{call},{{"jsonrpc":"2.0","id":2,"method":"ping"}}]"#);
+        let element = |i| {
+            read_mcp(
+                &catalog,
+                &target,
+                &Method::POST,
+                &uri,
+                Some(batch.as_bytes()),
+                Some(i),
+            )
             .unwrap()
-            .is_none());
+            .unwrap()
+            .named()
+            .unwrap()
+            .action
+        };
+        assert_eq!((&*element(0), &*element(1)), ("m:look", "m:mcp.protocol"));
+        let other: Uri = "/other".parse().unwrap();
+        assert!(
+            read_mcp(&catalog, &target, &Method::POST, &other, None, None)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct McpLimits {
     pub max_depth: usize,
     /// One message's arguments, as JSON.
     pub max_argument_bytes: usize,
+    /// Messages in one JSON-RPC batch, each decided on its own.
+    pub max_batch: usize,
 }
 
 impl Default for McpLimits {
@@ -31,6 +33,7 @@ impl Default for McpLimits {
             max_body_bytes: 1024 * 1024,
             max_depth: 32,
             max_argument_bytes: 64 * 1024,
+            max_batch: 32,
         }
     }
 }
@@ -112,6 +115,8 @@ pub enum McpError {
     NotJsonRpc(&'static str),
     #[error("an empty JSON-RPC batch")]
     EmptyBatch,
+    #[error("the JSON-RPC batch has more than {limit} messages")]
+    BatchTooLarge { limit: usize },
     /// The declared arguments of a `tools/call` do not match the catalog.
     #[error("the arguments of `{tool}` do not match the catalog: {error}")]
     Arguments { tool: String, error: ArgumentError },
@@ -123,7 +128,8 @@ impl McpError {
         match self {
             McpError::TooLarge { .. }
             | McpError::TooDeep { .. }
-            | McpError::ArgumentsTooLarge { .. } => "mcp_over_limit",
+            | McpError::ArgumentsTooLarge { .. }
+            | McpError::BatchTooLarge { .. } => "mcp_over_limit",
             McpError::NotJson(_) | McpError::NotJsonRpc(_) | McpError::EmptyBatch => {
                 "mcp_malformed"
             }
@@ -175,6 +181,9 @@ pub fn read(body: &[u8], limits: &McpLimits) -> Result<McpBody, McpError> {
     }
     match value {
         Value::Array(items) if items.is_empty() => Err(McpError::EmptyBatch),
+        Value::Array(items) if items.len() > limits.max_batch => Err(McpError::BatchTooLarge {
+            limit: limits.max_batch,
+        }),
         Value::Array(items) => Ok(McpBody {
             batch: true,
             messages: items
@@ -332,6 +341,12 @@ pub fn filter_tool_list(answer: &mut Value, shows: &dyn Fn(&str) -> bool) -> boo
         }
         _ => false,
     }
+}
+
+/// Whether `body` is a JSON-RPC batch (an array), by its first byte: what
+/// decides whether its messages are read one by one.
+pub fn is_batch(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
 /// Each tool of a `tools/list` answer (of every answer, in an array) with
@@ -501,12 +516,14 @@ mod tests {
             max_body_bytes: 4096,
             max_depth: 8,
             max_argument_bytes: 256,
+            max_batch: 2,
         };
         let deep = (0..9).fold(json!("x"), |inner, _| json!([inner]));
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"{\"jsonrpc\":\"2.0\",".to_vec(), "not JSON: it ends early"),
             (b"not json".to_vec(), "not JSON: invalid syntax"),
             (b"[]".to_vec(), "empty JSON-RPC batch"),
+            (json!(vec![json!({"jsonrpc": "2.0", "method": "ping"}); 3]).to_string().into(), "more than 2 messages"),
             (json!(1).to_string().into(), "must be an object"),
             (json!({"method": "ping"}).to_string().into(), "`jsonrpc` must be"),
             (json!({"jsonrpc": "2.0", "id": [1], "method": "ping"}).to_string().into(), "`id` must be"),
@@ -526,7 +543,8 @@ mod tests {
                 String::from_utf8_lossy(&body)
             );
         }
-        // One bad element refuses the whole batch: it is decided as a whole.
+        // One bad element refuses the whole batch: none of it can be read
+        // as its client meant it.
         let batch = json!([
             {"jsonrpc": "2.0", "id": 1, "method": "ping"},
             {"jsonrpc": "1.0", "id": 2, "method": "ping"}

@@ -250,7 +250,8 @@ pub fn refused(caller: &Caller, line: RequestLine<'_>, err: &ProxyError) -> Audi
 /// What a request is decided as: read from an HTTP request, or the
 /// built-in `connect` on a tunnel's host:port.
 enum Subject<'r> {
-    Http(Inbound<'r>),
+    /// With the message of a JSON-RPC batch it is decided as.
+    Http(Inbound<'r>, Option<usize>),
     Tunnel(&'r RequestTarget),
 }
 
@@ -259,6 +260,8 @@ pub struct Core {
     decider: SharedDecider,
     /// Asked before deciding: requests wait out a failing audit output.
     audit: audit::AuditGate,
+    /// Where the lines of a batch's messages go, but the first's.
+    sink: Option<audit::AuditSink>,
 }
 
 impl Core {
@@ -266,13 +269,16 @@ impl Core {
         Core {
             decider,
             audit: audit::AuditGate::default(),
+            sink: None,
         }
     }
 
-    /// Refuse requests while `gate` says the audit output fails.
-    pub fn gated_by(self, gate: audit::AuditGate) -> Core {
+    /// Refuse requests while `sink`'s output fails, and write the audit
+    /// lines of a batch's messages there.
+    pub fn audited_by(self, sink: audit::AuditSink) -> Core {
         Core {
-            audit: gate,
+            audit: sink.gate(),
+            sink: Some(sink),
             ..self
         }
     }
@@ -295,8 +301,138 @@ impl Core {
             port: request.target.port,
             path_and_query: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         };
-        self.run(snapshot, caller, line, Subject::Http(request))
+        if let Some(messages) = self.batch_size(snapshot, &request) {
+            return self.batch(snapshot, caller, line, request, messages).await;
+        }
+        self.run(snapshot, caller, line, Subject::Http(request, None))
             .await
+    }
+
+    /// How many messages the request's body has, when it is a JSON-RPC
+    /// batch to an MCP server. A body that cannot be read is left to the
+    /// one-message path, which refuses it saying why.
+    fn batch_size(&self, snapshot: &Snapshot, request: &Inbound<'_>) -> Option<usize> {
+        let body = request.body.filter(|b| mcp::is_batch(b))?;
+        snapshot
+            .catalog
+            .mcp_server(&request.target.host, request.uri.path())?;
+        Some(
+            mcp::read(body, &mcp::McpLimits::default())
+                .ok()?
+                .messages
+                .len(),
+        )
+    }
+
+    /// A JSON-RPC batch: each message named, decided and recorded on its
+    /// own (its own audit line). All allowed, it goes as one request under
+    /// the first's verdict. One refused, none is sent: the answer is a
+    /// batch with each refusal, and a "not sent" error for each allowed
+    /// message that has an id.
+    async fn batch<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        caller: &Caller,
+        line: RequestLine<'_>,
+        request: Inbound<'_>,
+        messages: usize,
+    ) -> Verdict<'s> {
+        let mut verdicts = Vec::with_capacity(messages);
+        for element in 0..messages {
+            let subject = Subject::Http(request, Some(element));
+            verdicts.push(self.run(snapshot, caller, line, subject).await);
+        }
+        let credentials: Vec<Option<&str>> = verdicts
+            .iter()
+            .filter_map(|v| v.outcome.as_ref().ok())
+            .map(|a| a.decision.credential.as_deref())
+            .collect();
+        let refused = verdicts.iter().position(|v| v.outcome.is_err());
+        let mixed = credentials.windows(2).any(|w| w[0] != w[1]);
+        let mut verdicts = verdicts.into_iter();
+        let mut first = verdicts.next().expect("a batch has a message");
+        let mut rest: Vec<Verdict<'s>> = verdicts.collect();
+        if refused.is_none() && !mixed {
+            let listing = rest
+                .iter_mut()
+                .find_map(|v| v.outcome.as_mut().ok()?.tool_list.take());
+            if let Ok(allowed) = &mut first.outcome {
+                allowed.tool_list = allowed.tool_list.take().or(listing);
+            }
+            self.emit(rest.into_iter().map(|v| v.record));
+            return first;
+        }
+        let why = match refused {
+            Some(i) => format!(
+                "message {} of the JSON-RPC batch was refused ({}), so none was sent",
+                i + 1,
+                verdicts_reason(&first, &rest, i)
+            ),
+            None => "the messages of the JSON-RPC batch need different credentials, \
+                     so none was sent: send them one by one"
+                .to_string(),
+        };
+        let mut answers = Vec::new();
+        let mut records = Vec::with_capacity(messages);
+        for verdict in std::iter::once(first).chain(rest) {
+            let Verdict { record, outcome } = verdict;
+            let id = record.mcp_message().and_then(|m| m.id.clone());
+            let answer = match &outcome {
+                Err(err) => {
+                    serde_json::from_str(&err.json_rpc_error(record.decision_id(), json_null(&id)))
+                        .unwrap_or_default()
+                }
+                Ok(_) => serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": json_null(&id),
+                    "error": {"code": crate::error::JSON_RPC_REFUSED, "message": why,
+                              "data": {"reason": "mcp_batch_refused", "decision_id": record.decision_id()}},
+                }),
+            };
+            if id.is_some() {
+                answers.push(answer);
+            }
+            records.push((record, outcome.err()));
+        }
+        let no_answer = answers.is_empty();
+        let batch = ProxyError::McpBatch {
+            answer: serde_json::Value::Array(answers).to_string(),
+            message: why,
+        };
+        for (record, own) in &mut records {
+            match own {
+                // Refused on its own: its line says so already.
+                Some(_) => record.answered(batch.status().as_u16()),
+                None => record.refused(&batch),
+            }
+        }
+        let mut records = records.into_iter();
+        let (first, own) = records.next().expect("a batch has a message");
+        self.emit(records.map(|(record, _)| record));
+        // Only notifications: no answer is due, and the first refusal is
+        // answered as a request's would be.
+        let outcome = match (no_answer, own) {
+            (true, Some(err)) => Err(err),
+            _ => Err(batch),
+        };
+        Verdict {
+            record: first,
+            outcome,
+        }
+    }
+
+    /// Write the audit lines of a batch's other messages; the front writes
+    /// the first's with what becomes of the exchange.
+    fn emit(&self, records: impl Iterator<Item = AuditRecord>) {
+        for record in records {
+            match &self.sink {
+                Some(sink) => sink.emit(record),
+                None => tracing::debug!(
+                    decision_id = record.decision_id(),
+                    "no audit sink for a batch message"
+                ),
+            }
+        }
     }
 
     /// A request an approval gate stopped, its body read (`request.held`
@@ -416,7 +552,7 @@ impl Core {
         subject: Subject<'_>,
     ) -> Result<Allowed<'s>, ProxyError> {
         let headers = match &subject {
-            Subject::Http(r) => Some(r.headers),
+            Subject::Http(r, _) => Some(r.headers),
             Subject::Tunnel(_) => None,
         };
         let workload = identify(caller, headers).await?;
@@ -424,9 +560,10 @@ impl Core {
         let mut listing = None;
 
         let (named, target, method, path, headers) = match subject {
-            Subject::Http(r) => {
+            Subject::Http(r, element) => {
                 let catalog = &snapshot.catalog;
-                let named = match classify::read_mcp(catalog, r.target, r.method, r.uri, r.body)? {
+                let call = classify::read_mcp(catalog, r.target, r.method, r.uri, r.body, element)?;
+                let named = match call {
                     Some(call) => {
                         // Recorded first: a refusal of the call answers its id.
                         if let Some(message) = call.message() {
@@ -447,7 +584,7 @@ impl Core {
         self.audit.check()?;
 
         let query = match &subject {
-            Subject::Http(r) => query_credentials(snapshot, &named, r.uri)?,
+            Subject::Http(r, _) => query_credentials(snapshot, &named, r.uri)?,
             Subject::Tunnel(_) => QueryCredentials::default(),
         };
         // The task whose token the request (or, inside a tunnel, its
@@ -476,7 +613,7 @@ impl Core {
             },
             task,
             held: match &subject {
-                Subject::Http(r) => r.held.cloned(),
+                Subject::Http(r, _) => r.held.cloned(),
                 Subject::Tunnel(_) => None,
             },
         };
@@ -609,6 +746,21 @@ fn query_credentials(
         return Err(ProxyError::CredentialInQuery(found.held));
     }
     Ok(found)
+}
+
+/// The reason message `i` of a batch was refused for.
+fn verdicts_reason(first: &Verdict<'_>, rest: &[Verdict<'_>], i: usize) -> &'static str {
+    let verdict = if i == 0 { first } else { &rest[i - 1] };
+    verdict
+        .outcome
+        .as_ref()
+        .err()
+        .map_or("", ProxyError::reason)
+}
+
+/// A JSON-RPC id, `null` where there is none.
+fn json_null(id: &Option<serde_json::Value>) -> serde_json::Value {
+    id.clone().unwrap_or(serde_json::Value::Null)
 }
 
 /// Runs `f` when dropped.
