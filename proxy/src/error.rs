@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::body::{full, ProxyBody};
 use crate::catalog::ErrorFormat;
 use crate::decision::credentials::CredentialError;
-use crate::decision::{Decision, Outcome, Reason};
+use crate::decision::{ApprovalState, Decision, Outcome, Reason};
 use crate::identity::IdentityError;
 
 /// Why a request was not forwarded (or failed on its way), named as a fact.
@@ -107,6 +107,8 @@ pub enum ProxyError {
 /// The JSON-RPC error code of tollgate's refusals of MCP calls, in the
 /// range JSON-RPC leaves to servers.
 pub const JSON_RPC_REFUSED: i64 = -32001;
+/// MCP 2025-11-25's "URL elicitation required".
+pub const JSON_RPC_URL_ELICITATION: i64 = -32042;
 
 /// How long an agent told tollgate is overloaded should wait.
 pub const OVERLOAD_RETRY_AFTER_SECONDS: u64 = 1;
@@ -335,13 +337,104 @@ impl ProxyError {
     /// The refusal of an MCP request as a JSON-RPC error answering `id`:
     /// HTTP `200`, since the exchange itself worked, with tollgate's
     /// message as the error's and its whole answer as `data`.
-    pub fn to_json_rpc(&self, decision_id: &str, id: serde_json::Value) -> Response<ProxyBody> {
-        let mut response = Response::new(full(self.json_rpc_error(decision_id, id)));
+    pub fn to_json_rpc(
+        &self,
+        decision_id: &str,
+        id: serde_json::Value,
+        elicit: Option<(&str, &str)>,
+    ) -> Response<ProxyBody> {
+        let mut response = Response::new(full(self.json_rpc_answer(decision_id, id, elicit)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         response
+    }
+
+    /// The JSON-RPC answer to a refused MCP request: with `elicit` (the
+    /// console's URL and the client's `MCP-Protocol-Version`), a pending
+    /// approval as [`ProxyError::approval_elicitation`] writes it where the
+    /// revision allows; otherwise [`ProxyError::json_rpc_error`].
+    pub fn json_rpc_answer(
+        &self,
+        decision_id: &str,
+        id: serde_json::Value,
+        elicit: Option<(&str, &str)>,
+    ) -> String {
+        elicit
+            .and_then(|(url, version)| {
+                self.approval_elicitation(decision_id, id.clone(), url, version)
+            })
+            .unwrap_or_else(|| self.json_rpc_error(decision_id, id))
+    }
+
+    /// A tool call held for a pending approval, answered to an MCP client
+    /// whose revision can send its user to a URL (`version`, the
+    /// `MCP-Protocol-Version` it sent), with the approval console's
+    /// `console_url`: 2025-11-25's URL elicitation error (`-32042`), or
+    /// 2026-07-28's `input_required` result asking for the same. `None`
+    /// for any other refusal or revision: [`ProxyError::json_rpc_error`].
+    pub fn approval_elicitation(
+        &self,
+        decision_id: &str,
+        id: serde_json::Value,
+        console_url: &str,
+        version: &str,
+    ) -> Option<String> {
+        let ProxyError::Denied(d) = self else {
+            return None;
+        };
+        let approval = d
+            .decision
+            .approval
+            .as_ref()
+            .filter(|a| a.state == ApprovalState::Pending)?;
+        let message = format!(
+            "{}: approval {} is pending; an approver can decide it in the console, then send the call again",
+            match d.decision.message.as_str() {
+                "" => "this call needs a person's approval",
+                m => m,
+            },
+            approval.id
+        );
+        let data = self.body(decision_id);
+        let answer = match version {
+            "2025-11-25" => json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {
+                    "code": JSON_RPC_URL_ELICITATION,
+                    "message": message,
+                    "data": {
+                        "elicitations": [{
+                            "mode": "url",
+                            "elicitationId": approval.id,
+                            "url": console_url,
+                            "message": message,
+                        }],
+                        "tollgate": data,
+                    },
+                },
+            }),
+            // Dated revisions compare as text.
+            v if v >= "2026-07-28" => json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "result": {
+                    "resultType": "input_required",
+                    "inputRequests": {
+                        "tollgate-approval": {
+                            "method": "elicitation/create",
+                            "params": {"mode": "url", "message": message, "url": console_url},
+                        },
+                    },
+                    "requestState": approval.id,
+                    "_meta": {"tollgate": data},
+                },
+            }),
+            _ => return None,
+        };
+        Some(answer.to_string())
     }
 
     /// The JSON-RPC error document of [`ProxyError::to_json_rpc`].

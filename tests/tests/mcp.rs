@@ -672,3 +672,118 @@ async fn a_batch_is_decided_message_by_message() {
     assert_eq!(second["action"], "issues:search_issues");
     assert_eq!(second["decision"], "allow");
 }
+
+/// A gated tool call from a client whose MCP revision can send its user
+/// to a URL is answered at once, not held: 2025-11-25's URL elicitation
+/// error names the approval and the console (`approvals.console_url`);
+/// 2026-07-28 gets an `input_required` result asking the same. Sent again
+/// once approved (another JSON-RPC id), it is the call approved and goes.
+#[tokio::test]
+async fn a_pending_approval_sends_a_modern_client_to_the_console() {
+    use tollgate_e2e::approvals::{approvals_yaml, approver_env, decide, wait_pending};
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, false);
+    let mut rules = policies();
+    rules.push((
+        "gate.cedar".into(),
+        "permit (principal, action == Action::\"issues:merge_pull_request\", resource);\n\
+         forbid (principal, action == Action::\"issues:merge_pull_request\", resource) unless { context.approved };\n"
+            .into(),
+    ));
+    let console = "https://approvals.example.test/console";
+    // Held for longer than the client waits: an answer means it was not.
+    let tg = Tollgate::start(Setup {
+        policies: Some(rules),
+        tasks: true,
+        extra_yaml: approvals_yaml("10m", &format!("  console_url: {console}\n")),
+        env: vec![approver_env()],
+        ..proxying(&server, &pki)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("head.txt");
+    let ca = tg.ca_cert().display().to_string();
+    let url = format!("https://{}/mcp", tollgate_e2e::mcp::HOST);
+    let post = |body: serde_json::Value, version: &str, session: &str| {
+        let (tg, ca, url, head) = (&tg, &ca, &url, head.display().to_string());
+        let (version, session) = (
+            format!("mcp-protocol-version: {version}"),
+            format!("mcp-session-id: {session}"),
+        );
+        async move {
+            tg.curl(&[
+                "--cacert",
+                ca,
+                "-D",
+                &head,
+                "-H",
+                "content-type: application/json",
+                "-H",
+                "accept: application/json, text/event-stream",
+                "-H",
+                &version,
+                "-H",
+                &session,
+                "--data-binary",
+                &body.to_string(),
+                url,
+            ])
+            .await
+        }
+    };
+    // A session, as the SDK's client opens one.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"url": {}}},
+        "clientInfo": {"name": "curl", "version": "1"}}});
+    let opened = post(init, "2025-11-25", "").await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let session = std::fs::read_to_string(&head)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id:")
+                .map(|v| v.trim().to_string())
+        })
+        .expect("a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    post(initialized, "2025-11-25", &session).await;
+
+    let merge = |id: u32| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "merge_pull_request", "arguments": {"repo": "acme/api", "number": 7}}})
+    };
+    let asked = post(merge(2), "2025-11-25", &session).await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let error = &asked.json()["error"];
+    assert_eq!(error["code"], -32042, "{}", asked.body);
+    let elicitation = &error["data"]["elicitations"][0];
+    assert_eq!(
+        (elicitation["mode"].as_str(), elicitation["url"].as_str()),
+        (Some("url"), Some(console))
+    );
+    let api = tg.decision_url();
+    let pending = wait_pending(&api, 1);
+    let approval = pending[0]["id"].as_str().unwrap();
+    assert_eq!(elicitation["elicitationId"], approval);
+    assert!(elicitation["message"].as_str().unwrap().contains(approval));
+
+    // The newest revision: a result asking for the same input.
+    let later = post(merge(3), "2026-07-28", &session).await;
+    let result = &later.json()["result"];
+    assert_eq!(result["resultType"], "input_required", "{}", later.body);
+    assert_eq!(
+        result["requestState"], approval,
+        "the same call, the same approval"
+    );
+    let input = &result["inputRequests"]["tollgate-approval"];
+    assert_eq!(
+        (input["method"].as_str(), input["params"]["url"].as_str()),
+        (Some("elicitation/create"), Some(console))
+    );
+    assert!(server.calls().is_empty());
+
+    decide(&api, "approve", approval, "release train");
+    let sent = post(merge(4), "2025-11-25", &session).await;
+    assert!(sent.body.contains("merged acme/api#7"), "{}", sent.body);
+    assert_eq!(server.calls().len(), 1);
+}

@@ -134,6 +134,7 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         hold: Hold {
             time: config.approvals.hold,
             max_body: config.approvals.max_body,
+            console_url: config.approvals.console_url.clone(),
         },
         limits: Arc::new(config.limits.clone()),
         admission: Admission::new(&config.limits),

@@ -242,6 +242,7 @@ pub fn decision_plane(
         admin_token: config.tasks.as_ref().and_then(|t| t.admin_token.clone()),
         envoy: identity.envoy(&config.envoy_identity),
         approvers: config.approvals.approvers.clone(),
+        console_url: config.approvals.console_url.clone(),
     })
 }
 

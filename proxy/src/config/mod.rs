@@ -176,6 +176,9 @@ pub struct ApprovalsConfig {
     pub rules: ApprovalRules,
     pub approvers: Vec<ApproverConfig>,
     pub webhook: Option<WebhookConfig>,
+    /// The approval console's address as approvers reach it: an MCP
+    /// client whose revision can send its user to a URL is sent there.
+    pub console_url: Option<Arc<str>>,
 }
 
 impl Default for ApprovalsConfig {
@@ -186,6 +189,7 @@ impl Default for ApprovalsConfig {
             rules: ApprovalRules::default(),
             approvers: Vec::new(),
             webhook: None,
+            console_url: None,
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct RawApprovals {
     #[serde(default)]
     pub approvers: Vec<RawApprover>,
     pub webhook: Option<RawWebhook>,
+    /// Where approvers reach the console, as an MCP client is sent there.
+    pub console_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -374,6 +374,15 @@ pub(super) fn approvals(
         },
         approvers,
         webhook,
+        console_url: raw
+            .console_url
+            .map(|url| match url.parse::<http::Uri>() {
+                Ok(u) if matches!(u.scheme_str(), Some("https" | "http")) && u.host().is_some() => {
+                    Ok(Arc::from(url.as_str()))
+                }
+                _ => Err(ctx.invalid("approvals.console_url", format!("`{url}`: an http(s) URL"))),
+            })
+            .transpose()?,
     })
 }
 

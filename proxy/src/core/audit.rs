@@ -99,6 +99,10 @@ pub struct AuditedMcp {
     /// that may be secrets into the audit trail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments_sha256: Option<String>,
+    /// The `MCP-Protocol-Version` the client sent: how a refusal is
+    /// answered to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -191,7 +195,7 @@ impl AuditRecord {
     }
 
     /// The MCP message the request carried.
-    pub fn mcp(&mut self, message: &super::mcp::McpMessage) {
+    pub fn mcp(&mut self, message: &super::mcp::McpMessage, protocol_version: Option<&str>) {
         use super::mcp::McpMessage;
         use crate::decision::tasks::{hex, sha256};
         let (name, arguments_sha256) = match message {
@@ -212,7 +216,21 @@ impl AuditRecord {
             name,
             id: message.id().cloned(),
             arguments_sha256,
+            protocol_version: protocol_version
+                .filter(|v| v.len() <= 32)
+                .map(str::to_string),
         });
+    }
+
+    /// Whether the MCP client's revision can be sent to a URL (2025-11-25
+    /// and later; dated revisions compare as text).
+    pub fn mcp_elicits(&self) -> bool {
+        self.mcp_version().is_some_and(|v| v >= "2025-11-25")
+    }
+
+    /// The `MCP-Protocol-Version` of the MCP request this line is about.
+    pub fn mcp_version(&self) -> Option<&str> {
+        self.mcp.as_ref()?.protocol_version.as_deref()
     }
 
     /// The MCP message this line is about, if any.

@@ -343,6 +343,26 @@ pub fn filter_tool_list(answer: &mut Value, shows: &dyn Fn(&str) -> bool) -> boo
     }
 }
 
+/// What approves a message: SHA-256 of its canonical JSON without the
+/// JSON-RPC `id` and `params._meta` (a progress token), which differ each
+/// time a client sends the same call. `None` for a body that is not one
+/// message.
+pub fn call_digest(body: &[u8]) -> Option<[u8; 32]> {
+    let mut message: Value = serde_json::from_slice(body).ok()?;
+    let object = message.as_object_mut()?;
+    object.remove("id");
+    if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut) {
+        // What a 2026-07-28 client adds when it sends the call again
+        // after an `input_required` answer.
+        for added in ["_meta", "inputResponses", "requestState"] {
+            params.remove(added);
+        }
+    }
+    let mut text = String::new();
+    canonical(&message, &mut text);
+    Some(sha256(text.as_bytes()))
+}
+
 /// Whether `body` is a JSON-RPC batch (an array), by its first byte: what
 /// decides whether its messages are read one by one.
 pub fn is_batch(body: &[u8]) -> bool {
@@ -423,6 +443,18 @@ mod tests {
 
     fn read_json(value: Value) -> Result<McpBody, McpError> {
         read(value.to_string().as_bytes(), &McpLimits::default())
+    }
+
+    #[test]
+    fn a_call_sent_again_is_the_call_approved() {
+        let digest = |v: Value| call_digest(v.to_string().as_bytes()).unwrap();
+        let call = |id: u32, progress: u32, number: u32| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                   "params": {"name": "merge", "arguments": {"number": number}, "_meta": {"progressToken": progress}}})
+        };
+        assert_eq!(digest(call(1, 1, 7)), digest(call(2, 9, 7)));
+        assert_ne!(digest(call(1, 1, 7)), digest(call(1, 1, 8)));
+        assert_eq!(call_digest(b"[1]"), None);
     }
 
     #[test]

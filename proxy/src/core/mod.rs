@@ -27,7 +27,7 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Uri};
 
 use crate::catalog::{McpPinning, McpServerRef, QueryCredentialRule};
-use crate::decision::approvals::HeldCall;
+use crate::decision::approvals::{BodyDigest, HeldCall};
 use crate::decision::snapshot::Snapshot;
 use crate::decision::{
     ApprovalState, Decision, DecisionRequest, Outcome, RequestContext, SharedDecider, TokenHash,
@@ -109,6 +109,30 @@ impl Verdict<'_> {
     pub fn needs_holding(&self) -> bool {
         matches!(&self.outcome, Err(ProxyError::Denied(d))
             if d.decision.outcome == Outcome::ApprovalRequired && d.decision.approval.is_none())
+    }
+
+    /// What the approval of this request is bound to, its body read: the
+    /// body's digest, or for an MCP message that of the message without
+    /// its JSON-RPC id and `_meta` (which a client changes each time it
+    /// sends the same call), so the call sent again after its approval is
+    /// the call approved.
+    pub fn held_call(&self, body: &[u8], query: &str) -> HeldCall {
+        let digest = self
+            .record
+            .mcp_message()
+            .and_then(|_| mcp::call_digest(body))
+            .map_or_else(|| BodyDigest::of(body), BodyDigest);
+        HeldCall {
+            body: digest,
+            query: query.to_string(),
+        }
+    }
+
+    /// Whether a refusal of this request can send the client's user to
+    /// `console_url` (an MCP client of a revision with URL elicitation):
+    /// such a request is answered at once rather than held.
+    pub fn elicits(&self, console_url: Option<&str>) -> bool {
+        console_url.is_some() && self.record.mcp_elicits()
     }
 
     /// The approval this request waits for, while it is pending.
@@ -567,7 +591,11 @@ impl Core {
                     Some(call) => {
                         // Recorded first: a refusal of the call answers its id.
                         if let Some(message) = call.message() {
-                            record.mcp(message);
+                            let version = r
+                                .headers
+                                .get("mcp-protocol-version")
+                                .and_then(|v| v.to_str().ok());
+                            record.mcp(message, version);
                         }
                         listing = call.lists_tools();
                         call.named()?

@@ -38,7 +38,6 @@ use crate::core::audit::{AuditRecord, AuditSink, RequestLine};
 use crate::core::classify::RequestTarget;
 use crate::core::mcp::{McpError, McpLimits};
 use crate::core::{self, Caller, Core, Inbound, Mode};
-use crate::decision::approvals::{BodyDigest, HeldCall};
 use crate::decision::snapshot::SnapshotHandle;
 use crate::decision::{TaskRevoked, TokenHash};
 use crate::error::ProxyError;
@@ -190,10 +189,13 @@ pub struct Pipeline {
 
 /// How long a request an approval gate stopped is held for a verdict, and
 /// the largest body it may have (the body is kept in memory meanwhile).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Hold {
     pub time: std::time::Duration,
     pub max_body: usize,
+    /// `approvals.console_url`: where an MCP client that can send its
+    /// user to a URL is sent for a pending approval, at once.
+    pub console_url: Option<Arc<str>>,
 }
 
 /// Resolves with the task's id when a task `carried` holds ends: the
@@ -299,7 +301,8 @@ impl Pipeline {
         let rpc_id = record.mcp_message().and_then(|m| m.id.clone());
         let response = match rpc_id {
             Some(id) => {
-                let response = err.to_json_rpc(record.decision_id(), id);
+                let elicit = self.hold.console_url.as_deref().zip(record.mcp_version());
+                let response = err.to_json_rpc(record.decision_id(), id, elicit);
                 record.answered(response.status().as_u16());
                 response
             }
@@ -401,19 +404,17 @@ impl Pipeline {
                     return Err((record, err));
                 }
             };
-            held = HeldCall {
-                body: BodyDigest::of(&bytes),
-                query: parts.uri.query().unwrap_or("").to_string(),
-            };
+            held = verdict.held_call(&bytes, parts.uri.query().unwrap_or(""));
             let inbound = Inbound {
                 held: Some(&held),
                 ..inbound
             };
-            let verdict = match self
-                .core
-                .held(&snapshot, caller, inbound, self.hold.time)
-                .await
-            {
+            // A client that can be sent to the console is sent there now.
+            let hold = match verdict.elicits(self.hold.console_url.as_deref()) {
+                true => std::time::Duration::ZERO,
+                false => self.hold.time,
+            };
+            let verdict = match self.core.held(&snapshot, caller, inbound, hold).await {
                 core::Held::Answered(verdict) => *verdict,
                 core::Held::Decided => {
                     later = self.snapshot.load();

@@ -45,6 +45,8 @@ pub struct DecisionPlane {
     pub envoy: EnvoySources,
     /// Who may approve and deny.
     pub approvers: Vec<ApproverConfig>,
+    /// `approvals.console_url`, for MCP clients sent to it.
+    pub console_url: Option<Arc<str>>,
 }
 
 impl DecisionPlane {

@@ -23,7 +23,6 @@ use crate::core::audit::{AuditRecord, RequestLine};
 use crate::core::classify::RequestTarget;
 use crate::core::plan::{names_param, CredentialPlan};
 use crate::core::{self, Caller, Inbound, Mode, Verdict};
-use crate::decision::approvals::{BodyDigest, HeldCall};
 use crate::decision::credentials::{CredentialError, Placement};
 use crate::error::ProxyError;
 use crate::identity::{CallerIdentity, EnvoySources, Identity, IdentityError, IdentitySource};
@@ -387,10 +386,7 @@ impl ExtAuthz {
                 record.refused(&err);
                 return self.answer(record, Err(err));
             };
-            held = HeldCall {
-                body: BodyDigest::of(body),
-                query: attrs.uri.query().unwrap_or("").to_string(),
-            };
+            held = verdict.held_call(body, attrs.uri.query().unwrap_or(""));
             let inbound = Inbound {
                 held: Some(&held),
                 ..inbound
@@ -445,7 +441,9 @@ impl ExtAuthz {
             // as the proxy answers it.
             Err(err) if record.mcp_message().is_some_and(|m| m.id.is_some()) => {
                 let id = record.mcp_message().and_then(|m| m.id.clone());
-                let body = err.json_rpc_error(record.decision_id(), id.unwrap_or_default());
+                let elicit = self.plane.console_url.as_deref().zip(record.mcp_version());
+                let body =
+                    err.json_rpc_answer(record.decision_id(), id.unwrap_or_default(), elicit);
                 record.answered(http::StatusCode::OK.as_u16());
                 let json = http::HeaderValue::from_static("application/json");
                 let rendered = (vec![(http::header::CONTENT_TYPE, json)], body);
