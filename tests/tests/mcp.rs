@@ -90,12 +90,16 @@ async fn a_tool_call_is_decided_on_its_name_and_a_refusal_is_a_json_rpc_error() 
 }
 
 /// The same server answering with JSON bodies instead of SSE streams: the
-/// listing is filtered there too, and calls pass as before.
+/// listing is filtered there too, and calls pass as before. Configured to,
+/// the audit line has the call's arguments whole.
 #[tokio::test]
 async fn a_json_answer_to_tools_list_is_filtered_too() {
     let pki = TestPki::new();
     let server = McpServer::start(&pki, true);
-    let tg = Tollgate::start(proxying(&server, &pki));
+    let tg = Tollgate::start(Setup {
+        extra_yaml: "audit:\n  mcp_arguments: full\n".into(),
+        ..proxying(&server, &pki)
+    });
     let answer = client(
         &tg,
         json!([["search_issues", {"repo": "acme/web", "query": "slow"}]]),
@@ -108,6 +112,12 @@ async fn a_json_answer_to_tools_list_is_filtered_too() {
     );
     let listing = tg.wait_audit(|l| l["mcp"]["method"] == "tools/list");
     assert_eq!(listing["decision"], "allow");
+    let call = tg.wait_audit(|l| l["mcp"]["method"] == "tools/call");
+    assert_eq!(
+        call["mcp"]["arguments"],
+        json!({"repo": "acme/web", "query": "slow"}),
+        "{call}"
+    );
 }
 
 /// A proxy deciding through a remote decision service: the arguments go

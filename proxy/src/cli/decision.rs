@@ -43,7 +43,8 @@ async fn run(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
     let (metrics, snapshot) = serve::start_snapshot(snapshot, &config)?;
     let identity = serve::identity_registry(&config).await?;
     let tasks = serve::task_store(&config)?;
-    let sink = AuditSink::start(&config.audit, config.audit_on_failure)?;
+    let sink = AuditSink::start(&config.audit, config.audit_on_failure)?
+        .with_mcp_arguments(config.audit_mcp_arguments);
     let (audit, console) = serve::audit_with_console(&config, &tasks, sink);
     let (ready, _) = serve::start_admin(
         "decision-admin",

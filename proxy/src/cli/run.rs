@@ -118,7 +118,8 @@ async fn start(config: Config, snapshot: Snapshot) -> anyhow::Result<()> {
         .transpose()?;
     // The console needs the approvals: only a process deciding in-process
     // keeps them (a remote decision service serves its own).
-    let sink = AuditSink::start(&config.audit, config.audit_on_failure)?;
+    let sink = AuditSink::start(&config.audit, config.audit_on_failure)?
+        .with_mcp_arguments(config.audit_mcp_arguments);
     let (audit, console) = match &tasks {
         Some(tasks) => serve::audit_with_console(&config, tasks, sink),
         None => (sink, None),

@@ -149,6 +149,9 @@ pub struct Config {
     pub credentials: BTreeMap<String, CredentialConfig>,
     pub audit: AuditOutput,
     pub audit_on_failure: AuditOnFailure,
+    /// `audit.mcp_arguments: full`: MCP calls' arguments are written in
+    /// audit lines, not only their digest.
+    pub audit_mcp_arguments: bool,
     pub reload: ReloadConfig,
     /// `Some`: tasks are managed here. `tollgate decision` always keeps
     /// tasks; `tollgate run` (embedded) serves the decision API, tasks
@@ -450,7 +453,7 @@ impl Config {
         let admin_address = sections::admin(raw.admin, &ctx)?;
         let forward = sections::forward(raw.forward, &ctx)?;
         let tls = sections::tls(raw.tls, &ctx);
-        let (audit, audit_on_failure) = sections::audit(raw.audit, &ctx)?;
+        let (audit, audit_on_failure, audit_mcp_arguments) = sections::audit(raw.audit, &ctx)?;
         let reload = sections::reload(raw.reload, &ctx)?;
         let decision = sections::decision(raw.decision, &ctx)?;
         let decision_service = sections::decision_service(raw.decision_service, &ctx)?;
@@ -479,6 +482,7 @@ impl Config {
             credentials,
             audit,
             audit_on_failure,
+            audit_mcp_arguments,
             reload,
             tasks,
             state,
@@ -517,7 +521,9 @@ impl Config {
             ("identity", self.identity == fresh.identity),
             (
                 "audit",
-                self.audit == fresh.audit && self.audit_on_failure == fresh.audit_on_failure,
+                self.audit == fresh.audit
+                    && self.audit_on_failure == fresh.audit_on_failure
+                    && self.audit_mcp_arguments == fresh.audit_mcp_arguments,
             ),
             ("reload", self.reload == fresh.reload),
             ("tasks", self.tasks == fresh.tasks),

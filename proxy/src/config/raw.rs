@@ -334,6 +334,9 @@ pub struct RawAudit {
     pub output: Option<String>,
     /// `refuse` or `forward`.
     pub on_failure: Option<String>,
+    /// `digest` (the default) or `full`: how an MCP call's arguments are
+    /// written.
+    pub mcp_arguments: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -189,10 +189,11 @@ pub(super) fn tls(raw: raw::RawTls, ctx: &Ctx) -> TlsConfig {
 
 /// Output: `stdout`, `-` or nothing: standard output; anything else is a
 /// file (or a named pipe). `on_failure`: `refuse` unless it says `forward`.
+/// `mcp_arguments`: whether MCP calls' arguments are written whole.
 pub(super) fn audit(
     raw: raw::RawAudit,
     ctx: &Ctx,
-) -> Result<(AuditOutput, AuditOnFailure), ConfigError> {
+) -> Result<(AuditOutput, AuditOnFailure, bool), ConfigError> {
     let output = match raw.output.as_deref() {
         None | Some("stdout") | Some("-") => AuditOutput::Stdout,
         Some(p) => AuditOutput::File(ctx.resolve_path(Path::new(p))),
@@ -207,7 +208,17 @@ pub(super) fn audit(
             ))
         }
     };
-    Ok((output, on_failure))
+    let full_mcp_arguments = match raw.mcp_arguments.as_deref() {
+        None | Some("digest") => false,
+        Some("full") => true,
+        Some(other) => {
+            return Err(ctx.invalid(
+                "audit.mcp_arguments",
+                format!("`{other}` is neither `digest` nor `full`"),
+            ))
+        }
+    };
+    Ok((output, on_failure, full_mcp_arguments))
 }
 
 pub(super) fn reload(raw: raw::RawReload, ctx: &Ctx) -> Result<ReloadConfig, ConfigError> {

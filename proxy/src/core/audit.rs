@@ -99,6 +99,9 @@ pub struct AuditedMcp {
     /// that may be secrets into the audit trail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments_sha256: Option<String>,
+    /// The arguments themselves, only under `audit.mcp_arguments: full`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Map<String, serde_json::Value>>,
     /// The `MCP-Protocol-Version` the client sent: how a refusal is
     /// answered to it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,10 +198,17 @@ impl AuditRecord {
     }
 
     /// The MCP message the request carried.
-    pub fn mcp(&mut self, message: &super::mcp::McpMessage, protocol_version: Option<&str>) {
+    /// An MCP request's message; its arguments written whole when
+    /// `full_arguments` (`audit.mcp_arguments: full`), else as a digest.
+    pub fn mcp(
+        &mut self,
+        message: &super::mcp::McpMessage,
+        protocol_version: Option<&str>,
+        full_arguments: bool,
+    ) {
         use super::mcp::McpMessage;
         use crate::decision::tasks::{hex, sha256};
-        let (name, arguments_sha256) = match message {
+        let (name, arguments_sha256, arguments) = match message {
             McpMessage::ToolCall {
                 name, arguments, ..
             }
@@ -207,15 +217,17 @@ impl AuditRecord {
             } => {
                 // A map of JSON values always serializes.
                 let json = serde_json::to_vec(arguments).unwrap_or_default();
-                (Some(name.clone()), Some(hex(&sha256(&json))))
+                let whole = full_arguments.then(|| arguments.clone());
+                (Some(name.clone()), Some(hex(&sha256(&json))), whole)
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         self.mcp = Some(AuditedMcp {
             method: message.method().to_string(),
             name,
             id: message.id().cloned(),
             arguments_sha256,
+            arguments,
             protocol_version: protocol_version
                 .filter(|v| v.len() <= 32)
                 .map(str::to_string),
@@ -415,6 +427,8 @@ pub struct AuditOpenError {
 #[derive(Clone)]
 pub struct AuditSink {
     lines: SyncSender<Vec<u8>>,
+    /// `audit.mcp_arguments: full`.
+    mcp_arguments: bool,
     /// Where the approval console reads recent decisions, when it is on.
     recent: Option<Arc<RecentDecisions>>,
     gate: AuditGate,
@@ -477,6 +491,7 @@ impl AuditSink {
             })?;
         Ok(AuditSink {
             lines,
+            mcp_arguments: false,
             recent: None,
             gate: AuditGate {
                 refuse_while: (on_failure == AuditOnFailure::Refuse).then_some(health),
@@ -487,6 +502,17 @@ impl AuditSink {
     /// What the decision core checks before deciding.
     pub fn gate(&self) -> AuditGate {
         self.gate.clone()
+    }
+
+    /// Write MCP calls' arguments whole (`audit.mcp_arguments: full`).
+    pub fn with_mcp_arguments(mut self, full: bool) -> AuditSink {
+        self.mcp_arguments = full;
+        self
+    }
+
+    /// Whether MCP calls' arguments are written whole.
+    pub fn mcp_arguments(&self) -> bool {
+        self.mcp_arguments
     }
 
     /// Also keep each line's key fields in `recent`.

@@ -595,7 +595,8 @@ impl Core {
                                 .headers
                                 .get("mcp-protocol-version")
                                 .and_then(|v| v.to_str().ok());
-                            record.mcp(message, version);
+                            let full = self.sink.as_ref().is_some_and(|s| s.mcp_arguments());
+                            record.mcp(message, version, full);
                         }
                         listing = call.lists_tools();
                         call.named()?
