@@ -425,8 +425,10 @@ impl Core {
         };
         for (record, own) in &mut records {
             match own {
-                // Refused on its own: its line says so already.
-                Some(_) => record.answered(batch.status().as_u16()),
+                // Refused on its own: its line says so already, and its
+                // refusal is answered in the batch's.
+                Some(_) if !no_answer => record.answered(batch.status().as_u16()),
+                Some(_) => {}
                 None => record.refused(&batch),
             }
         }

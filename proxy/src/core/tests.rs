@@ -281,37 +281,42 @@ fn mcp_configuration(dir: &Path) -> Config {
     )
 }
 
-#[tokio::test]
-async fn an_mcp_tool_call_is_decided_on_its_declared_arguments() {
-    let dir = tempfile::tempdir().unwrap();
-    let snapshot = Snapshot::load(&mcp_configuration(dir.path()), 1, 0).unwrap();
-    let core = Core::new(Arc::new(embedded()));
+/// `tool` called with `arguments` on the MCP server at `mcp.test/mcp`, by
+/// the coder: its refusal (reason and message), if any, and its audit line.
+async fn call_mcp_tool(
+    core: &Core,
+    snapshot: &Snapshot,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> (Option<(&'static str, String)>, serde_json::Value) {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}})
+    .to_string();
     let target = RequestTarget {
         tls: true,
         host: "mcp.test".into(),
         port: 443,
     };
-    let (uri, headers) = (Uri::from_static("/mcp"), HeaderMap::new());
-    let call = |arguments: serde_json::Value| {
-        let body = serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-            "params": {"name": "search", "arguments": arguments}})
-        .to_string();
-        let (core, snapshot, target, uri, headers) = (&core, &snapshot, &target, &uri, &headers);
-        async move {
-            let inbound = Inbound {
-                target,
-                method: &Method::POST,
-                uri,
-                headers,
-                held: None,
-                body: Some(body.as_bytes()),
-            };
-            let verdict = core.http(snapshot, &caller(Some(CODER)), inbound).await;
-            let line = serde_json::to_value(&verdict.record).unwrap();
-            let refused = verdict.outcome.err().map(|e| (e.reason(), e.to_string()));
-            (refused, line)
-        }
+    let inbound = Inbound {
+        target: &target,
+        method: &Method::POST,
+        uri: &Uri::from_static("/mcp"),
+        headers: &HeaderMap::new(),
+        held: None,
+        body: Some(body.as_bytes()),
     };
+    let verdict = core.http(snapshot, &caller(Some(CODER)), inbound).await;
+    let line = serde_json::to_value(&verdict.record).unwrap();
+    let refused = verdict.outcome.err().map(|e| (e.reason(), e.to_string()));
+    (refused, line)
+}
+
+#[tokio::test]
+async fn an_mcp_tool_call_is_decided_on_its_declared_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = Snapshot::load(&mcp_configuration(dir.path()), 1, 0).unwrap();
+    let core = Core::new(Arc::new(embedded()));
+    let call = |arguments| call_mcp_tool(&core, &snapshot, "search", arguments);
     use serde_json::json;
 
     let (refused, line) = call(json!({"repo": "acme/api", "query": "crash"})).await;
@@ -415,30 +420,10 @@ async fn a_changed_mcp_tool_is_refused_only_where_pinning_is_enforced() {
         );
         let snapshot = Snapshot::load(&config, 1, 0).unwrap();
         let core = Core::new(Arc::new(embedded()));
-        let target = RequestTarget {
-            tls: true,
-            host: "mcp.test".into(),
-            port: 443,
-        };
-        let (uri, headers) = (Uri::from_static("/mcp"), HeaderMap::new());
-        let call = |tool: &str| {
-            let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": tool, "arguments": {}}})
-            .to_string();
-            let (core, snapshot, target, uri, headers) =
-                (&core, &snapshot, &target, &uri, &headers);
-            async move {
-                let inbound = Inbound {
-                    target,
-                    method: &Method::POST,
-                    uri,
-                    headers,
-                    held: None,
-                    body: Some(body.as_bytes()),
-                };
-                let verdict = core.http(snapshot, &caller(Some(CODER)), inbound).await;
-                verdict.outcome.err().map(|e| (e.reason(), e.to_string()))
-            }
+        let call = |tool: &'static str| async {
+            call_mcp_tool(&core, &snapshot, tool, serde_json::json!({}))
+                .await
+                .0
         };
         let listed = |fingerprint: &str| {
             vec![ObservedTool {

@@ -129,6 +129,24 @@ impl Shared {
     }
 }
 
+/// A call's answer, or why there was none within `timeout`.
+fn answered<T>(
+    answer: Result<Result<tonic::Response<T>, tonic::Status>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<T, String> {
+    match answer {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(format!(
+            "decision service error: {} ({:?})",
+            status.message(),
+            status.code()
+        )),
+        Err(_) => Err(format!(
+            "decision service did not answer within {timeout:?}"
+        )),
+    }
+}
+
 pub struct RemoteDecider {
     client: DecisionServiceClient<Channel>,
     timeout: Duration,
@@ -192,24 +210,12 @@ impl RemoteDecider {
         call.set_timeout(self.timeout);
         let mut client = self.client.clone();
         let answer = tokio::time::timeout(self.timeout, client.decide(call)).await;
-        let result = match answer {
-            Ok(Ok(response)) => {
-                let response = response.into_inner();
-                let epoch = response.policy_epoch;
-                let decision = Decision::from(response);
-                self.shared.remember(request, &decision, epoch);
-                Ok(decision)
-            }
-            Ok(Err(status)) => Err(format!(
-                "decision service error: {} ({:?})",
-                status.message(),
-                status.code()
-            )),
-            Err(_) => Err(format!(
-                "decision service did not answer within {:?}",
-                self.timeout
-            )),
-        };
+        let result = answered(answer, self.timeout).map(|response| {
+            let epoch = response.policy_epoch;
+            let decision = Decision::from(response);
+            self.shared.remember(request, &decision, epoch);
+            decision
+        });
         match result {
             Ok(decision) => {
                 metrics::counter!(crate::telemetry::REMOTE_DECISIONS, "result" => "answered")
@@ -267,27 +273,16 @@ impl Decider for RemoteDecider {
             let mut call = tonic::Request::new(request);
             call.set_timeout(self.timeout);
             let mut client = self.client.clone();
-            match tokio::time::timeout(self.timeout, client.observe_tools(call)).await {
-                Ok(Ok(answer)) => Ok(answer
-                    .into_inner()
-                    .changed
-                    .into_iter()
-                    .map(|p| ToolChange {
-                        name: p.name,
-                        pinned: p.pinned,
-                        seen: p.seen,
-                    })
-                    .collect()),
-                Ok(Err(status)) => Err(format!(
-                    "decision service error: {} ({:?})",
-                    status.message(),
-                    status.code()
-                )),
-                Err(_) => Err(format!(
-                    "decision service did not answer within {:?}",
-                    self.timeout
-                )),
-            }
+            let answer = tokio::time::timeout(self.timeout, client.observe_tools(call)).await;
+            Ok(answered(answer, self.timeout)?
+                .changed
+                .into_iter()
+                .map(|p| ToolChange {
+                    name: p.name,
+                    pinned: p.pinned,
+                    seen: p.seen,
+                })
+                .collect())
         })
     }
 
