@@ -207,18 +207,22 @@ impl AuditRecord {
         full_arguments: bool,
     ) {
         use super::mcp::McpMessage;
-        use crate::decision::tasks::{hex, sha256};
+        use crate::decision::tasks::hex;
         let (name, arguments_sha256, arguments) = match message {
             McpMessage::ToolCall {
-                name, arguments, ..
+                name,
+                arguments,
+                arguments_sha256,
+                ..
             }
             | McpMessage::PromptGet {
-                name, arguments, ..
+                name,
+                arguments,
+                arguments_sha256,
+                ..
             } => {
-                // A map of JSON values always serializes.
-                let json = serde_json::to_vec(arguments).unwrap_or_default();
                 let whole = full_arguments.then(|| arguments.clone());
-                (Some(name.clone()), Some(hex(&sha256(&json))), whole)
+                (Some(name.clone()), Some(hex(arguments_sha256)), whole)
             }
             _ => (None, None, None),
         };

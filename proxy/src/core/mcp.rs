@@ -41,11 +41,13 @@ impl Default for McpLimits {
 /// One JSON-RPC message from the client, as far as deciding it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum McpMessage {
-    /// `tools/call`: the tool's name and its arguments.
+    /// `tools/call`: the tool's name and its arguments (with the SHA-256
+    /// of their JSON, taken as their size was checked).
     ToolCall {
         id: Option<Value>,
         name: String,
         arguments: Map<String, Value>,
+        arguments_sha256: [u8; 32],
     },
     /// `resources/read` of one URI.
     ResourceRead { id: Option<Value>, uri: String },
@@ -54,6 +56,7 @@ pub enum McpMessage {
         id: Option<Value>,
         name: String,
         arguments: Map<String, Value>,
+        arguments_sha256: [u8; 32],
     },
     /// The protocol's own: the handshake, `ping`, the listings, logging
     /// and completion settings, notifications. They name no tool.
@@ -236,11 +239,12 @@ fn message(value: Value, limits: &McpLimits) -> Result<McpMessage, McpError> {
     Ok(match method.as_str() {
         "tools/call" => {
             let name = text("name", "`tools/call` needs a string `params.name`")?;
-            let arguments = arguments(&mut params, &method, limits)?;
+            let (arguments, arguments_sha256) = arguments(&mut params, &method, limits)?;
             McpMessage::ToolCall {
                 id,
                 name,
                 arguments,
+                arguments_sha256,
             }
         }
         "resources/read" => McpMessage::ResourceRead {
@@ -249,11 +253,12 @@ fn message(value: Value, limits: &McpLimits) -> Result<McpMessage, McpError> {
         },
         "prompts/get" => {
             let name = text("name", "`prompts/get` needs a string `params.name`")?;
-            let arguments = arguments(&mut params, &method, limits)?;
+            let (arguments, arguments_sha256) = arguments(&mut params, &method, limits)?;
             McpMessage::PromptGet {
                 id,
                 name,
                 arguments,
+                arguments_sha256,
             }
         }
         m if PROTOCOL_METHODS.contains(&m) || m.starts_with("notifications/") => {
@@ -263,27 +268,53 @@ fn message(value: Value, limits: &McpLimits) -> Result<McpMessage, McpError> {
     })
 }
 
-/// `params.arguments`: an object (absent is empty), within its bound.
+/// `params.arguments`: an object (absent is empty), within its bound, and
+/// the SHA-256 of its JSON.
 fn arguments(
     params: &mut Map<String, Value>,
     method: &str,
     limits: &McpLimits,
-) -> Result<Map<String, Value>, McpError> {
+) -> Result<(Map<String, Value>, [u8; 32]), McpError> {
     let arguments = match params.remove("arguments") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(arguments)) => arguments,
         Some(_) => return Err(McpError::NotJsonRpc("`params.arguments` must be an object")),
     };
     // Serialized size: what a policy would see, however the body was
-    // spaced.
-    let size = serde_json::to_vec(&arguments).map_or(usize::MAX, |v| v.len());
+    // spaced. Written once, into the digest the audit line keeps, never
+    // into a buffer.
+    let mut json = Digesting {
+        digest: ring::digest::Context::new(&ring::digest::SHA256),
+        len: 0,
+    };
+    let size = serde_json::to_writer(&mut json, &arguments).map_or(usize::MAX, |()| json.len);
     if size > limits.max_argument_bytes {
         return Err(McpError::ArgumentsTooLarge {
             method: method.to_string(),
             limit: limits.max_argument_bytes,
         });
     }
-    Ok(arguments)
+    let mut sha256 = [0u8; 32];
+    sha256.copy_from_slice(json.digest.finish().as_ref());
+    Ok((arguments, sha256))
+}
+
+/// A writer that only counts and digests what it is given.
+struct Digesting {
+    digest: ring::digest::Context,
+    len: usize,
+}
+
+impl std::io::Write for Digesting {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.digest.update(bytes);
+        self.len += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How deeply arrays and objects nest in `value` (a scalar is 0).
@@ -497,12 +528,15 @@ mod tests {
             id,
             name,
             arguments,
+            arguments_sha256,
         } = &body.messages[0]
         else {
             panic!("{body:?}");
         };
         assert_eq!((id, name.as_str()), (&Some(json!(7)), "merge_pull_request"));
         assert_eq!(arguments["repo"], "acme/api");
+        let json = serde_json::to_vec(arguments).unwrap();
+        assert_eq!(*arguments_sha256, sha256(&json), "the digest of their JSON");
         assert_eq!(body.messages[0].method(), "tools/call");
         assert_eq!(body.messages[0].id(), Some(&json!(7)));
     }
