@@ -122,6 +122,7 @@ fn check(c: &mut Criterion) {
         admin_token: None,
         envoy: Default::default(),
         approvers: Vec::new(),
+        console_url: None,
     });
     let authz = ExtAuthz::new(plane);
 

@@ -90,6 +90,7 @@ fn classify_mcp(c: &mut Criterion) {
                 &Method::POST,
                 &uri,
                 Some(black_box(body.as_bytes())),
+                None,
             )
             .unwrap()
             .unwrap();

@@ -4,9 +4,10 @@
 //! the proxy), a generator of new mTLS connections, workload tokens and
 //! certificates, bulk transfer and memory measurements, a network
 //! namespace for the transparent rows, a Redis server for decision planes
-//! sharing tasks, the task API as an operator calls it, and merges held
-//! for a person's approval with an approver's client. The harness itself
-//! is `src/bin/loadbench.rs`.
+//! sharing tasks, the task API as an operator calls it, merges held for a
+//! person's approval with an approver's client, and an API served both as
+//! REST and as an MCP server. The harness itself is
+//! `src/bin/loadbench.rs`.
 
 pub mod approvals;
 pub mod bulk;
@@ -14,6 +15,7 @@ pub mod envoy;
 pub mod fixtures;
 pub mod handshakes;
 pub mod jwt;
+pub mod mcp;
 pub mod memory;
 pub mod netns;
 pub mod noop_authz;

@@ -44,6 +44,8 @@ pub const STATE_MEMORY_BUDGET: &str = "task with a budget, tasks in memory";
 pub const STATE_REDIS_BUDGET: &str = "task with a budget, tasks in Redis";
 pub const STATE_MEMORY: &str = "task without budgets, tasks in memory";
 pub const STATE_REDIS: &str = "task without budgets, tasks in Redis";
+pub const MCP_REST: &str = "REST `POST` of the same size";
+pub const MCP_CALL: &str = "MCP `tools/call`, 4 KiB of arguments, one read by policy";
 pub const RELEASE_EMBEDDED: &str = "one process: tollgate run deciding in-process";
 pub const RELEASE_SERVICE: &str = "tollgate run asking one tollgate decision";
 pub const RELEASE_REPLICAS: &str =
@@ -286,6 +288,9 @@ pub struct Report {
     pub transparent_bulk: Vec<BulkRow>,
     /// Requests under tasks kept in memory and in Redis, runs alternated.
     pub state: Vec<StateRow>,
+    /// The same search as a REST `POST` and as an MCP `tools/call`, one
+    /// tollgate, runs alternated.
+    pub mcp: Vec<ProxyRow>,
     /// Gated requests held at once, their memory and their release.
     pub held: Option<HeldRequests>,
     /// `Approve` → upstream, per deployment shape.
@@ -343,6 +348,7 @@ fn shown(v: Option<f64>) -> String {
 impl Report {
     pub fn print(&self, footer: &str) {
         self.print_wrk();
+        self.print_mcp();
         self.print_ext_authz();
         self.print_oha();
         self.print_tunnel();
@@ -379,6 +385,31 @@ impl Report {
                 )),
                 shown(ratio(Some(r.p99_ms), envoy.map(|e| e.p99_ms))),
             );
+        }
+        println!();
+    }
+
+    fn mcp_row(&self, name: &str) -> Option<LoadResult> {
+        self.mcp.iter().find(|r| r.name == name).map(|r| r.load)
+    }
+
+    fn print_mcp(&self) {
+        if self.mcp.is_empty() {
+            return;
+        }
+        let rest = self.mcp_row(MCP_REST);
+        println!(
+            "| tollgate full authz, `POST` bodies of {} bytes, keep-alive, runs alternated | req/s | p50 ms | p99 ms | proxy CPU µs/req | p99 vs REST | req/s vs REST |",
+            crate::mcp::mcp_body().len()
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for r in &self.mcp {
+            let p99 = shown(ratio(Some(r.load.p99_ms), rest.map(|r| r.p99_ms)));
+            let versus = ratio(
+                Some(r.load.requests_per_sec),
+                rest.map(|r| r.requests_per_sec),
+            );
+            print_row_with(r, &[&p99], versus);
         }
         println!();
     }
@@ -750,7 +781,8 @@ impl Report {
         let id = |n: &str| self.identity_rps(n);
         let tp = |n: &str| self.transparent_rate(n);
         let state = |n: &str| self.state_rps(n);
-        let goals: [(&str, Option<f64>, f64, bool); 21] = [
+        let mcp = |n: &str| self.mcp_row(n).map(|r| r.requests_per_sec);
+        let goals: [(&str, Option<f64>, f64, bool); 22] = [
             (
                 "tollgate full authz ÷ Envoy + no-op ext_authz (req/s)",
                 ratio(w(TOLLGATE), w(ENVOY_NOOP)),
@@ -818,6 +850,12 @@ impl Report {
                 decision(true),
                 1.0,
                 false,
+            ),
+            (
+                "MCP `tools/call` with 4 KiB of arguments ÷ REST `POST` of the same size, both wrk (req/s)",
+                ratio(mcp(MCP_CALL), mcp(MCP_REST)),
+                0.8,
+                true,
             ),
             (
                 "RSS per idle keep-alive connection (KiB)",

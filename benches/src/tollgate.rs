@@ -1,7 +1,7 @@
 //! tollgate participants: `run` (embedded or remote decisions; a listener
 //! that knows its caller statically, by a JWT or by an mTLS client
 //! certificate; beside it, a transparent listener; merges held for
-//! approval) and `decision` (also serving tasks and approvals), each with
+//! approval; an API served both as REST and as MCP) and `decision` (also serving tasks and approvals), each with
 //! one worker thread.
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use std::process::Command;
 use anyhow::Context;
 
 use crate::approvals::{self, Gate};
+use crate::mcp;
 use crate::pki::SvidFiles;
 use crate::process::{command, Participant};
 use crate::{repo_root, WORKLOAD};
@@ -183,6 +184,8 @@ pub struct RunOptions<'a> {
     pub tasks: Option<Tasks>,
     /// Merges on [`approvals::HOST`] held for an approval.
     pub gate: Option<Gate>,
+    /// The REST and MCP API on [`mcp::HOST`], served by this upstream.
+    pub mcp: Option<SocketAddr>,
     /// Appended at the top level of the configuration (a `limits:`
     /// section, say).
     pub extra_yaml: &'a str,
@@ -200,6 +203,7 @@ impl RunOptions<'_> {
             transparent: None,
             tasks: None,
             gate: None,
+            mcp: None,
             extra_yaml: "",
         }
     }
@@ -249,6 +253,10 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
         policies.push_str(&approvals::policies());
         gate = approvals::yaml(g.hold);
     }
+    if let Some(upstream) = o.mcp {
+        resolve.push_str(&format!(", \"{}:80\": \"{upstream}\"", mcp::HOST));
+        policies.push_str(&mcp::policies());
+    }
     let tasks = match o.tasks {
         None => String::new(),
         Some(store) => {
@@ -280,6 +288,12 @@ pub fn run(o: &RunOptions<'_>, cpu: Option<&str>) -> anyhow::Result<Participant>
         std::fs::write(
             dir.path().join("catalog").join(approvals::CATALOG_FILE),
             approvals::CATALOG,
+        )?;
+    }
+    if o.mcp.is_some() {
+        std::fs::write(
+            dir.path().join("catalog").join(mcp::CATALOG_FILE),
+            mcp::CATALOG,
         )?;
     }
     let mut cmd = match o.transparent {

@@ -4,7 +4,9 @@
 //! rustls, for the interception row. Each binds loopback on a free port,
 //! or a fixed address for the transparent rows, whose upstreams must sit
 //! at the addresses the agent dials. The recording variant also says when
-//! each request arrived, for latencies measured at the upstream.
+//! each request arrived, for latencies measured at the upstream. The JSON
+//! variant reads every request's body whole and answers a JSON body of
+//! the caller's, for the rows that send bodies.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -48,28 +50,45 @@ pub struct Arrival {
 /// returned channel.
 pub fn start_recording() -> anyhow::Result<(SocketAddr, mpsc::UnboundedReceiver<Arrival>)> {
     let (arrivals, received) = mpsc::unbounded_channel();
-    let addr = spawn(ANY_LOOPBACK.parse()?, None, Some(arrivals))?;
+    let addr = spawn(ANY_LOOPBACK.parse()?, None, Some(arrivals), None)?;
     Ok((addr, received))
+}
+
+/// The plain upstream, reading every request's body to its end before
+/// answering `answer` as `application/json`: a server that looks at what
+/// it is sent, and a keep-alive connection that never depends on whether
+/// a body had all come when the answer went.
+pub fn start_json(answer: &'static [u8]) -> anyhow::Result<SocketAddr> {
+    spawn(ANY_LOOPBACK.parse()?, None, None, Some(answer))
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     record: Option<mpsc::UnboundedSender<Arrival>>,
+    json: Option<&'static [u8]>,
 ) {
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         // Taken before anything else, and only when someone listens: the
         // rows that do not record pay nothing for it.
         let at = record.as_ref().map(|r| (Instant::now(), r.clone()));
         async move {
-            if let Some((at, record)) = at {
+            if at.is_some() || json.is_some() {
                 let body = match req.into_body().collect().await {
                     Ok(body) => body.to_bytes(),
                     Err(_) => Bytes::new(),
                 };
-                let _ = record.send(Arrival { at, body });
+                if let Some((at, record)) = at {
+                    let _ = record.send(Arrival { at, body });
+                }
             }
-            let mut r = Response::new(Full::new(Bytes::from_static(BODY)));
+            let mut r = Response::new(Full::new(Bytes::from_static(json.unwrap_or(BODY))));
             *r.status_mut() = StatusCode::OK;
+            if json.is_some() {
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+            }
             Ok::<_, Infallible>(r)
         }
     });
@@ -85,13 +104,14 @@ pub fn start_at(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<SocketAddr> {
-    spawn(addr, tls, None)
+    spawn(addr, tls, None, None)
 }
 
 fn spawn(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     record: Option<mpsc::UnboundedSender<Arrival>>,
+    json: Option<&'static [u8]>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
@@ -115,10 +135,10 @@ fn spawn(
                     let record = record.clone();
                     tokio::spawn(async move {
                         match acceptor {
-                            None => serve(stream, record).await,
+                            None => serve(stream, record, json).await,
                             Some(acceptor) => {
                                 if let Ok(tls) = acceptor.accept(stream).await {
-                                    serve(tls, record).await;
+                                    serve(tls, record, json).await;
                                 }
                             }
                         }

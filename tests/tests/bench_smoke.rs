@@ -1,8 +1,10 @@
 //! The load harness must keep working: a smoke run (1 s per row, no
 //! warm-up) where every participant — direct, Envoy bare, Envoy + no-op
 //! ext_authz, Envoy + tollgate decision (alone, and alternated with the no-op
-//! stack), tollgate embedded with and without the cache, tollgate remote —
-//! answers every request with 2xx, and every bulk route (direct, the minimal
+//! stack), tollgate embedded with and without the cache, tollgate remote,
+//! a REST `POST` and an MCP `tools/call` with 4 KiB bodies (each run's last
+//! request audited as allowed: a refused call would be a JSON-RPC error in
+//! a 200) — answers every request with 2xx, and every bulk route (direct, the minimal
 //! relay, Envoy's `CONNECT` tunnel, tollgate's) delivers bytes and says how
 //! busy each CPU was; so does every transparent row, redirected by
 //! `tollgate iptables` in a network namespace the harness makes (root, as
@@ -45,6 +47,9 @@ fn every_benchmark_participant_answers() {
         "| tollgate full authz |",
         "| tollgate full authz, no decision cache |",
         "| tollgate, remote decision (warm cache) |",
+        "| REST `POST` of the same size |",
+        "| MCP `tools/call`, 4 KiB of arguments, one read by policy |",
+        "| MCP `tools/call` with 4 KiB of arguments ÷ REST `POST` of the same size, both wrk (req/s) |",
         "| minimal splice relay (no HTTP, no decision) |",
         "| Envoy `CONNECT` tunnel |",
         "| tollgate tunnel (`connect` action) |",

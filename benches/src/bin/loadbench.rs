@@ -4,7 +4,8 @@
 //!     scripts/bench                       # 10 s per run, 2 runs per row (tunnel rows 3 s x 7)
 //!     scripts/bench --duration 3 --runs 1 # quicker
 //!     scripts/bench --pin                 # proxies (and their authz) on CPU 0; load generators, upstreams and this harness on CPU 1
-//!     scripts/bench --only oha --only memory  # some sections: wrk, ext_authz, oha, tunnel, memory, identity, transparent, state, approvals, decision
+//!     scripts/bench --only oha --only memory  # some sections: wrk, mcp, ext_authz, oha, tunnel, memory, identity, transparent, state, approvals, decision
+//!     scripts/bench --pin --only mcp      # an MCP tools/call with 4 KiB of arguments against a REST POST of the same size, one tollgate
 //!     scripts/bench --pin --only ext_authz --calibrate metadata,spin-us=7   # a no-op server doing that work stands in for tollgate decision
 //!     scripts/bench --pin --only ext_authz --calibrate h2                  # the no-op over bare HTTP/2: what tonic costs per check
 //!     scripts/bench --pin --only ext_authz --noop h2                       # tollgate decision against that bare no-op instead of tonic's
@@ -14,7 +15,9 @@
 //!     scripts/bench --pin --only slowloris --slowloris 1000 --idle-connections 10000  # p99 with idle and slowloris connections held; --slowloris-yaml 'limits: {…}' tries settings
 //!     target/release/loadbench --smoke    # 1 s per row: every participant answers 2xx (a test)
 //!
-//! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the two
+//! Sections: wrk rows (direct, Envoy, tollgate plain HTTP); the same
+//! search as a REST `POST` and as an MCP `tools/call`, 4 KiB bodies, through
+//! one tollgate, runs alternated; the two
 //! ext_authz stacks again with their runs alternated and the CPU each
 //! process spends per request; oha rows
 //! (tollgate plain HTTP and MITM HTTPS through CONNECT, one generator for
@@ -50,6 +53,9 @@ mod slowloris;
 #[path = "loadbench/failover.rs"]
 mod failover;
 
+#[path = "loadbench/mcp.rs"]
+mod mcp;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -64,8 +70,9 @@ use tollgate_benches::{
     bulk, envoy, fixtures, handshakes, jwt, noop_authz, pki, process, tollgate, WORKLOAD,
 };
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "wrk",
+    "mcp",
     "ext_authz",
     "oha",
     "tunnel",
@@ -286,11 +293,22 @@ impl Bench {
         } else {
             "host.lua"
         });
+        self.wrk_script(url, &script, headers, duration)
+    }
+
+    /// One wrk run, no warm-up, whose requests `script` makes.
+    fn wrk_script(
+        &self,
+        url: &str,
+        script: &std::path::Path,
+        headers: &[String],
+        duration: Duration,
+    ) -> anyhow::Result<LoadResult> {
         WrkRun {
             url,
             connections: self.o.connections,
             duration,
-            script: Some(&script),
+            script: Some(script),
             headers,
             cpu: self.load_cpu,
         }
@@ -392,7 +410,8 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    if o.wants("wrk") || o.wants("identity") || o.wants("transparent") || o.wants("state") {
+    let wrk_sections = ["wrk", "mcp", "identity", "transparent", "state"];
+    if wrk_sections.iter().any(|s| o.wants(s)) {
         require("wrk", "apt-get install -y wrk (scripts/bench installs it)")?;
     }
     if o.wants("state") || o.wants("approvals") {
@@ -477,6 +496,9 @@ fn main() -> anyhow::Result<()> {
     if bench.o.wants("wrk") {
         wrk_rows(&bench, upstream, &mut report)?;
     }
+    if bench.o.wants("mcp") {
+        report.mcp = mcp::mcp(&bench)?;
+    }
     if bench.o.wants("ext_authz") {
         report.ext_authz = ext_authz_pairs(&bench, upstream)?;
     }
@@ -533,8 +555,15 @@ fn main() -> anyhow::Result<()> {
             }
         ),
     };
+    let mcp_answer = match o.wants("mcp") {
+        false => String::new(),
+        true => format!(
+            " (the mcp section's: {} bytes of JSON)",
+            tollgate_benches::mcp::ANSWER.len()
+        ),
+    };
     report.print(&format!(
-        "{} connections, HTTP/1.1 keep-alive, 20-byte body, {plan} (medians), {layout}{redis_cpu}{approvals_plan}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
+        "{} connections, HTTP/1.1 keep-alive, 20-byte body{mcp_answer}, {plan} (medians), {layout}{redis_cpu}{approvals_plan}, {} cores; 1-minute load average before the run {load_before}{halt_poll}",
         o.connections,
         // Not `available_parallelism`: pinned, that counts only our own CPU.
         // SAFETY: sysconf has no preconditions.
