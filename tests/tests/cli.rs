@@ -234,6 +234,7 @@ fn every_verb_has_help() {
             "ca",
             "task",
             "approvals",
+            "mcp",
             "iptables",
             "help"
         ],
