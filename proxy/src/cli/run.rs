@@ -62,7 +62,7 @@ fn decider(
     let Some(remote) = &config.remote_decision else {
         let tasks = tasks.expect("tasks are kept wherever decisions are embedded");
         return Ok(Arc::new(
-            EmbeddedDecider::new(tasks.clone()).with_audit(audit.clone()),
+            EmbeddedDecider::new(tasks.clone()).with_pin_events(Arc::new(audit.clone())),
         ));
     };
     let client = RemoteDecider::new(

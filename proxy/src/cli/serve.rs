@@ -234,7 +234,7 @@ pub fn decision_plane(
     Arc::new(DecisionPlane {
         snapshot,
         core: Core::new(Arc::new(
-            EmbeddedDecider::new(tasks.clone()).with_audit(audit.clone()),
+            EmbeddedDecider::new(tasks.clone()).with_pin_events(Arc::new(audit.clone())),
         ))
         .audited_by(audit.clone()),
         tasks,

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::catalog::{ActionInfo, McpPinning, RiskClass};
 use crate::config::{AuditOnFailure, AuditOutput};
-use crate::decision::state::pins::ToolChange;
+use crate::decision::pins::{PinEvents, ToolChange};
 use crate::decision::{Decision, Outcome, Reason, CONNECT_ACTION, WOULD_DENY};
 use crate::error::ProxyError;
 use crate::identity::IdentitySource;
@@ -536,6 +536,18 @@ impl AuditSink {
         change: &ToolChange,
         pinning: McpPinning,
     ) {
+        self.pin_event(event, server, change, pinning);
+    }
+}
+
+impl PinEvents for AuditSink {
+    fn pin_event(
+        &self,
+        event: &'static str,
+        server: &str,
+        change: &ToolChange,
+        pinning: McpPinning,
+    ) {
         #[derive(Serialize)]
         struct ToolChangeLine<'a> {
             time: String,
@@ -565,7 +577,9 @@ impl AuditSink {
             tracing::error!("audit writer has stopped; audit line lost");
         }
     }
+}
 
+impl AuditSink {
     /// Write the line; its latency is the time since it was begun.
     pub fn emit(&self, mut record: AuditRecord) {
         record.latency_us = record.started.elapsed().as_micros() as u64;

@@ -15,11 +15,11 @@ use quick_cache::sync::Cache;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::outcome::{ApprovalState, ApprovalStatus, Decision, Reason, TaskRef};
+use super::pins::{ObservedTool, ToolChange};
 use super::proto::pb;
 use super::proto::pb::decision_service_client::DecisionServiceClient;
 use super::request::DecisionRequest;
 use super::snapshot::Snapshot;
-use super::state::pins::{ObservedTool, ToolChange};
 use super::tasks::{TaskRefusal, TaskRevoked, TokenHash};
 use super::{ApprovalFuture, Decider, DecisionFuture, ObserveFuture, ProbeFuture};
 use crate::catalog::McpPinning;

@@ -11,31 +11,33 @@ use std::time::{Duration, SystemTime};
 
 use super::approvals::{Approval, GateInfo};
 use super::outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason};
+use super::pins::{ObservedTool, PinEvents};
 use super::request::DecisionRequest;
-use super::state::pins::ObservedTool;
 use super::tasks::{Task, TaskRevoked};
 use super::{ApprovalFuture, Decider, DecisionFuture, ObserveFuture, ProbeFuture};
 use crate::catalog::McpPinning;
 use crate::config::EnforcementMode;
-use crate::core::audit::AuditSink;
 use crate::decision::state::TaskStore;
 use crate::telemetry;
 
 pub struct EmbeddedDecider {
     tasks: Arc<TaskStore>,
-    /// Where a changed MCP tool's line goes.
-    audit: Option<AuditSink>,
+    /// Told of each changed MCP tool (the audit output).
+    pin_events: Option<Arc<dyn PinEvents>>,
 }
 
 impl EmbeddedDecider {
     pub fn new(tasks: Arc<TaskStore>) -> EmbeddedDecider {
-        EmbeddedDecider { tasks, audit: None }
+        EmbeddedDecider {
+            tasks,
+            pin_events: None,
+        }
     }
 
-    /// Write the MCP tool changes this decider records to `audit`.
-    pub fn with_audit(self, audit: AuditSink) -> EmbeddedDecider {
+    /// Tell `events` of the MCP tool changes this decider records.
+    pub fn with_pin_events(self, events: Arc<dyn PinEvents>) -> EmbeddedDecider {
         EmbeddedDecider {
-            audit: Some(audit),
+            pin_events: Some(events),
             ..self
         }
     }
@@ -252,8 +254,8 @@ impl Decider for EmbeddedDecider {
                 );
                 metrics::counter!(telemetry::MCP_TOOL_CHANGES, "tool" => server.to_string())
                     .increment(1);
-                if let Some(audit) = &self.audit {
-                    audit.emit_tool_pin("mcp_tool_changed", server, change, pinning);
+                if let Some(events) = &self.pin_events {
+                    events.pin_event("mcp_tool_changed", server, change, pinning);
                 }
             }
             Ok(changes)

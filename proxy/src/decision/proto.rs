@@ -11,8 +11,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("toll
 
 use super::approvals::{Approval, BodyDigest, HeldCall};
 use super::outcome::{ApprovalState, ApprovalStatus, Decision, Outcome, Reason, TaskRef};
+use super::pins::ToolPin;
 use super::request::{DecisionRequest, RequestContext};
-use super::state::pins::ToolPin;
 use super::tasks::{from_unix_ms, unix_ms, TaskView, TokenHash};
 use std::sync::Arc;
 

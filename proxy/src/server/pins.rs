@@ -5,8 +5,8 @@
 use tonic::{Request, Status};
 
 use crate::catalog::McpPinning;
+use crate::decision::pins::{ObservedTool, PinError, ToolChange};
 use crate::decision::proto::pb;
-use crate::decision::state::pins::{ObservedTool, PinError, ToolChange};
 
 use super::{tasks, DecisionPlane};
 

@@ -12,81 +12,8 @@ use std::sync::RwLock;
 use std::time::SystemTime;
 
 use super::redis::RedisPins;
+use crate::decision::pins::{ObservedTool, PinError, ToolChange, ToolPin};
 use crate::decision::tasks::unix_ms;
-
-/// One tool as a server's `tools/list` answer defined it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservedTool {
-    pub name: String,
-    /// Hex SHA-256 of the definition's canonical JSON.
-    pub fingerprint: String,
-}
-
-/// A tool whose definition differs from its pin, first seen now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolChange {
-    pub name: String,
-    pub pinned: String,
-    pub seen: String,
-}
-
-/// What is kept of one tool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolPin {
-    /// The catalog tool the MCP server belongs to.
-    pub server: String,
-    pub name: String,
-    /// The fingerprint calls are allowed under.
-    pub pinned: String,
-    /// The latest one seen.
-    pub seen: String,
-    pub pinned_ms: i64,
-    /// When `seen` started to differ from `pinned`; 0 while it does not.
-    pub changed_ms: i64,
-}
-
-impl ToolPin {
-    pub fn changed(&self) -> bool {
-        self.pinned != self.seen
-    }
-
-    /// `pinned seen pinned_ms changed_ms`: fingerprints are hex, so spaces
-    /// separate. (The Redis scripts write it themselves.)
-    #[cfg(test)]
-    pub(super) fn encode(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.pinned, self.seen, self.pinned_ms, self.changed_ms
-        )
-    }
-
-    pub(super) fn decode(server: &str, name: &str, text: &str) -> Option<ToolPin> {
-        let mut parts = text.split(' ');
-        let pin = ToolPin {
-            server: server.to_string(),
-            name: name.to_string(),
-            pinned: parts.next()?.to_string(),
-            seen: parts.next()?.to_string(),
-            pinned_ms: parts.next()?.parse().ok()?,
-            changed_ms: parts.next()?.parse().ok()?,
-        };
-        parts.next().is_none().then_some(pin)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PinError {
-    #[error("no definition of MCP tool `{1}` of `{0}` has been seen")]
-    NotFound(String, String),
-    #[error("MCP tool `{name}` is served as {seen} now, not {expected}: list it again")]
-    Conflict {
-        name: String,
-        seen: String,
-        expected: String,
-    },
-    #[error("state store unavailable: {0}")]
-    Unavailable(String),
-}
 
 pub enum PinStore {
     Memory(RwLock<BTreeMap<(String, String), ToolPin>>),
@@ -185,7 +112,7 @@ impl PinStore {
 
 /// `pin` after `fingerprint` was seen at `now`; the change to report, if
 /// this definition is new and not the pinned one.
-pub(super) fn see(pin: &mut ToolPin, fingerprint: &str, now: i64) -> Option<ToolChange> {
+fn see(pin: &mut ToolPin, fingerprint: &str, now: i64) -> Option<ToolChange> {
     if pin.seen == fingerprint {
         return None;
     }
@@ -202,7 +129,7 @@ pub(super) fn see(pin: &mut ToolPin, fingerprint: &str, now: i64) -> Option<Tool
     })
 }
 
-pub(super) fn accept(pin: &mut ToolPin, expected: Option<&str>, now: i64) -> Result<(), PinError> {
+fn accept(pin: &mut ToolPin, expected: Option<&str>, now: i64) -> Result<(), PinError> {
     if let Some(expected) = expected.filter(|e| *e != pin.seen) {
         return Err(PinError::Conflict {
             name: pin.name.clone(),

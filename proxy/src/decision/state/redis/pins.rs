@@ -14,7 +14,7 @@ use std::sync::Arc;
 use redis::Script;
 
 use super::RedisStore;
-use crate::decision::state::pins::{ObservedTool, PinError, ToolChange, ToolPin};
+use crate::decision::pins::{ObservedTool, PinError, ToolChange, ToolPin};
 
 /// ARGV: now, then name and fingerprint of each tool listed. A tool never
 /// seen is pinned; one whose definition differs from the last one seen is
