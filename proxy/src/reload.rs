@@ -49,7 +49,7 @@ impl Reloader {
                          `enforcement:`; those sections take effect on restart"
                     );
                 }
-                crate::core::audit::register_request_series(snapshot.catalog.actions());
+                crate::core::audit::register_request_series(&snapshot.catalog);
                 metrics::counter!(telemetry::RELOADS, "result" => "ok").increment(1);
                 true
             }

@@ -94,7 +94,7 @@ pub fn start_snapshot(
     Arc<SnapshotHandle>,
 )> {
     let metrics = crate::admin::install_metrics()?;
-    crate::core::audit::register_request_series(snapshot.catalog.actions());
+    crate::core::audit::register_request_series(&snapshot.catalog);
     crate::core::audit::register_identification_series();
     tracing::info!(
         routes = snapshot.catalog.route_count(),

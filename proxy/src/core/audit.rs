@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::catalog::{ActionInfo, McpPinning, RiskClass};
+use crate::catalog::{Catalog, McpPinning, RiskClass};
 use crate::config::{AuditOnFailure, AuditOutput};
 use crate::decision::pins::{PinEvents, ToolChange};
 use crate::decision::{Decision, Outcome, Reason, CONNECT_ACTION, WOULD_DENY};
@@ -347,13 +347,14 @@ impl AuditRecord {
     }
 }
 
-/// Register the request counter at zero for every action `actions` names
-/// (and the built-in `connect`) with every outcome and `would_deny`, and
-/// the would-deny counter for every tool and reportable reason, so an
-/// alert on denies of one action reads 0 before the first one. Series
-/// already there keep their counts; the set is bounded by the catalog, as
-/// the counts are.
-pub fn register_request_series(actions: &[ActionInfo]) {
+/// Register the request counter at zero for every action the catalog names
+/// (and the built-in `connect`) with every outcome and `would_deny`, the
+/// would-deny counter for every tool and reportable reason, and the tool
+/// change counter for every tool with a pinned MCP server, so an alert on
+/// denies of one action reads 0 before the first one. Series already there
+/// keep their counts; the set is bounded by the catalog, as the counts are.
+pub fn register_request_series(catalog: &Catalog) {
+    let actions = catalog.actions();
     let named = actions
         .iter()
         .map(|a| (a.tool.as_ref(), a.name.as_ref()))
@@ -382,6 +383,11 @@ pub fn register_request_series(actions: &[ActionInfo]) {
                 "reason" => reason.as_str(),
             )
             .increment(0);
+        }
+    }
+    for tool in catalog.tools() {
+        if catalog.mcp_pinning(&tool) != McpPinning::Off {
+            metrics::counter!(telemetry::MCP_TOOL_CHANGES, "tool" => tool.to_string()).increment(0);
         }
     }
 }
