@@ -182,11 +182,26 @@ impl Arguments {
     /// [`Arguments::read`], and a stable key for the decision cache.
     pub fn project(&self, given: &Map<String, Value>) -> Result<String, ArgumentError> {
         self.values(given)?;
-        let projected: Map<String, Value> = self
-            .iter()
-            .filter_map(|a| Some((a.name.to_string(), given.get(&*a.name)?.clone())))
-            .collect();
-        Ok(Value::Object(projected).to_string())
+        // Written straight out, no map built: declared arguments are kept
+        // sorted by name (`parse` reads them from a sorted map).
+        let mut json = Vec::with_capacity(64);
+        json.push(b'{');
+        for argument in self.iter() {
+            let Some(value) = given.get(&*argument.name) else {
+                continue;
+            };
+            if json.len() > 1 {
+                json.push(b',');
+            }
+            serde_json::to_writer(&mut json, &*argument.name)
+                .and_then(|()| {
+                    json.push(b':');
+                    serde_json::to_writer(&mut json, value)
+                })
+                .map_err(|_| ArgumentError::NotAnObject)?;
+        }
+        json.push(b'}');
+        String::from_utf8(json).map_err(|_| ArgumentError::NotAnObject)
     }
 
     /// The arguments a decision request carries, as [`Arguments::project`]

@@ -116,6 +116,18 @@ impl<'c> McpServerRef<'c> {
         self.server.pinning
     }
 
+    /// Whether naming a call of tool `name` reads its argument `argument`:
+    /// it is declared, or fills the resource. The others are never parsed.
+    pub fn reads(&self, name: &str, argument: &str) -> bool {
+        self.server.tools.get(name).is_some_and(|tool| {
+            tool.resource.params().any(|p| p == argument)
+                || tool
+                    .arguments
+                    .as_ref()
+                    .is_some_and(|declared| declared.iter().any(|a| &*a.name == argument))
+        })
+    }
+
     /// `tools/call` of `name` with its `arguments`: named, with the
     /// declared arguments as [`Arguments::project`] writes them for the
     /// decision; `Err` when those do not match their declaration.
@@ -135,21 +147,26 @@ impl<'c> McpServerRef<'c> {
             .transpose()?;
         // One argument is one resource segment: a `/` in a value cannot
         // forge more (nor `%2F`, kept as sent).
-        let values: HashMap<&str, String> = tool
+        let values: Vec<(&str, String)> = tool
             .resource
             .params()
             .filter_map(|p| {
                 let text = match arguments.get(p)? {
-                    Value::String(s) => s.clone(),
+                    Value::String(s) => segment(s),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
                     _ => return None,
                 };
-                Some((p, text.replace('%', "%25").replace('/', "%2F")))
+                Some((p, text))
             })
             .collect();
         let resource = if values.len() == tool.resource.params().count() {
-            tool.resource.expand(|p| values.get(p).map(String::as_str))
+            tool.resource.expand(|p| {
+                values
+                    .iter()
+                    .find(|(name, _)| *name == p)
+                    .map(|(_, text)| text.as_str())
+            })
         } else {
             // An argument the template needs is missing: the tool as a
             // whole, which a narrower permit does not match.
@@ -212,5 +229,15 @@ impl<'c> McpServerRef<'c> {
             risk: named.risk,
             sensitivity: self.server.sensitivity.clone(),
         }
+    }
+}
+
+/// A string argument as one resource segment: `%` and `/` escaped, the
+/// text unchanged (and not copied twice) when it has neither.
+fn segment(value: &str) -> String {
+    if value.contains(['%', '/']) {
+        value.replace('%', "%25").replace('/', "%2F")
+    } else {
+        value.to_string()
     }
 }

@@ -197,7 +197,6 @@ impl AuditRecord {
         self.removed_query = names.to_vec();
     }
 
-    /// The MCP message the request carried.
     /// An MCP request's message; its arguments written whole when
     /// `full_arguments` (`audit.mcp_arguments: full`), else as a digest.
     pub fn mcp(
@@ -210,19 +209,13 @@ impl AuditRecord {
         use crate::decision::tasks::hex;
         let (name, arguments_sha256, arguments) = match message {
             McpMessage::ToolCall {
-                name,
-                arguments,
-                arguments_sha256,
-                ..
+                name, arguments, ..
             }
             | McpMessage::PromptGet {
-                name,
-                arguments,
-                arguments_sha256,
-                ..
+                name, arguments, ..
             } => {
-                let whole = full_arguments.then(|| arguments.clone());
-                (Some(name.clone()), Some(hex(arguments_sha256)), whole)
+                let whole = full_arguments.then(|| arguments.all());
+                (Some(name.clone()), Some(hex(arguments.sha256())), whole)
             }
             _ => (None, None, None),
         };

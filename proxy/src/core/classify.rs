@@ -226,9 +226,10 @@ impl<'c> McpCall<'c> {
             Some(McpMessage::ToolCall {
                 name, arguments, ..
             }) => {
+                let read = arguments.members(|argument| server.reads(name, argument));
                 let (c, declared) =
                     server
-                        .tool_call(name, arguments)
+                        .tool_call(name, &read)
                         .map_err(|error| McpError::Arguments {
                             tool: name.clone(),
                             error,

@@ -7,12 +7,21 @@
 //! element read on its own. Whatever is over a bound is refused, never
 //! truncated: a policy must never decide on part of the arguments.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::catalog::ArgumentError;
 use crate::decision::tasks::{hex, sha256};
 use crate::decision::ObservedTool;
 use crate::error::ProxyError;
+
+mod scan;
 
 /// Bounds on what is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +30,7 @@ pub struct McpLimits {
     pub max_body_bytes: usize,
     /// Nesting of arrays and objects anywhere in the body.
     pub max_depth: usize,
-    /// One message's arguments, as JSON.
+    /// One message's arguments, as JSON, as sent.
     pub max_argument_bytes: usize,
     /// Messages in one JSON-RPC batch, each decided on its own.
     pub max_batch: usize,
@@ -41,13 +50,11 @@ impl Default for McpLimits {
 /// One JSON-RPC message from the client, as far as deciding it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum McpMessage {
-    /// `tools/call`: the tool's name and its arguments (with the SHA-256
-    /// of their JSON, taken as their size was checked).
+    /// `tools/call`: the tool's name and its arguments.
     ToolCall {
         id: Option<Value>,
         name: String,
-        arguments: Map<String, Value>,
-        arguments_sha256: [u8; 32],
+        arguments: McpArguments,
     },
     /// `resources/read` of one URI.
     ResourceRead { id: Option<Value>, uri: String },
@@ -55,8 +62,7 @@ pub enum McpMessage {
     PromptGet {
         id: Option<Value>,
         name: String,
-        arguments: Map<String, Value>,
-        arguments_sha256: [u8; 32],
+        arguments: McpArguments,
     },
     /// The protocol's own: the handshake, `ping`, the listings, logging
     /// and completion settings, notifications. They name no tool.
@@ -166,59 +172,176 @@ const PROTOCOL_METHODS: [&str; 11] = [
     "completion/complete",
 ];
 
-/// Read a request body within `limits`.
+/// Read a request body within `limits`. One pass over the body, which
+/// builds nothing no decision reads: arguments stay text until naming
+/// asks for a declared one.
 pub fn read(body: &[u8], limits: &McpLimits) -> Result<McpBody, McpError> {
     if body.len() > limits.max_body_bytes {
         return Err(McpError::TooLarge {
             limit: limits.max_body_bytes,
         });
     }
+    let json = |e: serde_json::Error| McpError::NotJson(json_error(&e));
     // serde_json stops at 128 levels, so parsing cannot overflow the
-    // stack; the tighter bound is checked on what it built.
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| McpError::NotJson(json_error(&e)))?;
-    if depth(&value) > limits.max_depth {
+    // stack; the tighter bound is checked on the text once it is JSON.
+    let (batch, items) = if is_batch(body) {
+        (
+            true,
+            serde_json::from_slice::<Vec<Object<Wire>>>(body).map_err(json)?,
+        )
+    } else {
+        (
+            false,
+            vec![serde_json::from_slice::<Object<Wire>>(body).map_err(json)?],
+        )
+    };
+    if scan::depth(body) > limits.max_depth {
         return Err(McpError::TooDeep {
             limit: limits.max_depth,
         });
     }
-    match value {
-        Value::Array(items) if items.is_empty() => Err(McpError::EmptyBatch),
-        Value::Array(items) if items.len() > limits.max_batch => Err(McpError::BatchTooLarge {
+    if items.is_empty() {
+        return Err(McpError::EmptyBatch);
+    }
+    if items.len() > limits.max_batch {
+        return Err(McpError::BatchTooLarge {
             limit: limits.max_batch,
-        }),
-        Value::Array(items) => Ok(McpBody {
-            batch: true,
-            messages: items
-                .into_iter()
-                .map(|item| message(item, limits))
-                .collect::<Result<_, _>>()?,
-        }),
-        single => Ok(McpBody {
-            batch: false,
-            messages: vec![message(single, limits)?],
-        }),
+        });
+    }
+    Ok(McpBody {
+        batch,
+        messages: items
+            .into_iter()
+            .map(|item| message(item, limits))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// A message as it comes: each member the reader looks at, still as
+/// text, `Some` when present (`null` included). A member given twice is
+/// refused (serde's "duplicate field"): a server that reads the first
+/// would not be running the call tollgate decided on the last.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    params: Option<Object<Params<'a>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// `params`, as far as naming goes; the rest (`_meta`) is skipped.
+#[derive(Default, Deserialize)]
+struct Params<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    uri: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    arguments: Option<&'a RawValue>,
+}
+
+/// A member that is there, whatever its value (`Option` alone would take
+/// `null` for absent).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// An object read as `T`, or any other JSON value, skipped: the reader
+/// then says which member should have been an object, rather than serde's
+/// "invalid type" with a position.
+enum Object<T> {
+    Is(T),
+    Not,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Object<T>, D::Error> {
+        d.deserialize_any(ObjectVisitor(PhantomData))
     }
 }
 
-fn message(value: Value, limits: &McpLimits) -> Result<McpMessage, McpError> {
-    let Value::Object(mut object) = value else {
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = Object<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Object::Is)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Object<T>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Object::Not)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Object<T>, E> {
+        Ok(Object::Not)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Object<T>, E> {
+        Ok(Object::Not)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Object<T>, E> {
+        Ok(Object::Not)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Object<T>, E> {
+        Ok(Object::Not)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Object<T>, E> {
+        Ok(Object::Not)
+    }
+
+    fn visit_unit<E>(self) -> Result<Object<T>, E> {
+        Ok(Object::Not)
+    }
+}
+
+/// A small member's value (`jsonrpc`, `id`, `method`, `name`, `uri`),
+/// built once its message is known to need it.
+fn value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+/// A member that must be a string, or `what` is wrong.
+fn text(raw: Option<&RawValue>, what: &'static str) -> Result<String, McpError> {
+    match raw.map(value) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(McpError::NotJsonRpc(what)),
+    }
+}
+
+fn message(wire: Object<Wire>, limits: &McpLimits) -> Result<McpMessage, McpError> {
+    let Object::Is(wire) = wire else {
         return Err(McpError::NotJsonRpc("a message must be an object"));
     };
-    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    if wire.jsonrpc.map(value) != Some(Value::String("2.0".into())) {
         return Err(McpError::NotJsonRpc("`jsonrpc` must be \"2.0\""));
     }
-    let id = match object.remove("id") {
+    let id = match wire.id.map(value) {
         None => None,
         Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(id),
         Some(_) => return Err(McpError::NotJsonRpc("`id` must be a string or a number")),
     };
-    let method = match object.remove("method") {
-        Some(Value::String(method)) => method,
-        Some(_) => return Err(McpError::NotJsonRpc("`method` must be a string")),
+    let method = match wire.method {
+        Some(_) => text(wire.method, "`method` must be a string")?,
         None => {
             return match id {
-                Some(id) if object.contains_key("result") || object.contains_key("error") => {
+                Some(id) if wire.result.is_some() || wire.error.is_some() => {
                     Ok(McpMessage::Response { id })
                 }
                 _ => Err(McpError::NotJsonRpc(
@@ -227,40 +350,26 @@ fn message(value: Value, limits: &McpLimits) -> Result<McpMessage, McpError> {
             };
         }
     };
-    let mut params = match object.remove("params") {
-        None => Map::new(),
-        Some(Value::Object(params)) => params,
-        Some(_) => return Err(McpError::NotJsonRpc("`params` must be an object")),
-    };
-    let mut text = |key: &str, what: &'static str| match params.remove(key) {
-        Some(Value::String(s)) => Ok(s),
-        _ => Err(McpError::NotJsonRpc(what)),
+    let params = match wire.params {
+        None => Params::default(),
+        Some(Object::Is(params)) => params,
+        Some(Object::Not) => return Err(McpError::NotJsonRpc("`params` must be an object")),
     };
     Ok(match method.as_str() {
-        "tools/call" => {
-            let name = text("name", "`tools/call` needs a string `params.name`")?;
-            let (arguments, arguments_sha256) = arguments(&mut params, &method, limits)?;
-            McpMessage::ToolCall {
-                id,
-                name,
-                arguments,
-                arguments_sha256,
-            }
-        }
+        "tools/call" => McpMessage::ToolCall {
+            id,
+            name: text(params.name, "`tools/call` needs a string `params.name`")?,
+            arguments: McpArguments::read(params.arguments, &method, limits)?,
+        },
         "resources/read" => McpMessage::ResourceRead {
             id,
-            uri: text("uri", "`resources/read` needs a string `params.uri`")?,
+            uri: text(params.uri, "`resources/read` needs a string `params.uri`")?,
         },
-        "prompts/get" => {
-            let name = text("name", "`prompts/get` needs a string `params.name`")?;
-            let (arguments, arguments_sha256) = arguments(&mut params, &method, limits)?;
-            McpMessage::PromptGet {
-                id,
-                name,
-                arguments,
-                arguments_sha256,
-            }
-        }
+        "prompts/get" => McpMessage::PromptGet {
+            id,
+            name: text(params.name, "`prompts/get` needs a string `params.name`")?,
+            arguments: McpArguments::read(params.arguments, &method, limits)?,
+        },
         m if PROTOCOL_METHODS.contains(&m) || m.starts_with("notifications/") => {
             McpMessage::Protocol { id, method }
         }
@@ -268,69 +377,63 @@ fn message(value: Value, limits: &McpLimits) -> Result<McpMessage, McpError> {
     })
 }
 
-/// `params.arguments`: an object (absent is empty), within its bound, and
-/// the SHA-256 of its JSON.
-fn arguments(
-    params: &mut Map<String, Value>,
-    method: &str,
-    limits: &McpLimits,
-) -> Result<(Map<String, Value>, [u8; 32]), McpError> {
-    let arguments = match params.remove("arguments") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(arguments)) => arguments,
-        Some(_) => return Err(McpError::NotJsonRpc("`params.arguments` must be an object")),
-    };
-    // Serialized size: what a policy would see, however the body was
-    // spaced. Written once, into the digest the audit line keeps, never
-    // into a buffer.
-    let mut json = Digesting {
-        digest: ring::digest::Context::new(&ring::digest::SHA256),
-        len: 0,
-    };
-    let size = serde_json::to_writer(&mut json, &arguments).map_or(usize::MAX, |()| json.len);
-    if size > limits.max_argument_bytes {
-        return Err(McpError::ArgumentsTooLarge {
-            method: method.to_string(),
-            limit: limits.max_argument_bytes,
-        });
-    }
-    let mut sha256 = [0u8; 32];
-    sha256.copy_from_slice(json.digest.finish().as_ref());
-    Ok((arguments, sha256))
+/// The `arguments` of a call or prompt: the object as the client sent it,
+/// which is what the server will read. Its size (within its bound) and
+/// its SHA-256 are of that text; a member is parsed only when asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpArguments {
+    json: Box<str>,
+    sha256: [u8; 32],
 }
 
-/// A writer that only counts and digests what it is given.
-struct Digesting {
-    digest: ring::digest::Context,
-    len: usize,
-}
-
-impl std::io::Write for Digesting {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.digest.update(bytes);
-        self.len += bytes.len();
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// How deeply arrays and objects nest in `value` (a scalar is 0).
-fn depth(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 0usize)];
-    while let Some((value, level)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(fields) => Box::new(fields.values()),
-            _ => continue,
+impl McpArguments {
+    /// `params.arguments`: an object (absent or `null` is empty), within
+    /// its bound.
+    fn read(raw: Option<&RawValue>, method: &str, limits: &McpLimits) -> Result<Self, McpError> {
+        let json = match raw.map(RawValue::get) {
+            None | Some("null") => "{}",
+            Some(object) if object.starts_with('{') => object,
+            Some(_) => return Err(McpError::NotJsonRpc("`params.arguments` must be an object")),
         };
-        deepest = deepest.max(level + 1);
-        stack.extend(children.map(|child| (child, level + 1)));
+        if json.len() > limits.max_argument_bytes {
+            return Err(McpError::ArgumentsTooLarge {
+                method: method.to_string(),
+                limit: limits.max_argument_bytes,
+            });
+        }
+        Ok(McpArguments {
+            sha256: sha256(json.as_bytes()),
+            json: json.into(),
+        })
     }
-    deepest
+
+    /// The SHA-256 of the arguments as sent: what the audit line keeps.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+
+    /// The members `wanted` names, parsed; the others are only skipped.
+    /// (A member given twice counts as its last, as most servers read it.)
+    pub fn members(&self, wanted: impl Fn(&str) -> bool) -> Map<String, Value> {
+        let mut read = Map::new();
+        for (quoted, value) in scan::members(&self.json).unwrap_or_default() {
+            let key = match quoted.get(1..quoted.len().saturating_sub(1)) {
+                Some(plain) if !plain.contains('\\') => Cow::Borrowed(plain),
+                _ => Cow::Owned(serde_json::from_str::<String>(quoted).unwrap_or_default()),
+            };
+            if wanted(&key) {
+                if let Ok(value) = serde_json::from_str(value) {
+                    read.insert(key.into_owned(), value);
+                }
+            }
+        }
+        read
+    }
+
+    /// Every member, for `audit.mcp_arguments: full`.
+    pub fn all(&self) -> Map<String, Value> {
+        self.members(|_| true)
+    }
 }
 
 /// Where and what kind of JSON error: the position is all a client needs,
@@ -528,15 +631,34 @@ mod tests {
             id,
             name,
             arguments,
-            arguments_sha256,
         } = &body.messages[0]
         else {
             panic!("{body:?}");
         };
         assert_eq!((id, name.as_str()), (&Some(json!(7)), "merge_pull_request"));
-        assert_eq!(arguments["repo"], "acme/api");
-        let json = serde_json::to_vec(arguments).unwrap();
-        assert_eq!(*arguments_sha256, sha256(&json), "the digest of their JSON");
+        assert_eq!(
+            arguments.all(),
+            json!({"repo": "acme/api", "number": 12})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        assert_eq!(
+            Value::Object(arguments.members(|m| m == "repo")),
+            json!({"repo": "acme/api"}),
+            "only what naming reads is built"
+        );
+        let spaced = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"m","arguments": { "b": 1,  "a": 2 }}}"#;
+        let McpMessage::ToolCall { arguments, .. } =
+            &read(spaced, &McpLimits::default()).unwrap().messages[0]
+        else {
+            panic!("not a call");
+        };
+        assert_eq!(
+            *arguments.sha256(),
+            sha256(br#"{ "b": 1,  "a": 2 }"#),
+            "the digest of their JSON as sent"
+        );
         assert_eq!(body.messages[0].method(), "tools/call");
         assert_eq!(body.messages[0].id(), Some(&json!(7)));
     }
@@ -619,9 +741,22 @@ mod tests {
     }
 
     #[test]
-    fn depth_counts_containers_only() {
-        assert_eq!(depth(&json!("x")), 0);
-        assert_eq!(depth(&json!({})), 1);
-        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+    fn a_member_given_twice_is_refused() {
+        let twice = br#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"x"}}"#;
+        let err = read(twice, &McpLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("not JSON: invalid data"), "{err}");
+        let named_twice =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#;
+        assert!(read(named_twice, &McpLimits::default()).is_err());
+        // `null` is a value, not an absent member.
+        let null_params = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":null}"#;
+        let err = read(null_params, &McpLimits::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("`params` must be an object"),
+            "{err}"
+        );
+        let null_result = br#"{"jsonrpc":"2.0","id":3,"result":null}"#;
+        let body = read(null_result, &McpLimits::default()).unwrap();
+        assert_eq!(body.messages[0], McpMessage::Response { id: json!(3) });
     }
 }
