@@ -312,14 +312,15 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
 }
 
 /// A small member's value (`jsonrpc`, `id`, `method`, `name`, `uri`),
-/// built once its message is known to need it.
-fn value(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+/// built once its message is known to need it; `None` for what serde
+/// reads as JSON but not as a value (a number out of range).
+fn value(raw: &RawValue) -> Option<Value> {
+    serde_json::from_str(raw.get()).ok()
 }
 
 /// A member that must be a string, or `what` is wrong.
 fn text(raw: Option<&RawValue>, what: &'static str) -> Result<String, McpError> {
-    match raw.map(value) {
+    match raw.and_then(value) {
         Some(Value::String(s)) => Ok(s),
         _ => Err(McpError::NotJsonRpc(what)),
     }
@@ -329,12 +330,12 @@ fn message(wire: Object<Wire>, limits: &McpLimits) -> Result<McpMessage, McpErro
     let Object::Is(wire) = wire else {
         return Err(McpError::NotJsonRpc("a message must be an object"));
     };
-    if wire.jsonrpc.map(value) != Some(Value::String("2.0".into())) {
+    if wire.jsonrpc.and_then(value) != Some(Value::String("2.0".into())) {
         return Err(McpError::NotJsonRpc("`jsonrpc` must be \"2.0\""));
     }
     let id = match wire.id.map(value) {
         None => None,
-        Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(id),
+        Some(Some(id @ (Value::String(_) | Value::Number(_) | Value::Null))) => Some(id),
         Some(_) => return Err(McpError::NotJsonRpc("`id` must be a string or a number")),
     };
     let method = match wire.method {
@@ -716,6 +717,7 @@ mod tests {
             (json!({"method": "ping"}).to_string().into(), "`jsonrpc` must be"),
             (json!({"jsonrpc": "2.0", "id": [1], "method": "ping"}).to_string().into(), "`id` must be"),
             (json!({"jsonrpc": "2.0", "id": 1}).to_string().into(), "needs a `method`"),
+            (br#"{"jsonrpc": "2.0", "id": 1e400, "method": "ping"}"#.to_vec(), "`id` must be"),
             (json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []}).to_string().into(), "`params` must be an object"),
             (json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}).to_string().into(), "needs a string `params.name`"),
             (json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x", "arguments": "a"}}).to_string().into(), "must be an object"),
