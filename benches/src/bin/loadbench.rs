@@ -1090,3 +1090,20 @@ fn decisions(smoke: bool) -> Vec<(usize, fixtures::Percentiles, fixtures::Percen
         })
         .collect()
 }
+
+/// The last whole line of `t`'s audit log, once the audit writer's batch
+/// is out: what the last request a row sent was decided as.
+fn last_audit_line(t: &process::Participant) -> anyhow::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    std::thread::sleep(Duration::from_millis(100));
+    let path = t.dir().context("config dir")?.join("audit.log");
+    let mut file = std::fs::File::open(&path)?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(16 * 1024)))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let tail = String::from_utf8_lossy(&tail);
+    // The last whole line: a batch may be half written.
+    let whole = &tail[..tail.rfind('\n').unwrap_or(0)];
+    Ok(whole.rsplit('\n').next().unwrap_or_default().to_string())
+}

@@ -14,9 +14,7 @@
 //! JSON-RPC message, checks its bounds, names the tool, fills the resource
 //! from the arguments and projects the declared ones into the decision.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -83,18 +81,8 @@ fn row<'a>(
 /// allowed, and a tool call was audited as one: the rows measured what
 /// they say.
 fn expect_last(t: &Participant, row: &str, action: &str) -> anyhow::Result<()> {
-    std::thread::sleep(Duration::from_millis(100));
-    let path = t.dir().context("config dir")?.join("audit.log");
-    let mut file = std::fs::File::open(&path)?;
-    let length = file.metadata()?.len();
-    file.seek(SeekFrom::Start(length.saturating_sub(16 * 1024)))?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
-    let tail = String::from_utf8_lossy(&tail);
-    // The last whole line: a batch may be half written.
-    let whole = &tail[..tail.rfind('\n').unwrap_or(0)];
-    let last = whole.rsplit('\n').next().unwrap_or_default();
-    let line: Value = serde_json::from_str(last)
+    let last = super::last_audit_line(t)?;
+    let line: Value = serde_json::from_str(&last)
         .with_context(|| format!("{row}: the last audit line is not JSON: {last}"))?;
     anyhow::ensure!(
         line["action"] == action

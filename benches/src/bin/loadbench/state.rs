@@ -17,7 +17,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -198,17 +197,7 @@ pub(super) fn state(
 /// The last requests `row` sent were made under `task` (or under none):
 /// the token was taken as a task token, not stripped as some credential.
 fn expect_task(t: &Participant, row: &str, task: Option<&tasks::Started>) -> anyhow::Result<()> {
-    std::thread::sleep(Duration::from_millis(100));
-    let path = t.dir().context("config dir")?.join("audit.log");
-    let mut file = std::fs::File::open(&path)?;
-    let length = file.metadata()?.len();
-    file.seek(SeekFrom::Start(length.saturating_sub(16 * 1024)))?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
-    let tail = String::from_utf8_lossy(&tail);
-    // The last whole line: a batch may be half written.
-    let whole = &tail[..tail.rfind('\n').unwrap_or(0)];
-    let last = whole.rsplit('\n').next().unwrap_or_default();
+    let last = super::last_audit_line(t)?;
     match task {
         Some(task) => anyhow::ensure!(
             last.contains(&format!("\"task\":\"{}\"", task.id)),
