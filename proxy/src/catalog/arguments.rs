@@ -12,6 +12,19 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+/// Where a call's arguments are looked up by name: a whole parsed object,
+/// or only the few members naming read (`core::mcp`'s list, which builds
+/// no map for two or three lookups).
+pub trait Given {
+    fn argument(&self, name: &str) -> Option<&Value>;
+}
+
+impl Given for Map<String, Value> {
+    fn argument(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+}
+
 /// The Cedar type of one declared argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArgumentType {
@@ -158,11 +171,11 @@ impl Arguments {
     /// name them.
     pub fn values<'a>(
         &'a self,
-        given: &Map<String, Value>,
+        given: &dyn Given,
     ) -> Result<Vec<(&'a Argument, ArgumentValue)>, ArgumentError> {
         let mut values = Vec::with_capacity(self.0.len());
         for argument in self.iter() {
-            match given.get(&*argument.name) {
+            match given.argument(&argument.name) {
                 None if argument.optional => {}
                 None => return Err(ArgumentError::Missing(argument.name.clone())),
                 Some(value) => {
@@ -180,14 +193,14 @@ impl Arguments {
     /// The declared arguments of a call as one JSON object, keys sorted, for
     /// the decision request: what a remote decision service reads back with
     /// [`Arguments::read`], and a stable key for the decision cache.
-    pub fn project(&self, given: &Map<String, Value>) -> Result<String, ArgumentError> {
+    pub fn project(&self, given: &dyn Given) -> Result<String, ArgumentError> {
         self.values(given)?;
         // Written straight out, no map built: declared arguments are kept
         // sorted by name (`parse` reads them from a sorted map).
         let mut json = Vec::with_capacity(64);
         json.push(b'{');
         for argument in self.iter() {
-            let Some(value) = given.get(&*argument.name) else {
+            let Some(value) = given.argument(&argument.name) else {
                 continue;
             };
             if json.len() > 1 {

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::arguments::{ArgumentError, Arguments};
+use super::arguments::{ArgumentError, Arguments, Given};
 use super::template::ResourceTemplate;
 use super::{Classification, RiskClass};
 
@@ -116,16 +116,19 @@ impl<'c> McpServerRef<'c> {
         self.server.pinning
     }
 
-    /// Whether naming a call of tool `name` reads its argument `argument`:
-    /// it is declared, or fills the resource. The others are never parsed.
-    pub fn reads(&self, name: &str, argument: &str) -> bool {
-        self.server.tools.get(name).is_some_and(|tool| {
-            tool.resource.params().any(|p| p == argument)
-                || tool
-                    .arguments
-                    .as_ref()
-                    .is_some_and(|declared| declared.iter().any(|a| &*a.name == argument))
-        })
+    /// Which arguments naming a call of tool `name` reads: those declared,
+    /// and those that fill the resource. The others are never parsed.
+    pub fn reads(&self, name: &str) -> impl Fn(&str) -> bool + 'c {
+        let tool = self.server.tools.get(name);
+        move |argument| {
+            tool.is_some_and(|tool| {
+                tool.resource.params().any(|p| p == argument)
+                    || tool
+                        .arguments
+                        .as_ref()
+                        .is_some_and(|declared| declared.iter().any(|a| &*a.name == argument))
+            })
+        }
     }
 
     /// `tools/call` of `name` with its `arguments`: named, with the
@@ -134,7 +137,7 @@ impl<'c> McpServerRef<'c> {
     pub fn tool_call(
         &self,
         name: &str,
-        arguments: &Map<String, Value>,
+        arguments: &dyn Given,
     ) -> Result<(Classification, Option<String>), ArgumentError> {
         let s = self.server;
         let Some(tool) = s.tools.get(name) else {
@@ -151,7 +154,7 @@ impl<'c> McpServerRef<'c> {
             .resource
             .params()
             .filter_map(|p| {
-                let text = match arguments.get(p)? {
+                let text = match arguments.argument(p)? {
                     Value::String(s) => segment(s),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 
-pub use arguments::{Argument, ArgumentError, ArgumentType, ArgumentValue, Arguments};
+pub use arguments::{Argument, ArgumentError, ArgumentType, ArgumentValue, Arguments, Given};
 pub use file::{ErrorFormat, QueryCredentialRule};
 pub use mcp::{McpPinning, McpServerRef};
 

@@ -157,9 +157,9 @@ impl From<Classification> for Named {
 
 /// A request to an MCP server the catalog declares, read: its message
 /// when it carries one.
-pub struct McpCall<'c> {
+pub struct McpCall<'c, 'b> {
     server: McpServerRef<'c>,
-    message: Option<McpMessage>,
+    message: Option<McpMessage<'b>>,
     /// Set for a method other than POST: not the protocol's.
     unknown: bool,
 }
@@ -169,14 +169,14 @@ pub struct McpCall<'c> {
 /// (DELETE) are the protocol's, any other method is unknown. The front
 /// must have read a POST's body. Of a batch, message `element` (the
 /// first when `None`: a batch of one).
-pub fn read_mcp<'c>(
+pub fn read_mcp<'c, 'b>(
     catalog: &'c Catalog,
     target: &RequestTarget,
     method: &Method,
     uri: &Uri,
-    body: Option<&[u8]>,
+    body: Option<&'b [u8]>,
     element: Option<usize>,
-) -> Result<Option<McpCall<'c>>, ProxyError> {
+) -> Result<Option<McpCall<'c, 'b>>, ProxyError> {
     let Some(server) = catalog.mcp_server(&target.host, uri.path()) else {
         return Ok(None);
     };
@@ -204,8 +204,8 @@ pub fn read_mcp<'c>(
     }))
 }
 
-impl<'c> McpCall<'c> {
-    pub fn message(&self) -> Option<&McpMessage> {
+impl<'c, 'b> McpCall<'c, 'b> {
+    pub fn message(&self) -> Option<&McpMessage<'b>> {
         self.message.as_ref()
     }
 
@@ -226,7 +226,7 @@ impl<'c> McpCall<'c> {
             Some(McpMessage::ToolCall {
                 name, arguments, ..
             }) => {
-                let read = arguments.members(|argument| server.reads(name, argument));
+                let read = arguments.members(server.reads(name));
                 let (c, declared) =
                     server
                         .tool_call(name, &read)

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::catalog::ArgumentError;
+use crate::catalog::{ArgumentError, Given};
 use crate::decision::tasks::{hex, sha256};
 use crate::decision::ObservedTool;
 use crate::error::ProxyError;
@@ -49,12 +49,12 @@ impl Default for McpLimits {
 
 /// One JSON-RPC message from the client, as far as deciding it goes.
 #[derive(Debug, Clone, PartialEq)]
-pub enum McpMessage {
+pub enum McpMessage<'b> {
     /// `tools/call`: the tool's name and its arguments.
     ToolCall {
         id: Option<Value>,
         name: String,
-        arguments: McpArguments,
+        arguments: McpArguments<'b>,
     },
     /// `resources/read` of one URI.
     ResourceRead { id: Option<Value>, uri: String },
@@ -62,7 +62,7 @@ pub enum McpMessage {
     PromptGet {
         id: Option<Value>,
         name: String,
-        arguments: McpArguments,
+        arguments: McpArguments<'b>,
     },
     /// The protocol's own: the handshake, `ping`, the listings, logging
     /// and completion settings, notifications. They name no tool.
@@ -74,7 +74,7 @@ pub enum McpMessage {
     Other { id: Option<Value>, method: String },
 }
 
-impl McpMessage {
+impl McpMessage<'_> {
     /// The JSON-RPC id a refusal must answer (`None`: a notification,
     /// which gets no answer).
     pub fn id(&self) -> Option<&Value> {
@@ -103,9 +103,9 @@ impl McpMessage {
 /// A request body: its messages, and whether they came as a batch (whose
 /// answer must be a batch too).
 #[derive(Debug, Clone, PartialEq)]
-pub struct McpBody {
+pub struct McpBody<'b> {
     pub batch: bool,
-    pub messages: Vec<McpMessage>,
+    pub messages: Vec<McpMessage<'b>>,
 }
 
 /// Why a body cannot be decided. Messages name what is wrong, never a
@@ -175,7 +175,7 @@ const PROTOCOL_METHODS: [&str; 11] = [
 /// Read a request body within `limits`. One pass over the body, which
 /// builds nothing no decision reads: arguments stay text until naming
 /// asks for a declared one.
-pub fn read(body: &[u8], limits: &McpLimits) -> Result<McpBody, McpError> {
+pub fn read<'b>(body: &'b [u8], limits: &McpLimits) -> Result<McpBody<'b>, McpError> {
     if body.len() > limits.max_body_bytes {
         return Err(McpError::TooLarge {
             limit: limits.max_body_bytes,
@@ -326,7 +326,7 @@ fn text(raw: Option<&RawValue>, what: &'static str) -> Result<String, McpError> 
     }
 }
 
-fn message(wire: Object<Wire>, limits: &McpLimits) -> Result<McpMessage, McpError> {
+fn message<'b>(wire: Object<Wire<'b>>, limits: &McpLimits) -> Result<McpMessage<'b>, McpError> {
     let Object::Is(wire) = wire else {
         return Err(McpError::NotJsonRpc("a message must be an object"));
     };
@@ -379,18 +379,19 @@ fn message(wire: Object<Wire>, limits: &McpLimits) -> Result<McpMessage, McpErro
 }
 
 /// The `arguments` of a call or prompt: the object as the client sent it,
-/// which is what the server will read. Its size (within its bound) and
-/// its SHA-256 are of that text; a member is parsed only when asked for.
+/// which is what the server will read, borrowed from the body. Its size
+/// (within its bound) and its SHA-256 are of that text; a member is
+/// parsed only when asked for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct McpArguments {
-    json: Box<str>,
+pub struct McpArguments<'b> {
+    json: &'b str,
     sha256: [u8; 32],
 }
 
-impl McpArguments {
+impl<'b> McpArguments<'b> {
     /// `params.arguments`: an object (absent or `null` is empty), within
     /// its bound.
-    fn read(raw: Option<&RawValue>, method: &str, limits: &McpLimits) -> Result<Self, McpError> {
+    fn read(raw: Option<&'b RawValue>, method: &str, limits: &McpLimits) -> Result<Self, McpError> {
         let json = match raw.map(RawValue::get) {
             None | Some("null") => "{}",
             Some(object) if object.starts_with('{') => object,
@@ -404,7 +405,7 @@ impl McpArguments {
         }
         Ok(McpArguments {
             sha256: sha256(json.as_bytes()),
-            json: json.into(),
+            json,
         })
     }
 
@@ -414,26 +415,45 @@ impl McpArguments {
     }
 
     /// The members `wanted` names, parsed; the others are only skipped.
-    /// (A member given twice counts as its last, as most servers read it.)
-    pub fn members(&self, wanted: impl Fn(&str) -> bool) -> Map<String, Value> {
-        let mut read = Map::new();
-        for (quoted, value) in scan::members(&self.json).unwrap_or_default() {
+    pub fn members(&self, wanted: impl Fn(&str) -> bool) -> Members<'b> {
+        let mut read = Vec::new();
+        for (quoted, value) in scan::members(self.json).unwrap_or_default() {
             let key = match quoted.get(1..quoted.len().saturating_sub(1)) {
                 Some(plain) if !plain.contains('\\') => Cow::Borrowed(plain),
                 _ => Cow::Owned(serde_json::from_str::<String>(quoted).unwrap_or_default()),
             };
             if wanted(&key) {
                 if let Ok(value) = serde_json::from_str(value) {
-                    read.insert(key.into_owned(), value);
+                    read.push((key, value));
                 }
             }
         }
-        read
+        Members(read)
     }
 
     /// Every member, for `audit.mcp_arguments: full`.
     pub fn all(&self) -> Map<String, Value> {
-        self.members(|_| true)
+        let mut all = Map::new();
+        for (key, value) in self.members(|_| true).0 {
+            all.insert(key.into_owned(), value);
+        }
+        all
+    }
+}
+
+/// Members of a call's arguments, parsed, in the order sent: the two or
+/// three naming reads, so a list rather than a map. A member given twice
+/// counts as its last, as most servers read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Members<'b>(Vec<(Cow<'b, str>, Value)>);
+
+impl Given for Members<'_> {
+    fn argument(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 }
 
@@ -576,8 +596,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn read_json(value: Value) -> Result<McpBody, McpError> {
-        read(value.to_string().as_bytes(), &McpLimits::default())
+    fn read_text(text: &str) -> Result<McpBody<'_>, McpError> {
+        read(text.as_bytes(), &McpLimits::default())
     }
 
     #[test]
@@ -621,12 +641,13 @@ mod tests {
 
     #[test]
     fn a_tool_call_is_named_with_its_arguments() {
-        let body = read_json(json!({
+        let text = json!({
             "jsonrpc": "2.0", "id": 7, "method": "tools/call",
             "params": {"name": "merge_pull_request", "arguments": {"repo": "acme/api", "number": 12},
                        "_meta": {"progressToken": 1}}
-        }))
-        .unwrap();
+        })
+        .to_string();
+        let body = read_text(&text).unwrap();
         assert!(!body.batch);
         let McpMessage::ToolCall {
             id,
@@ -644,11 +665,22 @@ mod tests {
                 .unwrap()
                 .clone()
         );
+        let repo = arguments.members(|m| m == "repo");
+        assert_eq!(repo.argument("repo"), Some(&json!("acme/api")));
         assert_eq!(
-            Value::Object(arguments.members(|m| m == "repo")),
-            json!({"repo": "acme/api"}),
+            repo.argument("number"),
+            None,
             "only what naming reads is built"
         );
+        // A member given twice counts as its last.
+        let twice = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"m","arguments":{"a":1,"b":2,"a":3}}}"#;
+        let McpMessage::ToolCall { arguments, .. } =
+            &read(twice, &McpLimits::default()).unwrap().messages[0]
+        else {
+            panic!("not a call");
+        };
+        assert_eq!(arguments.members(|_| true).argument("a"), Some(&json!(3)));
+        assert_eq!(arguments.all()["a"], json!(3));
         let spaced = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"m","arguments": { "b": 1,  "a": 2 }}}"#;
         let McpMessage::ToolCall { arguments, .. } =
             &read(spaced, &McpLimits::default()).unwrap().messages[0]
@@ -666,7 +698,7 @@ mod tests {
 
     #[test]
     fn each_element_of_a_batch_is_read_on_its_own() {
-        let body = read_json(json!([
+        let text = json!([
             {"jsonrpc": "2.0", "id": "a", "method": "tools/call", "params": {"name": "search_issues"}},
             {"jsonrpc": "2.0", "method": "notifications/initialized"},
             {"jsonrpc": "2.0", "id": "b", "method": "resources/read", "params": {"uri": "repo://acme/api/README.md"}},
@@ -674,8 +706,9 @@ mod tests {
             {"jsonrpc": "2.0", "id": 4, "result": {"action": "accept"}},
             {"jsonrpc": "2.0", "id": 5, "method": "tools/list"},
             {"jsonrpc": "2.0", "id": 6, "method": "sampling/createMessage"}
-        ]))
-        .unwrap();
+        ])
+        .to_string();
+        let body = read_text(&text).unwrap();
         assert!(body.batch);
         let methods: Vec<&str> = body.messages.iter().map(McpMessage::method).collect();
         assert_eq!(

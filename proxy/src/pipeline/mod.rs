@@ -645,8 +645,10 @@ impl Pipeline {
     }
 }
 
-/// The whole body of a request held for approval: refused when it is (or
-/// says it will be) over `limit` bytes, never cut short.
+/// The whole body of a request held for approval (or named by it, as an
+/// MCP message is): refused when it is (or says it will be) over `limit`
+/// bytes, never cut short. A body that came in one piece, as most do, is
+/// kept as that piece, not copied.
 async fn read_held<B>(
     body: B,
     declared: Option<u64>,
@@ -659,11 +661,67 @@ where
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ProxyError::HeldBodyTooLarge { limit });
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::HeldBodyTooLarge { limit })
+    let mut body = std::pin::pin!(http_body_util::Limited::new(body, limit));
+    let (mut first, mut joined) = (None, bytes::BytesMut::new());
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match e.is::<http_body_util::LengthLimitError>() {
+            true => ProxyError::HeldBodyTooLarge { limit },
+            false => ProxyError::HeldBodyUnreadable(e.to_string()),
+        })?;
+        // Trailers are not the body.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            earlier => {
+                joined.extend_from_slice(&earlier.unwrap_or_default());
+                joined.extend_from_slice(&data);
+            }
         }
-        Err(e) => Err(ProxyError::HeldBodyUnreadable(e.to_string())),
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    fn body(
+        chunks: &[&'static str],
+    ) -> StreamBody<impl tokio_stream::Stream<Item = Result<Frame<Bytes>, std::io::Error>>> {
+        let frames: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+            .chain([Ok(Frame::trailers(http::HeaderMap::new()))])
+            .collect();
+        StreamBody::new(tokio_stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_held_body_is_read_whole_in_one_piece_or_many_and_never_cut() {
+        for chunks in [
+            &[][..],
+            &["{\"a\":1}"],
+            &["{\"a\"", ":", "1}"],
+            &["", "{\"a\":1}"],
+        ] {
+            let read = read_held(body(chunks), None, 64).await.unwrap();
+            assert_eq!(read, chunks.concat(), "{chunks:?}");
+        }
+        let over = read_held(body(&["0123456789", "0123456789"]), None, 15).await;
+        assert!(
+            matches!(over, Err(ProxyError::HeldBodyTooLarge { limit: 15 })),
+            "{over:?}"
+        );
+        let said = read_held(body(&[]), Some(16), 15).await;
+        assert!(
+            matches!(said, Err(ProxyError::HeldBodyTooLarge { limit: 15 })),
+            "{said:?}"
+        );
     }
 }
