@@ -306,19 +306,7 @@ async fn malformed_deep_and_oversized_messages_are_refused_and_the_proxy_keeps_s
             "mcp_over_limit",
         ),
     ] {
-        let out = tg
-            .curl(&[
-                "--cacert",
-                &ca,
-                "-H",
-                "content-type: application/json",
-                "-H",
-                "accept: application/json, text/event-stream",
-                "--data-binary",
-                &body,
-                &url,
-            ])
-            .await;
+        let out = tg.curl(&post(&ca, &url, &body)).await;
         // Nothing of such a body can be trusted to name an id to answer:
         // a plain 400 naming what is wrong.
         assert_eq!(
@@ -329,6 +317,25 @@ async fn malformed_deep_and_oversized_messages_are_refused_and_the_proxy_keeps_s
         );
     }
     assert!(server.calls().is_empty(), "nothing undecidable was sent on");
+    // A well-formed call is decided and sent on, and its audit line has
+    // the digest of its arguments exactly as sent, spaces and all: what
+    // an investigator checks with `sha256sum` against the agent's bytes.
+    let arguments = r#"{ "repo": "acme/api",  "query": "crash" }"#;
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"search_issues","arguments":{arguments}}}}}"#
+    );
+    tg.curl(&post(&ca, &url, &body)).await;
+    let line = tg.wait_audit(|l| l["mcp"]["id"] == 6);
+    let sha256: String = ring::digest::digest(&ring::digest::SHA256, arguments.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        (&line["decision"], &line["mcp"]["arguments_sha256"]),
+        (&json!("allow"), &json!(sha256)),
+        "{line}"
+    );
     // Still serving: the SDK's client calls through the same proxy.
     let answer = client(
         &tg,
@@ -796,4 +803,20 @@ async fn a_pending_approval_sends_a_modern_client_to_the_console() {
     let sent = post(merge(4), "2025-11-25", &session).await;
     assert!(sent.body.contains("merged acme/api#7"), "{}", sent.body);
     assert_eq!(server.calls().len(), 1);
+}
+
+/// curl's arguments to `POST` `body` to `url` as a streamable HTTP client
+/// would, trusting tollgate's CA `ca`.
+fn post<'a>(ca: &'a str, url: &'a str, body: &'a str) -> [&'a str; 9] {
+    [
+        "--cacert",
+        ca,
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "accept: application/json, text/event-stream",
+        "--data-binary",
+        body,
+        url,
+    ]
 }
