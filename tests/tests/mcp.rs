@@ -306,7 +306,7 @@ async fn malformed_deep_and_oversized_messages_are_refused_and_the_proxy_keeps_s
             "mcp_over_limit",
         ),
     ] {
-        let out = tg.curl(&post(&ca, &url, &body)).await;
+        let out = tg.curl(&post(&ca, &url, &[], &body)).await;
         // Nothing of such a body can be trusted to name an id to answer:
         // a plain 400 naming what is wrong.
         assert_eq!(
@@ -324,7 +324,7 @@ async fn malformed_deep_and_oversized_messages_are_refused_and_the_proxy_keeps_s
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"search_issues","arguments":{arguments}}}}}"#
     );
-    tg.curl(&post(&ca, &url, &body)).await;
+    tg.curl(&post(&ca, &url, &[], &body)).await;
     let line = tg.wait_audit(|l| l["mcp"]["id"] == 6);
     let sha256: String = ring::digest::digest(&ring::digest::SHA256, arguments.as_bytes())
         .as_ref()
@@ -592,23 +592,11 @@ async fn a_batch_is_decided_message_by_message() {
     let tg = Tollgate::start(proxying(&server, &pki));
     let ca = tg.ca_cert().display().to_string();
     let url = format!("https://{}/mcp", tollgate_e2e::mcp::HOST);
-    let post = |body: serde_json::Value| {
+    let send = |body: serde_json::Value| {
         let (tg, ca, url) = (&tg, &ca, &url);
         async move {
-            tg.curl(&[
-                "--cacert",
-                ca,
-                "-H",
-                "content-type: application/json",
-                "-H",
-                "accept: application/json, text/event-stream",
-                "-H",
-                "mcp-protocol-version: 2025-03-26",
-                "--data-binary",
-                &body.to_string(),
-                url,
-            ])
-            .await
+            let version = ["mcp-protocol-version: 2025-03-26"];
+            tg.curl(&post(ca, url, &version, &body.to_string())).await
         }
     };
     let search = json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call",
@@ -618,7 +606,7 @@ async fn a_batch_is_decided_message_by_message() {
     let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 3}});
 
-    let out = post(json!([search, merge, cancelled])).await;
+    let out = send(json!([search, merge, cancelled])).await;
     assert_eq!(out.status, 200, "{}", out.body);
     let answers = out.json();
     let answers = answers.as_array().expect("a batch answers a batch");
@@ -673,7 +661,7 @@ async fn a_batch_is_decided_message_by_message() {
     let ping = json!({"jsonrpc": "2.0", "id": 21, "method": "ping"});
     let search = json!({"jsonrpc": "2.0", "id": 22, "method": "tools/call",
         "params": {"name": "search_issues", "arguments": {"repo": "acme/api", "query": "crash"}}});
-    let out = post(json!([ping, search])).await;
+    let out = send(json!([ping, search])).await;
     assert!(
         !out.body.contains("decision_id"),
         "the server's own answer: {}",
@@ -720,38 +708,24 @@ async fn a_pending_approval_sends_a_modern_client_to_the_console() {
     let head = dir.path().join("head.txt");
     let ca = tg.ca_cert().display().to_string();
     let url = format!("https://{}/mcp", tollgate_e2e::mcp::HOST);
-    let post = |body: serde_json::Value, version: &str, session: &str| {
+    let send = |body: serde_json::Value, version: &str, session: &str| {
         let (tg, ca, url, head) = (&tg, &ca, &url, head.display().to_string());
         let (version, session) = (
             format!("mcp-protocol-version: {version}"),
             format!("mcp-session-id: {session}"),
         );
         async move {
-            tg.curl(&[
-                "--cacert",
-                ca,
-                "-D",
-                &head,
-                "-H",
-                "content-type: application/json",
-                "-H",
-                "accept: application/json, text/event-stream",
-                "-H",
-                &version,
-                "-H",
-                &session,
-                "--data-binary",
-                &body.to_string(),
-                url,
-            ])
-            .await
+            let text = body.to_string();
+            let mut args = post(ca, url, &[&version, &session], &text);
+            args.extend(["-D", &head]);
+            tg.curl(&args).await
         }
     };
     // A session, as the SDK's client opens one.
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"url": {}}},
         "clientInfo": {"name": "curl", "version": "1"}}});
-    let opened = post(init, "2025-11-25", "").await;
+    let opened = send(init, "2025-11-25", "").await;
     assert_eq!(opened.status, 200, "{}", opened.body);
     let session = std::fs::read_to_string(&head)
         .unwrap()
@@ -763,13 +737,13 @@ async fn a_pending_approval_sends_a_modern_client_to_the_console() {
         })
         .expect("a session id");
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    post(initialized, "2025-11-25", &session).await;
+    send(initialized, "2025-11-25", &session).await;
 
     let merge = |id: u32| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
         "params": {"name": "merge_pull_request", "arguments": {"repo": "acme/api", "number": 7}}})
     };
-    let asked = post(merge(2), "2025-11-25", &session).await;
+    let asked = send(merge(2), "2025-11-25", &session).await;
     assert_eq!(asked.status, 200, "{}", asked.body);
     let error = &asked.json()["error"];
     assert_eq!(error["code"], -32042, "{}", asked.body);
@@ -785,7 +759,7 @@ async fn a_pending_approval_sends_a_modern_client_to_the_console() {
     assert!(elicitation["message"].as_str().unwrap().contains(approval));
 
     // The newest revision: a result asking for the same input.
-    let later = post(merge(3), "2026-07-28", &session).await;
+    let later = send(merge(3), "2026-07-28", &session).await;
     let result = &later.json()["result"];
     assert_eq!(result["resultType"], "input_required", "{}", later.body);
     assert_eq!(
@@ -800,23 +774,26 @@ async fn a_pending_approval_sends_a_modern_client_to_the_console() {
     assert!(server.calls().is_empty());
 
     decide(&api, "approve", approval, "release train");
-    let sent = post(merge(4), "2025-11-25", &session).await;
+    let sent = send(merge(4), "2025-11-25", &session).await;
     assert!(sent.body.contains("merged acme/api#7"), "{}", sent.body);
     assert_eq!(server.calls().len(), 1);
 }
 
 /// curl's arguments to `POST` `body` to `url` as a streamable HTTP client
-/// would, trusting tollgate's CA `ca`.
-fn post<'a>(ca: &'a str, url: &'a str, body: &'a str) -> [&'a str; 9] {
-    [
+/// would, with `headers` besides its content type and `Accept`, trusting
+/// tollgate's CA `ca`.
+fn post<'a>(ca: &'a str, url: &'a str, headers: &[&'a str], body: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
         "--cacert",
         ca,
         "-H",
         "content-type: application/json",
         "-H",
         "accept: application/json, text/event-stream",
-        "--data-binary",
-        body,
-        url,
-    ]
+    ];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    args.extend(["--data-binary", body, url]);
+    args
 }
