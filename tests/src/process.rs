@@ -547,6 +547,26 @@ impl Process {
         }
     }
 
+    /// Wait (bounded) until at least `count` audit lines are written
+    /// (by their own thread, after the answer); return them all.
+    pub fn wait_audit_lines(&self, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.audit_lines();
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} audit lines, not {count}:\n{}\nlogs:\n{}",
+                lines.len(),
+                self.stdout_text(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Wait (bounded) until the logs contain `needle`.
     pub fn wait_log(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -471,7 +471,7 @@ async fn one_listener_tells_kubernetes_workloads_apart_by_namespace_and_pod() {
         (403, "no_permit".into())
     );
     assert_eq!(w.with_jwt(&untrusted).await.out.status, 403);
-    let lines = w.tg.audit_lines();
+    let lines = w.tg.wait_audit_lines(3);
     let workloads: Vec<&str> = lines
         .iter()
         .filter_map(|l| l["workload"].as_str())
